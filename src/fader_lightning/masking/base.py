@@ -1,0 +1,161 @@
+"""Common interface of the mask generators and the helpers they share.
+
+A mask generator turns a batch of images ``(B, 3, H, W)`` (float in ``[0, 1]``, not normalised) into binary masks
+``(B, P, H, W)`` where ``1`` marks the pixels to hide from the inpainting network and ``P`` is the number of
+inpainting passes the method needs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from fader_lightning.errors import ConfigError
+
+
+class MaskGenerator(nn.Module, ABC):
+    """Base class of every masking method.
+
+    Attributes:
+        name (str): Registry name of the method (set by :func:`fader_lightning.masking.registry.register`).
+        deterministic (bool): ``True`` when the mask depends only on the image, so it can be cached.
+        partitions (bool): ``True`` when the passes come in groups of :attr:`group_size` masks that partition the
+            image (every pixel is masked in exactly one pass of each group).
+    """
+
+    name: ClassVar[str]
+    deterministic: ClassVar[bool]
+    partitions: ClassVar[bool] = False
+
+    @abstractmethod
+    def forward(self, images: Tensor) -> Tensor:
+        """Compute the masks of a batch.
+
+        Args:
+            images (Tensor): Images ``(B, 3, H, W)``, float in ``[0, 1]``.
+
+        Returns:
+            Tensor: Masks ``(B, P, H, W)``, float32 in ``{0, 1}`` on the images' device; ``1`` = masked.
+        """
+
+    @property
+    def num_passes(self) -> int:
+        """int: Number of masks ``P`` produced per image."""
+        return 1
+
+    @property
+    def group_size(self) -> int:
+        """int: Passes per partition group (equal to :attr:`num_passes` for methods that do not partition)."""
+        return self.num_passes
+
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """Return the settings that change the mask, as JSON-serialisable values.
+
+        Returns:
+            dict[str, Any]: Setting name to value.
+        """
+
+    def config_key(self) -> str:
+        """Return a stable string of the method name and the settings that change the mask.
+
+        Returns:
+            str: Canonical JSON text, usable as part of a cache key.
+        """
+        return json.dumps({"method": self.name, **self.settings()}, sort_keys=True, separators=(",", ":"))
+
+    def extra_repr(self) -> str:
+        """Return the settings shown by ``repr``.
+
+        Returns:
+            str: Comma-separated ``name=value`` pairs.
+        """
+        return ", ".join(f"{key}={value!r}" for key, value in self.settings().items())
+
+
+def check_images(images: Tensor) -> None:
+    """Check that a batch has the ``(B, 3, H, W)`` floating-point layout the generators expect.
+
+    Args:
+        images (Tensor): Batch to check.
+
+    Raises:
+        ValueError: If the batch is not a 4-D floating-point tensor with 3 channels.
+    """
+    if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+        raise ValueError(
+            f"mask generators expect float images of shape (B, 3, H, W), got {tuple(images.shape)} {images.dtype}"
+        )
+
+
+def positive_int(key: str, value: Any) -> int:
+    """Validate a positive integer setting.
+
+    Args:
+        key (str): Config key, reported in the error (e.g. ``"masking.cell_size"``).
+        value (Any): Value to check.
+
+    Returns:
+        int: The value as ``int``.
+
+    Raises:
+        ConfigError: If the value is not an integer >= 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}; set {key} to an integer >= 1")
+    return int(value)
+
+
+def unit_fraction(key: str, value: Any, *, allow_zero: bool = True) -> float:
+    """Validate a fraction setting in ``[0, 1]`` (or ``(0, 1]``).
+
+    Args:
+        key (str): Config key, reported in the error.
+        value (Any): Value to check.
+        allow_zero (bool): Whether ``0`` is accepted.
+
+    Returns:
+        float: The value as ``float``.
+
+    Raises:
+        ConfigError: If the value is not a finite number in the accepted range.
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    low_ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not (low_ok and value <= 1):
+        interval = "[0, 1]" if allow_zero else "(0, 1]"
+        raise ConfigError(f"{key} must be a number in {interval}, got {value!r}; set {key} inside {interval}")
+    return float(value)
+
+
+def upsample_cells(cells: Tensor, cell_size: int, height: int, width: int) -> Tensor:
+    """Expand a per-cell grid to pixels (nearest), cropping the partial cells at the bottom/right border.
+
+    Args:
+        cells (Tensor): Grid ``(..., ceil(H / cell_size), ceil(W / cell_size))``.
+        cell_size (int): Side of a cell in pixels.
+        height (int): Output height ``H``.
+        width (int): Output width ``W``.
+
+    Returns:
+        Tensor: ``(..., H, W)`` with every pixel holding the value of its cell.
+    """
+    pixels = cells.repeat_interleave(cell_size, dim=-2).repeat_interleave(cell_size, dim=-1)
+    return pixels[..., :height, :width]
+
+
+def to_mask(binary: Tensor) -> Tensor:
+    """Convert a boolean / {0, 1} tensor to the float32 mask dtype.
+
+    Args:
+        binary (Tensor): Boolean or numeric tensor holding only 0 and 1.
+
+    Returns:
+        Tensor: Same values as float32, contiguous.
+    """
+    return binary.to(torch.float32).contiguous()

@@ -1,0 +1,98 @@
+"""Lightning glue shared by both stages: test metrics from one score store, predict, NaN guard."""
+
+from __future__ import annotations
+
+import logging
+import math
+from abc import abstractmethod
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from fader_lightning.data.dataset import Batch
+from fader_lightning.errors import TrainingError
+from fader_lightning.metrics import AnomalyScoreStore
+
+log = logging.getLogger(__name__)
+
+
+class AnomalyModule(L.LightningModule):
+    """Base of the stage modules.
+
+    Subclasses implement :meth:`infer`. Testing stores every score and map once in an
+    :class:`~fader_lightning.metrics.AnomalyScoreStore` (float16 maps on CPU by default), computes
+    image/pixel AUROC, AUPRO and the oracle F1-max at the end, logs them under ``test/`` and keeps
+    them in :attr:`test_metrics` for the result callbacks.
+
+    Args:
+        fpr_limit: FPR limit of AUPRO.
+        map_storage: ``float16`` or ``float32`` storage of the test maps.
+    """
+
+    stage: str = "?"
+
+    def __init__(self, fpr_limit: float = 0.3, map_storage: str = "float16") -> None:
+        super().__init__()
+        self.fpr_limit = fpr_limit
+        self.store = AnomalyScoreStore(map_dtype=map_storage)
+        self.test_metrics: dict[str, float] = {}
+
+    @abstractmethod
+    def infer(self, images: Tensor) -> dict[str, Tensor]:
+        """Run inference on a batch.
+
+        Args:
+            images: Images ``(B, 3, H, W)`` in [0, 1].
+
+        Returns:
+            At least ``recon`` ``(B, 3, H, W)``, ``anomaly_map`` ``(B, 1, H, W)`` and ``score`` ``(B,)``;
+            optionally ``masks`` and ``soft_mask`` for the overlays.
+        """
+
+    def check_finite(self, loss: Tensor, name: str = "loss") -> Tensor:
+        """Stop training with a clear message when a loss stops being finite.
+
+        The last checkpoint written before this step (``last.ckpt``) is left untouched.
+
+        Args:
+            loss: The loss of this step.
+            name: Its name, for the message.
+
+        Returns:
+            The loss, when finite.
+
+        Raises:
+            TrainingError: When the loss is NaN or infinite.
+        """
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"{self.stage}: {name} became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                "training stopped and the last good checkpoint (last.ckpt) was kept. Lower the learning rate "
+                "(model.optimizer.lr) or check the input data for NaNs."
+            )
+        return loss
+
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """Infer a test batch and add it to the score store."""
+        out = self.infer(batch.image)
+        self.store.update(
+            out["score"].detach(), batch.label, out["anomaly_map"].detach().squeeze(1), batch.mask.squeeze(1) > 0.5
+        )
+        return out
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Infer a batch and return its outputs with the batch's paths and labels."""
+        return {**self.infer(batch.image), "path": batch.path, "label": batch.label}
+
+    def on_test_epoch_start(self) -> None:
+        """Empty the store before a test pass."""
+        self.store.reset()
+
+    def on_test_epoch_end(self) -> None:
+        """Compute and log the metrics of the test pass."""
+        self.test_metrics = {key: float(value) for key, value in self.store.compute(fpr_limit=self.fpr_limit).items()}
+        self.store.reset()
+        self.log_dict({f"test/{k}": v for k, v in self.test_metrics.items() if not math.isnan(v)})
+        log.info("%s test metrics: %s", self.stage, {k: round(v, 4) for k, v in self.test_metrics.items()})

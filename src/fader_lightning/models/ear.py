@@ -1,0 +1,142 @@
+"""EAR: single-mask obfuscation, U-Net inpainting and MSGMS scoring, as one pure-torch module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fader_lightning.errors import ConfigError
+from fader_lightning.masking import MaskCache, MaskGenerator, Obfuscation, build_mask_generator
+from fader_lightning.models.scoring import AnomalyScorer
+from fader_lightning.models.unet import UNet
+
+SkipTransform = Callable[[list[Tensor], Tensor], list[Tensor]]
+"""Callable ``(skips, obfuscated_image) -> skips`` applied between encoder and decoder (FADeR uses it)."""
+
+
+class EARModel(nn.Module):
+    """Masked-inpainting anomaly detector.
+
+    ``I -> M -> I' = (1 - M) I + M F(I) -> U(I') -> Î -> (map, score)``. Methods with several passes
+    (``random_multi``) inpaint each pass and keep, per partition group, the inpainted part of each pass;
+    the groups' reconstructions are averaged.
+
+    Args:
+        unet: The inpainting network.
+        masker: Mask generator, optionally wrapped in a :class:`~fader_lightning.masking.MaskCache`.
+        obfuscation: Fill of the masked pixels (mosaic hints or zeros).
+        scorer: Anomaly map and image score.
+    """
+
+    def __init__(
+        self, unet: UNet, masker: MaskGenerator | MaskCache, obfuscation: Obfuscation, scorer: AnomalyScorer
+    ) -> None:
+        super().__init__()
+        self.unet = unet
+        self.masker = masker
+        self.obfuscation = obfuscation
+        self.scorer = scorer
+
+    def inpaint(self, obfuscated: Tensor, skip_transform: SkipTransform | None = None) -> Tensor:
+        """Run the U-Net once, optionally changing the skip tensors between encoder and decoder.
+
+        Args:
+            obfuscated: Obfuscated images ``(B, 3, H, W)``.
+            skip_transform: Optional ``(skips, obfuscated) -> skips``.
+
+        Returns:
+            The reconstruction ``(B, 3, H, W)``.
+        """
+        skips, bottleneck = self.unet.encode(obfuscated)
+        if skip_transform is not None:
+            skips = skip_transform(skips, obfuscated)
+        return self.unet.decode(bottleneck, skips)
+
+    def masks(self, images: Tensor) -> Tensor:
+        """Masks of a batch, ``(B, P, H, W)`` in {0, 1} (from the cache when deterministic).
+
+        Args:
+            images: Images ``(B, 3, H, W)`` in [0, 1].
+
+        Returns:
+            The masks; ``1`` marks the hidden pixels.
+        """
+        with torch.no_grad():
+            return self.masker(images)
+
+    def reconstruct(
+        self, images: Tensor, masks: Tensor | None = None, skip_transform: SkipTransform | None = None
+    ) -> Tensor:
+        """Obfuscate and inpaint a batch.
+
+        Args:
+            images: Images ``(B, 3, H, W)`` in [0, 1].
+            masks: Precomputed masks ``(B, P, H, W)``; computed when ``None``.
+            skip_transform: Optional change of the skip tensors (see :meth:`inpaint`).
+
+        Returns:
+            The reconstruction ``(B, 3, H, W)``.
+        """
+        masks = self.masks(images) if masks is None else masks
+        if masks.shape[1] == 1:
+            return self.inpaint(self.obfuscation(images, masks), skip_transform)
+        group = self.masker.group_size
+        groups = []
+        for start in range(0, masks.shape[1], group):
+            parts = masks[:, start : start + group]
+            recon = torch.zeros_like(images)
+            for p in range(parts.shape[1]):
+                mask = parts[:, p : p + 1]
+                recon = recon + mask * self.inpaint(self.obfuscation(images, mask), skip_transform)
+            groups.append(recon)
+        return torch.stack(groups).mean(0)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Full inference pass.
+
+        Args:
+            images: Images ``(B, 3, H, W)`` in [0, 1].
+
+        Returns:
+            Reconstruction ``(B, 3, H, W)``, anomaly map ``(B, 1, H, W)`` and image score ``(B,)``.
+        """
+        recon = self.reconstruct(images)
+        amap, score = self.scorer(images, recon)
+        return recon, amap, score
+
+
+def build_ear_model(
+    unet: Mapping[str, Any],
+    masking: Mapping[str, Any],
+    fill: Mapping[str, Any],
+    scoring: Mapping[str, Any],
+    mask_cache_dir: str | Path | None = None,
+) -> EARModel:
+    """Build an :class:`EARModel` from plain settings (as stored in checkpoints).
+
+    Args:
+        unet: Keyword arguments of :class:`~fader_lightning.models.unet.UNet`.
+        masking: ``name`` of the masking method plus its keyword arguments.
+        fill: Keyword arguments of :class:`~fader_lightning.masking.Obfuscation` (``fill``, ``block``).
+        scoring: Keyword arguments of :class:`~fader_lightning.models.scoring.AnomalyScorer`.
+        mask_cache_dir: Disk cache of deterministic masks, or ``None`` for memory only.
+
+    Returns:
+        The model.
+
+    Raises:
+        ConfigError: When ``masking`` has no ``name`` or a setting is invalid.
+    """
+    masking = dict(masking)
+    if "name" not in masking:
+        raise ConfigError(f"masking settings {masking} lack 'name'; choose one with masking=<name>")
+    generator = build_mask_generator(masking.pop("name"), **masking)
+    masker = MaskCache(generator, cache_dir=mask_cache_dir) if generator.deterministic else generator
+    unet_kwargs = dict(unet)
+    if "widths" in unet_kwargs:
+        unet_kwargs["widths"] = tuple(unet_kwargs["widths"])
+    return EARModel(UNet(**unet_kwargs), masker, Obfuscation(**fill), AnomalyScorer(**scoring))

@@ -1,0 +1,119 @@
+"""Stage 1 LightningModule: trains the EAR masked-inpainting U-Net on normal images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from fader_lightning.data.dataset import Batch
+from fader_lightning.models.base_module import AnomalyModule
+from fader_lightning.models.ear import build_ear_model
+from fader_lightning.models.losses import InpaintingLoss
+
+Optimizer = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+Scheduler = Callable[[torch.optim.Optimizer], Any]
+
+
+def plain(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Turn a (possibly Hydra) mapping into a plain dict, so checkpoints do not depend on OmegaConf.
+
+    Args:
+        settings: Mapping or ``None``.
+
+    Returns:
+        A plain dict (empty for ``None``).
+    """
+    if settings is None:
+        return {}
+    if isinstance(settings, DictConfig):
+        return OmegaConf.to_container(settings, resolve=True)
+    return dict(settings)
+
+
+class InpaintingModule(AnomalyModule):
+    """EAR stage 1: obfuscate with one deterministic mask, inpaint, score with MSGMS.
+
+    Every argument is a plain setting stored in the checkpoint's hyper-parameters, so
+    ``InpaintingModule.load_from_checkpoint(path)`` rebuilds the exact model.
+
+    Args:
+        unet: U-Net settings (``widths``, ``negative_slope``).
+        masking: Masking method ``name`` and its settings.
+        fill: Obfuscation settings (``fill``: ``mosaic``/``zero``, ``block``).
+        loss: Loss weights and settings of :class:`~fader_lightning.models.losses.InpaintingLoss`.
+        scoring: Settings of :class:`~fader_lightning.models.scoring.AnomalyScorer`.
+        optimizer: Partial optimizer (Hydra ``_partial_: true``); Adam(lr=1e-4) when ``None``.
+        scheduler: Optional partial learning-rate scheduler.
+        mask_cache_dir: Disk cache of deterministic masks (``None``: memory only).
+        fpr_limit: FPR limit of AUPRO.
+        map_storage: Storage dtype of test maps.
+    """
+
+    stage = "ear"
+
+    def __init__(
+        self,
+        unet: Mapping[str, Any] | None = None,
+        masking: Mapping[str, Any] | None = None,
+        fill: Mapping[str, Any] | None = None,
+        loss: Mapping[str, Any] | None = None,
+        scoring: Mapping[str, Any] | None = None,
+        optimizer: Optimizer | None = None,
+        scheduler: Scheduler | None = None,
+        mask_cache_dir: str | None = None,
+        fpr_limit: float = 0.3,
+        map_storage: str = "float16",
+    ) -> None:
+        super().__init__(fpr_limit=fpr_limit, map_storage=map_storage)
+        unet, masking, fill, loss, scoring = (plain(s) for s in (unet, masking, fill, loss, scoring))
+        masking = masking or {"name": "saliency"}
+        self.save_hyperparameters(
+            {"unet": unet, "masking": masking, "fill": fill, "loss": loss, "scoring": scoring,
+             "optimizer": optimizer, "scheduler": scheduler, "mask_cache_dir": mask_cache_dir,
+             "fpr_limit": fpr_limit, "map_storage": map_storage}
+        )  # fmt: skip
+        self.model = build_ear_model(unet, masking, fill, scoring, mask_cache_dir)
+        self.loss_fn = InpaintingLoss(**loss)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+
+    def setup(self, stage: str) -> None:
+        """Check that the data's image size fits the U-Net stride before anything runs."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "image_size"):
+            self.model.unet.check_input_size(*datamodule.image_size)
+
+    def _losses(self, batch: Batch) -> dict[str, Tensor]:
+        recon = self.model.reconstruct(batch.image)
+        return self.loss_fn(recon, batch.image)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """One optimisation step on normal images."""
+        losses = self._losses(batch)
+        self.check_finite(losses["loss"])
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(batch))
+        return losses["loss"]
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Reconstruction losses on the validation split (no selection is made on them)."""
+        losses = self._losses(batch)
+        self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch))
+
+    def infer(self, images: Tensor) -> dict[str, Tensor]:
+        """Masks, reconstruction, anomaly map and score of a batch."""
+        masks = self.model.masks(images)
+        recon = self.model.reconstruct(images, masks)
+        amap, score = self.model.scorer(images, recon)
+        return {"recon": recon, "anomaly_map": amap, "score": score, "masks": masks}
+
+    def configure_optimizers(self) -> Any:
+        """Adam (or the configured optimizer) on the U-Net only; the mask generator stays frozen."""
+        params = self.model.unet.parameters()
+        optimizer = self.optimizer_factory(params) if self.optimizer_factory else torch.optim.Adam(params, lr=1e-4)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer)}}

@@ -1,0 +1,214 @@
+"""U-Net inpainting network with an exposed encoder/decoder split.
+
+The network is split into :meth:`UNet.encode` and :meth:`UNet.decode` so that callers (FADeR) can change the skip
+tensors between the two halves before decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from fader_lightning.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def check_input_size(height: int, width: int, stride: int) -> None:
+    """Checks that an image size can pass through a U-Net with the given total stride.
+
+    Args:
+        height (int): Image height in pixels.
+        width (int): Image width in pixels.
+        stride (int): Total down-sampling factor of the U-Net (``2 ** number_of_poolings``).
+
+    Raises:
+        ConfigError: If ``height`` or ``width`` is not a positive multiple of ``stride``.
+    """
+    for size in (height, width):
+        if size <= 0 or size % stride != 0:
+            suggestion = max(stride, -(-size // stride) * stride)
+            raise ConfigError(
+                f"data.image_size {size} is not divisible by the U-Net stride {stride}; "
+                f"use a multiple of {stride} such as {suggestion}"
+            )
+
+
+def _conv_block(in_channels: int, out_channels: int, negative_slope: float) -> nn.Sequential:
+    """Builds two ``3x3 conv -> BatchNorm -> LeakyReLU`` stages.
+
+    Args:
+        in_channels (int): Channels of the block input.
+        out_channels (int): Channels of both convolutions' outputs.
+        negative_slope (float): Negative slope of the LeakyReLU activations.
+
+    Returns:
+        nn.Sequential: The block.
+    """
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.LeakyReLU(negative_slope, inplace=True),
+        nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.LeakyReLU(negative_slope, inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """U-Net that maps an image in ``[0, 1]`` to a reconstruction in ``[0, 1]`` of the same size.
+
+    Encoder level ``i`` is a two-convolution block of width ``widths[i]``. Levels ``0 .. n-2`` each emit a skip
+    tensor (at resolutions ``H, H/2, H/4, ...``) and are followed by a 2x2 max-pool; the last level is the
+    bottleneck at ``H / stride``. Each decoder level up-samples with a ``2x2`` stride-2 transposed convolution that
+    keeps the channel count, concatenates the matching skip and applies a two-convolution block that reduces the
+    width to the skip's width. A final ``1x1`` convolution and a sigmoid produce the output.
+
+    Args:
+        in_channels (int): Channels of the input image.
+        out_channels (int): Channels of the reconstruction.
+        widths (Sequence[int]): Channel widths of the encoder levels, shallow first; at least two entries.
+        negative_slope (float): Negative slope of the LeakyReLU activations.
+
+    Raises:
+        ConfigError: If ``widths`` has fewer than two entries or a non-positive entry, or a channel count is
+            not positive.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        negative_slope: float = 0.2,
+    ) -> None:
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if len(widths) < 2 or any(w <= 0 for w in widths):
+            raise ConfigError(
+                f"model.widths {list(widths)} is invalid; give at least two positive channel widths "
+                "such as [64, 128, 256, 512]"
+            )
+        if in_channels <= 0 or out_channels <= 0:
+            raise ConfigError(
+                f"model.in_channels={in_channels} / model.out_channels={out_channels} must be positive; use 3 for RGB"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.widths = widths
+
+        self.encoder_blocks = nn.ModuleList()
+        previous = in_channels
+        for width in widths:
+            self.encoder_blocks.append(_conv_block(previous, width, negative_slope))
+            previous = width
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+
+        # Decoder modules are stored deepest first, in the order they run.
+        self.upsamplers = nn.ModuleList()
+        self.decoder_blocks = nn.ModuleList()
+        for level in reversed(range(len(widths) - 1)):
+            deep = widths[level + 1]
+            self.upsamplers.append(nn.ConvTranspose2d(deep, deep, kernel_size=2, stride=2))
+            self.decoder_blocks.append(_conv_block(deep + widths[level], widths[level], negative_slope))
+        self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
+        logger.debug("Built UNet widths=%s with %d parameters", widths, sum(p.numel() for p in self.parameters()))
+
+    @property
+    def stride(self) -> int:
+        """int: Total down-sampling factor between the input and the bottleneck."""
+        return 2 ** (len(self.widths) - 1)
+
+    @property
+    def skip_channels(self) -> list[int]:
+        """list[int]: Channel count of each skip tensor, highest resolution first."""
+        return list(self.widths[:-1])
+
+    def check_input_size(self, height: int, width: int) -> None:
+        """Checks that an image of ``height x width`` pixels fits this network's stride.
+
+        Args:
+            height (int): Image height in pixels.
+            width (int): Image width in pixels.
+
+        Raises:
+            ConfigError: If a side is not a multiple of :attr:`stride`.
+        """
+        check_input_size(height, width, self.stride)
+
+    def encode(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Runs the encoder.
+
+        Args:
+            x (Tensor): Images of shape ``(B, in_channels, H, W)``; ``H`` and ``W`` multiples of :attr:`stride`.
+
+        Returns:
+            tuple[list[Tensor], Tensor]: The skip tensors, highest resolution first (skip ``i`` has shape
+            ``(B, widths[i], H / 2**i, W / 2**i)``), and the bottleneck of shape
+            ``(B, widths[-1], H / stride, W / stride)``.
+
+        Raises:
+            ValueError: If ``x`` is not a 4-D tensor with ``in_channels`` channels.
+            ConfigError: If the spatial size is not a multiple of :attr:`stride`.
+        """
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"UNet expects input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        self.check_input_size(x.shape[-2], x.shape[-1])
+        skips: list[Tensor] = []
+        for block in self.encoder_blocks[:-1]:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        return skips, self.encoder_blocks[-1](x)
+
+    def decode(self, bottleneck: Tensor, skips: Sequence[Tensor]) -> Tensor:
+        """Runs the decoder on a bottleneck and (possibly externally modified) skip tensors.
+
+        Args:
+            bottleneck (Tensor): Tensor of shape ``(B, widths[-1], h, w)``.
+            skips (Sequence[Tensor]): Skip tensors, highest resolution first, with the shapes
+                :meth:`encode` produces for a bottleneck of size ``h x w``.
+
+        Returns:
+            Tensor: Reconstruction of shape ``(B, out_channels, h * stride, w * stride)`` in ``[0, 1]``.
+
+        Raises:
+            ValueError: If the bottleneck or the number or shape of the skips does not fit the network.
+        """
+        if bottleneck.dim() != 4 or bottleneck.shape[1] != self.widths[-1]:
+            raise ValueError(
+                f"UNet.decode expects a bottleneck of shape (B, {self.widths[-1]}, h, w), got {tuple(bottleneck.shape)}"
+            )
+        if len(skips) != len(self.widths) - 1:
+            raise ValueError(
+                f"UNet.decode expects {len(self.widths) - 1} skip tensors (one per encoder level above the "
+                f"bottleneck), got {len(skips)}"
+            )
+        batch, _, height, width = bottleneck.shape
+        for level, skip in enumerate(skips):
+            factor = 2 ** (len(self.widths) - 1 - level)
+            expected = (batch, self.widths[level], height * factor, width * factor)
+            if tuple(skip.shape) != expected:
+                raise ValueError(
+                    f"UNet.decode skip {level} has shape {tuple(skip.shape)}, expected {expected} "
+                    "(the shape encode() produced for this bottleneck)"
+                )
+        x = bottleneck
+        for upsample, block, skip in zip(self.upsamplers, self.decoder_blocks, reversed(skips), strict=True):
+            x = block(torch.cat((upsample(x), skip), dim=1))
+        return torch.sigmoid(self.head(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Reconstructs images.
+
+        Args:
+            x (Tensor): Images of shape ``(B, in_channels, H, W)``.
+
+        Returns:
+            Tensor: Reconstruction of shape ``(B, out_channels, H, W)`` in ``[0, 1]``.
+        """
+        skips, bottleneck = self.encode(x)
+        return self.decode(bottleneck, skips)

@@ -1,0 +1,51 @@
+"""``metrics.json``: one file per run, one entry per stage, written atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from fader_lightning.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read a run's ``metrics.json``.
+
+    Args:
+        path: The file, or the run folder holding it.
+
+    Returns:
+        ``{stage: entry}``; empty when the file does not exist.
+    """
+    path = Path(path)
+    path = path / METRICS_FILE if path.is_dir() else path
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def record_stage(run_dir: str | Path, stage: str, entry: dict[str, Any]) -> Path:
+    """Add or replace one stage's entry in ``run_dir/metrics.json``, atomically.
+
+    Entries of other stages already in the file are kept.
+
+    Args:
+        run_dir: The run's output folder.
+        stage: ``ear`` or ``fader``.
+        entry: Status, metrics, timing and provenance of that stage.
+
+    Returns:
+        The path written.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    results = load_results(path)
+    results[stage] = entry
+    atomic_write_json(path, results)
+    log.info("%s results written to %s", stage, path)
+    return path

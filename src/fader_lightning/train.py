@@ -1,0 +1,168 @@
+"""``fader-train``: fit and test one category with the composed Hydra config.
+
+Examples:
+    fader-train data=mvtec data.root=/data/mvtec_ad data.category=bottle masking=saliency
+    fader-train -m data.category=bottle,grid masking=saliency,checkerboard
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from fader_lightning.data.datamodule import AnomalyDataModule
+from fader_lightning.errors import ConfigError, FaderError
+from fader_lightning.results import record_stage
+from fader_lightning.utils.provenance import environment
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+STAGES = {"ear": ("ear",)}
+
+
+def build_callbacks(cfg: DictConfig, stage: str, output_dir: Path) -> list[L.Callback]:
+    """Instantiate the configured callbacks; checkpoints of each stage go to their own folder.
+
+    Args:
+        cfg: Full config.
+        stage: Stage being run.
+        output_dir: Run folder.
+
+    Returns:
+        The callbacks.
+    """
+    callbacks = []
+    for name, spec in (cfg.get("callbacks") or {}).items():
+        callback = instantiate(spec)
+        if isinstance(callback, ModelCheckpoint):
+            callback.dirpath = str(output_dir / "checkpoints" / stage)
+        log.debug("callback %s: %s", name, type(callback).__name__)
+        callbacks.append(callback)
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    """Instantiate the configured experiment loggers (none for ``logger=none``)."""
+    return [instantiate(spec) for spec in (cfg.get("logger") or {}).values()]
+
+
+def run_stage(cfg: DictConfig, stage: str, datamodule: AnomalyDataModule, output_dir: Path) -> dict[str, Any]:
+    """Fit and test one stage.
+
+    Args:
+        cfg: Full config.
+        stage: ``ear``.
+        datamodule: The data.
+        output_dir: Run folder.
+
+    Returns:
+        The stage's results entry (metrics, timing, checkpoint).
+    """
+    model = instantiate(cfg.model)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=build_callbacks(cfg, stage, output_dir), logger=build_loggers(cfg) or False
+    )
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_seconds = time.perf_counter() - start
+    checkpoint = output_dir / "checkpoints" / stage / "last.ckpt"
+    entry: dict[str, Any] = {
+        "status": "ok",
+        "train_seconds": round(train_seconds, 3),
+        "epochs": trainer.current_epoch,
+        "checkpoint": str(checkpoint) if checkpoint.is_file() else None,
+    }
+    if cfg.get("test", True):
+        start = time.perf_counter()
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        test_seconds = time.perf_counter() - start
+        entry["metrics"] = model.test_metrics
+        entry["test_images"] = len(datamodule.test_samples)
+        entry["test_ms_per_image"] = round(1000 * test_seconds / max(len(datamodule.test_samples), 1), 3)
+    return entry
+
+
+def provenance(cfg: DictConfig, stage: str, output_dir: Path) -> dict[str, Any]:
+    """What a results entry needs to be traced: category, method, seed, config, commit, run folder."""
+    return {
+        "stage": stage,
+        "dataset": cfg.data._target_.rsplit(".", 1)[-1],
+        "category": cfg.data.category,
+        "masking": cfg.masking.name,
+        "fill": cfg.model.fill.fill,
+        "seed": cfg.seed,
+        "run_dir": str(output_dir),
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "environment": environment(),
+    }
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run the stages named by ``cfg.stage`` and record each in ``metrics.json``.
+
+    A failing stage is recorded with ``status: failed`` and its error before the error is raised again.
+
+    Args:
+        cfg: Full config.
+
+    Returns:
+        ``{stage: entry}`` of the stages run.
+
+    Raises:
+        ConfigError: When ``cfg.stage`` is unknown.
+    """
+    if cfg.stage not in STAGES:
+        raise ConfigError(f"stage={cfg.stage!r} is unknown; use one of {', '.join(STAGES)}")
+    output_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule: AnomalyDataModule = instantiate(cfg.data)
+    results = {}
+    for stage in STAGES[cfg.stage]:
+        meta = provenance(cfg, stage, output_dir)
+        try:
+            entry = run_stage(cfg, stage, datamodule, output_dir)
+        except Exception as err:
+            record_stage(output_dir, stage, {**meta, "status": "failed", "error": f"{type(err).__name__}: {err}"})
+            raise
+        results[stage] = {**meta, **entry}
+        record_stage(output_dir, stage, results[stage])
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point; a project error ends the job with its message, not a traceback.
+
+    In a multirun a failed job is recorded and the sweep goes on with the next job.
+
+    Args:
+        cfg: Composed config.
+    """
+    try:
+        train(cfg)
+    except FaderError as err:
+        log.error("%s: %s", type(err).__name__, err)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            sys.exit(1)
+    except Exception:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        log.error("job failed; the sweep goes on:\n%s", traceback.format_exc())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Atomic file writes: a crash never leaves a half-written result behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write bytes to a temporary file in the same folder, fsync it, then rename it over ``path``.
+
+    Args:
+        path: Destination file (its folder is created).
+        data: Content.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write text atomically (see :func:`atomic_write_bytes`).
+
+    Args:
+        path: Destination file.
+        text: Content, written as UTF-8.
+
+    Returns:
+        The destination path.
+    """
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, payload: Any) -> Path:
+    """Write JSON atomically, indented and with sorted keys.
+
+    Args:
+        path: Destination file.
+        payload: JSON-serialisable object (NaN is written as ``NaN``).
+
+    Returns:
+        The destination path.
+    """
+    return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_save(path: str | Path, save: Callable[[Path], None]) -> Path:
+    """Run a writer on a temporary path in the destination folder, then rename it into place.
+
+    Args:
+        path: Destination file.
+        save: Callable that writes the file at the path it is given (for example ``image.save``).
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
