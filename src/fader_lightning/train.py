@@ -17,6 +17,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -33,6 +34,27 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 STAGES = {"ear": ("ear",)}
 
 
+def build(spec: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets project errors through unwrapped, so users see their message.
+
+    Args:
+        spec: Config node with a ``_target_``.
+        **kwargs: Extra arguments.
+
+    Returns:
+        The object.
+
+    Raises:
+        FaderError: The project error raised by the target's constructor.
+    """
+    try:
+        return instantiate(spec, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, FaderError):
+            raise err.__cause__ from None
+        raise
+
+
 def build_callbacks(cfg: DictConfig, stage: str, output_dir: Path) -> list[L.Callback]:
     """Instantiate the configured callbacks; checkpoints of each stage go to their own folder.
 
@@ -46,7 +68,7 @@ def build_callbacks(cfg: DictConfig, stage: str, output_dir: Path) -> list[L.Cal
     """
     callbacks = []
     for name, spec in (cfg.get("callbacks") or {}).items():
-        callback = instantiate(spec)
+        callback = build(spec)
         if isinstance(callback, ModelCheckpoint):
             callback.dirpath = str(output_dir / "checkpoints" / stage)
         log.debug("callback %s: %s", name, type(callback).__name__)
@@ -56,7 +78,7 @@ def build_callbacks(cfg: DictConfig, stage: str, output_dir: Path) -> list[L.Cal
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
     """Instantiate the configured experiment loggers (none for ``logger=none``)."""
-    return [instantiate(spec) for spec in (cfg.get("logger") or {}).values()]
+    return [build(spec) for spec in (cfg.get("logger") or {}).values()]
 
 
 def run_stage(cfg: DictConfig, stage: str, datamodule: AnomalyDataModule, output_dir: Path) -> dict[str, Any]:
@@ -71,8 +93,8 @@ def run_stage(cfg: DictConfig, stage: str, datamodule: AnomalyDataModule, output
     Returns:
         The stage's results entry (metrics, timing, checkpoint).
     """
-    model = instantiate(cfg.model)
-    trainer: L.Trainer = instantiate(
+    model = build(cfg.model)
+    trainer: L.Trainer = build(
         cfg.trainer, callbacks=build_callbacks(cfg, stage, output_dir), logger=build_loggers(cfg) or False
     )
     start = time.perf_counter()
@@ -129,7 +151,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"stage={cfg.stage!r} is unknown; use one of {', '.join(STAGES)}")
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule: AnomalyDataModule = instantiate(cfg.data)
+    datamodule: AnomalyDataModule = build(cfg.data)
     results = {}
     for stage in STAGES[cfg.stage]:
         meta = provenance(cfg, stage, output_dir)

@@ -14,6 +14,7 @@ from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.ear import build_ear_model
 from fader_lightning.models.losses import InpaintingLoss
 
+MASKER_PREFIX = "model.masker."
 Optimizer = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 Scheduler = Callable[[torch.optim.Optimizer], Any]
 
@@ -37,8 +38,9 @@ def plain(settings: Mapping[str, Any] | None) -> dict[str, Any]:
 class InpaintingModule(AnomalyModule):
     """EAR stage 1: obfuscate with one deterministic mask, inpaint, score with MSGMS.
 
-    Every argument is a plain setting stored in the checkpoint's hyper-parameters, so
-    ``InpaintingModule.load_from_checkpoint(path)`` rebuilds the exact model.
+    Every argument but the optimizer and scheduler factories is a plain setting stored in the
+    checkpoint's hyper-parameters, so ``InpaintingModule.load_from_checkpoint(path)`` rebuilds the exact
+    model.
 
     Args:
         unet: U-Net settings (``widths``, ``negative_slope``).
@@ -71,10 +73,11 @@ class InpaintingModule(AnomalyModule):
         super().__init__(fpr_limit=fpr_limit, map_storage=map_storage)
         unet, masking, fill, loss, scoring = (plain(s) for s in (unet, masking, fill, loss, scoring))
         masking = masking or {"name": "saliency"}
+        # Optimizer factories stay out of the hyper-parameters: checkpoints then hold only plain data and
+        # load with torch's safe weights-only unpickler; the run's metrics.json keeps the full config.
         self.save_hyperparameters(
             {"unet": unet, "masking": masking, "fill": fill, "loss": loss, "scoring": scoring,
-             "optimizer": optimizer, "scheduler": scheduler, "mask_cache_dir": mask_cache_dir,
-             "fpr_limit": fpr_limit, "map_storage": map_storage}
+             "mask_cache_dir": mask_cache_dir, "fpr_limit": fpr_limit, "map_storage": map_storage}
         )  # fmt: skip
         self.model = build_ear_model(unet, masking, fill, scoring, mask_cache_dir)
         self.loss_fn = InpaintingLoss(**loss)
@@ -109,6 +112,22 @@ class InpaintingModule(AnomalyModule):
         recon = self.model.reconstruct(images, masks)
         amap, score = self.model.scorer(images, recon)
         return {"recon": recon, "anomaly_map": amap, "score": score, "masks": masks}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Leave the frozen mask generator's weights (a DINO ViT: 87 MB) out of checkpoints.
+
+        They are rebuilt from the masking settings in the hyper-parameters, and the mask cache key
+        holds a digest of them.
+        """
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(MASKER_PREFIX)
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put the freshly built mask generator's weights back, so strict loading still checks the U-Net."""
+        for key, value in self.state_dict().items():
+            if key.startswith(MASKER_PREFIX):
+                checkpoint["state_dict"].setdefault(key, value)
 
     def configure_optimizers(self) -> Any:
         """Adam (or the configured optimizer) on the U-Net only; the mask generator stays frozen."""

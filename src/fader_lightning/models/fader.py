@@ -1,0 +1,530 @@
+"""FADeR: feature attenuation on the skip connections of a frozen inpainting U-Net (stage 2).
+
+A small per-patch MLP (:class:`PatchErrorPredictor`) predicts, from the obfuscated image ``I'`` (by default from
+the frozen encoder's skip features of ``I'``), the reconstruction error each patch would have. A soft mask
+``s = 1 - sigmoid((pred - tau) / T)`` (:class:`SoftMask`) turns high predicted errors into small weights, and
+:func:`attenuate` multiplies the skip tensors by ``s`` so that the decoder rebuilds suspicious patches from the
+bottleneck (normal context) instead of copying them through the skips. The predictor is trained with the
+Learning-Loss ranking loss (:func:`ranking_loss`) against patch targets from :func:`gt_patch_targets`.
+
+Everything here is pure torch; :class:`FADeR` is the ``skip_transform`` that
+:meth:`fader_lightning.models.ear.EARModel.inpaint` accepts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fader_lightning.errors import ConfigError
+from fader_lightning.models.scoring import raw_anomaly_map
+
+logger = logging.getLogger(__name__)
+
+SOURCES: tuple[str, ...] = ("skip_features", "pixels")
+ACTIVATIONS: dict[str, type[nn.Module]] = {"leaky_relu": nn.LeakyReLU, "relu": nn.ReLU, "gelu": nn.GELU}
+MAPPINGS: tuple[str, ...] = ("calibrated", "literal")
+MEASURES: tuple[str, ...] = ("msgms", "mse")
+QUANTILE_MAX_ELEMENTS: int = 16_000_000
+"""Largest tensor :meth:`SoftMask.calibrate` hands to :func:`torch.quantile` (which rejects inputs past 2**24)."""
+
+
+def _check_choice(value: str, choices: Sequence[str], key: str) -> None:
+    """Checks that a string setting is one of its valid values.
+
+    Args:
+        value (str): The setting.
+        choices (Sequence[str]): Valid values.
+        key (str): Config key, for the error message.
+
+    Raises:
+        ConfigError: If ``value`` is not in ``choices``.
+    """
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(choices)}")
+
+
+def _check_patch_grid(height: int, width: int, patch_size: int) -> None:
+    """Checks that an image of ``height x width`` pixels splits into whole ``patch_size`` patches.
+
+    Args:
+        height (int): Image height in pixels.
+        width (int): Image width in pixels.
+        patch_size (int): Patch side in pixels.
+
+    Raises:
+        ConfigError: If ``patch_size`` is not positive or does not divide both sides.
+    """
+    if patch_size < 1:
+        raise ConfigError(f"fader.patch_size={patch_size} is invalid; use a positive integer such as 8")
+    if height % patch_size or width % patch_size:
+        raise ConfigError(
+            f"fader.patch_size={patch_size} does not divide the image size {height}x{width}; use a patch size "
+            f"that divides both sides (for example {math.gcd(height, width, 8)})"
+        )
+
+
+def _check_levels(levels: Sequence[int], num_levels: int) -> tuple[int, ...]:
+    """Validates the skip levels to attenuate.
+
+    Args:
+        levels (Sequence[int]): Skip level indices, ``0`` being the highest resolution.
+        num_levels (int): Number of skip tensors.
+
+    Returns:
+        tuple[int, ...]: The levels as a tuple of ints.
+
+    Raises:
+        ConfigError: If ``levels`` is empty, has duplicates, or an entry is not an index in ``[0, num_levels)``.
+    """
+    valid = list(range(num_levels))
+    try:
+        checked = tuple(int(level) for level in levels)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"fader.levels={levels!r} is invalid; give a list of skip level indices from {valid}"
+        ) from error
+    if not checked or len(set(checked)) != len(checked) or any(level not in valid for level in checked):
+        raise ConfigError(
+            f"fader.levels={list(checked)} is invalid; give distinct skip level indices from {valid} "
+            "(set fader.enabled=false to attenuate nothing)"
+        )
+    return checked
+
+
+def feature_dim(source: str, skip_channels: Sequence[int], patch_size: int, in_channels: int = 3) -> int:
+    """Channel count of the predictor input that :func:`patch_features` produces.
+
+    Args:
+        source (str): ``"skip_features"`` or ``"pixels"``.
+        skip_channels (Sequence[int]): Channels of each skip tensor (used by ``"skip_features"``).
+        patch_size (int): Patch side in pixels (used by ``"pixels"``).
+        in_channels (int): Channels of the obfuscated image (used by ``"pixels"``).
+
+    Returns:
+        int: ``sum(skip_channels)`` for ``"skip_features"``, ``in_channels * patch_size**2`` for ``"pixels"``.
+
+    Raises:
+        ConfigError: If ``source`` is unknown.
+    """
+    _check_choice(source, SOURCES, "fader.source")
+    if source == "skip_features":
+        return int(sum(skip_channels))
+    return in_channels * patch_size * patch_size
+
+
+def patch_features(
+    skips: Sequence[Tensor], obfuscated: Tensor, patch_size: int, source: str = "skip_features"
+) -> Tensor:
+    """Per-patch predictor input on the ``(H / P, W / P)`` patch grid.
+
+    Args:
+        skips (Sequence[Tensor]): Skip tensors of the obfuscated image, highest resolution first (before any
+            attenuation).
+        obfuscated (Tensor): Obfuscated images of shape ``(B, C, H, W)``.
+        patch_size (int): Patch side ``P`` in pixels; must divide ``H`` and ``W``.
+        source (str): ``"skip_features"``: every skip tensor adaptive-average-pooled to the patch grid and
+            concatenated along channels; ``"pixels"``: the ``P x P x C`` pixels of each patch
+            (:func:`torch.nn.functional.pixel_unshuffle`).
+
+    Returns:
+        Tensor: Features of shape ``(B, D, H / P, W / P)`` with ``D`` given by :func:`feature_dim`.
+
+    Raises:
+        ConfigError: If ``source`` is unknown or ``patch_size`` does not divide the image size.
+    """
+    _check_choice(source, SOURCES, "fader.source")
+    height, width = obfuscated.shape[-2:]
+    _check_patch_grid(height, width, patch_size)
+    if source == "pixels":
+        return F.pixel_unshuffle(obfuscated, patch_size)
+    grid = (height // patch_size, width // patch_size)
+    return torch.cat([F.adaptive_avg_pool2d(skip, grid) for skip in skips], dim=1)
+
+
+class PatchErrorPredictor(nn.Module):
+    """Two-layer MLP applied to every patch, as two ``1x1`` convolutions on the patch grid.
+
+    ``Conv2d(d_in, hidden, 1) -> activation -> Conv2d(hidden, 1, 1)``; the output is the predicted patch error.
+
+    Args:
+        d_in (int): Feature channels per patch.
+        hidden (int): Hidden width.
+        activation (str): ``"leaky_relu"`` (negative slope 0.01), ``"relu"`` or ``"gelu"``.
+
+    Raises:
+        ConfigError: If ``activation`` is unknown or a width is not positive.
+    """
+
+    def __init__(self, d_in: int, hidden: int = 128, activation: str = "leaky_relu") -> None:
+        super().__init__()
+        _check_choice(activation, tuple(ACTIVATIONS), "fader.activation")
+        if hidden < 1:
+            raise ConfigError(f"fader.hidden={hidden} is invalid; use a positive width such as 128")
+        if d_in < 1:
+            raise ConfigError(f"FADeR predictor input width {d_in} is invalid; it must be positive")
+        self.net = nn.Sequential(
+            nn.Conv2d(d_in, hidden, kernel_size=1), ACTIVATIONS[activation](), nn.Conv2d(hidden, 1, kernel_size=1)
+        )
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Predicts the error of every patch.
+
+        Args:
+            features (Tensor): Patch features of shape ``(B, d_in, h, w)``.
+
+        Returns:
+            Tensor: Predicted patch errors of shape ``(B, 1, h, w)``.
+        """
+        return self.net(features)
+
+
+class SoftMask(nn.Module):
+    """Maps predicted patch errors to skip weights ``s = 1 - sigmoid((pred - tau) / T)``.
+
+    ``tau``, ``temperature`` and ``calibrated`` are persistent buffers, so checkpoints and exports carry the
+    calibration. Until :meth:`calibrate` runs (and always with ``mapping="literal"``, the ablation) ``tau = 0`` and
+    ``T = 1``. :meth:`forward` has no data-dependent control flow.
+
+    Args:
+        mapping (str): ``"calibrated"`` (``tau`` and ``T`` from :meth:`calibrate`) or ``"literal"`` (fixed
+            ``tau = 0``, ``T = 1``).
+
+    Raises:
+        ConfigError: If ``mapping`` is unknown.
+    """
+
+    tau: Tensor
+    temperature: Tensor
+    calibrated: Tensor
+
+    def __init__(self, mapping: str = "calibrated") -> None:
+        super().__init__()
+        _check_choice(mapping, MAPPINGS, "fader.mapping")
+        self.mapping = mapping
+        self.register_buffer("tau", torch.tensor(0.0))
+        self.register_buffer("temperature", torch.tensor(1.0))
+        self.register_buffer("calibrated", torch.tensor(False))
+
+    @property
+    def is_calibrated(self) -> bool:
+        """bool: Whether :meth:`calibrate` has set ``tau`` and ``T`` (always ``False`` for ``"literal"``)."""
+        return bool(self.calibrated)
+
+    def forward(self, pred: Tensor) -> Tensor:
+        """Computes the soft mask.
+
+        Args:
+            pred (Tensor): Predicted patch errors, any shape.
+
+        Returns:
+            Tensor: Weights of the same shape in ``(0, 1]``: computed as ``sigmoid(-(pred - tau) / T)`` (equal to
+            ``1 - sigmoid((pred - tau) / T)``) and clamped below at the smallest positive normal number of the dtype.
+        """
+        weights = torch.sigmoid((self.tau - pred) / self.temperature)
+        return weights.clamp(min=torch.finfo(weights.dtype).tiny)
+
+    @torch.no_grad()
+    def calibrate(
+        self,
+        preds: Tensor,
+        quantile: float = 0.99,
+        median_quantile: float = 0.5,
+        temperature_scale: float = 0.1,
+        min_temperature: float = 1e-6,
+    ) -> tuple[float, float]:
+        """Sets ``tau`` and ``T`` from predicted errors of normal (training) images.
+
+        ``tau = Q(quantile)`` and ``T = max(temperature_scale * (Q(quantile) - Q(median_quantile)),
+        min_temperature)``, ``Q`` being the empirical quantile of ``preds``. Inputs with more than
+        :data:`QUANTILE_MAX_ELEMENTS` values are subsampled with an even stride (deterministic). With
+        ``mapping="literal"`` this is a no-op that returns the fixed ``(0, 1)``.
+
+        Args:
+            preds (Tensor): Predicted patch errors of normal images, any shape.
+            quantile (float): Quantile giving ``tau``, in ``(0, 1]``.
+            median_quantile (float): Reference quantile of the temperature, in ``[0, quantile]``.
+            temperature_scale (float): Positive factor of the quantile spread.
+            min_temperature (float): Positive floor of ``T`` (reached, with a warning, for near-constant
+                predictions).
+
+        Returns:
+            tuple[float, float]: The ``(tau, T)`` in use.
+
+        Raises:
+            ConfigError: If a calibration setting is out of range.
+            ValueError: If ``preds`` is empty or not finite.
+        """
+        if not 0 < quantile <= 1:
+            raise ConfigError(f"fader.quantile={quantile} is invalid; use a value in (0, 1] such as 0.99")
+        if not 0 <= median_quantile <= quantile:
+            raise ConfigError(
+                f"fader.median_quantile={median_quantile} is invalid; use a value in [0, fader.quantile={quantile}] "
+                "such as 0.5"
+            )
+        if temperature_scale <= 0:
+            raise ConfigError(f"fader.temperature_scale={temperature_scale} is invalid; use a positive value like 0.1")
+        if min_temperature <= 0:
+            raise ConfigError(f"fader.min_temperature={min_temperature} is invalid; use a positive value like 1e-6")
+        if self.mapping == "literal":
+            logger.info("SoftMask mapping 'literal' keeps tau=0, T=1; calibration skipped")
+            return float(self.tau), float(self.temperature)
+        flat = preds.detach().reshape(-1).float()
+        if flat.numel() == 0:
+            raise ValueError("SoftMask.calibrate needs at least one prediction, got an empty tensor")
+        if not torch.isfinite(flat).all():
+            raise ValueError("SoftMask.calibrate got non-finite predictions; check the predictor's training")
+        if flat.numel() > QUANTILE_MAX_ELEMENTS:
+            flat = flat[:: math.ceil(flat.numel() / QUANTILE_MAX_ELEMENTS)]
+        levels = torch.quantile(flat, torch.tensor([quantile, median_quantile], device=flat.device))
+        tau = float(levels[0])
+        temperature = temperature_scale * (tau - float(levels[1]))
+        if temperature < min_temperature:
+            logger.warning(
+                "SoftMask calibration: predictions are (nearly) constant (q%g - q%g = %g); flooring T at %g",
+                quantile,
+                median_quantile,
+                tau - float(levels[1]),
+                min_temperature,
+            )
+            temperature = min_temperature
+        self.tau.fill_(tau)
+        self.temperature.fill_(temperature)
+        self.calibrated.fill_(True)
+        logger.info("SoftMask calibrated on %d predictions: tau=%g, T=%g", preds.numel(), tau, temperature)
+        return tau, temperature
+
+    def extra_repr(self) -> str:
+        """Summary shown by ``repr``."""
+        return f"mapping={self.mapping!r}"
+
+
+def attenuate(skips: Sequence[Tensor], soft_mask: Tensor, levels: Sequence[int]) -> list[Tensor]:
+    """Multiplies selected skip tensors by the soft mask, resized (nearest) to each one's spatial size.
+
+    Args:
+        skips (Sequence[Tensor]): Skip tensors, highest resolution first.
+        soft_mask (Tensor): Weights of shape ``(B, 1, h, w)`` on the patch grid.
+        levels (Sequence[int]): Indices of the skips to attenuate.
+
+    Returns:
+        list[Tensor]: The skips; those not in ``levels`` are the very same tensor objects.
+
+    Raises:
+        ConfigError: If ``levels`` is empty, has duplicates or an index outside the skips.
+    """
+    out = list(skips)
+    for level in _check_levels(levels, len(out)):
+        skip = out[level]
+        weights = F.interpolate(soft_mask.to(skip.dtype), size=skip.shape[-2:], mode="nearest")
+        out[level] = skip * weights
+    return out
+
+
+class FADeR(nn.Module):
+    """Predictor + soft mask + attenuation: the skip transform of the stage-2 model.
+
+    Use it as ``EARModel.inpaint(obfuscated, skip_transform=fader)``. The predictor sees the skips of ``I'``
+    before attenuation; only skips are changed, never the bottleneck. The encoder must be frozen by the caller
+    (the predictor's input is not detached).
+
+    Args:
+        skip_channels (Sequence[int]): Channels of each skip tensor (``UNet.skip_channels``).
+        patch_size (int): Patch side ``P`` in pixels.
+        source (str): Predictor input, ``"skip_features"`` or ``"pixels"`` (see :func:`patch_features`).
+        hidden (int): Hidden width of the predictor.
+        activation (str): Predictor activation, ``"leaky_relu"``, ``"relu"`` or ``"gelu"``.
+        levels (Sequence[int]): Skip levels to attenuate (``0`` = highest resolution).
+        mapping (str): Soft-mask mapping, ``"calibrated"`` or ``"literal"``.
+        enabled (bool): When ``False``, :meth:`forward` returns the skips unchanged.
+        in_channels (int): Channels of the obfuscated image (for ``source="pixels"``).
+
+    Raises:
+        ConfigError: If a setting is invalid.
+    """
+
+    def __init__(
+        self,
+        skip_channels: Sequence[int],
+        patch_size: int = 8,
+        source: str = "skip_features",
+        hidden: int = 128,
+        activation: str = "leaky_relu",
+        levels: Sequence[int] = (0, 1, 2),
+        mapping: str = "calibrated",
+        enabled: bool = True,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if patch_size < 1:
+            raise ConfigError(f"fader.patch_size={patch_size} is invalid; use a positive integer such as 8")
+        self.skip_channels = [int(c) for c in skip_channels]
+        self.patch_size = patch_size
+        self.source = source
+        self.levels = _check_levels(levels, len(self.skip_channels))
+        self.enabled = enabled
+        self.predictor = PatchErrorPredictor(
+            feature_dim(source, self.skip_channels, patch_size, in_channels), hidden, activation
+        )
+        self.soft_masker = SoftMask(mapping)
+
+    def predict(self, skips: Sequence[Tensor], obfuscated: Tensor) -> Tensor:
+        """Predicts the error of every patch.
+
+        Args:
+            skips (Sequence[Tensor]): Encoder skips of ``obfuscated``, before attenuation.
+            obfuscated (Tensor): Obfuscated images of shape ``(B, C, H, W)``.
+
+        Returns:
+            Tensor: Predicted patch errors of shape ``(B, 1, H / P, W / P)``.
+
+        Raises:
+            ConfigError: If ``patch_size`` does not divide the image size.
+        """
+        return self.predictor(patch_features(skips, obfuscated, self.patch_size, self.source))
+
+    def soft_mask(self, pred: Tensor) -> Tensor:
+        """Soft mask of predicted patch errors (see :class:`SoftMask`).
+
+        Args:
+            pred (Tensor): Predicted patch errors of shape ``(B, 1, h, w)``.
+
+        Returns:
+            Tensor: Weights of the same shape in ``(0, 1]``.
+        """
+        return self.soft_masker(pred)
+
+    def transform_with_outputs(
+        self, skips: Sequence[Tensor], obfuscated: Tensor
+    ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Skip transform that also returns the prediction and the soft mask (for losses and visualisation).
+
+        Args:
+            skips (Sequence[Tensor]): Encoder skips of ``obfuscated``.
+            obfuscated (Tensor): Obfuscated images of shape ``(B, C, H, W)``.
+
+        Returns:
+            tuple[list[Tensor], Tensor, Tensor]: The skips (attenuated when :attr:`enabled`, else the same
+            tensors), the predicted patch errors and the soft mask, both of shape ``(B, 1, H / P, W / P)``.
+        """
+        pred = self.predict(skips, obfuscated)
+        weights = self.soft_mask(pred)
+        out = attenuate(skips, weights, self.levels) if self.enabled else list(skips)
+        return out, pred, weights
+
+    def forward(self, skips: Sequence[Tensor], obfuscated: Tensor) -> list[Tensor]:
+        """Attenuates the skips of patches predicted to be badly reconstructed.
+
+        Args:
+            skips (Sequence[Tensor]): Encoder skips of ``obfuscated``, highest resolution first.
+            obfuscated (Tensor): Obfuscated images of shape ``(B, C, H, W)``.
+
+        Returns:
+            list[Tensor]: The attenuated skips, or the very same skip tensors when :attr:`enabled` is ``False``
+            (nothing is computed then).
+        """
+        if not self.enabled:
+            return list(skips)
+        return self.transform_with_outputs(skips, obfuscated)[0]
+
+    def extra_repr(self) -> str:
+        """Summary shown by ``repr``."""
+        return f"patch_size={self.patch_size}, source={self.source!r}, levels={self.levels}, enabled={self.enabled}"
+
+
+@torch.no_grad()
+def gt_patch_targets(
+    image: Tensor, recon: Tensor, patch_size: int, measure: str = "msgms", num_scales: int = 4
+) -> Tensor:
+    """Per-patch reconstruction error used as the predictor's ranking target (no gradient).
+
+    Args:
+        image (Tensor): Images of shape ``(B, C, H, W)`` in ``[0, 1]``.
+        recon (Tensor): Reconstructions of the same shape.
+        patch_size (int): Patch side ``P``; must divide ``H`` and ``W``.
+        measure (str): ``"msgms"``: patch mean of the unsmoothed ``1 - MSGMS`` map
+            (:func:`~fader_lightning.models.scoring.raw_anomaly_map`); ``"mse"``: patch mean of the squared
+            error averaged over channels.
+        num_scales (int): MSGMS scales (``"msgms"`` only).
+
+    Returns:
+        Tensor: Targets of shape ``(B, 1, H / P, W / P)``.
+
+    Raises:
+        ConfigError: If ``measure`` is unknown or ``patch_size`` does not divide the image size.
+    """
+    _check_choice(measure, MEASURES, "fader.target")
+    _check_patch_grid(image.shape[-2], image.shape[-1], patch_size)
+    if measure == "msgms":
+        error = raw_anomaly_map(image, recon, num_scales=num_scales)
+    else:
+        error = (image - recon).pow(2).mean(dim=1, keepdim=True)
+    return F.avg_pool2d(error, patch_size)
+
+
+def ranking_loss_pairs(
+    pred_i: Tensor, pred_j: Tensor, target_i: Tensor, target_j: Tensor, margin: float = 1.0
+) -> Tensor:
+    """Learning-Loss ranking loss of explicit pairs (Yoo & Kweon, 2019).
+
+    ``L = max(0, -sign(t_i - t_j) * (p_i - p_j) + margin)`` averaged over the pairs with ``t_i != t_j``; targets
+    carry no gradient.
+
+    Args:
+        pred_i (Tensor): Predictions of the first members, shape ``(N,)``.
+        pred_j (Tensor): Predictions of the second members, shape ``(N,)``.
+        target_i (Tensor): Targets of the first members, shape ``(N,)``.
+        target_j (Tensor): Targets of the second members, shape ``(N,)``.
+        margin (float): Margin ``xi``, non-negative.
+
+    Returns:
+        Tensor: Scalar loss; a zero connected to the predictions' graph when no pair has distinct targets.
+
+    Raises:
+        ConfigError: If ``margin`` is negative.
+    """
+    if margin < 0:
+        raise ConfigError(f"fader.margin={margin} is invalid; use a non-negative margin such as 1.0")
+    sign = torch.sign(target_i.detach() - target_j.detach())
+    valid = (sign != 0).to(pred_i.dtype)
+    losses = torch.clamp(-sign * (pred_i - pred_j) + margin, min=0)
+    return (losses * valid).sum() / valid.sum().clamp(min=1)
+
+
+def ranking_loss(pred: Tensor, target: Tensor, margin: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """Ranking loss over random pairs of all patches of a batch.
+
+    The patches are flattened and patch ``i`` is paired with patch ``perm[i]`` for a random permutation ``perm``
+    (self-pairs dropped); see :func:`ranking_loss_pairs`.
+
+    Args:
+        pred (Tensor): Predicted patch errors, e.g. ``(B, 1, h, w)``.
+        target (Tensor): Target patch errors of the same shape.
+        margin (float): Margin ``xi``, non-negative.
+        generator (torch.Generator | None): Random generator of the pairing (for reproducibility).
+
+    Returns:
+        Tensor: Scalar loss.
+
+    Raises:
+        ValueError: If ``pred`` and ``target`` differ in shape.
+        ConfigError: If ``margin`` is negative.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"ranking_loss needs pred and target of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    flat_pred = pred.reshape(-1)
+    flat_target = target.reshape(-1)
+    count = flat_pred.numel()
+    device = generator.device if generator is not None else flat_pred.device
+    perm = torch.randperm(count, generator=generator, device=device).to(flat_pred.device)
+    index = torch.arange(count, device=flat_pred.device)
+    keep = perm != index
+    first, second = index[keep], perm[keep]
+    return ranking_loss_pairs(flat_pred[first], flat_pred[second], flat_target[first], flat_target[second], margin)

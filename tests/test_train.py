@@ -1,0 +1,158 @@
+"""End-to-end stage-1 runs through the Hydra config, on generated data."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_UNET, compose_train_cfg
+from fader_lightning.errors import ConfigError, TrainingError
+from fader_lightning.masking import available_methods
+from fader_lightning.models import InpaintingModule
+from fader_lightning.results import load_results
+from fader_lightning.train import train
+
+SMALL_DATA = ["data.image_size=32", "data.n_train=8", "data.n_test_good=4", "data.n_test_defect=2", "data.size=64"]
+
+
+@pytest.fixture
+def vit_weights(tmp_path: Path) -> Path:
+    import timm
+
+    path = tmp_path / "vit.pth"
+    torch.save(timm.create_model("vit_small_patch8_224.dino", pretrained=False).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("method", sorted(available_methods()))
+def test_fast_dev_run_every_masking_method(tmp_path: Path, method: str, request: pytest.FixtureRequest) -> None:
+    overrides = [*SMALL_DATA, TINY_UNET, f"masking={method}", "debug=fdr"]
+    if method == "attention":
+        overrides.append(f"masking.weights_path={request.getfixturevalue('vit_weights')}")
+    cfg = compose_train_cfg(tmp_path, overrides)
+    results = train(cfg)
+    metrics = results["ear"]["metrics"]
+    assert results["ear"]["masking"] == method
+    assert set(metrics) >= {"image_auroc", "pixel_auroc", "aupro"}
+    assert load_results(tmp_path / "out")["ear"]["status"] == "ok"
+
+
+def test_stage1_learns_on_generated_data(tmp_path: Path) -> None:
+    cfg = compose_train_cfg(
+        tmp_path,
+        ["data.image_size=64", "data.n_train=24", TINY_UNET, "masking=saliency", "trainer.max_epochs=8",
+         "model.optimizer.lr=1e-3", "callbacks.overlays.num_samples=4"],
+    )  # fmt: skip
+    results = train(cfg)["ear"]
+    assert results["metrics"]["image_auroc"] > 0.8
+    assert results["metrics"]["pixel_auroc"] > 0.8
+    losses = _epoch_losses(tmp_path / "out" / "csv")
+    assert losses[-1] < 0.8 * losses[0]
+    overlays = sorted((tmp_path / "out" / "overlays" / "ear").glob("*.png"))
+    assert len(overlays) == 4
+    ckpt = torch.load(results["checkpoint"], weights_only=False)
+    assert not any(k.startswith("model.masker.") for k in ckpt["state_dict"])
+    reloaded = InpaintingModule.load_from_checkpoint(results["checkpoint"])
+    assert reloaded.hparams.masking["name"] == "saliency"
+
+
+def _epoch_losses(csv_dir: Path) -> list[float]:
+    import csv
+
+    rows = list(csv.DictReader(next(csv_dir.rglob("metrics.csv")).open()))
+    per_epoch: dict[int, list[float]] = {}
+    for row in rows:
+        if row.get("train/loss"):
+            per_epoch.setdefault(int(row["epoch"]), []).append(float(row["train/loss"]))
+    return [sum(v) / len(v) for _, v in sorted(per_epoch.items())]
+
+
+def test_same_seed_same_masks_and_metrics(tmp_path: Path) -> None:
+    def run(folder: str, seed: int) -> tuple[dict, dict]:
+        overrides = [*SMALL_DATA, TINY_UNET, "trainer.max_epochs=2", "logger=none", f"seed={seed}"]
+        cfg = compose_train_cfg(tmp_path / folder, overrides, data_root=tmp_path / "data")
+        metrics = train(cfg)["ear"]["metrics"]
+        module = InpaintingModule.load_from_checkpoint(tmp_path / folder / "out/checkpoints/ear/last.ckpt")
+        return metrics, module.state_dict()
+
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for method in ("saliency", "random_multi"):
+        from fader_lightning.masking import build_mask_generator
+
+        assert torch.equal(build_mask_generator(method)(images), build_mask_generator(method)(images))
+    (m1, s1), (m2, s2), (m3, _) = run("a", 0), run("b", 0), run("c", 1)
+    assert m1 == m2
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert m1 != m3
+
+
+def test_image_size_not_divisible_by_stride(tmp_path: Path) -> None:
+    cfg = compose_train_cfg(tmp_path, [*SMALL_DATA, TINY_UNET, "data.image_size=36", "debug=fdr"])
+    with pytest.raises(ConfigError, match="not divisible by the U-Net stride 8"):
+        train(cfg)
+
+
+def test_unknown_masking_lists_known(tmp_path: Path) -> None:
+    cfg = compose_train_cfg(tmp_path, [*SMALL_DATA, TINY_UNET, "debug=fdr", "masking=none", "masking.name=bogus"])
+    with pytest.raises(ConfigError, match="known: attention, checkerboard, none, random_multi, saliency"):
+        train(cfg)
+
+
+def test_attention_weights_path_errors(tmp_path: Path) -> None:
+    from fader_lightning.errors import CheckpointError
+
+    missing = tmp_path / "nope.pth"
+    cfg = compose_train_cfg(tmp_path, [*SMALL_DATA, TINY_UNET, "debug=fdr", "masking=attention",
+                                       f"masking.weights_path={missing}"])  # fmt: skip
+    with pytest.raises(CheckpointError, match=str(missing)):
+        train(cfg)
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"foo": torch.zeros(1)}, wrong)
+    cfg.model.masking.weights_path = str(wrong)
+    with pytest.raises(CheckpointError, match="wrong.pth"):
+        train(cfg)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = compose_train_cfg(tmp_path, [*SMALL_DATA, TINY_UNET, "trainer.max_epochs=3", "logger=none"])
+    original = InpaintingModule._losses
+
+    def poisoned(self, batch):
+        losses = original(self, batch)
+        if self.current_epoch == 1:
+            losses["loss"] = losses["loss"] * math.nan
+        return losses
+
+    monkeypatch.setattr(InpaintingModule, "_losses", poisoned)
+    with pytest.raises(TrainingError, match="became nan at epoch 1.*last.ckpt"):
+        train(cfg)
+    last = tmp_path / "out/checkpoints/ear/last.ckpt"
+    assert torch.load(last, weights_only=False)["epoch"] == 0
+    assert load_results(tmp_path / "out")["ear"]["status"] == "failed"
+
+
+def test_cli_overrides_as_documented(tmp_path: Path, synthetic_mvtec: Path) -> None:
+    out = tmp_path / "OUT"
+    cmd = [sys.executable, "-m", "fader_lightning.train", "data=mvtec", f"data.root={synthetic_mvtec}",
+           "data.category=synth_object", "data.image_size=128", "masking=saliency", "trainer.max_epochs=1",
+           "logger=none", "seed=0", f"hydra.run.dir={out}", TINY_UNET, "trainer.enable_progress_bar=false",
+           f"paths.log_dir={tmp_path / 'logs'}"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "FADER_ROOT": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    entry = json.loads((out / "metrics.json").read_text())["ear"]
+    assert entry["category"] == "synth_object" and entry["masking"] == "saliency" and entry["seed"] == 0
+    assert 0.0 <= entry["metrics"]["image_auroc"] <= 1.0
+
+
+def test_cli_bad_input_is_one_clear_line(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "fader_lightning.train", "data=mvtec", f"data.root={tmp_path / 'missing'}",
+           "logger=none", f"hydra.run.dir={tmp_path / 'out'}", f"paths.log_dir={tmp_path / 'logs'}"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "DataError: dataset root" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
