@@ -142,7 +142,9 @@ def test_cli_overrides_as_documented(tmp_path: Path, synthetic_mvtec: Path) -> N
            "data.category=synth_object", "data.image_size=128", "masking=saliency", "trainer.max_epochs=1",
            "logger=none", "seed=0", f"hydra.run.dir={out}", TINY_UNET, "trainer.enable_progress_bar=false",
            f"paths.log_dir={tmp_path / 'logs'}"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "FADER_ROOT": str(tmp_path)})
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "FADER_ROOT": str(tmp_path)}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     entry = json.loads((out / "metrics.json").read_text())["ear"]
     assert entry["category"] == "synth_object" and entry["masking"] == "saliency" and entry["seed"] == 0

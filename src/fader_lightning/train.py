@@ -21,7 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.errors import ConfigError, FaderError
@@ -31,7 +31,7 @@ from fader_lightning.utils.provenance import environment
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
-STAGES = {"ear": ("ear",)}
+STAGES = {"ear": ("ear",), "fader": ("fader",), "both": ("ear", "fader")}
 
 
 def build(spec: DictConfig, **kwargs: Any) -> Any:
@@ -81,24 +81,56 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     return [build(spec) for spec in (cfg.get("logger") or {}).values()]
 
 
-def run_stage(cfg: DictConfig, stage: str, datamodule: AnomalyDataModule, output_dir: Path) -> dict[str, Any]:
+def stage_model_spec(cfg: DictConfig, stage: str, stage1_ckpt: str | None) -> tuple[DictConfig, dict[str, Any]]:
+    """The module config of a stage and the trainer overrides it brings.
+
+    Args:
+        cfg: Full config.
+        stage: ``ear`` or ``fader``.
+        stage1_ckpt: Stage-1 checkpoint produced in this run (for ``stage=both``), else ``None``.
+
+    Returns:
+        The node to instantiate and extra trainer arguments.
+
+    Raises:
+        ConfigError: When stage 2 has no stage-1 checkpoint to start from.
+    """
+    if stage == "ear":
+        return cfg.model, {}
+    spec = cfg.fader.copy()
+    with open_dict(spec):
+        max_epochs = spec.pop("max_epochs")
+        spec.ckpt_path = stage1_ckpt or spec.ckpt_path
+    if not spec.ckpt_path:
+        raise ConfigError("stage=fader needs fader.ckpt_path=<stage-1 checkpoints/ear/last.ckpt>, or use stage=both")
+    return spec, {"max_epochs": max_epochs}
+
+
+def run_stage(
+    cfg: DictConfig, stage: str, datamodule: AnomalyDataModule, output_dir: Path, stage1_ckpt: str | None = None
+) -> dict[str, Any]:
     """Fit and test one stage.
 
     Args:
         cfg: Full config.
-        stage: ``ear``.
+        stage: ``ear`` or ``fader``.
         datamodule: The data.
         output_dir: Run folder.
+        stage1_ckpt: For stage 2, the stage-1 checkpoint of this run (overrides ``fader.ckpt_path``).
 
     Returns:
         The stage's results entry (metrics, timing, checkpoint).
     """
-    model = build(cfg.model)
+    spec, trainer_overrides = stage_model_spec(cfg, stage, stage1_ckpt)
+    model = build(spec)
     trainer: L.Trainer = build(
-        cfg.trainer, callbacks=build_callbacks(cfg, stage, output_dir), logger=build_loggers(cfg) or False
+        cfg.trainer,
+        callbacks=build_callbacks(cfg, stage, output_dir),
+        logger=build_loggers(cfg) or False,
+        **trainer_overrides,
     )
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") if stage == "ear" else None)
     train_seconds = time.perf_counter() - start
     checkpoint = output_dir / "checkpoints" / stage / "last.ckpt"
     entry: dict[str, Any] = {
@@ -124,6 +156,7 @@ def provenance(cfg: DictConfig, stage: str, output_dir: Path) -> dict[str, Any]:
         "dataset": cfg.data._target_.rsplit(".", 1)[-1],
         "category": cfg.data.category,
         "masking": cfg.masking.name,
+        "fader": stage == "fader" and bool(cfg.fader.enabled),
         "fill": cfg.model.fill.fill,
         "seed": cfg.seed,
         "run_dir": str(output_dir),
@@ -152,11 +185,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule: AnomalyDataModule = build(cfg.data)
-    results = {}
+    results: dict[str, Any] = {}
     for stage in STAGES[cfg.stage]:
         meta = provenance(cfg, stage, output_dir)
+        stage1_ckpt = results.get("ear", {}).get("checkpoint")
         try:
-            entry = run_stage(cfg, stage, datamodule, output_dir)
+            entry = run_stage(cfg, stage, datamodule, output_dir, stage1_ckpt)
         except Exception as err:
             record_stage(output_dir, stage, {**meta, "status": "failed", "error": f"{type(err).__name__}: {err}"})
             raise

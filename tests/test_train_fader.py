@@ -1,0 +1,104 @@
+"""Stage 2 (FADeR) through the training entry point, on generated data."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import TINY_UNET, compose_train_cfg
+from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.models import FADeRModule, InpaintingModule
+from fader_lightning.results import load_results
+from fader_lightning.train import train
+
+# masking=none: the stage-1 mask misses every defect on purpose
+STAGE1 = ["data.category=synth_object", "data.image_size=64", "data.n_train=24", "data.n_test_defect=4", TINY_UNET,
+          "masking=none", "trainer.max_epochs=6", "model.optimizer.lr=1e-3", "logger=none",
+          "trainer.enable_progress_bar=false"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def both_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("both")
+    cfg = compose_train_cfg(tmp, [*STAGE1, "stage=both", "fader.max_epochs=15"])
+    return tmp, train(cfg)
+
+
+def test_both_writes_one_entry_per_stage(both_run: tuple[Path, dict]) -> None:
+    tmp, results = both_run
+    stored = load_results(tmp / "out")
+    assert set(stored) == {"ear", "fader"}
+    assert stored["fader"]["fader"] is True and stored["ear"]["fader"] is False
+    for stage in ("ear", "fader"):
+        assert stored[stage]["status"] == "ok"
+        assert 0.0 <= stored[stage]["metrics"]["pixel_auroc"] <= 1.0
+    assert len(list((tmp / "out/overlays/fader").glob("*.png"))) == 8
+
+
+def test_stage1_weights_bit_identical_after_stage2(both_run: tuple[Path, dict]) -> None:
+    tmp, results = both_run
+    stage1 = InpaintingModule.load_from_checkpoint(results["ear"]["checkpoint"]).model.unet.state_dict()
+    stage2 = FADeRModule.load_from_checkpoint(results["fader"]["checkpoint"])
+    assert stage2.fader.soft_masker.is_calibrated
+    after = stage2.ear.unet.state_dict()
+    assert stage1.keys() == after.keys()
+    assert all(torch.equal(stage1[k], after[k]) for k in stage1)  # BatchNorm running stats included
+
+
+def _soft_masks(module: FADeRModule, datamodule) -> tuple[torch.Tensor, torch.Tensor]:
+    module.eval()
+    defect, normal = [], []
+    with torch.no_grad():
+        for batch in datamodule.test_dataloader():
+            out = module.infer(batch.image)
+            patch_gt = F.max_pool2d(batch.mask, module.fader.patch_size)  # 1 where a patch holds any defect
+            soft = F.avg_pool2d(out["soft_mask"], module.fader.patch_size)
+            defect.append(soft[patch_gt > 0])
+            normal.append(soft[(patch_gt == 0) & (batch.label.view(-1, 1, 1, 1) == 0)])
+    return torch.cat(defect), torch.cat(normal)
+
+
+def test_fader_attenuates_defect_patches_more(both_run: tuple[Path, dict]) -> None:
+    tmp, results = both_run
+    from fader_lightning.data.synthetic import SyntheticDataModule
+
+    module = FADeRModule.load_from_checkpoint(results["fader"]["checkpoint"])
+    dm = SyntheticDataModule(tmp / "data/synthetic", "synth_object", image_size=64, n_train=24, n_test_defect=4)
+    dm.setup()
+    defect, normal = _soft_masks(module, dm)
+    assert defect.mean() < normal.mean() - 0.1
+
+
+def test_disabled_fader_equals_stage1_exactly(both_run: tuple[Path, dict]) -> None:
+    tmp, results = both_run
+    stage1 = InpaintingModule.load_from_checkpoint(results["ear"]["checkpoint"]).eval()
+    disabled = FADeRModule(results["ear"]["checkpoint"], enabled=False).eval()
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = stage1.infer(images), disabled.infer(images)
+    assert torch.equal(a["recon"], b["recon"]) and torch.equal(a["anomaly_map"], b["anomaly_map"])
+    assert (b["soft_mask"] > 0).all() and (b["soft_mask"] <= 1).all()
+
+
+def test_stage_fader_reuses_a_checkpoint(both_run: tuple[Path, dict], tmp_path: Path) -> None:
+    _, results = both_run
+    cfg = compose_train_cfg(tmp_path, [*STAGE1, "stage=fader", f"fader.ckpt_path={results['ear']['checkpoint']}",
+                                       "fader.max_epochs=2", "fader.mapping=literal", "fader.levels=[0]"])  # fmt: skip
+    out = train(cfg)
+    assert set(out) == {"fader"} and not (tmp_path / "out/checkpoints/ear").exists()
+
+
+def test_missing_and_incompatible_checkpoints(both_run: tuple[Path, dict], tmp_path: Path) -> None:
+    _, results = both_run
+    with pytest.raises(CheckpointError, match="does not exist; train stage 1 first"):
+        FADeRModule(str(tmp_path / "missing.ckpt"))
+    with pytest.raises(CheckpointError, match=r"model.unet.widths=\[8, 16, 32, 64\] but the config asks for"):
+        FADeRModule(results["ear"]["checkpoint"], expected_unet={"widths": [64, 128, 256, 512]})
+    not_stage1 = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, not_stage1)
+    with pytest.raises(CheckpointError, match="not a stage-1"):
+        FADeRModule(str(not_stage1))
+    cfg = compose_train_cfg(tmp_path, [*STAGE1, "stage=fader"])
+    with pytest.raises(ConfigError, match="fader.ckpt_path"):
+        train(cfg)
