@@ -114,7 +114,7 @@ def test_attention_weights_path_errors(tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.pth"
     torch.save({"foo": torch.zeros(1)}, wrong)
     cfg.model.masking.weights_path = str(wrong)
-    with pytest.raises(CheckpointError, match="wrong.pth"):
+    with pytest.raises(CheckpointError, match=r"wrong\.pth"):
         train(cfg)
 
 
@@ -129,7 +129,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch: p
         return losses
 
     monkeypatch.setattr(InpaintingModule, "_losses", poisoned)
-    with pytest.raises(TrainingError, match="became nan at epoch 1.*last.ckpt"):
+    with pytest.raises(TrainingError, match=r"became nan at epoch 1.*last\.ckpt"):
         train(cfg)
     last = tmp_path / "out/checkpoints/ear/last.ckpt"
     assert torch.load(last, weights_only=False)["epoch"] == 0

@@ -26,7 +26,7 @@ def both_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 
 def test_both_writes_one_entry_per_stage(both_run: tuple[Path, dict]) -> None:
-    tmp, results = both_run
+    tmp, _results = both_run
     stored = load_results(tmp / "out")
     assert set(stored) == {"ear", "fader"}
     assert stored["fader"]["fader"] is True and stored["ear"]["fader"] is False
@@ -37,7 +37,7 @@ def test_both_writes_one_entry_per_stage(both_run: tuple[Path, dict]) -> None:
 
 
 def test_stage1_weights_bit_identical_after_stage2(both_run: tuple[Path, dict]) -> None:
-    tmp, results = both_run
+    _tmp, results = both_run
     stage1 = InpaintingModule.load_from_checkpoint(results["ear"]["checkpoint"]).model.unet.state_dict()
     stage2 = FADeRModule.load_from_checkpoint(results["fader"]["checkpoint"])
     assert stage2.fader.soft_masker.is_calibrated
@@ -71,7 +71,7 @@ def test_fader_attenuates_defect_patches_more(both_run: tuple[Path, dict]) -> No
 
 
 def test_disabled_fader_equals_stage1_exactly(both_run: tuple[Path, dict]) -> None:
-    tmp, results = both_run
+    _tmp, results = both_run
     stage1 = InpaintingModule.load_from_checkpoint(results["ear"]["checkpoint"]).eval()
     disabled = FADeRModule(results["ear"]["checkpoint"], enabled=False).eval()
     images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
@@ -100,5 +100,5 @@ def test_missing_and_incompatible_checkpoints(both_run: tuple[Path, dict], tmp_p
     with pytest.raises(CheckpointError, match="not a stage-1"):
         FADeRModule(str(not_stage1))
     cfg = compose_train_cfg(tmp_path, [*STAGE1, "stage=fader"])
-    with pytest.raises(ConfigError, match="fader.ckpt_path"):
+    with pytest.raises(ConfigError, match=r"fader\.ckpt_path"):
         train(cfg)
