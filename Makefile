@@ -6,7 +6,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format demo clean
+.PHONY: help install test lint format demo reproduce-table clean
+
+DATASET ?= demo
+DATA_DIR ?=
+CATEGORIES ?=
+MASKING ?=
+EXTRA ?=
+SWEEP_DIR ?= logs/table_$(DATASET)/sweep-$(shell date +%Y%m%d-%H%M%S)
+DATA_ROOT_ARG := $(if $(DATA_DIR),data.root=$(abspath $(DATA_DIR)),)
+CATEGORY_ARG := $(if $(CATEGORIES),data.category=$(CATEGORIES),)
+MASKING_ARG := $(if $(MASKING),masking=$(MASKING),)
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -29,8 +39,13 @@ format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests
 	$(VENV)/bin/ruff format src tests
 
-demo: install ## Generate the embedded synthetic data and run the main job on it
-	$(PY) -m fader_lightning.demo
+demo: install ## The main job on the embedded generated data: the demo table, end to end
+	$(MAKE) --no-print-directory reproduce-table DATASET=demo
+
+reproduce-table: install ## Sweep, then aggregate: DATASET=mvtec|visa|demo [DATA_DIR=..] [CATEGORIES=a,b] [MASKING=x,y]
+	$(PY) -m fader_lightning.train experiment=table_$(DATASET) hydra.sweep.dir=$(SWEEP_DIR) \
+		$(DATA_ROOT_ARG) $(CATEGORY_ARG) $(MASKING_ARG) $(EXTRA)
+	$(PY) -m fader_lightning.aggregate $(SWEEP_DIR) --name $(DATASET)
 
 clean: ## Remove caches and run outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache outputs multirun logs

@@ -158,3 +158,45 @@ def test_cli_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "DataError: dataset root" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_resume_reaches_the_same_weights(tmp_path: Path) -> None:
+    base = [*SMALL_DATA, TINY_UNET, "logger=none", "seed=3", "data.train_batch_size=4"]
+    full = compose_train_cfg(tmp_path / "full", [*base, "trainer.max_epochs=3"], data_root=tmp_path / "data")
+    train(full)
+    part = compose_train_cfg(tmp_path / "part", [*base, "trainer.max_epochs=1"], data_root=tmp_path / "data")
+    train(part)  # the "interrupted" run: stopped after epoch 1
+    ckpt = tmp_path / "part/out/checkpoints/ear/last.ckpt"
+    resumed = compose_train_cfg(tmp_path / "part", [*base, "trainer.max_epochs=3", f"ckpt_path={ckpt}"],
+                                data_root=tmp_path / "data")  # fmt: skip
+    train(resumed)
+    a = torch.load(tmp_path / "full/out/checkpoints/ear/last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "part/out/checkpoints/ear/last.ckpt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_stage1_store_reuses_identical_stage1(tmp_path: Path) -> None:
+    base = [*SMALL_DATA, TINY_UNET, "logger=none", "trainer.max_epochs=1", "reuse_stage1=true", "stage=both",
+            "fader.max_epochs=1"]  # fmt: skip
+    first = train(compose_train_cfg(tmp_path / "a", base, data_root=tmp_path / "data"))
+    cfg = compose_train_cfg(tmp_path / "b", [*base, "fader.patch_size=4"], data_root=tmp_path / "data")
+    cfg.paths.stage1_store = str(tmp_path / "a/logs/stage1_store")
+    second = train(cfg)
+    assert "reused" not in first["ear"] and second["ear"]["reused"] is True
+    assert second["ear"]["metrics"] == first["ear"]["metrics"]
+    assert not (tmp_path / "b/out/checkpoints/ear").exists()
+    assert second["fader"]["config"]["fader"]["patch_size"] == 4
+
+
+def test_sampler_order_depends_on_seed_and_epoch_only() -> None:
+    from fader_lightning.data.datamodule import EpochSeededSampler
+
+    a, b = EpochSeededSampler(20, seed=1), EpochSeededSampler(20, seed=1)
+    b.set_epoch(1)
+    first_b = list(b)
+    b.set_epoch(0)
+    assert list(a) == list(b) and list(a) != first_b
+    a.set_epoch(1)
+    assert list(a) == first_b

@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,21 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fader_lightning import stage1_store
 from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.errors import ConfigError, FaderError
+from fader_lightning.masking import MASKING_METHODS
+from fader_lightning.models import InpaintingModule
 from fader_lightning.results import record_stage
+from fader_lightning.stage1_store import stage1_key
 from fader_lightning.utils.provenance import environment
 
 log = logging.getLogger(__name__)
+# conf/hydra/launcher/joblib.yaml deliberately shares the joblib plugin's name, so that
+# `hydra/launcher=joblib` picks our defaults; Hydra warns about that name match on every compose.
+warnings.filterwarnings(
+    "ignore", message=".*is validated against ConfigStore schema with the same name", category=UserWarning
+)
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 STAGES = {"ear": ("ear",), "fader": ("fader",), "both": ("ear", "fader")}
@@ -122,23 +132,31 @@ def run_stage(
         The stage's results entry (metrics, timing, checkpoint).
     """
     spec, trainer_overrides = stage_model_spec(cfg, stage, stage1_ckpt)
-    model = build(spec)
+    reuse = stage == "ear" and cfg.get("reuse_stage1", False)
+    key = stage1_key(cfg) if reuse else None
+    stored = stage1_store.lookup(cfg.paths.stage1_store, key) if reuse else None
+    model = InpaintingModule.load_from_checkpoint(stored) if stored else build(spec)
     trainer: L.Trainer = build(
         cfg.trainer,
         callbacks=build_callbacks(cfg, stage, output_dir),
         logger=build_loggers(cfg) or False,
         **trainer_overrides,
     )
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") if stage == "ear" else None)
-    train_seconds = time.perf_counter() - start
-    checkpoint = output_dir / "checkpoints" / stage / "last.ckpt"
-    entry: dict[str, Any] = {
-        "status": "ok",
-        "train_seconds": round(train_seconds, 3),
-        "epochs": trainer.current_epoch,
-        "checkpoint": str(checkpoint) if checkpoint.is_file() else None,
-    }
+    if stored:
+        log.info("reusing stage-1 checkpoint %s (reuse_stage1=true)", stored)
+        entry: dict[str, Any] = {"status": "ok", "train_seconds": 0.0, "checkpoint": str(stored), "reused": True}
+    else:
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") if stage == "ear" else None)
+        checkpoint = output_dir / "checkpoints" / stage / "last.ckpt"
+        entry = {
+            "status": "ok",
+            "train_seconds": round(time.perf_counter() - start, 3),
+            "epochs": trainer.current_epoch,
+            "checkpoint": str(checkpoint) if checkpoint.is_file() else None,
+        }
+        if reuse and entry["checkpoint"]:
+            stage1_store.save(cfg.paths.stage1_store, key, checkpoint)
     if cfg.get("test", True):
         start = time.perf_counter()
         trainer.test(model, datamodule=datamodule, verbose=False)
@@ -169,7 +187,8 @@ def provenance(cfg: DictConfig, stage: str, output_dir: Path) -> dict[str, Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the stages named by ``cfg.stage`` and record each in ``metrics.json``.
 
-    A failing stage is recorded with ``status: failed`` and its error before the error is raised again.
+    A failing stage, and every stage after it, is recorded with ``status: failed`` and the error before
+    the error is raised again.
 
     Args:
         cfg: Full config.
@@ -184,17 +203,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"stage={cfg.stage!r} is unknown; use one of {', '.join(STAGES)}")
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule: AnomalyDataModule = build(cfg.data)
+    stages = STAGES[cfg.stage]
     results: dict[str, Any] = {}
-    for stage in STAGES[cfg.stage]:
-        meta = provenance(cfg, stage, output_dir)
+    datamodule: AnomalyDataModule | None = None
+    for index, stage in enumerate(stages):
         stage1_ckpt = results.get("ear", {}).get("checkpoint")
+        if stage == "fader" and MASKING_METHODS[cfg.masking.name].partitions:
+            reason = f"FADeR needs a single deterministic mask; masking={cfg.masking.name} makes several passes"
+            record_stage(output_dir, stage, {**provenance(cfg, stage, output_dir), "status": "not_applicable",
+                                             "error": reason})  # fmt: skip
+            log.info("%s: skipped", reason)
+            continue
         try:
+            datamodule = datamodule or build(cfg.data)
             entry = run_stage(cfg, stage, datamodule, output_dir, stage1_ckpt)
         except Exception as err:
-            record_stage(output_dir, stage, {**meta, "status": "failed", "error": f"{type(err).__name__}: {err}"})
+            for skipped in stages[index:]:  # later stages cannot run either; mark them so tables show it
+                error = f"{type(err).__name__}: {err}"
+                record_stage(
+                    output_dir, skipped, {**provenance(cfg, skipped, output_dir), "status": "failed", "error": error}
+                )
             raise
-        results[stage] = {**meta, **entry}
+        results[stage] = {**provenance(cfg, stage, output_dir), **entry}
         record_stage(output_dir, stage, results[stage])
     return results
 

@@ -1,0 +1,78 @@
+"""A store of trained stage-1 checkpoints, keyed by everything that changes the trained weights.
+
+Sweeps that vary only FADeR settings (the ablations) or only evaluation settings find the stage-1
+model of their (data, model, masking, seed, epochs) there instead of training it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# Settings that never change the trained stage-1 weights.
+_DATA_IGNORED = ("num_workers", "eval_batch_size", "val_policy", "val_ratio")
+_MODEL_IGNORED = ("mask_cache_dir", "fpr_limit", "map_storage", "scoring")
+
+
+def stage1_key(cfg: DictConfig) -> str:
+    """Hash the settings that determine a stage-1 model.
+
+    Args:
+        cfg: Full training config.
+
+    Returns:
+        A 20-character hex key.
+    """
+    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in _DATA_IGNORED}
+    model = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in _MODEL_IGNORED}
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    settings: dict[str, Any] = {
+        "data": data,
+        "model": model,
+        "seed": cfg.seed,
+        "trainer": {k: trainer.get(k) for k in ("max_epochs", "precision", "accumulate_grad_batches")},
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def lookup(store_dir: str | Path, key: str) -> Path | None:
+    """Return the stored checkpoint of a key, if any.
+
+    Args:
+        store_dir: Store folder.
+        key: Output of :func:`stage1_key`.
+
+    Returns:
+        The checkpoint path, or ``None``.
+    """
+    path = Path(store_dir) / f"{key}.ckpt"
+    return path if path.is_file() else None
+
+
+def save(store_dir: str | Path, key: str, checkpoint: str | Path) -> Path:
+    """Copy a checkpoint into the store atomically (a crash never leaves a partial file).
+
+    Args:
+        store_dir: Store folder.
+        key: Output of :func:`stage1_key`.
+        checkpoint: Checkpoint to copy (a link is followed).
+
+    Returns:
+        The stored path.
+    """
+    target = Path(store_dir) / f"{key}.ckpt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(Path(checkpoint).resolve(), tmp)
+    os.replace(tmp, target)
+    log.info("stage-1 checkpoint stored as %s", target)
+    return target
