@@ -32,6 +32,7 @@ from fader_lightning.models import InpaintingModule
 from fader_lightning.results import record_stage
 from fader_lightning.stage1_store import stage1_key
 from fader_lightning.utils.provenance import environment
+from fader_lightning.utils.wandb_setup import finish_wandb, log_config
 
 log = logging.getLogger(__name__)
 # conf/hydra/launcher/joblib.yaml deliberately shares the joblib plugin's name, so that
@@ -142,6 +143,7 @@ def run_stage(
         logger=build_loggers(cfg) or False,
         **trainer_overrides,
     )
+    log_config(trainer.loggers, cfg, stage)
     if stored:
         log.info("reusing stage-1 checkpoint %s (reuse_stage1=true)", stored)
         entry: dict[str, Any] = {"status": "ok", "train_seconds": 0.0, "checkpoint": str(stored), "reused": True}
@@ -223,7 +225,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 record_stage(
                     output_dir, skipped, {**provenance(cfg, skipped, output_dir), "status": "failed", "error": error}
                 )
+            finish_wandb(exit_code=1)
             raise
+        finally:
+            finish_wandb()
         results[stage] = {**provenance(cfg, stage, output_dir), **entry}
         record_stage(output_dir, stage, results[stage])
     return results

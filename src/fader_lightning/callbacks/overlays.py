@@ -95,6 +95,21 @@ def overlay_panel(
     return np.concatenate(panels, axis=1)
 
 
+def spread_test_indices(trainer: L.Trainer, num_samples: int) -> set[int]:
+    """Indices of up to ``num_samples`` samples spread evenly over the trainer's test set.
+
+    Args:
+        trainer: Trainer whose test dataloaders are set up.
+        num_samples: Number of samples wanted.
+
+    Returns:
+        Indices in the order the test batches are seen.
+    """
+    total = sum(len(loader.dataset) for loader in _as_list(trainer.test_dataloaders))
+    count = min(num_samples, total)
+    return {round(i * (total - 1) / max(count - 1, 1)) for i in range(count)} if count else set()
+
+
 class OverlayWriter(L.Callback):
     """Writes overlay PNGs for a few test samples spread evenly over the test set.
 
@@ -117,9 +132,7 @@ class OverlayWriter(L.Callback):
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Choose which sample indices to draw."""
-        total = sum(len(loader.dataset) for loader in _as_list(trainer.test_dataloaders))
-        count = min(self.num_samples, total)
-        self._wanted = {round(i * (total - 1) / max(count - 1, 1)) for i in range(count)} if count else set()
+        self._wanted = spread_test_indices(trainer, self.num_samples)
         self._picked, self._seen = [], 0
 
     def on_test_batch_end(

@@ -1,0 +1,133 @@
+"""W&B table of test samples: image with GT and predicted masks, anomaly map, soft mask, score and labels."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import wandb
+from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor
+
+from fader_lightning.callbacks.overlays import heatmap, spread_test_indices, to_uint8_rgb
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["image", "anomaly_map", "soft_mask", "score", "label", "defect_type", "category", "masking", "stage"]
+CLASS_LABELS = {1: "defect"}
+
+
+def image_with_masks(image: Tensor, gt_mask: Tensor, amap: Tensor, threshold: float) -> wandb.Image:
+    """A test image with its ground-truth mask and predicted mask as W&B mask overlays.
+
+    Args:
+        image: (3, H, W) image in [0, 1].
+        gt_mask: (H, W) ground-truth mask.
+        amap: (H, W) anomaly map.
+        threshold: Map value above which a pixel is predicted defective (NaN: no prediction mask).
+
+    Returns:
+        The W&B image.
+    """
+    masks = {"ground_truth": {"mask_data": (gt_mask > 0.5).numpy().astype(np.uint8), "class_labels": CLASS_LABELS}}
+    if not math.isnan(threshold):
+        masks["prediction"] = {"mask_data": (amap > threshold).numpy().astype(np.uint8), "class_labels": CLASS_LABELS}
+    return wandb.Image(to_uint8_rgb(image), masks=masks)
+
+
+def masking_name(pl_module: L.LightningModule) -> str | None:
+    """Masking method of the stage-1 model behind a module (FADeR keeps the stage-1 hyper-parameters apart).
+
+    Args:
+        pl_module: An EAR or FADeR module.
+
+    Returns:
+        The method name, ``None`` when the module has none.
+    """
+    hparams = getattr(pl_module, "stage1_hparams", pl_module.hparams)
+    return (hparams.get("masking") or {}).get("name")
+
+
+class WandbSampleTable(L.Callback):
+    """Logs a ``wandb.Table`` of test samples spread evenly over the test set, under ``test/samples_<stage>``.
+
+    The image column carries the ground-truth mask and the predicted mask: the anomaly map thresholded at the pixel
+    F1-max threshold, an ORACLE picked on the test labels (left out when that threshold is undefined). The anomaly
+    maps of a table share one colour range; the soft mask (FADeR only, else empty) spans [0, 1]. The callback does
+    nothing unless a :class:`~lightning.pytorch.loggers.WandbLogger` is among the trainer's loggers.
+
+    Args:
+        num_samples: Number of samples in the table.
+    """
+
+    def __init__(self, num_samples: int = 16) -> None:
+        super().__init__()
+        self.num_samples = num_samples
+        self._logger: WandbLogger | None = None
+        self._picked: list[dict[str, Any]] = []
+        self._wanted: set[int] = set()
+        self._seen = 0
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Find the W&B logger and, when there is one, choose which sample indices to keep."""
+        self._logger = next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
+        self._wanted = spread_test_indices(trainer, self.num_samples) if self._logger else set()
+        self._picked, self._seen = [], 0
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Keep the chosen samples of this batch on CPU."""
+        for i in range(len(batch)):
+            if self._seen + i in self._wanted:
+                self._picked.append(
+                    {
+                        "image": batch.image[i].cpu(),
+                        "mask": batch.mask[i, 0].cpu(),
+                        "amap": outputs["anomaly_map"][i, 0].float().cpu(),
+                        "soft_mask": outputs["soft_mask"][i, 0].float().cpu() if "soft_mask" in outputs else None,
+                        "score": float(outputs["score"][i]),
+                        "label": int(batch.label[i]),
+                        "defect_type": batch.defect_type[i],
+                        "category": batch.category[i],
+                    }
+                )
+        self._seen += len(batch)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Log the table once the module has computed its metrics (the threshold among them)."""
+        if not self._picked or self._logger is None or not trainer.is_global_zero:
+            return
+        threshold = getattr(pl_module, "test_metrics", {}).get("pixel_threshold_oracle", math.nan)
+        maps = torch.stack([sample["amap"] for sample in self._picked])
+        map_range = (float(maps.min()), float(maps.max()))
+        stage = getattr(pl_module, "stage", "test")
+        masking = masking_name(pl_module)
+        rows = [
+            [
+                image_with_masks(sample["image"], sample["mask"], sample["amap"], threshold),
+                wandb.Image(heatmap(sample["amap"], *map_range)),
+                wandb.Image(heatmap(sample["soft_mask"], 0.0, 1.0)) if sample["soft_mask"] is not None else None,
+                sample["score"],
+                sample["label"],
+                sample["defect_type"],
+                sample["category"],
+                masking,
+                stage,
+            ]
+            for sample in self._picked
+        ]
+        key = f"test/samples_{stage}"
+        self._logger.log_table(key=key, columns=COLUMNS, data=rows)
+        log.info("logged %d test samples to W&B as %s", len(rows), key)
+        self._picked = []

@@ -1,0 +1,260 @@
+"""Shared pieces of the deployment commands (``fader-predict``, ``fader-export``).
+
+* :func:`run_cli` parses Hydra-style ``key=value`` arguments and turns project errors into exit code 1;
+* :func:`load_module` rebuilds a stage-1 or stage-2 module from its checkpoint, whichever it is;
+* :func:`run_entry` and :func:`resolve_image_size` read the training run's ``metrics.json`` when the checkpoint
+  still sits in its run folder (``<run>/checkpoints/<stage>/*.ckpt``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fader_lightning.data.transforms import as_hw
+from fader_lightning.errors import CheckpointError, ConfigError, FaderError
+from fader_lightning.masking import MaskCache
+from fader_lightning.models import EARModel, FADeRModule, InpaintingModule
+from fader_lightning.models.base_module import AnomalyModule
+from fader_lightning.results import load_results
+
+log = logging.getLogger(__name__)
+
+STAGE_MODULES: dict[str, type[AnomalyModule]] = {"ear": InpaintingModule, "fader": FADeRModule}
+"""Module class of each stage, by the stage name used in run folders and ``metrics.json``."""
+STAGE_KEYS: dict[str, tuple[str, ...]] = {"fader": ("ckpt_path", "patch_size"), "ear": ("unet", "masking")}
+"""Hyper-parameters that identify the checkpoint of each stage (FADeR is checked first)."""
+DEFAULT_IMAGE_SIZE = 256
+"""Image side used when neither ``image_size=`` nor the run's ``metrics.json`` gives one."""
+
+
+def parse_key_values(argv: Sequence[str], valid: Sequence[str], required: Sequence[str] = ()) -> dict[str, str]:
+    """Parse ``key=value`` arguments (``--key=value`` and ``--key value`` are accepted too).
+
+    Args:
+        argv: The arguments.
+        valid: Accepted keys.
+        required: Keys that must be given.
+
+    Returns:
+        ``{key: value}`` as strings (a repeated key keeps its last value).
+
+    Raises:
+        ConfigError: On an argument that is not ``key=value``, an unknown key or a missing required key.
+    """
+    pending = list(argv)
+    values: dict[str, str] = {}
+    while pending:
+        arg = pending.pop(0)
+        key, sep, value = arg.removeprefix("--").partition("=")
+        if not sep and arg.startswith("--") and pending:
+            sep, value = "=", pending.pop(0)
+        if not sep:
+            raise ConfigError(f"argument {arg!r} is not key=value; valid keys: {', '.join(valid)}")
+        if key not in valid:
+            raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(valid)}")
+        values[key] = value
+    missing = [key for key in required if key not in values]
+    if missing:
+        raise ConfigError(f"missing {', '.join(f'{key}=...' for key in missing)}; valid keys: {', '.join(valid)}")
+    return values
+
+
+def to_int(key: str, value: str, minimum: int = 1) -> int:
+    """Convert a command-line value to an integer.
+
+    Args:
+        key: Its key, for the message.
+        value: The text.
+        minimum: Smallest accepted value.
+
+    Returns:
+        The integer.
+
+    Raises:
+        ConfigError: When the text is not an integer ``>= minimum``.
+    """
+    try:
+        number = int(value)
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise ConfigError(f"{key}={value!r} is invalid; use an integer >= {minimum}")
+    return number
+
+
+def to_float(key: str, value: str) -> float:
+    """Convert a command-line value to a finite float.
+
+    Args:
+        key: Its key, for the message.
+        value: The text.
+
+    Returns:
+        The number.
+
+    Raises:
+        ConfigError: When the text is not a finite number.
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}={value!r} is invalid; use a finite number")
+    return number
+
+
+def run_cli(
+    argv: Sequence[str] | None,
+    usage: str,
+    valid: Sequence[str],
+    required: Sequence[str],
+    command: Callable[[dict[str, str]], int],
+) -> int:
+    """Common body of the deployment entry points: logging, ``--help``, parsing, project errors.
+
+    Args:
+        argv: Arguments (defaults to ``sys.argv[1:]``).
+        usage: Text written to stdout for ``-h``/``--help``.
+        valid: Accepted keys.
+        required: Keys that must be given.
+        command: Runs the command on the parsed arguments and returns its exit code.
+
+    Returns:
+        The command's exit code, 0 for help, 1 when a project error (bad argument, data, checkpoint) stopped it.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(arg in ("-h", "--help") for arg in argv):
+        sys.stdout.write(usage.strip() + "\n")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return command(parse_key_values(argv, valid, required))
+    except FaderError as err:
+        log.error("%s: %s", type(err).__name__, err)
+        return 1
+
+
+def checkpoint_stage(hparams: Mapping[str, Any], path: Path) -> str:
+    """Tell a stage-2 (FADeR) checkpoint from a stage-1 (EAR) one by its hyper-parameters.
+
+    Args:
+        hparams: The checkpoint's ``hyper_parameters``.
+        path: The checkpoint, for the message.
+
+    Returns:
+        ``"fader"`` or ``"ear"``.
+
+    Raises:
+        CheckpointError: When the hyper-parameters fit neither stage.
+    """
+    for stage, keys in STAGE_KEYS.items():
+        if all(key in hparams for key in keys):
+            return stage
+    raise CheckpointError(
+        f"{path} is neither a stage-1 (EAR) nor a stage-2 (FADeR) checkpoint: its hyper-parameters "
+        f"{sorted(hparams)} lack {' / '.join('+'.join(keys) for keys in STAGE_KEYS.values())}"
+    )
+
+
+def ear_model(module: AnomalyModule) -> EARModel:
+    """The EAR model inside a stage module (frozen under FADeR).
+
+    Args:
+        module: A stage-1 or stage-2 module.
+
+    Returns:
+        Its :class:`~fader_lightning.models.EARModel`.
+    """
+    return module.ear if isinstance(module, FADeRModule) else module.model
+
+
+def load_module(path: str | Path, device: str = "cpu") -> AnomalyModule:
+    """Load a stage-1 or stage-2 checkpoint for inference.
+
+    The module is put in eval mode on ``device``; its mask cache keeps masks in memory only, so inference never
+    writes to the training run's disk cache.
+
+    Args:
+        path: Checkpoint file (``<run>/checkpoints/<stage>/last.ckpt``).
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
+
+    Returns:
+        The module (``stage`` is ``"ear"`` or ``"fader"``).
+
+    Raises:
+        CheckpointError: When the file is missing, unreadable, of neither stage or does not fit its settings
+            (a FADeR checkpoint also needs its stage-1 checkpoint at the path it was trained from).
+        ConfigError: When ``device`` is unknown or CUDA is asked for but unavailable.
+    """
+    path = Path(path)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"device={device!r} is unknown; use cpu, cuda or auto")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but CUDA is not available here; use device=cpu")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass ckpt=<run>/checkpoints/<stage>/last.ckpt")
+    try:
+        hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    except Exception as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({err})") from err
+    stage = checkpoint_stage(hparams, path)
+    try:
+        module = STAGE_MODULES[stage].load_from_checkpoint(path, map_location="cpu")
+    except RuntimeError as err:
+        raise CheckpointError(f"{path} does not fit its own {stage} settings: {err}") from err
+    masker = ear_model(module).masker
+    if isinstance(masker, MaskCache):
+        masker.cache_dir = None
+    log.info("loaded %s checkpoint %s on %s", stage, path, device)
+    return module.eval().to(device)
+
+
+def run_entry(ckpt: str | Path, stage: str) -> dict[str, Any]:
+    """The ``metrics.json`` entry of the run a checkpoint was written by.
+
+    Args:
+        ckpt: Checkpoint file; only ``<run>/checkpoints/<stage>/<name>.ckpt`` has a run folder.
+        stage: Stage whose entry to return.
+
+    Returns:
+        The entry (``config``, ``metrics``, ...), empty when the checkpoint is not in a run folder or the run has no
+        ``metrics.json``.
+    """
+    ckpt = Path(ckpt).resolve()
+    if ckpt.parent.parent.name != "checkpoints":
+        return {}
+    return load_results(ckpt.parents[2]).get(stage, {})
+
+
+def resolve_image_size(value: str | None, entry: Mapping[str, Any]) -> tuple[int, int]:
+    """The inference image size: ``image_size=`` if given, else the run's ``data.image_size``, else 256.
+
+    Args:
+        value: ``image_size=`` text (``N`` or ``H,W``), or ``None``.
+        entry: The run's ``metrics.json`` entry (see :func:`run_entry`).
+
+    Returns:
+        Height and width.
+
+    Raises:
+        ConfigError: When the value is not one or two positive integers.
+    """
+    if value is not None:
+        sides = [to_int("image_size", side) for side in value.strip("[]()").split(",")]
+        return as_hw(sides[0] if len(sides) == 1 else sides)
+    stored = entry.get("config", {}).get("data", {}).get("image_size")
+    if stored is not None:
+        log.info("image_size=%s from the training run's metrics.json", stored)
+        return as_hw(stored)
+    log.info("no image_size= given and no metrics.json next to the checkpoint; using %d", DEFAULT_IMAGE_SIZE)
+    return as_hw(DEFAULT_IMAGE_SIZE)
