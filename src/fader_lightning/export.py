@@ -19,8 +19,10 @@ soft-mask calibration (tau, T). ``image_size`` defaults to the training run's (i
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ from fader_lightning.inference import (
 from fader_lightning.models import EARModel, FADeR, FADeRModule
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.scoring import scaled_kernel_size
-from fader_lightning.utils.io import atomic_save, atomic_write_json
+from fader_lightning.utils.io import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ class ExportableDetector(nn.Module):
             Anomaly maps ``(B, 1, H, W)`` and scores ``(B,)``, plus FADeR's soft mask ``(B, 1, H / P, W / P)``.
         """
         if masks is None:
-            masks = self.fixed_masks.expand(images.shape[0], -1, -1, -1)
+            masks = self.fixed_masks.expand(images.shape[0], *self.fixed_masks.shape[1:])
         if self.fader is None:
             return self.ear.scorer(images, self.ear.reconstruct(images, masks))
         obfuscated = self.ear.obfuscation(images, masks)
@@ -120,7 +122,8 @@ def build_detector(module: AnomalyModule, image_size: tuple[int, int], embed_mas
         The detector, in eval mode.
 
     Raises:
-        ConfigError: When the size does not fit the U-Net stride or masks cannot be embedded for this method.
+        ConfigError: When the size does not fit the U-Net stride, masks cannot be embedded for this method, or
+            FADeR's patch size is not a multiple of its deepest skip's stride (ONNX cannot pool those skips).
     """
     ear = ear_model(module)
     ear.unet.check_input_size(*image_size)
@@ -134,6 +137,14 @@ def build_detector(module: AnomalyModule, image_size: tuple[int, int], embed_mas
             )
         fixed_masks = ear.masks(torch.zeros(1, 3, *image_size, device=module.device))
     fader = module.fader if isinstance(module, FADeRModule) else None
+    deepest_stride = 2 ** (len(ear.unet.skip_channels) - 1)
+    if fader is not None and fader.source == "skip_features" and fader.patch_size % deepest_stride:
+        raise ConfigError(
+            f"cannot export FADeR with patch_size={fader.patch_size}: its patch features average-pool every skip "
+            f"(down to 1/{deepest_stride} resolution) to the patch grid with adaptive_avg_pool2d "
+            "(models/fader.py, patch_features), which ONNX only supports when the grid divides the skip size; "
+            f"this needs a patch size that is a multiple of {deepest_stride}"
+        )
     return ExportableDetector(ear, fader, fixed_masks).eval()
 
 
@@ -154,11 +165,24 @@ def describe(
     ear, (height, width) = detector.ear, image_size
     name, settings = mask_method(ear)
     scorer = ear.scorer
-    inputs = [{"name": "images", "shape": ["batch", 3, height, width], "dtype": "float32",
-               "description": "RGB in [0, 1], resized bilinearly to image_size (as in training)"}]  # fmt: skip
+    kernel = scorer.kernel_size or scaled_kernel_size(height, scorer.reference_size, scorer.reference_kernel)
+    inputs = [
+        {
+            "name": "images",
+            "shape": ["batch", 3, height, width],
+            "dtype": "float32",
+            "description": "RGB in [0, 1], resized bilinearly to image_size (as in training)",
+        }
+    ]
     if detector.fixed_masks is None:
-        inputs.append({"name": "masks", "shape": ["batch", ear.masker.num_passes, height, width], "dtype": "float32",
-                       "description": f"1 = hidden pixel; compute with masking method {name!r} and its settings"})  # fmt: skip
+        inputs.append(
+            {
+                "name": "masks",
+                "shape": ["batch", ear.masker.num_passes, height, width],
+                "dtype": "float32",
+                "description": f"1 = hidden pixel; compute with masking method {name!r} and its settings",
+            }
+        )
     outputs = [
         {"name": "anomaly_map", "shape": ["batch", 1, height, width], "dtype": "float32"},
         {"name": "score", "shape": ["batch"], "dtype": "float32", "description": f"{scorer.pooling} of anomaly_map"},
@@ -170,11 +194,15 @@ def describe(
         "image_size": [height, width],
         "inputs": inputs,
         "outputs": outputs,
-        "masking": {"name": name, "settings": settings, "embedded": detector.fixed_masks is not None,
-                    "num_passes": ear.masker.num_passes},  # fmt: skip
+        "masking": {
+            "name": name,
+            "settings": settings,
+            "embedded": detector.fixed_masks is not None,
+            "num_passes": ear.masker.num_passes,
+        },
         "fill": {"fill": ear.obfuscation.fill, "block": ear.obfuscation.block},
         "scoring": {
-            "kernel_size": scorer.kernel_size or scaled_kernel_size(height, scorer.reference_size, scorer.reference_kernel),
+            "kernel_size": kernel,
             "smooth": scorer.smooth,
             "num_scales": scorer.num_scales,
             "pooling": scorer.pooling,
@@ -184,8 +212,14 @@ def describe(
     if detector.fader is not None:
         fader, soft = detector.fader, detector.fader.soft_masker
         grid = ["batch", 1, height // fader.patch_size, width // fader.patch_size]
-        outputs.append({"name": "soft_mask", "shape": grid, "dtype": "float32",
-                        "description": "skip weights on the patch grid, 1 - sigmoid((pred - tau) / T)"})  # fmt: skip
+        outputs.append(
+            {
+                "name": "soft_mask",
+                "shape": grid,
+                "dtype": "float32",
+                "description": "skip weights on the patch grid, 1 - sigmoid((pred - tau) / T)",
+            }
+        )
         description["fader"] = {
             "patch_size": fader.patch_size,
             "source": fader.source,
@@ -208,10 +242,17 @@ def export_onnx(
 ) -> dict[str, Any]:
     """Export a stage module to ONNX (checked with ``onnx.checker``) and write its side-car ``.json``.
 
+    The graph is traced at batch size 1 with static shapes and its batch axis is then declared dynamic
+    (``batch``). Tracing with ``dynamic_axes`` fails in the TorchScript exporter: the Prewitt kernels of the
+    MSGMS map (``models/losses.py``, ``_gradient_magnitude``) are ``repeat``-ed by a channel count read from the
+    input's shape, which a dynamic batch axis turns into a convolution weight of unknown shape. Every shape in the
+    graph other than the batch axis is fixed, and nothing mixes images across the batch, so the relabelled graph
+    is valid for any batch size (the tests check batch sizes other than 1).
+
     Args:
         module: Stage-1 or stage-2 module.
         output: The ``.onnx`` file; the side-car is the same path with ``.json``.
-        image_size: Height and width of the graph (the batch axis is dynamic).
+        image_size: Height and width of the graph.
         opset: ONNX opset.
         embed_masks: Bake the masks into the graph (``checkerboard`` and ``none`` only).
 
@@ -223,26 +264,28 @@ def export_onnx(
     """
     output = Path(output)
     detector = build_detector(module, image_size, embed_masks)
-    images = torch.rand(2, 3, *image_size, generator=torch.Generator().manual_seed(0)).to(module.device)
     description = describe(module, detector, image_size, opset)
+    images = torch.rand(1, 3, *image_size, generator=torch.Generator().manual_seed(0)).to(module.device)
     args = (images,) if embed_masks else (images, ear_model(module).masks(images))
-    names = {side: [entry["name"] for entry in description[side]] for side in ("inputs", "outputs")}
-
-    def save(path: Path) -> None:
-        with torch.no_grad():
-            torch.onnx.export(
-                detector,
-                args,
-                str(path),
-                input_names=names["inputs"],
-                output_names=names["outputs"],
-                opset_version=opset,
-                dynamic_axes={name: {0: "batch"} for name in names["inputs"] + names["outputs"]},
-                dynamo=False,
-            )
-        onnx.checker.check_model(str(path))
-
-    atomic_save(output, save)
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # Shape checks of the model turn into constants of this fixed-size graph, which is what is wanted.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            detector,
+            args,
+            buffer,
+            input_names=[entry["name"] for entry in description["inputs"]],
+            output_names=[entry["name"] for entry in description["outputs"]],
+            opset_version=opset,
+            dynamo=False,
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del model.graph.value_info[:]  # intermediate shapes inferred for batch 1
+    onnx.checker.check_model(model, full_check=True)
+    atomic_write_bytes(output, model.SerializeToString())
     atomic_write_json(output.with_suffix(".json"), description)
     log.info("exported %s (%dx%d, masks %s) to %s", module.stage, *image_size,
              "embedded" if embed_masks else "as input", output)  # fmt: skip

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings(
     "ignore", message=".*is validated against ConfigStore schema with the same name", category=UserWarning
 )
+# data.val_policy=none returns no validation loader on purpose.
+warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 STAGES = {"ear": ("ear",), "fader": ("fader",), "both": ("ear", "fader")}

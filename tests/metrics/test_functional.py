@@ -186,3 +186,14 @@ def test_f1_max_matches_brute_force(seed):
 def test_shape_mismatch_raises():
     with pytest.raises(DataError, match="shape"):
         image_auroc(torch.rand(3), torch.ones(4))
+
+
+def test_perfectly_separated_scores_give_auroc_at_most_one():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        scores = torch.rand(37, generator=generator)
+        labels = (scores > 0.5).long()
+        if labels.min() == labels.max():
+            continue
+        assert 0.0 <= image_auroc(scores, labels) <= 1.0
+        assert image_auroc(scores, labels) == pytest.approx(1.0)

@@ -136,7 +136,13 @@ class OverlayWriter(L.Callback):
         self._picked, self._seen = [], 0
 
     def on_test_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, **_: Any
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         """Keep the chosen samples of this batch on CPU."""
         for i in range(len(batch)):

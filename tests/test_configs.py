@@ -1,0 +1,76 @@
+"""Every yaml in conf/ composes, and what can be built on a CPU machine is instantiated."""
+
+import inspect
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import get_class, instantiate
+
+from conftest import CONFIG_DIR, compose_train_cfg
+
+GROUPS = ["data", "model", "masking", "fader", "trainer", "logger", "callbacks", "debug", "experiment"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_group_option_composes(tmp_path: Path, group: str, option: str) -> None:
+    overrides = [f"{group}={option}"]
+    if group == "data" and option == "folder":
+        overrides.append(f"data.normal_dir={tmp_path}")
+    cfg = compose_train_cfg(tmp_path, overrides)
+    assert cfg.get(group) is not None or group in ("logger", "debug", "experiment")
+    for node in (cfg.data, cfg.model, cfg.fader, cfg.trainer):
+        assert get_class(node._target_)
+    trainer_args = set(inspect.signature(L.Trainer.__init__).parameters)
+    assert set(cfg.trainer) - {"_target_"} <= trainer_args
+
+
+@pytest.mark.parametrize("option", _options("data"))
+def test_data_modules_instantiate(tmp_path: Path, option: str) -> None:
+    extra = [f"data.normal_dir={tmp_path}"] if option == "folder" else []
+    cfg = compose_train_cfg(tmp_path, [f"data={option}", *extra])
+    datamodule = instantiate(cfg.data)
+    assert datamodule.image_size == (cfg.data.image_size, cfg.data.image_size)
+
+
+@pytest.mark.parametrize("option", [o for o in _options("masking") if o != "attention"])
+def test_model_instantiates_with_each_masking(tmp_path: Path, option: str) -> None:
+    cfg = compose_train_cfg(tmp_path, [f"masking={option}", "model.unet.widths=[8,16,32,64]"])
+    module = instantiate(cfg.model)
+    out = module.infer(torch.rand(1, 3, 32, 32))
+    assert out["anomaly_map"].shape == (1, 1, 32, 32)
+
+
+def test_cpu_trainer_loggers_and_callbacks_instantiate(tmp_path: Path) -> None:
+    cfg = compose_train_cfg(tmp_path, ["logger=csv"])
+    trainer = instantiate(cfg.trainer)
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+    assert [type(instantiate(spec)).__name__ for spec in cfg.logger.values()] == ["CSVLogger"]
+    names = {type(instantiate(spec)).__name__ for spec in cfg.callbacks.values()}
+    assert names == {"ModelCheckpoint", "OverlayWriter"}
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "slurm"])
+def test_launchers_compose(tmp_path: Path, launcher: str) -> None:
+    cfg = compose_train_cfg(tmp_path, [f"hydra/launcher={launcher}", "trainer=gpu"])
+    assert get_class(cfg.hydra.launcher._target_)
+    assert cfg.trainer.accelerator == "gpu"
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_table_experiments_sweep_categories_and_methods(tmp_path: Path) -> None:
+    from fader_lightning.data import MVTEC_CATEGORIES, VISA_CATEGORIES
+
+    mvtec = compose_train_cfg(tmp_path, ["experiment=table_mvtec"])
+    visa = compose_train_cfg(tmp_path, ["experiment=table_visa"])
+    assert mvtec.hydra.sweeper.params["data.category"].split(",") == list(MVTEC_CATEGORIES)
+    assert visa.hydra.sweeper.params["data.category"].split(",") == list(VISA_CATEGORIES)
+    assert mvtec.stage == visa.stage == "both"
+    ablation = compose_train_cfg(tmp_path, ["experiment=ablation_levels"])
+    assert ablation.reuse_stage1 is True

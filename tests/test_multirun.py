@@ -1,0 +1,35 @@
+"""A real multirun: 2 categories x 2 masking methods (plus one broken job), then aggregation."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from fader_lightning.aggregate import aggregate
+
+
+def test_multirun_with_a_failing_job_then_aggregate(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "fader_lightning.train", "-m",
+           "data.category=synth_texture,synth_object,no_such_category", "masking=saliency,checkerboard",
+           "stage=both", "data.image_size=32", "data.n_train=8", "data.n_test_good=3", "data.n_test_defect=2",
+           "data.size=48", "model.unet.widths=[8,16,32,64]", "trainer.max_epochs=1", "fader.max_epochs=1",
+           "logger=none", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}",
+           f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 6 and len({p.resolve() for p in jobs}) == 6
+    statuses = {}
+    for job in jobs:
+        entry = json.loads((job / "metrics.json").read_text())
+        statuses[(entry["ear"]["category"], entry["ear"]["masking"])] = (entry["ear"]["status"], entry["fader"]["status"])
+    assert statuses[("no_such_category", "saliency")] == ("failed", "failed")
+    assert statuses[("synth_object", "checkerboard")] == ("ok", "ok")
+    paths = aggregate([sweep], "smoke", out_root=tmp_path / "results")
+    table = paths["markdown"].read_text()
+    no_such = next(line for line in table.splitlines() if line.startswith("| no_such_category"))
+    assert no_such.count("failed") == 8  # 2 methods x 2 stages x 2 metrics
+    synth = next(line for line in table.splitlines() if line.startswith("| synth_object"))
+    assert "failed" not in synth and "—" not in synth
+    assert paths["chart"].stat().st_size > 0

@@ -1,0 +1,124 @@
+"""fader-predict on generated images, against scores computed independently with the module."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TINY_UNET, compose_train_cfg
+from fader_lightning.data.image_io import read_image
+from fader_lightning.data.synthetic import make_mvtec_tree
+from fader_lightning.data.transforms import build_transform
+from fader_lightning.errors import ConfigError
+from fader_lightning.inference import parse_key_values
+from fader_lightning.models import FADeRModule, InpaintingModule
+from fader_lightning.predict import main, predict
+from fader_lightning.results import load_results
+from fader_lightning.train import train
+
+TRAIN_SIZE = 64
+RUN = ["data.category=synth_object", f"data.image_size={TRAIN_SIZE}", "data.n_train=8", "data.n_test_good=2",
+       "data.n_test_defect=1", "data.size=64", TINY_UNET, "stage=both", "trainer.max_epochs=1", "fader.max_epochs=1",
+       "logger=none", "trainer.enable_progress_bar=false", "callbacks.overlays.num_samples=0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A stage-1 + FADeR run (1 epoch each) and a generated image tree at 80 px (resized to 64 by predict)."""
+    tmp = tmp_path_factory.mktemp("predict")
+    results = train(compose_train_cfg(tmp, RUN))
+    tree = make_mvtec_tree(tmp / "images", ["synth_object"], n_train=4, n_test_good=2, n_test_defect=2, size=80)
+    folder = tmp / "inputs"
+    folder.mkdir()
+    for path in sorted((tree / "synth_object" / "test").rglob("*.png")):
+        shutil.copy(path, folder / f"{path.parent.name}_{path.name}")
+    (folder / "broken.png").write_bytes(b"not a png")
+    return {"ear": Path(results["ear"]["checkpoint"]), "fader": Path(results["fader"]["checkpoint"]),
+            "run_dir": tmp / "out", "inputs": folder, "normals": tree / "synth_object" / "train" / "good"}  # fmt: skip
+
+
+def independent_scores(module: torch.nn.Module, paths: list[Path]) -> dict[str, float]:
+    """Scores of the module's own ``infer`` on images read and resized here, one by one."""
+    transform = build_transform(TRAIN_SIZE)
+    scores = {}
+    for path in paths:
+        resized = transform(image=read_image(path))["image"]
+        image = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().div(255)[None]
+        with torch.no_grad():
+            scores[str(path)] = float(module.eval().infer(image)["score"][0])
+    return scores
+
+
+def read_scores(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_folder_with_corrupt_file(run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    readable = sorted(p for p in run["inputs"].iterdir() if p.name != "broken.png")
+    expected = independent_scores(FADeRModule.load_from_checkpoint(run["fader"]), readable)
+    threshold = float(np.median(list(expected.values())))
+    out = tmp_path / "pred"
+    code = main([f"ckpt={run['fader']}", f"input={run['inputs']}", f"output={out}", f"threshold={threshold!r}",
+                 "batch_size=3"])  # fmt: skip
+    assert code == 0
+    assert "broken.png" in capsys.readouterr().out
+    rows = read_scores(out / "scores.csv")
+    assert [row["path"] for row in rows] == [str(p) for p in readable]
+    for row in rows:
+        score = float(row["score"])
+        assert score == pytest.approx(expected[row["path"]], abs=1e-5)
+        assert int(row["label"]) == int(score > threshold)
+    assert {row["label"] for row in rows} == {"0", "1"}
+    for path in readable:
+        # image_size comes from the run's metrics.json (64), not from the 80 px files
+        assert Image.open(out / "maps" / f"{path.stem}.png").size == (TRAIN_SIZE, TRAIN_SIZE)
+        # image | (no GT) | heat map | region | FADeR soft mask
+        assert Image.open(out / "overlays" / f"{path.stem}.png").size == (5 * TRAIN_SIZE, TRAIN_SIZE)
+    assert not (out / "maps" / "broken.png").exists()
+
+
+def test_auto_threshold_single_image_and_glob(run: dict[str, Path], tmp_path: Path) -> None:
+    normals = sorted(run["normals"].glob("*.png"))
+    normal_scores = independent_scores(InpaintingModule.load_from_checkpoint(run["ear"]), normals)
+    result = predict(run["ear"], str(run["normals"] / "*.png"), tmp_path / "glob", normal_dir=str(run["normals"]))
+    assert result.threshold == pytest.approx(max(normal_scores.values()), abs=1e-5)
+    assert [row[0] for row in result.rows] == [str(p) for p in normals]
+    assert all(label == 0 for _, _, label in result.rows)  # the maximum is not above itself
+    single = run["inputs"] / "good_000.png"
+    code = main([f"ckpt={run['ear']}", f"input={single}", f"output={tmp_path / 'one'}", "threshold=0.0"])
+    assert code == 0
+    assert [row["label"] for row in read_scores(tmp_path / "one" / "scores.csv")] == ["1"]
+    overlay = Image.open(tmp_path / "one" / "overlays" / "good_000.png")
+    assert overlay.size == (4 * TRAIN_SIZE, TRAIN_SIZE)  # stage 1 has no soft-mask panel
+
+
+def test_oracle_threshold_is_used_with_a_warning(run: dict[str, Path], tmp_path: Path, caplog) -> None:
+    oracle = load_results(run["run_dir"])["ear"]["metrics"]["image_threshold_oracle"]
+    with caplog.at_level(logging.WARNING):
+        result = predict(run["ear"], str(run["inputs"] / "good_000.png"), tmp_path / "oracle")
+    assert result.threshold == oracle
+    assert "ORACLE" in caplog.text
+    moved = tmp_path / "elsewhere.ckpt"  # outside its run folder: no metrics.json, so a threshold is required
+    shutil.copy(run["ear"], moved)
+    with pytest.raises(ConfigError, match="no image threshold"):
+        predict(moved, str(run["inputs"]), tmp_path / "none")
+
+
+def test_nothing_readable_exits_1(run: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "bad"
+    assert main([f"ckpt={run['ear']}", f"input={run['inputs'] / 'broken.png'}", f"output={out}", "threshold=1"]) == 1
+    assert read_scores(out / "scores.csv") == []
+
+
+def test_unknown_key_lists_valid_keys(run: dict[str, Path]) -> None:
+    assert main([f"ckpt={run['ear']}", "input=x", "output=y", "treshold=1"]) == 1
+    with pytest.raises(ConfigError, match="valid keys: ckpt, input, output, threshold"):
+        parse_key_values(["treshold=1"], ("ckpt", "input", "output", "threshold"))
