@@ -23,7 +23,8 @@ def test_multirun_with_a_failing_job_then_aggregate(tmp_path: Path) -> None:
     statuses = {}
     for job in jobs:
         entry = json.loads((job / "metrics.json").read_text())
-        statuses[(entry["ear"]["category"], entry["ear"]["masking"])] = (entry["ear"]["status"], entry["fader"]["status"])
+        key = (entry["ear"]["category"], entry["ear"]["masking"])
+        statuses[key] = (entry["ear"]["status"], entry["fader"]["status"])
     assert statuses[("no_such_category", "saliency")] == ("failed", "failed")
     assert statuses[("synth_object", "checkerboard")] == ("ok", "ok")
     paths = aggregate([sweep], "smoke", out_root=tmp_path / "results")
