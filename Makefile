@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format demo reproduce-table clean
+.PHONY: help install test lint format demo reproduce-table bench clean
 
 DATASET ?= demo
 DATA_DIR ?=
@@ -46,6 +46,9 @@ reproduce-table: install ## Sweep, then aggregate: DATASET=mvtec|visa|demo [DATA
 	$(PY) -m fader_lightning.train experiment=table_$(DATASET) hydra.sweep.dir=$(SWEEP_DIR) \
 		$(DATA_ROOT_ARG) $(CATEGORY_ARG) $(MASKING_ARG) $(EXTRA)
 	$(PY) -m fader_lightning.aggregate $(SWEEP_DIR) --name $(DATASET)
+
+bench: install ## Measure costs, latencies, throughput and memory: results/bench.json and results/bench.md
+	$(PY) -m fader_lightning.bench --out results
 
 clean: ## Remove caches and run outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache outputs multirun logs

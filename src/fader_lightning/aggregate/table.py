@@ -1,0 +1,181 @@
+"""The results table: rows of jobs, seed statistics, cells and the paper's category × masking × stage layout."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any, NamedTuple
+
+import numpy as np
+
+OK, FAILED, MISSING, PARTIAL = "ok", "failed", "missing", "partial"
+NOT_APPLICABLE = "not_applicable"  # e.g. FADeR on the multi-pass random_multi baseline
+UNKNOWN = "?"
+STAGE_LABELS = {"ear": "EAR", "fader": "EAR+FADeR"}
+METRIC_LABELS = {"image_auroc": "I-AUROC", "pixel_auroc": "P-AUROC", "aupro": "AUPRO"}
+DEFAULT_METRICS = ("image_auroc", "pixel_auroc")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One stage of one job, or one expected job that left no results.
+
+    Attributes:
+        category: Dataset category (``?`` when unknown).
+        masking: Masking method (``?`` when unknown).
+        stage: ``ear`` or ``fader``.
+        status: ``ok``, ``failed`` or ``missing``.
+        run_dir: The job folder (the sweep folder for a job that never started).
+        seed: Training seed.
+        git_commit: Commit the job ran at.
+        overrides: The job's Hydra overrides.
+        metrics: Test metrics (fractions, not percent).
+        error: Why the stage failed or is missing.
+    """
+
+    category: str
+    masking: str
+    stage: str
+    status: str
+    run_dir: str
+    seed: int | None = None
+    git_commit: str | None = None
+    overrides: tuple[str, ...] = ()
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def value(self, metric: str) -> float | None:
+        """The metric's finite value when the stage succeeded, else ``None``."""
+        value = self.metrics.get(metric) if self.status == OK else None
+        return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+class Stat(NamedTuple):
+    """Mean ± sample std of one metric over the n runs that produced it, and the status of the group."""
+
+    mean: float | None
+    std: float | None
+    n: int
+    status: str
+
+
+def _status(n_ok: int, n_rows: int, any_failed: bool, all_not_applicable: bool = False) -> str:
+    if all_not_applicable:
+        return NOT_APPLICABLE
+    if n_ok and n_ok == n_rows:
+        return OK
+    if n_ok:
+        return PARTIAL
+    return FAILED if any_failed else MISSING
+
+
+def summarize(rows: Sequence[Row], metric: str) -> Stat:
+    """Mean, sample std (ddof=1) and count of a metric over the runs that produced it.
+
+    Args:
+        rows: Runs of one (category, masking, stage).
+        metric: Metric name.
+
+    Returns:
+        The statistics; status ``ok`` (every run has the value), ``partial``, ``failed`` or ``missing``.
+    """
+    values = [value for value in (row.value(metric) for row in rows) if value is not None]
+    not_applicable = bool(rows) and all(row.status == NOT_APPLICABLE for row in rows)
+    status = _status(len(values), len(rows), any(row.status == FAILED for row in rows), not_applicable)
+    if not values:
+        return Stat(None, None, 0, status)
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return Stat(float(np.mean(values)), std, len(values), status)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The runs of one (category, masking, stage)."""
+
+    category: str
+    masking: str
+    stage: str
+    rows: tuple[Row, ...] = ()
+
+    @property
+    def status(self) -> str:
+        """``ok`` when every run succeeded, ``partial``, ``failed`` or ``missing``."""
+        n_ok = sum(row.status == OK for row in self.rows)
+        not_applicable = bool(self.rows) and all(row.status == NOT_APPLICABLE for row in self.rows)
+        return _status(n_ok, len(self.rows), any(row.status == FAILED for row in self.rows), not_applicable)
+
+    def stat(self, metric: str) -> Stat:
+        """Statistics of one metric over the cell's runs."""
+        return summarize(self.rows, metric)
+
+
+class Column(NamedTuple):
+    """One column of the table: a metric of a stage of a masking method."""
+
+    masking: str
+    stage: str
+    metric: str
+
+    @property
+    def label(self) -> str:
+        """Header text, e.g. ``saliency EAR+FADeR I-AUROC``."""
+        return f"{self.masking} {STAGE_LABELS[self.stage]} {METRIC_LABELS.get(self.metric, self.metric)}"
+
+
+@dataclass(frozen=True)
+class Table:
+    """Results laid out as in the paper: one row per category, columns masking × stage × metric."""
+
+    categories: tuple[str, ...]
+    maskings: tuple[str, ...]
+    metrics: tuple[str, ...]
+    cells: Mapping[tuple[str, str, str], Cell]
+
+    @property
+    def columns(self) -> list[Column]:
+        """Columns in display order: masking, then stage (EAR, EAR+FADeR), then metric."""
+        return [Column(*key) for key in product(self.maskings, STAGE_LABELS, self.metrics)]
+
+    def cell(self, category: str, masking: str, stage: str) -> Cell:
+        """The runs of one (category, masking, stage); empty when none."""
+        return self.cells.get((category, masking, stage)) or Cell(category, masking, stage)
+
+    def stat(self, category: str, column: Column) -> Stat:
+        """Statistics of one table entry."""
+        return self.cell(category, column.masking, column.stage).stat(column.metric)
+
+    def mean(self, column: Column) -> Stat:
+        """Mean over categories of the per-category means, over the categories that have a value.
+
+        Returns:
+            n is the number of categories averaged; status ``ok`` only when every category's cell is complete.
+        """
+        stats = [self.stat(category, column) for category in self.categories]
+        means = [stat.mean for stat in stats if stat.mean is not None]
+        if not means:
+            return Stat(None, None, 0, NOT_APPLICABLE if all(s.status == NOT_APPLICABLE for s in stats) else MISSING)
+        complete = all(s.status in (OK, NOT_APPLICABLE) for s in stats)
+        return Stat(float(np.mean(means)), None, len(means), OK if complete else PARTIAL)
+
+
+def build_table(rows: Sequence[Row], metrics: Sequence[str] = DEFAULT_METRICS, include_aupro: bool = False) -> Table:
+    """Group rows into the paper's table; every category × masking × stage gets a cell, empty ones included.
+
+    Args:
+        rows: Rows from :func:`collect`.
+        metrics: Metrics shown for each stage.
+        include_aupro: Add ``aupro`` to the metrics.
+
+    Returns:
+        The table.
+    """
+    metrics = (*metrics, "aupro") if include_aupro and "aupro" not in metrics else tuple(metrics)
+    categories = tuple(sorted({row.category for row in rows}))
+    maskings = tuple(sorted({row.masking for row in rows}))
+    grouped: dict[tuple[str, str, str], list[Row]] = {key: [] for key in product(categories, maskings, STAGE_LABELS)}
+    for row in rows:
+        grouped.setdefault((row.category, row.masking, row.stage), []).append(row)
+    cells = {key: Cell(*key, rows=tuple(group)) for key, group in grouped.items()}
+    return Table(categories, maskings, metrics, cells)

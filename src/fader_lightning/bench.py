@@ -1,0 +1,290 @@
+"""``make bench``: cost and speed of every piece, measured in one run on this machine.
+
+Writes ``results/bench.json`` and ``results/bench.md``. Latencies are medians over repeats after a
+warm-up, at batch 1 and 256x256 unless stated. Models use random weights: cost does not depend on
+the values. Ratios (FADeR overhead, random_multi vs single mask, U-Net vs its FLOP-bound limit) are
+computed from numbers measured in this same run, since absolute times on shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import onnxruntime as ort
+import timm
+import torch
+
+from fader_lightning.data import MVTecADDataModule
+from fader_lightning.data.synthetic import make_mvtec_tree
+from fader_lightning.export import build_detector, export_onnx
+from fader_lightning.masking import build_mask_generator
+from fader_lightning.models import FADeRModule, InpaintingModule
+from fader_lightning.models.complexity import count_macs, count_parameters
+from fader_lightning.models.fader import feature_dim, ranking_loss
+from fader_lightning.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+SIZE = 256
+UNET = {"widths": [64, 128, 256, 512]}
+VIT = "vit_small_patch8_224.dino"
+
+
+def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 3) -> float:
+    """Median wall time of a call in milliseconds.
+
+    Args:
+        fn: The call.
+        repeats: Timed repeats.
+        warmup: Untimed calls first.
+
+    Returns:
+        The median in ms.
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def matmul_gflops(n: int = 1024) -> float:
+    """Measured fp32 matmul throughput of this CPU (all threads torch uses).
+
+    Args:
+        n: Matrix side.
+
+    Returns:
+        GFLOP/s.
+    """
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / (median_ms(lambda: a @ b, repeats=20) / 1000) / 1e9
+
+
+def save_stage1(module: InpaintingModule, path: Path) -> Path:
+    """Write a loadable stage-1 checkpoint of an untrained module."""
+    state = {k: v for k, v in module.state_dict().items() if not k.startswith("model.masker.")}
+    torch.save(
+        {"state_dict": state, "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": L.__version__},
+        path,
+    )
+    return path
+
+
+def stage1(masking: dict[str, Any]) -> InpaintingModule:
+    """An untrained stage-1 module with the default U-Net."""
+    return InpaintingModule(unet=dict(UNET), masking=masking).eval()
+
+
+def costs(image: torch.Tensor, ear: InpaintingModule, fader: FADeRModule) -> dict[str, dict[str, float]]:
+    """Parameters and MACs of the U-Net, the FADeR MLP and the ViT mask generator."""
+    unet = ear.model.unet
+    grid = (SIZE // fader.fader.patch_size,) * 2
+    d_in = feature_dim(fader.fader.source, unet.skip_channels, fader.fader.patch_size)
+    vit = timm.create_model(VIT, pretrained=False).eval()
+    return {
+        "unet": {"params": count_parameters(unet), "gmacs": count_macs(unet, image) / 1e9},
+        "fader_mlp": {
+            "params": count_parameters(fader.fader),
+            "gmacs": count_macs(fader.fader.predictor, (d_in, *grid)) / 1e9,
+        },
+        "vit_mask_generator": {
+            "params": count_parameters(vit),
+            "gmacs": count_macs(vit, (3, 224, 224)) / 1e9,
+            "note": "conv + linear layers; the attention matmuls add about 4%",
+        },
+    }
+
+
+def onnx_ms(module: torch.nn.Module, image: torch.Tensor, folder: Path, name: str) -> float:
+    """Latency of the exported graph in onnxruntime (masks given as input)."""
+    path = export_onnx(module, folder / f"{name}.onnx", (SIZE, SIZE))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        masks = build_detector(module, (SIZE, SIZE)).ear.masks(image)
+    feeds = {"images": image.numpy(), "masks": masks.numpy()}
+    return median_ms(lambda: session.run(None, feeds))
+
+
+def latencies(image: torch.Tensor, folder: Path) -> dict[str, float]:
+    """Inference latency of each detector and mask generator, torch and onnxruntime."""
+    out: dict[str, float] = {}
+    ear = stage1({"name": "saliency"})
+    fader = FADeRModule(str(save_stage1(ear, folder / "ear.ckpt"))).eval()
+    riad = stage1({"name": "random_multi"})
+    weights = folder / "vit.pth"
+    torch.save(timm.create_model(VIT, pretrained=False).state_dict(), weights)
+    with torch.inference_mode():
+        for name, module in (("stage1_saliency", ear), ("stage1_fader", fader), ("random_multi", riad)):
+            out[f"torch_{name}"] = median_ms(
+                lambda m=module: m.infer(image), repeats=5 if name == "random_multi" else 10
+            )
+        for name, settings in (("saliency", {}), ("checkerboard", {}), ("attention", {"weights_path": str(weights)})):
+            generator = build_mask_generator(name, **settings).eval()
+            out[f"torch_mask_{name}"] = median_ms(lambda g=generator: g(image))
+        out["torch_unet"] = median_ms(lambda: ear.model.unet(image))
+    out["onnx_stage1"] = onnx_ms(ear, image, folder, "ear")
+    out["onnx_stage1_fader"] = onnx_ms(fader, image, folder, "fader")
+    return out
+
+
+def train_throughput(folder: Path, batch: int = 4) -> dict[str, float]:
+    """Images per second of a training step of each stage (stage 2 after its features are cached)."""
+    ear = stage1({"name": "saliency"}).train()
+    images = torch.rand(batch, 3, SIZE, SIZE)
+    optimizer = torch.optim.Adam(ear.model.unet.parameters(), 1e-4)
+
+    def stage1_step() -> None:
+        loss = ear.loss_fn(ear.model.reconstruct(images), images)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    fader = FADeRModule(str(save_stage1(ear.eval(), folder / "train.ckpt"))).train()
+    fader_optimizer = fader.configure_optimizers()
+    fader._features_and_targets(images)  # first epoch: frozen features and GT targets are cached
+
+    def stage2_step() -> None:
+        features, targets = fader._features_and_targets(images)
+        ranking_loss(fader.fader.predictor(features), targets).backward()
+        fader_optimizer.step()
+        fader_optimizer.zero_grad()
+
+    def stage2_first_epoch() -> None:
+        fader._features_and_targets(torch.rand_like(images))  # new images: frozen forward + targets
+
+    return {
+        "stage1_img_per_s": batch / (median_ms(stage1_step, repeats=3, warmup=1) / 1000),
+        "stage2_img_per_s": batch / (median_ms(stage2_step, repeats=10, warmup=2) / 1000),
+        "stage2_first_epoch_img_per_s": batch / (median_ms(stage2_first_epoch, repeats=3, warmup=1) / 1000),
+    }
+
+
+def bottle_or_synthetic(folder: Path) -> tuple[Path, str]:
+    """The real MVTec bottle from ../shared/data when present, else a generated stand-in of its size."""
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "mvtec_ad"
+    if (shared / "bottle").is_dir():
+        return shared, "bottle"
+    root = make_mvtec_tree(folder / "synthetic", ["bottle_like"], n_train=60, n_test_good=20, n_test_defect=32,
+                           size=900)  # fmt: skip
+    return root, "bottle_like"
+
+
+def loader_epoch_seconds(root: Path, category: str, workers: int) -> float:
+    """Wall time to iterate one training epoch of the data at 256x256."""
+    dm = MVTecADDataModule(root, category, image_size=SIZE, num_workers=workers)
+    dm.setup()
+    start = time.perf_counter()
+    for _ in dm.train_dataloader():
+        pass
+    return time.perf_counter() - start
+
+
+def test_pass_rss(root: Path, category: str) -> dict[str, float]:
+    """Peak RSS of a full stage-1 test pass with every metric, in a fresh process."""
+    code = (
+        "import json, resource, torch, lightning as L\n"
+        "from fader_lightning.data import MVTecADDataModule\n"
+        "from fader_lightning.models import InpaintingModule\n"
+        f"dm = MVTecADDataModule({str(root)!r}, {category!r}, image_size={SIZE}, eval_batch_size=8)\n"
+        f"m = InpaintingModule(unet={UNET!r}, masking={{'name': 'saliency'}})\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(m, dm, verbose=False)\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(json.dumps({'images': len(dm.test_samples), 'rss_before_mb': before / 1024, 'peak_rss_mb': after / 1024,"
+        " 'maps_float16_mb': len(dm.test_samples) * 256 * 256 * 2 / 2**20}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Render the report as Markdown tables."""
+    lines = ["# fader-lightning benchmark", "", f"Machine: {report['machine']}", ""]
+    lines += ["| component | params (M) | GMACs |", "| --- | ---: | ---: |"]
+    for name, cost in report["costs"].items():
+        lines.append(f"| {name} | {cost['params'] / 1e6:.3f} | {cost['gmacs']:.3f} |")
+    lines += ["", "| latency, batch 1, 256x256 | ms |", "| --- | ---: |"]
+    lines += [f"| {name} | {value:.1f} |" for name, value in report["latency_ms"].items()]
+    lines += ["", "| ratio / throughput | value | target |", "| --- | ---: | --- |"]
+    lines += [
+        f"| {name} | {value['value']:.3f} | {value.get('target', '')} |" for name, value in report["ratios"].items()
+    ]
+    lines += ["", "| other | value |", "| --- | ---: |"]
+    lines += [f"| {name} | {value:.3f} |" for name, value in report["other"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def run(out_dir: Path) -> dict[str, Any]:
+    """Measure everything and write the report.
+
+    Args:
+        out_dir: Folder of ``bench.json`` and ``bench.md``.
+
+    Returns:
+        The report.
+    """
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, SIZE, SIZE)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        gflops = matmul_gflops()
+        lat = latencies(image, folder)
+        ear = stage1({"name": "saliency"})
+        fader = FADeRModule(str(save_stage1(ear, folder / "cost.ckpt")))
+        cost = costs(image, ear, fader)
+        train = train_throughput(folder)
+        root, category = bottle_or_synthetic(folder)
+        loader = {f"loader_epoch_s_workers{w}": loader_epoch_seconds(root, category, w) for w in (0, 2)}
+        rss = test_pass_rss(root, category)
+    flop_bound_ms = 2 * cost["unet"]["gmacs"] / gflops * 1000
+    report = {
+        "machine": f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, data {category}",
+        "costs": cost,
+        "latency_ms": lat,
+        "ratios": {
+            "fader_overhead (stage1+FADeR / stage1)": {
+                "value": lat["torch_stage1_fader"] / lat["torch_stage1_saliency"],
+                "target": "<= 1.05",
+            },
+            "random_multi / single mask": {
+                "value": lat["torch_random_multi"] / lat["torch_stage1_saliency"],
+                "target": ">= 8",
+            },
+            "unet latency / FLOP-bound limit": {"value": lat["torch_unet"] / flop_bound_ms, "target": "<= 3"},
+            "onnx stage1 / torch stage1": {"value": lat["onnx_stage1"] / lat["torch_stage1_saliency"]},
+        },
+        "other": {"matmul_gflops": gflops, "unet_flop_bound_ms": flop_bound_ms, **train, **loader, **rss},
+    }
+    atomic_write_json(out_dir / "bench.json", report)
+    atomic_write_text(out_dir / "bench.md", markdown(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m fader_lightning.bench [--out results]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    report = run(args.out)
+    sys.stdout.write(markdown(report))
+    sys.stdout.write(f"\nwritten: {args.out / 'bench.json'}, {args.out / 'bench.md'}\n")
+
+
+if __name__ == "__main__":
+    main()
