@@ -162,6 +162,13 @@ def run_stage(
         if reuse and entry["checkpoint"]:
             stage1_store.save(cfg.paths.stage1_store, key, checkpoint)
     if cfg.get("test", True):
+        if trainer.world_size > 1:
+            # Metrics need every test image in one store: test on one device, on rank 0 only.
+            if not trainer.is_global_zero:
+                return entry
+            trainer = build(cfg.trainer, devices=1, num_nodes=1, strategy="auto", logger=build_loggers(cfg) or False,
+                            callbacks=[c for c in build_callbacks(cfg, stage, output_dir)
+                                       if not isinstance(c, ModelCheckpoint)])  # fmt: skip
         start = time.perf_counter()
         trainer.test(model, datamodule=datamodule, verbose=False)
         test_seconds = time.perf_counter() - start
