@@ -185,4 +185,4 @@ def test_sample_table_does_nothing_without_wandb_logger() -> None:
     outputs = {"anomaly_map": torch.zeros(2, 1, 8, 8), "score": torch.zeros(2)}
     callback.on_test_batch_end(trainer, None, outputs, batch, 0)
     callback.on_test_end(trainer, None)
-    assert callback._picked == []
+    assert callback.picked == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
 
 import cv2
 import lightning as L
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fader_lightning.callbacks.samples import TestSampleCollector
 from fader_lightning.utils.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -95,22 +95,7 @@ def overlay_panel(
     return np.concatenate(panels, axis=1)
 
 
-def spread_test_indices(trainer: L.Trainer, num_samples: int) -> set[int]:
-    """Indices of up to ``num_samples`` samples spread evenly over the trainer's test set.
-
-    Args:
-        trainer: Trainer whose test dataloaders are set up.
-        num_samples: Number of samples wanted.
-
-    Returns:
-        Indices in the order the test batches are seen.
-    """
-    total = sum(len(loader.dataset) for loader in _as_list(trainer.test_dataloaders))
-    count = min(num_samples, total)
-    return {round(i * (total - 1) / max(count - 1, 1)) for i in range(count)} if count else set()
-
-
-class OverlayWriter(L.Callback):
+class OverlayWriter(TestSampleCollector):
     """Writes overlay PNGs for a few test samples spread evenly over the test set.
 
     Each PNG shows the image, the GT contour (green), the anomaly map, and the predicted region (red,
@@ -123,61 +108,21 @@ class OverlayWriter(L.Callback):
     """
 
     def __init__(self, output_dir: str | Path, num_samples: int = 8) -> None:
-        super().__init__()
+        super().__init__(num_samples)
         self.output_dir = Path(output_dir)
-        self.num_samples = num_samples
-        self._picked: list[dict[str, Any]] = []
-        self._wanted: set[int] = set()
-        self._seen = 0
-
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Choose which sample indices to draw."""
-        self._wanted = spread_test_indices(trainer, self.num_samples)
-        self._picked, self._seen = [], 0
-
-    def on_test_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        """Keep the chosen samples of this batch on CPU."""
-        for i in range(len(batch)):
-            if self._seen + i in self._wanted:
-                extras = {"soft_mask": outputs["soft_mask"][i, 0].cpu()} if "soft_mask" in outputs else {}
-                self._picked.append(
-                    {
-                        "image": batch.image[i].cpu(),
-                        "mask": batch.mask[i, 0].cpu(),
-                        "amap": outputs["anomaly_map"][i, 0].float().cpu(),
-                        "path": batch.path[i],
-                        "extras": extras,
-                    }
-                )
-        self._seen += len(batch)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Write the PNGs once the module has computed its metrics."""
-        if not self._picked or not trainer.is_global_zero:
+        if not self.picked or not trainer.is_global_zero:
             return
-        threshold = getattr(pl_module, "test_metrics", {}).get("pixel_threshold_oracle", math.nan)
-        maps = torch.stack([p["amap"] for p in self._picked])
-        map_range = (float(maps.min()), float(maps.max()))
+        threshold, map_range = self.threshold_and_range(pl_module)
         folder = self.output_dir / "overlays" / getattr(pl_module, "stage", "test")
-        for index, sample in enumerate(self._picked):
-            panel = overlay_panel(
-                sample["image"], sample["mask"], sample["amap"], threshold, map_range, sample["extras"]
-            )
+        for index, sample in enumerate(self.picked):
+            extras = {"soft_mask": sample["soft_mask"]} if sample["soft_mask"] is not None else {}
+            panel = overlay_panel(sample["image"], sample["mask"], sample["amap"], threshold, map_range, extras)
             ok, encoded = cv2.imencode(".png", np.ascontiguousarray(panel[..., ::-1]))
             if ok:
                 name = f"{index:02d}_{Path(sample['path']).parent.name}_{Path(sample['path']).stem}.png"
                 atomic_write_bytes(folder / name, encoded.tobytes())
-        log.info("wrote %d overlays to %s", len(self._picked), folder)
-        self._picked = []
-
-
-def _as_list(loaders: Any) -> list:
-    return loaders if isinstance(loaders, list | tuple) else [loaders]
+        log.info("wrote %d overlays to %s", len(self.picked), folder)
+        self.picked = []

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 import wandb
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
-from fader_lightning.callbacks.overlays import heatmap, spread_test_indices, to_uint8_rgb
+from fader_lightning.callbacks.overlays import heatmap, to_uint8_rgb
+from fader_lightning.callbacks.samples import TestSampleCollector
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def masking_name(pl_module: L.LightningModule) -> str | None:
     return (hparams.get("masking") or {}).get("name")
 
 
-class WandbSampleTable(L.Callback):
+class WandbSampleTable(TestSampleCollector):
     """Logs a ``wandb.Table`` of test samples spread evenly over the test set, under ``test/samples_<stage>``.
 
     The image column carries the ground-truth mask and the predicted mask: the anomaly map thresholded at the pixel
@@ -65,52 +64,19 @@ class WandbSampleTable(L.Callback):
     """
 
     def __init__(self, num_samples: int = 16) -> None:
-        super().__init__()
-        self.num_samples = num_samples
+        super().__init__(num_samples)
         self._logger: WandbLogger | None = None
-        self._picked: list[dict[str, Any]] = []
-        self._wanted: set[int] = set()
-        self._seen = 0
 
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Find the W&B logger and, when there is one, choose which sample indices to keep."""
+    def active(self, trainer: L.Trainer) -> bool:
+        """Collect only when a W&B logger is attached."""
         self._logger = next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
-        self._wanted = spread_test_indices(trainer, self.num_samples) if self._logger else set()
-        self._picked, self._seen = [], 0
-
-    def on_test_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        """Keep the chosen samples of this batch on CPU."""
-        for i in range(len(batch)):
-            if self._seen + i in self._wanted:
-                self._picked.append(
-                    {
-                        "image": batch.image[i].cpu(),
-                        "mask": batch.mask[i, 0].cpu(),
-                        "amap": outputs["anomaly_map"][i, 0].float().cpu(),
-                        "soft_mask": outputs["soft_mask"][i, 0].float().cpu() if "soft_mask" in outputs else None,
-                        "score": float(outputs["score"][i]),
-                        "label": int(batch.label[i]),
-                        "defect_type": batch.defect_type[i],
-                        "category": batch.category[i],
-                    }
-                )
-        self._seen += len(batch)
+        return self._logger is not None
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Log the table once the module has computed its metrics (the threshold among them)."""
-        if not self._picked or self._logger is None or not trainer.is_global_zero:
+        if not self.picked or self._logger is None or not trainer.is_global_zero:
             return
-        threshold = getattr(pl_module, "test_metrics", {}).get("pixel_threshold_oracle", math.nan)
-        maps = torch.stack([sample["amap"] for sample in self._picked])
-        map_range = (float(maps.min()), float(maps.max()))
+        threshold, map_range = self.threshold_and_range(pl_module)
         stage = getattr(pl_module, "stage", "test")
         masking = masking_name(pl_module)
         rows = [
@@ -125,9 +91,9 @@ class WandbSampleTable(L.Callback):
                 masking,
                 stage,
             ]
-            for sample in self._picked
+            for sample in self.picked
         ]
         key = f"test/samples_{stage}"
         self._logger.log_table(key=key, columns=COLUMNS, data=rows)
         log.info("logged %d test samples to W&B as %s", len(rows), key)
-        self._picked = []
+        self.picked = []
