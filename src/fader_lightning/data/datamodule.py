@@ -1,0 +1,201 @@
+"""Base LightningDataModule: sample table, validation policy and seeded loaders.
+
+Validation policy (``val_policy``):
+
+* ``none`` (default): no validation loop. Nothing is selected on test labels; the final epoch is used.
+* ``from_train``: hold out ``val_ratio`` of the normal training images (seeded). Validation then
+  measures reconstruction loss on unseen normals only; it never sees a defect or a test file.
+* ``same_as_test``: validate on the test split. This leaks test labels into anything selected on
+  validation, so it logs a warning; use it only to watch curves, as anomalib does by default.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from collections.abc import Sequence
+
+import albumentations as A
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from fader_lightning.data.dataset import AnomalyDataset, collate_batch
+from fader_lightning.data.samples import Sample, split_counts, validate_samples
+from fader_lightning.data.transforms import as_hw, build_transform
+from fader_lightning.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+VAL_POLICIES = ("none", "from_train", "same_as_test")
+
+
+def split_train_val(train: Sequence[Sample], val_ratio: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out a seeded fraction of the training images for validation.
+
+    Args:
+        train: Normal training samples.
+        val_ratio: Fraction to hold out, in (0, 1).
+        seed: Seed of the permutation.
+
+    Returns:
+        The remaining training samples and the validation samples, both in their original order.
+
+    Raises:
+        ConfigError: When the ratio would leave either part empty.
+    """
+    if not 0.0 < val_ratio < 1.0:
+        raise ConfigError(f"data.val_ratio={val_ratio} must lie in (0, 1) for data.val_policy=from_train")
+    n_val = round(len(train) * val_ratio)
+    if n_val == 0 or n_val == len(train):
+        raise ConfigError(
+            f"data.val_ratio={val_ratio} of {len(train)} training images leaves an empty split; pick a ratio that "
+            "holds out at least one image and keeps at least one"
+        )
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+    val_idx = set(order[:n_val])
+    return [s for i, s in enumerate(train) if i not in val_idx], [s for i, s in enumerate(train) if i in val_idx]
+
+
+class EpochSeededSampler(Sampler[int]):
+    """Random order that depends only on (seed, epoch).
+
+    Lightning calls :meth:`set_epoch` at the start of every epoch, so a run resumed from a checkpoint
+    sees exactly the orders the uninterrupted run would have seen.
+
+    Args:
+        length: Dataset length.
+        seed: Base seed.
+    """
+
+    def __init__(self, length: int, seed: int) -> None:
+        self.length = length
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of an epoch.
+
+        Args:
+            epoch: Epoch index.
+        """
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class AnomalyDataModule(L.LightningDataModule):
+    """Shared logic of every dataset: subclasses only build the sample table.
+
+    Args:
+        category: Category name (used in logs, tables and W&B tags).
+        image_size: Model input size, an int or (height, width).
+        train_batch_size: Batch size of the training loader.
+        eval_batch_size: Batch size of validation, test and predict loaders.
+        num_workers: Loader worker processes.
+        val_policy: One of ``none``, ``from_train``, ``same_as_test`` (see the module docstring).
+        val_ratio: Fraction of training normals held out with ``from_train``.
+        seed: Seed of the train/val split and of the training shuffle.
+        train_augmentations: Albumentations transforms for training images only.
+        check_mask_sizes: Compare every mask's size with its image's at setup.
+    """
+
+    requires_masks: bool = True
+
+    def __init__(
+        self,
+        category: str,
+        image_size: int | Sequence[int] = 256,
+        train_batch_size: int = 16,
+        eval_batch_size: int = 16,
+        num_workers: int = 0,
+        val_policy: str = "none",
+        val_ratio: float = 0.1,
+        seed: int = 0,
+        train_augmentations: Sequence[A.BasicTransform] = (),
+        check_mask_sizes: bool = True,
+    ) -> None:
+        super().__init__()
+        if val_policy not in VAL_POLICIES:
+            raise ConfigError(f"data.val_policy={val_policy!r} is unknown; use one of {', '.join(VAL_POLICIES)}")
+        self.category = category
+        self.image_size = as_hw(image_size)
+        self.train_batch_size = train_batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.val_policy = val_policy
+        self.val_ratio = val_ratio
+        self.seed = seed
+        self.train_augmentations = list(train_augmentations)
+        self.check_mask_sizes = check_mask_sizes
+        self.train_samples: list[Sample] = []
+        self.val_samples: list[Sample] = []
+        self.test_samples: list[Sample] = []
+
+    @abstractmethod
+    def make_samples(self) -> list[Sample]:
+        """Build the sample table of this dataset and category.
+
+        Returns:
+            Every train and test sample.
+        """
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build and check the sample table, then apply the validation policy.
+
+        Args:
+            stage: Lightning stage (unused: all splits are built at once, cheaply).
+        """
+        if self.train_samples or self.test_samples:
+            return
+        samples = self.make_samples()
+        validate_samples(samples, check_mask_sizes=self.check_mask_sizes, require_masks=self.requires_masks)
+        train = [s for s in samples if s.split == "train"]
+        self.test_samples = [s for s in samples if s.split == "test"]
+        if self.val_policy == "from_train":
+            self.train_samples, self.val_samples = split_train_val(train, self.val_ratio, self.seed)
+        else:
+            self.train_samples = train
+            if self.val_policy == "same_as_test":
+                log.warning("data.val_policy=same_as_test validates on the test split: never select on it")
+                self.val_samples = list(self.test_samples)
+        log.info("%s splits: %s", self.category, split_counts(samples))
+
+    def _loader(self, samples: Sequence[Sample], *, train: bool) -> DataLoader:
+        augmentations = self.train_augmentations if train else ()
+        dataset = AnomalyDataset(samples, build_transform(self.image_size, augmentations))
+        batch_size = self.train_batch_size if train else self.eval_batch_size
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=EpochSeededSampler(len(dataset), self.seed) if train else None,
+            drop_last=train and len(dataset) > batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_batch,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, seeded loader over the normal training images."""
+        return self._loader(self.train_samples, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation loader per ``val_policy`` (an empty list when the policy is ``none``)."""
+        return self._loader(self.val_samples, train=False) if self.val_samples else []
+
+    def test_dataloader(self) -> DataLoader:
+        """Loader over the test split, in table order."""
+        return self._loader(self.test_samples, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Same as :meth:`test_dataloader`."""
+        return self.test_dataloader()
+
+    def train_eval_dataloader(self) -> DataLoader:
+        """Unshuffled loader over the training images without augmentation (calibration, caches)."""
+        return self._loader(self.train_samples, train=False)

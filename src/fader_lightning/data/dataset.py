@@ -1,0 +1,93 @@
+"""Map-style dataset over a sample table, and the typed batch it collates into."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from fader_lightning.data.image_io import read_image, read_mask
+from fader_lightning.data.samples import Sample
+
+
+@dataclass
+class Batch:
+    """A collated batch.
+
+    Attributes:
+        image: Float images in [0, 1], shape (B, 3, H, W).
+        mask: Float pixel masks in {0, 1}, shape (B, 1, H, W); zeros for normal images.
+        label: Image labels (0 normal, 1 anomalous), shape (B,).
+        defect_type: Defect type per image (``"good"`` for normal).
+        path: Image path per image.
+        category: Category per image.
+    """
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    label: torch.Tensor
+    defect_type: list[str]
+    path: list[str]
+    category: list[str]
+
+    def __len__(self) -> int:
+        return self.image.shape[0]
+
+
+def collate_batch(items: Sequence[dict[str, Any]]) -> Batch:
+    """Collate dataset items into a :class:`Batch`.
+
+    Args:
+        items: Items returned by :class:`AnomalyDataset`.
+
+    Returns:
+        The batch.
+    """
+    return Batch(
+        image=torch.stack([item["image"] for item in items]),
+        mask=torch.stack([item["mask"] for item in items]),
+        label=torch.tensor([item["label"] for item in items], dtype=torch.long),
+        defect_type=[item["defect_type"] for item in items],
+        path=[item["path"] for item in items],
+        category=[item["category"] for item in items],
+    )
+
+
+class AnomalyDataset(Dataset):
+    """Reads images and masks of a sample table and transforms them jointly.
+
+    Args:
+        samples: The rows to serve.
+        transform: Joint albumentations transform (see :func:`~fader_lightning.data.transforms.build_transform`).
+    """
+
+    def __init__(self, samples: Sequence[Sample], transform: A.Compose) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        image = read_image(sample.image_path)
+        if sample.mask_path is not None:
+            mask = read_mask(sample.mask_path)
+        else:
+            mask = np.zeros(image.shape[:2], dtype=np.uint8)
+        out = self.transform(image=image, mask=mask)
+        image_t = torch.from_numpy(np.array(out["image"])).permute(2, 0, 1).float().div_(255.0)
+        mask_t = torch.from_numpy(np.array(out["mask"])).unsqueeze(0).float()
+        return {
+            "image": image_t,
+            "mask": mask_t,
+            "label": sample.label,
+            "defect_type": sample.defect_type,
+            "path": str(sample.image_path),
+            "category": sample.category,
+        }

@@ -1,0 +1,128 @@
+"""MVTec AD in its official layout, and MVTec-like sets with other mask names."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from pathlib import Path
+from typing import Any
+
+from fader_lightning.data.datamodule import AnomalyDataModule
+from fader_lightning.data.samples import ANOMALOUS, GOOD, NORMAL, Sample, find_mask, list_images
+from fader_lightning.errors import DataError
+
+log = logging.getLogger(__name__)
+
+MVTEC_CATEGORIES: tuple[str, ...] = (
+    "bottle",
+    "cable",
+    "capsule",
+    "carpet",
+    "grid",
+    "hazelnut",
+    "leather",
+    "metal_nut",
+    "pill",
+    "screw",
+    "tile",
+    "toothbrush",
+    "transistor",
+    "wood",
+    "zipper",
+)
+
+MVTEC_DOWNLOAD_STEPS = """\
+MVTec AD cannot be downloaded automatically. To install it:
+  1. Download the per-category archives (or mvtec_anomaly_detection.tar.xz) from
+     https://www.mvtec.com/company/research/datasets/mvtec-ad (free, non-commercial licence).
+  2. Extract them so that the layout is ROOT/<category>/train/good/*.png,
+     ROOT/<category>/test/<defect>/*.png and ROOT/<category>/ground_truth/<defect>/<stem>_mask.png.
+  3. Point the project at ROOT: data.root=ROOT on the command line, or export FADER_DATA_DIR=ROOT.
+  4. Check it: fader-check-data --dataset mvtec --root ROOT --category bottle"""
+
+
+def resolve_category_dir(root: Path, category: str, known: tuple[str, ...], steps: str) -> Path:
+    """Find a category folder under a dataset root, with actionable errors.
+
+    Args:
+        root: Dataset root.
+        category: Requested category.
+        known: The dataset's official category names, used for suggestions.
+        steps: Manual install steps to print when the root is missing.
+
+    Returns:
+        ``root / category``.
+
+    Raises:
+        DataError: When the root or the category folder is missing.
+    """
+    if not root.is_dir():
+        raise DataError(f"dataset root {root} does not exist.\n{steps}")
+    category_dir = root / category
+    if category_dir.is_dir():
+        if category not in known:
+            log.info("category '%s' is not an official name; loading it as an MVTec-style folder", category)
+        return category_dir
+    present = sorted(p.name for p in root.iterdir() if p.is_dir())
+    candidates = sorted(set(present) | set(known))
+    close = difflib.get_close_matches(category, candidates, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise DataError(
+        f"category '{category}' not found under {root}.{hint} Present there: {', '.join(present) or 'nothing'}; "
+        f"official names: {', '.join(known)}."
+    )
+
+
+def make_mvtec_samples(root: Path, category: str, mask_suffix: str = "_mask") -> list[Sample]:
+    """Build the sample table of one MVTec AD (or MVTec-like) category.
+
+    Args:
+        root: Dataset root holding one folder per category.
+        category: Category folder name.
+        mask_suffix: Text between an image stem and the mask extension (``_mask`` for MVTec AD,
+            ``""`` for sets whose masks are named like their images).
+
+    Returns:
+        Train samples (``train/good``) then test samples (``test/<defect>``), each sorted by path.
+
+    Raises:
+        DataError: When the root or category is missing or the category has no training images.
+    """
+    category_dir = resolve_category_dir(Path(root), category, MVTEC_CATEGORIES, MVTEC_DOWNLOAD_STEPS)
+    train_images = list_images(category_dir / "train" / GOOD)
+    if not train_images:
+        raise DataError(
+            f"category '{category}' has no training images in {category_dir / 'train' / GOOD}; "
+            "MVTec-style sets need normal images there"
+        )
+    samples = [Sample(p, "train", NORMAL, GOOD, None, category) for p in train_images]
+    test_dir = category_dir / "test"
+    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()) if test_dir.is_dir() else []:
+        defect = defect_dir.name
+        for image_path in list_images(defect_dir):
+            if defect == GOOD:
+                samples.append(Sample(image_path, "test", NORMAL, GOOD, None, category))
+                continue
+            mask = find_mask(category_dir / "ground_truth" / defect, image_path.stem, mask_suffix)
+            samples.append(Sample(image_path, "test", ANOMALOUS, defect, mask, category))
+    return samples
+
+
+class MVTecADDataModule(AnomalyDataModule):
+    """MVTec AD, official layout.
+
+    Args:
+        root: Dataset root holding one folder per category.
+        category: Category folder name (one of :data:`MVTEC_CATEGORIES`, or any MVTec-style folder).
+        mask_suffix: Mask name suffix; ``""`` for masks named ``<stem>.png``.
+        **kwargs: Passed to :class:`~fader_lightning.data.datamodule.AnomalyDataModule`.
+    """
+
+    def __init__(self, root: str | Path, category: str, mask_suffix: str = "_mask", **kwargs: Any) -> None:
+        super().__init__(category=category, **kwargs)
+        self.root = Path(root)
+        self.mask_suffix = mask_suffix
+
+    def make_samples(self) -> list[Sample]:
+        """Build the sample table from the folder layout."""
+        return make_mvtec_samples(self.root, self.category, self.mask_suffix)

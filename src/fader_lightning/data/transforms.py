@@ -1,0 +1,47 @@
+"""Joint image/mask transforms built on albumentations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import albumentations as A
+import cv2
+
+from fader_lightning.errors import ConfigError
+
+
+def as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """Normalise an ``image_size`` setting to (height, width).
+
+    Args:
+        image_size: One int for square images or a (height, width) pair.
+
+    Returns:
+        Height and width.
+
+    Raises:
+        ConfigError: When the value is not one or two positive ints.
+    """
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(v) for v in image_size)
+    if len(size) != 2 or min(size) <= 0:
+        raise ConfigError(f"data.image_size={image_size!r} must be a positive int or a [height, width] pair")
+    return size[0], size[1]
+
+
+def build_transform(image_size: int | Sequence[int], augmentations: Sequence[A.BasicTransform] = ()) -> A.Compose:
+    """Build the transform applied jointly to an image and its mask.
+
+    The image is resized bilinearly, the mask with nearest-neighbour interpolation so that it stays
+    binary. Optional augmentations (albumentations objects, for example instantiated by Hydra) run
+    after the resize.
+
+    Args:
+        image_size: Output size, an int or (height, width).
+        augmentations: Extra albumentations transforms.
+
+    Returns:
+        The composed transform; call it as ``transform(image=..., mask=...)``.
+    """
+    height, width = as_hw(image_size)
+    resize = A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)
+    return A.Compose([resize, *augmentations])

@@ -1,0 +1,82 @@
+from pathlib import Path
+
+import pytest
+
+from fader_lightning.data import FolderDataModule, MVTecADDataModule
+from fader_lightning.errors import ConfigError, DataError
+
+
+def _paths(samples):
+    return {s.image_path for s in samples}
+
+
+@pytest.mark.parametrize("policy", ["none", "from_train", "same_as_test"])
+def test_splits_never_share_a_file(synthetic_mvtec: Path, policy: str) -> None:
+    dm = MVTecADDataModule(synthetic_mvtec, "synth_object", val_policy=policy, val_ratio=0.25)
+    dm.setup()
+    train, val, test = _paths(dm.train_samples), _paths(dm.val_samples), _paths(dm.test_samples)
+    assert train and test
+    assert not train & val and not train & test
+    if policy == "from_train":
+        assert len(val) == 3 and not val & test and all(s.label == 0 for s in dm.val_samples)
+    if policy == "same_as_test":
+        assert val == test
+    if policy == "none":
+        assert dm.val_dataloader() == []
+
+
+def test_from_train_split_is_seeded(synthetic_mvtec: Path) -> None:
+    def val_of(seed: int) -> set:
+        dm = MVTecADDataModule(synthetic_mvtec, "synth_object", val_policy="from_train", val_ratio=0.25, seed=seed)
+        dm.setup()
+        return _paths(dm.val_samples)
+
+    assert val_of(1) == val_of(1)
+    assert val_of(1) != val_of(2)
+
+
+def test_train_shuffle_is_seeded(synthetic_mvtec: Path) -> None:
+    def order(seed: int) -> list[str]:
+        dm = MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=16, train_batch_size=4, seed=seed)
+        dm.setup()
+        return [p for batch in dm.train_dataloader() for p in batch.path]
+
+    assert order(3) == order(3)
+    assert order(3) != order(4)
+
+
+def test_bad_policy_and_ratio(synthetic_mvtec: Path) -> None:
+    with pytest.raises(ConfigError, match="val_policy='test'"):
+        MVTecADDataModule(synthetic_mvtec, "synth_object", val_policy="test")
+    with pytest.raises(ConfigError, match="val_ratio"):
+        MVTecADDataModule(synthetic_mvtec, "synth_object", val_policy="from_train", val_ratio=0.01).setup()
+    with pytest.raises(ConfigError, match="image_size"):
+        MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=(0, 4))
+
+
+def test_folder_datamodule(synthetic_mvtec: Path) -> None:
+    cat = synthetic_mvtec / "synth_texture"
+    dm = FolderDataModule(
+        cat / "train/good",
+        cat / "test/spot",
+        cat / "ground_truth/spot",
+        mask_suffix="_mask",
+        normal_test_ratio=0.25,
+        image_size=32,
+    )
+    dm.setup()
+    assert len(dm.train_samples) == 9 and len(dm.test_samples) == 3 + 3
+    assert not _paths(dm.train_samples) & _paths(dm.test_samples)
+    batch = next(iter(dm.test_dataloader()))
+    assert (batch.mask.flatten(1).sum(1)[batch.label == 1] > 0).all()
+
+
+def test_folder_without_masks_and_bad_dirs(synthetic_mvtec: Path, tmp_path: Path) -> None:
+    cat = synthetic_mvtec / "synth_texture"
+    dm = FolderDataModule(cat / "train/good", cat / "test/spot", image_size=32)
+    dm.setup()
+    assert sum(s.label for s in dm.test_samples) == 3
+    with pytest.raises(DataError, match="normal_dir"):
+        FolderDataModule(tmp_path / "missing").setup()
+    with pytest.raises(DataError, match="has no mask"):
+        FolderDataModule(cat / "train/good", cat / "test/spot", cat / "ground_truth/spot").setup()
