@@ -102,3 +102,24 @@ def test_missing_and_incompatible_checkpoints(both_run: tuple[Path, dict], tmp_p
     cfg = compose_train_cfg(tmp_path, [*STAGE1, "stage=fader"])
     with pytest.raises(ConfigError, match=r"fader\.ckpt_path"):
         train(cfg)
+
+
+def test_fader_checkpoint_loads_without_the_stage1_file(both_run: tuple[Path, dict], tmp_path: Path) -> None:
+    import shutil
+
+    _, results = both_run
+    stage1_copy = tmp_path / "ear.ckpt"
+    shutil.copyfile(results["ear"]["checkpoint"], stage1_copy)
+    module = FADeRModule(str(stage1_copy), max_cached_images=1)
+    stage2_path = tmp_path / "fader.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": "2.6.0"}, stage2_path)  # fmt: skip
+    stage1_copy.unlink()
+    reloaded = FADeRModule.load_from_checkpoint(stage2_path).eval()
+    images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(reloaded.infer(images)["anomaly_map"], module.eval().infer(images)["anomaly_map"])
+    # a full cache must not break batches that mix cached and new images
+    features, targets = module._features_and_targets(images)
+    again, _ = module._features_and_targets(torch.cat([images[:1], torch.rand(1, 3, 64, 64)]))
+    assert torch.equal(again[0], features[0]) and len(module._cache) == 1

@@ -19,8 +19,20 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 # Settings that never change the trained stage-1 weights.
-_DATA_IGNORED = ("num_workers", "eval_batch_size", "val_policy", "val_ratio")
+_DATA_IGNORED = ("num_workers", "eval_batch_size")
 _MODEL_IGNORED = ("mask_cache_dir", "fpr_limit", "map_storage", "scoring")
+# Trainer settings that change what stage 1 learns.
+_TRAINER_KEYS = (
+    "max_epochs",
+    "max_steps",
+    "max_time",
+    "precision",
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "limit_train_batches",
+    "overfit_batches",
+    "fast_dev_run",
+)
 
 
 def stage1_key(cfg: DictConfig) -> str:
@@ -39,7 +51,7 @@ def stage1_key(cfg: DictConfig) -> str:
         "data": data,
         "model": model,
         "seed": cfg.seed,
-        "trainer": {k: trainer.get(k) for k in ("max_epochs", "precision", "accumulate_grad_batches")},
+        "trainer": {k: trainer.get(k) for k in _TRAINER_KEYS},
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

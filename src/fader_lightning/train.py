@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -134,6 +135,7 @@ def run_stage(
     Returns:
         The stage's results entry (metrics, timing, checkpoint).
     """
+    L.seed_everything(cfg.seed, workers=True)  # each stage starts from the same RNG state, however it is reached
     spec, trainer_overrides = stage_model_spec(cfg, stage, stage1_ckpt)
     reuse = stage == "ear" and cfg.get("reuse_stage1", False)
     key = stage1_key(cfg) if reuse else None
@@ -146,20 +148,27 @@ def run_stage(
         **trainer_overrides,
     )
     log_config(trainer.loggers, cfg, stage)
+    entry: dict[str, Any] = {"status": "ok"}
+    if stage == "fader":  # what stage 2 really ran on: the stage-1 checkpoint's settings, not the config's
+        entry["masking"] = model.stage1_hparams["masking"]["name"]
+        entry["fill"] = model.stage1_hparams["fill"].get("fill", "mosaic")
     if stored:
         log.info("reusing stage-1 checkpoint %s (reuse_stage1=true)", stored)
-        entry: dict[str, Any] = {"status": "ok", "train_seconds": 0.0, "checkpoint": str(stored), "reused": True}
+        entry.update({"train_seconds": 0.0, "checkpoint": str(stored), "reused": True})
     else:
         start = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") if stage == "ear" else None)
         checkpoint = output_dir / "checkpoints" / stage / "last.ckpt"
-        entry = {
-            "status": "ok",
-            "train_seconds": round(time.perf_counter() - start, 3),
-            "epochs": trainer.current_epoch,
-            "checkpoint": str(checkpoint) if checkpoint.is_file() else None,
-        }
-        if reuse and entry["checkpoint"]:
+        if not checkpoint.exists():  # fast_dev_run and other checkpoint-free runs: keep the final weights anyway
+            trainer.save_checkpoint(checkpoint)
+        entry.update(
+            {
+                "train_seconds": round(time.perf_counter() - start, 3),
+                "epochs": trainer.current_epoch,
+                "checkpoint": str(checkpoint),
+            }
+        )
+        if reuse and rank_zero_only.rank == 0:
             stage1_store.save(cfg.paths.stage1_store, key, checkpoint)
     if cfg.get("test", True):
         if trainer.world_size > 1:
@@ -219,9 +228,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule: AnomalyDataModule | None = None
     for index, stage in enumerate(stages):
         stage1_ckpt = results.get("ear", {}).get("checkpoint")
-        if stage == "fader" and MASKING_METHODS[cfg.masking.name].partitions:
+        if stage == "fader" and "ear" in stages and MASKING_METHODS[cfg.masking.name].partitions:
             reason = f"FADeR needs a single deterministic mask; masking={cfg.masking.name} makes several passes"
-            record_stage(output_dir, stage, {**provenance(cfg, stage, output_dir), "status": "not_applicable",
+            record(output_dir, stage, {**provenance(cfg, stage, output_dir), "status": "not_applicable",
                                              "error": reason})  # fmt: skip
             log.info("%s: skipped", reason)
             continue
@@ -231,7 +240,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         except Exception as err:
             for skipped in stages[index:]:  # later stages cannot run either; mark them so tables show it
                 error = f"{type(err).__name__}: {err}"
-                record_stage(
+                record(
                     output_dir, skipped, {**provenance(cfg, skipped, output_dir), "status": "failed", "error": error}
                 )
             finish_wandb(exit_code=1)
@@ -239,8 +248,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         finally:
             finish_wandb()
         results[stage] = {**provenance(cfg, stage, output_dir), **entry}
-        record_stage(output_dir, stage, results[stage])
+        record(output_dir, stage, results[stage])
     return results
+
+
+@rank_zero_only
+def record(output_dir: Path, stage: str, entry: dict[str, Any]) -> None:
+    """Write a stage's entry to ``metrics.json``, from the global-zero process only (DDP runs one per device)."""
+    record_stage(output_dir, stage, entry)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

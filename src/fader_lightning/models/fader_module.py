@@ -93,6 +93,9 @@ class FADeRModule(AnomalyModule):
         max_cached_images: Bound of the feature/target cache (augmented data never repeats).
         fpr_limit: FPR limit of AUPRO.
         map_storage: Storage dtype of test maps.
+        stage1_settings: Hyper-parameters of the stage-1 model. Filled in from ``ckpt_path`` on first
+            construction and stored in the checkpoint, so a FADeR checkpoint loads on its own (its state
+            dict holds the frozen stage-1 weights) even after the stage-1 file has moved.
     """
 
     stage = "fader"
@@ -116,6 +119,7 @@ class FADeRModule(AnomalyModule):
         max_cached_images: int = 20000,
         fpr_limit: float = 0.3,
         map_storage: str = "float16",
+        stage1_settings: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(fpr_limit=fpr_limit, map_storage=map_storage)
         if target not in ("msgms", "mse"):
@@ -124,8 +128,12 @@ class FADeRModule(AnomalyModule):
             raise ConfigError(f"fader.margin={margin} must be >= 0")
         calibration, expected_unet = plain(calibration), plain(expected_unet)
         levels = tuple(int(level) for level in levels)
+        if stage1_settings is None:
+            stage1 = load_stage1(ckpt_path, expected_unet)
+            stage1_settings = plain(stage1.hparams)
+        else:  # a FADeR checkpoint being loaded: its state dict holds the stage-1 weights
+            stage1 = InpaintingModule(**stage1_settings)
         self.save_hyperparameters(ignore=["optimizer"])
-        stage1 = load_stage1(ckpt_path, expected_unet)
         self.ear = stage1.model
         if self.ear.masker.num_passes != 1:
             raise ConfigError(
@@ -137,7 +145,7 @@ class FADeRModule(AnomalyModule):
         self.fader = FADeR(
             self.ear.unet.skip_channels, patch_size, source, hidden, activation, levels, mapping, enabled
         )
-        self.stage1_hparams = dict(stage1.hparams)
+        self.stage1_hparams = dict(stage1_settings)
         self.calibration = calibration
         self.optimizer_factory = optimizer
         self._cache: dict[str, tuple[Tensor, Tensor]] = {}
@@ -151,9 +159,13 @@ class FADeRModule(AnomalyModule):
 
     @torch.no_grad()
     def _features_and_targets(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Frozen-model patch features of I' and GT-loss targets, from the cache where possible."""
+        """Frozen-model patch features of I' and GT-loss targets, from the cache where possible.
+
+        Features are kept in float16 whether fresh or cached, so every epoch sees the same values.
+        """
         keys = [hashlib.sha1(img.detach().cpu().numpy().tobytes()).hexdigest() for img in images]
-        missing = [i for i, key in enumerate(keys) if key not in self._cache]
+        rows = {key: self._cache[key] for key in keys if key in self._cache}
+        missing = [i for i, key in enumerate(keys) if key not in rows]
         if missing:
             subset = images[missing]
             masks = self.ear.masks(subset)
@@ -163,13 +175,11 @@ class FADeRModule(AnomalyModule):
             features = patch_features(skips, obfuscated, self.fader.patch_size, self.fader.source)
             targets = gt_patch_targets(subset, recon, self.fader.patch_size, self.hparams.target)
             for j, i in enumerate(missing):
+                rows[keys[i]] = (features[j].to("cpu", torch.float16), targets[j].cpu())
                 if len(self._cache) < self.hparams.max_cached_images:
-                    self._cache[keys[i]] = (features[j].to("cpu", torch.float16), targets[j].cpu())
-            if len(missing) == len(keys):
-                return features, targets
-        stacked = [self._cache[k] for k in keys]
-        features = torch.stack([f for f, _ in stacked]).to(images.device, torch.float32)
-        return features, torch.stack([t for _, t in stacked]).to(images.device)
+                    self._cache[keys[i]] = rows[keys[i]]
+        features = torch.stack([rows[k][0] for k in keys]).to(images.device, torch.float32)
+        return features, torch.stack([rows[k][1] for k in keys]).to(images.device)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Ranking loss between predicted and GT patch errors of normal images."""
@@ -191,15 +201,17 @@ class FADeRModule(AnomalyModule):
 
     def infer(self, images: Tensor) -> dict[str, Tensor]:
         """One pass: mask, obfuscate, encode, predict and attenuate skips, decode, score."""
+        outputs: dict[str, Tensor] = {}
+
+        def attenuate(skips: list[Tensor], obfuscated: Tensor) -> list[Tensor]:
+            skips, outputs["pred_error"], outputs["soft"] = self.fader.transform_with_outputs(skips, obfuscated)
+            return skips
+
         masks = self.ear.masks(images)
-        obfuscated = self.ear.obfuscation(images, masks)
-        skips, bottleneck = self.ear.unet.encode(obfuscated)
-        skips, pred, soft = self.fader.transform_with_outputs(skips, obfuscated)
-        recon = self.ear.unet.decode(bottleneck, skips)
+        recon = self.ear.reconstruct(images, masks, skip_transform=attenuate)
         amap, score = self.ear.scorer(images, recon)
-        soft_full = F.interpolate(soft, size=images.shape[-2:], mode="nearest")
-        return {"recon": recon, "anomaly_map": amap, "score": score, "masks": masks, "soft_mask": soft_full,
-                "pred_error": pred}  # fmt: skip
+        soft_full = F.interpolate(outputs.pop("soft"), size=images.shape[-2:], mode="nearest")
+        return {"recon": recon, "anomaly_map": amap, "score": score, "masks": masks, "soft_mask": soft_full, **outputs}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam (or the configured optimizer) on the FADeR MLP only."""
