@@ -13,7 +13,9 @@ DATA_DIR ?=
 CATEGORIES ?=
 MASKING ?=
 EXTRA ?=
-SWEEP_DIR ?= logs/table_$(DATASET)/sweep-$(shell date +%Y%m%d-%H%M%S)
+ifndef SWEEP_DIR
+SWEEP_DIR := logs/table_$(DATASET)/sweep-$(shell date +%Y%m%d-%H%M%S)
+endif
 DATA_ROOT_ARG := $(if $(DATA_DIR),data.root=$(abspath $(DATA_DIR)),)
 CATEGORY_ARG := $(if $(CATEGORIES),data.category=$(CATEGORIES),)
 MASKING_ARG := $(if $(MASKING),masking=$(MASKING),)

@@ -1,4 +1,4 @@
-"""Shared fixtures: generated datasets and the optional real data in ../shared/data."""
+"""Shared fixtures: generated datasets and the optional real data (FADER_SHARED_DATA, default ../shared/data)."""
 
 from __future__ import annotations
 

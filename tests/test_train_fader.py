@@ -120,6 +120,6 @@ def test_fader_checkpoint_loads_without_the_stage1_file(both_run: tuple[Path, di
     with torch.no_grad():
         assert torch.equal(reloaded.infer(images)["anomaly_map"], module.eval().infer(images)["anomaly_map"])
     # a full cache must not break batches that mix cached and new images
-    features, targets = module._features_and_targets(images)
+    features, _ = module._features_and_targets(images)
     again, _ = module._features_and_targets(torch.cat([images[:1], torch.rand(1, 3, 64, 64)]))
     assert torch.equal(again[0], features[0]) and len(module._cache) == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -175,10 +176,10 @@ def train_throughput(folder: Path, batch: int = 4) -> dict[str, float]:
 
 
 def bottle_or_synthetic(folder: Path) -> tuple[Path, str]:
-    """The real MVTec bottle from ../shared/data when present, else a generated stand-in of its size."""
-    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "mvtec_ad"
-    if (shared / "bottle").is_dir():
-        return shared, "bottle"
+    """MVTec bottle from ``$FADER_DATA_DIR/mvtec_ad`` when present, else a generated stand-in of its size."""
+    mvtec = Path(os.environ.get("FADER_DATA_DIR", "data")) / "mvtec_ad"
+    if (mvtec / "bottle").is_dir():
+        return mvtec, "bottle"
     root = make_mvtec_tree(folder / "synthetic", ["bottle_like"], n_train=60, n_test_good=20, n_test_defect=32,
                            size=900)  # fmt: skip
     return root, "bottle_like"

@@ -1,14 +1,16 @@
 """Tests on the real images in ../shared/data (skipped with a reason when it is absent)."""
 
+import csv
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import shared_path
 from fader_lightning.data import MVTecADDataModule, VisADataModule, read_visa_split
-from fader_lightning.data.synthetic import populate_from_visa_csv
+from fader_lightning.data.synthetic import _rng, _save, normal_image, paint_defect
 
 pytestmark = pytest.mark.real_data
 
@@ -75,3 +77,34 @@ def test_visa_loads_generated_images_at_official_paths(tmp_path: Path) -> None:
     batch = next(iter(dm.test_dataloader()))
     assert set(batch.mask.unique().tolist()) == {0.0, 1.0}
     assert batch.label.sum().item() == 100
+
+
+def populate_from_visa_csv(
+    csv_path: str | Path, root: str | Path, category: str, *, size: int = 32, seed: int = 0
+) -> int:
+    """Write generated images and masks at the paths a VisA split file names, for one object.
+
+    Args:
+        csv_path: A split file such as the official ``1cls.csv``.
+        root: Root the csv paths are relative to.
+        category: Object whose rows to populate.
+        size: Image side length.
+        seed: Seed.
+
+    Returns:
+        The number of images written.
+    """
+    root, written = Path(root), 0
+    with Path(csv_path).open(newline="") as handle:
+        for i, row in enumerate(csv.DictReader(handle)):
+            if row["object"] != category:
+                continue
+            rng = _rng(seed, category, i)
+            image = normal_image("object", size, rng)
+            if row["label"] == "anomaly":
+                image, mask = paint_defect(image, "spot", rng)
+                (root / row["mask"]).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(mask.astype(np.uint8) * np.uint8(3)).save(root / row["mask"])
+            _save(image, root / row["image"])
+            written += 1
+    return written

@@ -191,11 +191,3 @@ class AnomalyDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """Loader over the test split, in table order."""
         return self._loader(self.test_samples, train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Same as :meth:`test_dataloader`."""
-        return self.test_dataloader()
-
-    def train_eval_dataloader(self) -> DataLoader:
-        """Unshuffled loader over the training images without augmentation (calibration, caches)."""
-        return self._loader(self.train_samples, train=False)

@@ -26,6 +26,8 @@ class FolderDataModule(AnomalyDataModule):
         category: Name used in logs and tables.
         normal_test_ratio: Fraction of normal images moved to the test split.
         mask_suffix: Text between image stem and mask extension.
+        split_seed: Seed of the train/test split, kept apart from the training seed so that a seed
+            sweep keeps one test set.
         **kwargs: Passed to :class:`~fader_lightning.data.datamodule.AnomalyDataModule`.
     """
 
@@ -37,6 +39,7 @@ class FolderDataModule(AnomalyDataModule):
         category: str = "folder",
         normal_test_ratio: float = 0.2,
         mask_suffix: str = "",
+        split_seed: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(category=category, **kwargs)
@@ -47,6 +50,7 @@ class FolderDataModule(AnomalyDataModule):
         self.mask_dir = Path(mask_dir) if mask_dir else None
         self.normal_test_ratio = normal_test_ratio
         self.mask_suffix = mask_suffix
+        self.split_seed = split_seed
         self.requires_masks = self.mask_dir is not None
 
     def make_samples(self) -> list[Sample]:
@@ -57,7 +61,7 @@ class FolderDataModule(AnomalyDataModule):
         normals = list_images(self.normal_dir)
         if not normals:
             raise DataError(f"data.normal_dir={self.normal_dir} holds no images (png, jpg, bmp, tif)")
-        order = torch.randperm(len(normals), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        order = torch.randperm(len(normals), generator=torch.Generator().manual_seed(self.split_seed)).tolist()
         n_test = round(len(normals) * self.normal_test_ratio)
         test_idx = set(order[:n_test])
         samples = [

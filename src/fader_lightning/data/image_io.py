@@ -59,10 +59,9 @@ def read_image(path: Path) -> np.ndarray:
         DataError: When the file is missing, empty, corrupt or truncated.
     """
     image = _open(path)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit sources: scale by the bit depth, not per image
         array = np.asarray(image, dtype=np.float64)
-        peak = max(array.max(), 1.0)
-        image = Image.fromarray((array / (65535.0 if peak > 255 else 255.0) * 255.0).clip(0, 255).astype(np.uint8))
+        image = Image.fromarray((array / 65535.0 * 255.0).round().clip(0, 255).astype(np.uint8))
     return np.array(image.convert("RGB"), dtype=np.uint8)
 
 

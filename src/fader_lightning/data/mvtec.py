@@ -37,7 +37,8 @@ MVTec AD cannot be downloaded automatically. To install it:
      https://www.mvtec.com/company/research/datasets/mvtec-ad (free, non-commercial licence).
   2. Extract them so that the layout is ROOT/<category>/train/good/*.png,
      ROOT/<category>/test/<defect>/*.png and ROOT/<category>/ground_truth/<defect>/<stem>_mask.png.
-  3. Point the project at ROOT: data.root=ROOT on the command line, or export FADER_DATA_DIR=ROOT.
+  3. Point the project at ROOT: data.root=ROOT on the command line, or put ROOT at
+     $FADER_DATA_DIR/mvtec_ad (FADER_DATA_DIR is the folder holding mvtec_ad/ and visa/).
   4. Check it: fader-check-data --dataset mvtec --root ROOT --category bottle"""
 
 

@@ -239,37 +239,6 @@ def make_visa_tree(
     return root
 
 
-def populate_from_visa_csv(
-    csv_path: str | Path, root: str | Path, category: str, *, size: int = 32, seed: int = 0
-) -> int:
-    """Write generated images and masks at the paths a VisA split file names, for one object.
-
-    Args:
-        csv_path: A split file such as the official ``1cls.csv``.
-        root: Root the csv paths are relative to.
-        category: Object whose rows to populate.
-        size: Image side length.
-        seed: Seed.
-
-    Returns:
-        The number of images written.
-    """
-    root, written = Path(root), 0
-    with Path(csv_path).open(newline="") as handle:
-        for i, row in enumerate(csv.DictReader(handle)):
-            if row["object"] != category:
-                continue
-            rng = _rng(seed, category, i)
-            image = normal_image("object", size, rng)
-            if row["label"] == "anomaly":
-                image, mask = paint_defect(image, "spot", rng)
-                (root / row["mask"]).parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(mask.astype(np.uint8) * np.uint8(3)).save(root / row["mask"])
-            _save(image, root / row["image"])
-            written += 1
-    return written
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``python -m fader_lightning.data.synthetic OUT [--layout mvtec|visa]``.
 
@@ -286,10 +255,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     maker = make_mvtec_tree if args.layout == "mvtec" else make_visa_tree
     maker(args.root, args.categories, size=args.size, seed=args.seed)
-
-
-if __name__ == "__main__":
-    main()
 
 
 class SyntheticDataModule(MVTecADDataModule):
@@ -337,3 +302,7 @@ class SyntheticDataModule(MVTecADDataModule):
         """Generate the tree if needed, then read it like MVTec AD."""
         self.prepare_data()
         return super().make_samples()
+
+
+if __name__ == "__main__":
+    main()

@@ -43,7 +43,8 @@ VisA cannot be downloaded automatically. To install it:
   2. Extract it to ROOT, so that ROOT/<object>/Data/Images/{Normal,Anomaly}/*.JPG and
      ROOT/<object>/Data/Masks/Anomaly/*.png exist.
   3. Put the official split file at ROOT/split_csv/1cls.csv (it is in the spot-diff repository).
-  4. Point the project at ROOT: data=visa data.root=ROOT, or export FADER_DATA_DIR=ROOT.
+  4. Point the project at ROOT: data=visa data.root=ROOT, or put ROOT at $FADER_DATA_DIR/visa
+     (FADER_DATA_DIR is the folder holding mvtec_ad/ and visa/).
   5. Check it: fader-check-data --dataset visa --root ROOT --category candle"""
 
 

@@ -143,11 +143,6 @@ class MaskCache(nn.Module):
             raise ConfigError("this mask cache has no cache_dir; pass cache_dir to MaskCache to use the disk cache")
         return self.cache_dir / key[:2] / f"{key}.pt"
 
-    def clear_memory(self) -> None:
-        """Drop the in-memory masks (the disk cache is kept)."""
-        self._memory.clear()
-
-    @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
         """Return the masks of a batch, computing only those not cached.
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 from abc import abstractmethod
-from typing import Any
 
 import lightning as L
 import torch
@@ -81,10 +80,6 @@ class AnomalyModule(L.LightningModule):
             out["score"].detach(), batch.label, out["anomaly_map"].detach().squeeze(1), batch.mask.squeeze(1) > 0.5
         )
         return out
-
-    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        """Infer a batch and return its outputs with the batch's paths and labels."""
-        return {**self.infer(batch.image), "path": batch.path, "label": batch.label}
 
     def on_test_epoch_start(self) -> None:
         """Empty the store before a test pass."""
