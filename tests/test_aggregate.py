@@ -28,13 +28,24 @@ class Sweep:
         self.rng = np.random.default_rng(seed)
         self.values: dict[tuple[str, str, str], list[dict[str, float]]] = {}
         self.runs: dict[tuple[str, str, str], list[tuple[str, str]]] = {}  # (run_dir, commit)
+        self.variant_values: dict[tuple[str, str, str, str], list[dict[str, float]]] = {}  # key + " ".join(extra)
         self.jobs = 0
 
-    def job(self, category: str, masking: str, seed: int = 0, stages: dict[str, str] | None = None) -> Path:
-        """One job; ``stages`` maps stage -> ``ok``/``failed`` (``None``: crashed before writing metrics.json)."""
+    def job(
+        self,
+        category: str,
+        masking: str,
+        seed: int = 0,
+        stages: dict[str, str] | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> Path:
+        """One job; ``stages`` maps stage -> ``ok``/``failed`` (``None``: crashed before writing metrics.json).
+
+        ``extra``: further overrides of the job, e.g. ``("fader.patch_size=4",)``.
+        """
         job = self.root / str(self.jobs)
         self.jobs += 1
-        overrides = [f"data.category={category}", f"masking={masking}", f"seed={seed}", "stage=both"]
+        overrides = [f"data.category={category}", f"masking={masking}", f"seed={seed}", "stage=both", *extra]
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
         if stages is None:
@@ -50,6 +61,8 @@ class Sweep:
             if status == "ok":
                 entry["metrics"] = {metric: float(self.rng.uniform(0.6, 1.0)) for metric in METRICS}
                 self.values.setdefault((category, masking, stage), []).append(entry["metrics"])
+                variant = " ".join(extra)
+                self.variant_values.setdefault((category, masking, stage, variant), []).append(entry["metrics"])
             else:
                 entry["error"] = "DataError: mask folder /data/x is missing"
             self.runs.setdefault((category, masking, stage), []).append((str(job.resolve()), commit))
@@ -57,10 +70,10 @@ class Sweep:
         (job / "metrics.json").write_text(json.dumps(results))
         return job
 
-    def multirun(self, categories: str, maskings: str) -> None:
+    def multirun(self, categories: str, maskings: str, params: dict[str, str] | None = None) -> None:
         config = {
             "seed": 0, "stage": "ear", "data": {"category": "bottle"}, "masking": {"name": "saliency"},
-            "hydra": {"sweeper": {"params": None},
+            "hydra": {"sweeper": {"params": params},
                       "overrides": {"task": [f"data.category={categories}", f"masking={maskings}", "stage=both"]}},
         }  # fmt: skip
         (self.root / "multirun.yaml").write_text(yaml.safe_dump(config))
@@ -302,3 +315,95 @@ def test_not_applicable_cells_show_na_and_keep_the_mean_complete(tmp_path: Path)
     ear_cell = label("random_multi", "ear", "image_auroc")
     assert rows["a"][fader_cell] == "n/a" and rows["mean"][fader_cell] == "n/a"
     assert not rows["mean"][ear_cell].endswith("*")
+
+
+@pytest.fixture
+def ablation(tmp_path: Path) -> Sweep:
+    """A patch-size ablation: 2 categories × fader.patch_size 4,8 × seeds 0,1, every job with a constant override."""
+    sweep = Sweep(tmp_path / "ablation")
+    sweep.multirun("bottle,grid", "saliency", params={"fader.patch_size": "4,8", "seed": "0,1"})
+    for category in ("bottle", "grid"):
+        for patch_size in (4, 8):
+            for seed in (0, 1):
+                extra = (f"fader.patch_size={patch_size}", "data.image_size=128", "reuse_stage1=true")
+                sweep.job(category, "saliency", seed=seed, stages=BOTH_OK, extra=extra)
+    return sweep
+
+
+def read_variant_csv(path: Path) -> dict[tuple[str, str, str, str, str], dict[str, str]]:
+    with path.open(newline="") as handle:
+        return {(r["category"], r["masking"], r["variant"], r["stage"], r["metric"]): r for r in csv.DictReader(handle)}
+
+
+def test_ablation_variants_are_separate_cells(ablation: Sweep, tmp_path: Path) -> None:
+    paths = aggregate([ablation.root], "ablation", out_root=tmp_path / "results", include_aupro=True)
+    with paths["csv"].open(newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header[:5] == ["category", "masking", "variant", "stage", "metric"]
+    table = read_variant_csv(paths["csv"])
+    assert len(table) == 2 * 2 * 2 * 3  # category × variant × stage × metric
+    assert {key[2] for key in table} == {"fader.patch_size=4", "fader.patch_size=8"}  # image_size is constant
+    for (category, masking, stage, variant), runs in ablation.variant_values.items():
+        assert len(runs) == 2
+        for metric in METRICS:
+            values = [run[metric] for run in runs]
+            line = table[category, masking, variant.split()[0], stage, metric]
+            assert float(line["mean"]) == pytest.approx(np.mean(values), abs=1e-12)
+            assert float(line["std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+            assert (line["n"], line["status"], line["seeds"]) == ("2", "ok", "0;1")
+    rows = markdown_rows(paths["markdown"].read_text())
+    assert list(rows) == ["bottle", "grid", "mean"]
+    assert len(rows["mean"]) == 1 + 2 * 2 * 3  # category + variant × stage × metric
+    runs = ablation.variant_values[
+        "grid", "saliency", "fader", "fader.patch_size=8 data.image_size=128 reuse_stage1=true"
+    ]
+    values = [run["image_auroc"] for run in runs]
+    expected = f"{100 * np.mean(values):.1f}±{100 * np.std(values, ddof=1):.1f}"
+    assert rows["grid"]["saliency [fader.patch_size=8] EAR+FADeR I-AUROC"] == expected
+    cells = json.loads(paths["provenance"].read_text())["cells"]
+    assert len(cells) == 2 * 2 * 2
+    assert {(c["category"], c["variant"], c["stage"], len(c["runs"])) for c in cells} == {
+        (category, f"fader.patch_size={size}", stage, 2)
+        for category in ("bottle", "grid")
+        for size in (4, 8)
+        for stage in ("ear", "fader")
+    }
+    assert all(f"fader.patch_size={c['variant'][-1]}" in run["overrides"] for c in cells for run in c["runs"])
+    latex = paths["latex"].read_text()
+    assert r"\multicolumn{6}{c}{[fader.patch\_size=4]}" in latex
+
+
+def test_missing_jobs_of_an_ablation_include_the_variant(ablation: Sweep, tmp_path: Path) -> None:
+    ablation.multirun("bottle,grid", "saliency", params={"fader.patch_size": "4,8,16", "seed": "0,1"})
+    table = build_table(collect([ablation.root]))
+    assert table.variants == ("fader.patch_size=4", "fader.patch_size=8", "fader.patch_size=16")
+    for category in ("bottle", "grid"):
+        for stage in ("ear", "fader"):
+            assert table.cell(category, "saliency", stage, "fader.patch_size=8").status == "ok"
+            never = table.cell(category, "saliency", stage, "fader.patch_size=16")
+            assert never.status == "missing"
+            assert sorted(row.seed for row in never.rows) == [0, 1]
+            assert {row.run_dir for row in never.rows} == {str(ablation.root.resolve())}
+
+
+def test_list_valued_sweep_and_default_variant(tmp_path: Path) -> None:
+    sweep = Sweep(tmp_path / "levels")
+    sweep.multirun("bottle", "saliency", params={"fader.levels": "[0,1,2],[0], [1, 2]"})
+    sweep.job("bottle", "saliency", stages=BOTH_OK, extra=("fader.levels=[0,1,2]",))
+    sweep.job("bottle", "saliency", stages=BOTH_OK, extra=("fader.levels=[0]",))
+    other = Sweep(tmp_path / "default_run")
+    other.job("bottle", "saliency", stages=BOTH_OK)  # no fader.levels override: the default levels
+    table = build_table(collect([sweep.root, other.root]))
+    assert table.variants == ("default", "fader.levels=[0,1,2]", "fader.levels=[0]", "fader.levels=[1,2]")
+    assert table.cell("bottle", "saliency", "fader", "default").status == "ok"
+    assert table.cell("bottle", "saliency", "fader", "fader.levels=[0]").status == "ok"
+    assert table.cell("bottle", "saliency", "fader", "fader.levels=[1,2]").status == "missing"
+
+
+def test_no_variant_keeps_the_csv_columns(complete: tuple[list[Path], Sweep], tmp_path: Path) -> None:
+    dirs, _ = complete
+    paths = aggregate(dirs, "main", out_root=tmp_path / "results")
+    with paths["csv"].open(newline="") as handle:
+        header = next(csv.reader(handle))
+    assert "variant" not in header
+    assert all("variant" not in cell for cell in json.loads(paths["provenance"].read_text())["cells"])

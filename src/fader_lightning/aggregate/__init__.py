@@ -1,8 +1,8 @@
 """``fader-aggregate``: turn training sweeps into the paper's tables, a chart and a provenance record.
 
 Every job of a sweep (``fader-train -m ...``) leaves ``metrics.json`` (one entry per stage) next to its ``.hydra/``
-folder. This package finds the jobs, groups them by (category, masking method, stage), averages the seeds of a group
-(mean ± *sample* standard deviation, ``ddof=1``, with n) and writes, under ``<out>/<name>/``:
+folder. This package finds the jobs, groups them by (category, masking method, variant, stage), averages the seeds of
+a group (mean ± *sample* standard deviation, ``ddof=1``, with n) and writes, under ``<out>/<name>/``:
 
 * ``table.md`` and ``table.tex``: the paper's layout, categories × masking method × {EAR, EAR+FADeR} × metric, in %,
 * ``table.csv``: tidy, one line per category × masking × stage × metric, with the run folders, seeds and commits,
@@ -12,6 +12,12 @@ folder. This package finds the jobs, groups them by (category, masking method, s
 Nothing is dropped: a failed job shows as ``failed``, a job without results as ``—``, and a cell or mean built from an
 incomplete set of runs is marked ``*``. A sweep's ``multirun.yaml`` gives the expected grid, so jobs that never
 started still show up as missing cells.
+
+The variant of a job is its values of the override keys that differ between the jobs collected (besides
+``data.category``, ``masking``, ``seed`` and ``stage``), e.g. ``fader.patch_size=4`` in an ablation: variants are never
+averaged together, each (masking method, variant) pair is a column group (``saliency [fader.patch_size=4]``), and the
+CSV and provenance gain a ``variant`` field (see :mod:`fader_lightning.aggregate.table`). A sweep without such keys
+gives exactly the table it gave before variants existed.
 
 Examples:
     fader-aggregate logs/train/multiruns/2024-05-01_10-00-00-000000 --name mvtec_main --aupro

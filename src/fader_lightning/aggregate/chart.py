@@ -1,4 +1,7 @@
-"""``chart.png``: grouped bar chart of image AUROC per category, EAR vs EAR+FADeR for each masking method."""
+"""``chart.png``: grouped bar chart of image AUROC per category, EAR vs EAR+FADeR for each masking method.
+
+With variants, each (masking method, variant) pair gets its own pair of bars and colour.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,16 @@ from typing import NamedTuple
 
 from PIL import Image, ImageDraw, ImageFont
 
-from fader_lightning.aggregate.table import FAILED, NOT_APPLICABLE, STAGE_LABELS, UNKNOWN, Stat, Table
+from fader_lightning.aggregate.table import (
+    FAILED,
+    NO_VARIANT,
+    NOT_APPLICABLE,
+    STAGE_LABELS,
+    UNKNOWN,
+    Stat,
+    Table,
+    group_label,
+)
 from fader_lightning.utils.io import atomic_write_bytes
 
 CHART_METRIC, CHART_LABEL = "image_auroc", "image AUROC"
@@ -26,16 +38,17 @@ Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
 class Series(NamedTuple):
-    """One bar per category: a stage of a masking method."""
+    """One bar per category: a stage of a masking method (and of a variant, when the table has variants)."""
 
     masking: str
     stage: str
     colour: tuple[int, int, int]
+    variant: str = NO_VARIANT
 
     @property
     def label(self) -> str:
-        """Legend text."""
-        return f"{self.masking} {STAGE_LABELS[self.stage]}"
+        """Legend text, e.g. ``saliency EAR+FADeR`` or ``saliency [fader.patch_size=4] EAR+FADeR``."""
+        return f"{group_label(self.masking, self.variant)} {STAGE_LABELS[self.stage]}"
 
 
 class Plot(NamedTuple):
@@ -54,10 +67,10 @@ class Plot(NamedTuple):
 
 def _series(table: Table) -> list[Series]:
     series = []
-    for i, masking in enumerate(table.maskings):
+    for i, (masking, variant) in enumerate(table.groups):
         dark = PALETTE[i % len(PALETTE)]
         light = tuple(int(c + (255 - c) * 0.55) for c in dark)
-        series += [Series(masking, "ear", light), Series(masking, "fader", dark)]
+        series += [Series(masking, "ear", light, variant), Series(masking, "fader", dark, variant)]
     return series
 
 
@@ -118,7 +131,9 @@ def render_chart(table: Table) -> Image.Image:
     font = ImageFont.load_default(size=FONT_SIZE)
     series = _series(table)
     categories = table.categories or (UNKNOWN,)
-    stats = {(c, s): table.cell(c, s.masking, s.stage).stat(CHART_METRIC) for c in categories for s in series}
+    stats = {
+        (c, s): table.cell(c, s.masking, s.stage, s.variant).stat(CHART_METRIC) for c in categories for s in series
+    }
     group_w = max(len(series) * BAR_W, *(_text_width(font, category) for category in categories)) + GAP
     legend_w = max([_text_width(font, s.label) + 20 for s in series] + [_text_width(font, n) for n in CHART_NOTES])
     plot = Plot(LEFT, TOP, LEFT + group_w * len(categories), HEIGHT - BOTTOM, _axis_low(stats.values()))

@@ -1,4 +1,10 @@
-"""Reading sweeps: job folders (``metrics.json``, ``.hydra/``) and ``multirun.yaml`` grids into rows."""
+"""Reading sweeps: job folders (``metrics.json``, ``.hydra/``) and ``multirun.yaml`` grids into rows.
+
+Besides the category, the masking method, the seed and the stage, a row belongs to a *variant*: its job's values of
+the override keys that differ between the jobs collected (:func:`assign_variants`), e.g. ``fader.patch_size=4`` in a
+patch-size ablation. Keys that only say where things live or how jobs are launched (:data:`NON_VARIANT_KEYS`) never
+make variants.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,23 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from itertools import product
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fader_lightning.aggregate.table import FAILED, MISSING, NOT_APPLICABLE, OK, UNKNOWN, Row
+from fader_lightning.aggregate.table import (
+    DEFAULT_VARIANT,
+    FAILED,
+    MISSING,
+    NO_VARIANT,
+    NOT_APPLICABLE,
+    OK,
+    UNKNOWN,
+    Row,
+)
 from fader_lightning.errors import DataError
 from fader_lightning.results import METRICS_FILE, load_results
 
@@ -28,6 +44,9 @@ AXES = {
     "seed": ("seed", "seed"),
     "stage": ("stage", "stage"),
 }
+AXIS_KEYS = frozenset(key for key, _ in AXES.values())
+# override keys (or their first component) that do not change results: launcher, output and data locations, logging
+NON_VARIANT_KEYS = frozenset({"hydra", "paths", "data.root", "logger"})
 
 
 def _read_yaml(path: Path) -> Any:
@@ -56,14 +75,61 @@ def _lookup(config: Any, dotted: str) -> Any:
     return None if isinstance(config, str) and config.startswith("${") else config
 
 
+def _clean_value(value: Any) -> str:
+    """An override value without quotes or blanks in a list or dict (``[0, 1]`` and ``[0,1]`` are one value)."""
+    text = str(value).strip().strip("'\"")
+    return re.sub(r"\s+", "", text) if text.startswith(("[", "{")) else text
+
+
 def parse_overrides(overrides: Iterable[Any]) -> dict[str, str]:
     """Hydra ``key=value`` overrides as a dict (``+``/``++``/``~`` prefixes and quotes removed)."""
     parsed = {}
     for item in map(str, overrides):
         if "=" in item:
             key, value = item.split("=", 1)
-            parsed[key.lstrip("+~")] = value.strip().strip("'\"")
+            parsed[key.strip().lstrip("+~")] = _clean_value(value)
     return parsed
+
+
+def _is_variant_key(key: str) -> bool:
+    top = re.split(r"[./@]", key, maxsplit=1)[0]
+    return key not in AXIS_KEYS and key not in NON_VARIANT_KEYS and top not in NON_VARIANT_KEYS
+
+
+def _settings(overrides: Iterable[Any]) -> dict[str, str]:
+    """The overrides that could make a variant: all but the grid axes and :data:`NON_VARIANT_KEYS`."""
+    return {key: value for key, value in parse_overrides(overrides).items() if _is_variant_key(key)}
+
+
+def variant_keys(rows: Sequence[Row]) -> list[str]:
+    """Override keys whose value differs between the rows (a key some rows do not set counts as differing), sorted."""
+    settings = [_settings(row.overrides) for row in rows]
+    keys = sorted({key for setting in settings for key in setting})
+    return [key for key in keys if len({setting.get(key) for setting in settings}) > 1]
+
+
+def assign_variants(rows: Sequence[Row], keys: Iterable[str] | None = None) -> list[Row]:
+    """Set each row's ``variant`` from its values of the varying keys.
+
+    The variant reads as Hydra overrides, ``fader.levels=[0] fader.patch_size=4``, keys sorted; a row that sets none of
+    the varying keys is ``default``; when no key varies, every row gets the variant ``""``.
+
+    Args:
+        rows: The rows.
+        keys: The varying keys; default: the :func:`variant_keys` of ``rows``.
+
+    Returns:
+        The rows with their variant.
+    """
+    keys = variant_keys(rows) if keys is None else sorted(set(keys))
+    if not keys:
+        return [replace(row, variant=NO_VARIANT) for row in rows]
+    out = []
+    for row in rows:
+        setting = _settings(row.overrides)
+        variant = " ".join(f"{key}={setting[key]}" for key in keys if key in setting) or DEFAULT_VARIANT
+        out.append(replace(row, variant=variant))
+    return out
 
 
 def _seed(value: Any) -> int | None:
@@ -134,26 +200,42 @@ def find_job_dirs(root: Path) -> list[Path]:
     return sorted({path.resolve() for path in markers})
 
 
+def _split_top_level(text: str) -> list[str] | None:
+    """``a,[0,1],b`` → ``["a", "[0,1]", "b"]``; ``None`` when the brackets do not balance."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if depth < 0:
+            return None
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]] if depth == 0 else None
+
+
 def _sweep_values(key: str, raw: Any, source: Path) -> list[str]:
     text = str(raw).strip()
     if match := re.fullmatch(r"range\(([-\d,\s]+)\)", text):
         return [str(value) for value in range(*(int(part) for part in match.group(1).split(",")))]
     if match := re.fullmatch(r"choice\((.*)\)", text):
         text = match.group(1)
-    if re.search(r"[\[\]{}()*]", text):
+    parts = None if re.search(r"[()*]", text) else _split_top_level(text)
+    if parts is None:
         log.warning("%s: cannot expand %s=%s; jobs of that sweep that never started are not listed", source, key, text)
         return []
-    return [value.strip().strip("'\"") for value in text.split(",")]
+    return [_clean_value(value) for value in parts]
 
 
 def sweep_grid(multirun_file: Path) -> list[dict[str, Any]]:
-    """The (category, masking, seed, stage) combinations a multirun sweep was asked to run.
+    """The (category, masking, seed, stage, other overrides) combinations a multirun sweep was asked to run.
 
     Args:
         multirun_file: The sweep's ``multirun.yaml``.
 
     Returns:
-        One dict per expected (job, stage); empty when the sweep values cannot be expanded.
+        One dict per expected (job, stage): ``category``, ``masking``, ``seed``, ``stage`` and ``overrides``, the job's
+        values of every other key the sweep sets (swept or not, bar :data:`NON_VARIANT_KEYS`); empty when the sweep
+        values cannot be expanded.
     """
     config = _read_yaml(multirun_file) or {}
     hydra_cfg = config.get("hydra") or {}
@@ -166,29 +248,57 @@ def sweep_grid(multirun_file: Path) -> list[dict[str, Any]]:
         for axis, (key, path) in AXES.items()
     }
     axes["stage"] = list(dict.fromkeys(s for value in axes["stage"] for s in JOB_STAGES.get(str(value), ())))
-    return [dict(zip(axes, combo, strict=True)) for combo in product(*axes.values())]
+    others = {key: _sweep_values(key, value, multirun_file) for key, value in swept.items() if _is_variant_key(key)}
+    grid = []
+    for combo, setting in product(product(*axes.values()), product(*others.values())):
+        grid.append({**dict(zip(axes, combo, strict=True)), "overrides": dict(zip(others, setting, strict=True))})
+    return grid
 
 
-def missing_jobs(multirun_file: Path, rows: Sequence[Row]) -> list[Row]:
+def swept_keys(grid: Sequence[dict[str, Any]]) -> list[str]:
+    """The keys of a :func:`sweep_grid` besides the axes that take more than one value: they tell its jobs apart."""
+    return [key for key in (grid[0]["overrides"] if grid else ()) if len({job["overrides"][key] for job in grid}) > 1]
+
+
+def _grid_key(
+    category: Any, masking: Any, stage: Any, seed: Any, setting: dict[str, str], keys: Sequence[str]
+) -> tuple:
+    return (str(category or UNKNOWN), str(masking or UNKNOWN), stage, _seed(seed), *(setting.get(k) for k in keys))
+
+
+def missing_jobs(multirun_file: Path, rows: Sequence[Row], grid: Sequence[dict[str, Any]] | None = None) -> list[Row]:
     """Rows for the combinations of a sweep's grid that no job folder under it accounts for.
+
+    A job folder accounts for a combination when its category, masking method, stage, seed and values of the
+    :func:`swept_keys` match.
 
     Args:
         multirun_file: The sweep's ``multirun.yaml``.
         rows: Rows read from job folders.
+        grid: The sweep's :func:`sweep_grid`, when already read.
 
     Returns:
-        ``missing`` rows whose ``run_dir`` is the sweep folder.
+        ``missing`` rows whose ``run_dir`` is the sweep folder, with the overrides the job would have had.
     """
     sweep_dir = multirun_file.parent
+    grid = sweep_grid(multirun_file) if grid is None else grid
+    keys = swept_keys(grid)
     seen = {
-        (row.category, row.masking, row.stage, row.seed) for row in rows if Path(row.run_dir).is_relative_to(sweep_dir)
+        _grid_key(row.category, row.masking, row.stage, row.seed, _settings(row.overrides), keys)
+        for row in rows
+        if Path(row.run_dir).is_relative_to(sweep_dir)
     }
     missing = []
-    for job in sweep_grid(multirun_file):
-        category, masking = str(job["category"] or UNKNOWN), str(job["masking"] or UNKNOWN)
-        key = (category, masking, job["stage"], _seed(job["seed"]))
+    for job in grid:
+        key = _grid_key(job["category"], job["masking"], job["stage"], job["seed"], job["overrides"], keys)
         if key not in seen:
-            overrides = (f"data.category={category}", f"masking={masking}", f"seed={job['seed']}")
+            seen.add(key)
+            overrides = (
+                f"data.category={key[0]}",
+                f"masking={key[1]}",
+                f"seed={job['seed']}",
+                *(f"{name}={value}" for name, value in job["overrides"].items()),
+            )
             error = f"no job folder for this combination under {sweep_dir}: the sweep stopped before it"
             missing.append(Row(*key[:3], MISSING, str(sweep_dir), key[3], overrides=overrides, error=error))
     return missing
@@ -198,7 +308,9 @@ def collect(sweep_dirs: Sequence[Path]) -> list[Row]:
     """Read every job under the given folders: one row per (job, stage), with status ok, failed or missing.
 
     A job folder without ``metrics.json`` yields ``missing`` rows (category, masking and seed recovered from its
-    overrides); a sweep's ``multirun.yaml`` adds ``missing`` rows for jobs that never got a folder.
+    overrides); a sweep's ``multirun.yaml`` adds ``missing`` rows for jobs that never got a folder. Every row then gets
+    its variant (:func:`assign_variants`) from the keys that vary between the job folders' overrides
+    (:func:`variant_keys`) or are swept in a ``multirun.yaml`` (:func:`swept_keys`).
 
     Args:
         sweep_dirs: Sweep folders of ``fader-train -m``, run folders, or folders holding several of them.
@@ -222,6 +334,10 @@ def collect(sweep_dirs: Sequence[Path]) -> list[Row]:
         )
     rows = [row for job_dir in job_dirs for row in read_job(job_dir)]
     sweep_files = sorted({path.resolve() for root in roots for path in root.rglob("multirun.yaml")})
-    rows += [row for path in sweep_files for row in missing_jobs(path, rows)]
+    grids = {path: sweep_grid(path) for path in sweep_files}
+    # constant overrides a multirun.yaml lacks or spells differently must not split its missing jobs off as a variant
+    keys = {*variant_keys(rows), *(key for grid in grids.values() for key in swept_keys(grid))}
+    rows += [row for path, grid in grids.items() for row in missing_jobs(path, rows, grid)]
+    rows = assign_variants(rows, keys)
     log.info("%d job folders, %d rows (%d ok)", len(job_dirs), len(rows), sum(row.status == OK for row in rows))
     return rows

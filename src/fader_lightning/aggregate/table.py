@@ -1,8 +1,20 @@
-"""The results table: rows of jobs, seed statistics, cells and the paper's category × masking × stage layout."""
+"""The results table: rows of jobs, seed statistics, cells and the paper's category × masking × stage layout.
+
+Variants: a sweep that changes anything besides the category, the masking method and the seed (an ablation such as
+``fader.patch_size=4,8,16``) gives each row a *variant*, e.g. ``fader.patch_size=4`` (see
+:func:`fader_lightning.aggregate.reading.assign_variants`). Seeds are averaged within a variant, never across
+variants, and the variant is part of the column group: masking method, then variant, then stage, then metric, with
+headers such as ``saliency [fader.patch_size=4] EAR+FADeR I-AUROC``. Rows stay one per category, so an ablation
+reads across a line. Only the (masking, variant) pairs that occur get columns. Every stage of a job carries the job's
+variant: the EAR cells of a ``reuse_stage1`` ablation repeat the same stage-1 model under each variant, which keeps
+every column pair an honest EAR vs EAR+FADeR comparison. Without varying keys the variant is ``""`` everywhere and
+the table, its columns and every output are the same as without the variant axis.
+"""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
@@ -16,6 +28,19 @@ UNKNOWN = "?"
 STAGE_LABELS = {"ear": "EAR", "fader": "EAR+FADeR"}
 METRIC_LABELS = {"image_auroc": "I-AUROC", "pixel_auroc": "P-AUROC", "aupro": "AUPRO"}
 DEFAULT_METRICS = ("image_auroc", "pixel_auroc")
+NO_VARIANT = ""  # the variant of every row when the collection has no varying keys
+DEFAULT_VARIANT = "default"  # jobs that set none of the varying keys, when others do
+
+
+def group_label(masking: str, variant: str) -> str:
+    """A masking method and, when there is one, its variant: ``saliency`` or ``saliency [fader.patch_size=4]``."""
+    return f"{masking} [{variant}]" if variant else masking
+
+
+def variant_sort_key(variant: str) -> tuple[bool, list[tuple[int, str]]]:
+    """Sort key of variants: the default first, then natural order (``patch_size=4`` before ``patch_size=16``)."""
+    parts = [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", variant)]
+    return variant != DEFAULT_VARIANT, parts
 
 
 @dataclass(frozen=True)
@@ -26,13 +51,15 @@ class Row:
         category: Dataset category (``?`` when unknown).
         masking: Masking method (``?`` when unknown).
         stage: ``ear`` or ``fader``.
-        status: ``ok``, ``failed`` or ``missing``.
+        status: ``ok``, ``failed``, ``missing`` or ``not_applicable``.
         run_dir: The job folder (the sweep folder for a job that never started).
         seed: Training seed.
         git_commit: Commit the job ran at.
         overrides: The job's Hydra overrides.
         metrics: Test metrics (fractions, not percent).
         error: Why the stage failed or is missing.
+        variant: The job's values of the keys that vary across the collection, e.g. ``fader.patch_size=4``;
+            ``""`` when nothing varies (see :func:`fader_lightning.aggregate.reading.assign_variants`).
     """
 
     category: str
@@ -45,6 +72,7 @@ class Row:
     overrides: tuple[str, ...] = ()
     metrics: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
+    variant: str = NO_VARIANT
 
     def value(self, metric: str) -> float | None:
         """The metric's finite value when the stage succeeded, else ``None``."""
@@ -75,7 +103,7 @@ def summarize(rows: Sequence[Row], metric: str) -> Stat:
     """Mean, sample std (ddof=1) and count of a metric over the runs that produced it.
 
     Args:
-        rows: Runs of one (category, masking, stage).
+        rows: Runs of one (category, masking, stage, variant).
         metric: Metric name.
 
     Returns:
@@ -92,11 +120,12 @@ def summarize(rows: Sequence[Row], metric: str) -> Stat:
 
 @dataclass(frozen=True)
 class Cell:
-    """The runs of one (category, masking, stage)."""
+    """The runs of one (category, masking, stage, variant)."""
 
     category: str
     masking: str
     stage: str
+    variant: str = NO_VARIANT
     rows: tuple[Row, ...] = ()
 
     @property
@@ -112,39 +141,68 @@ class Cell:
 
 
 class Column(NamedTuple):
-    """One column of the table: a metric of a stage of a masking method."""
+    """One column of the table: a metric of a stage of a variant of a masking method."""
 
     masking: str
     stage: str
     metric: str
+    variant: str = NO_VARIANT
+
+    @property
+    def group(self) -> str:
+        """The masking method and, when there is one, the variant: ``saliency [fader.patch_size=4]``."""
+        return group_label(self.masking, self.variant)
 
     @property
     def label(self) -> str:
-        """Header text, e.g. ``saliency EAR+FADeR I-AUROC``."""
-        return f"{self.masking} {STAGE_LABELS[self.stage]} {METRIC_LABELS.get(self.metric, self.metric)}"
+        """Header text, e.g. ``saliency EAR+FADeR I-AUROC`` or ``saliency [fader.patch_size=4] EAR+FADeR I-AUROC``."""
+        return f"{self.group} {STAGE_LABELS[self.stage]} {METRIC_LABELS.get(self.metric, self.metric)}"
 
 
 @dataclass(frozen=True)
 class Table:
-    """Results laid out as in the paper: one row per category, columns masking × stage × metric."""
+    """Results laid out as in the paper: one row per category, columns masking × variant × stage × metric.
+
+    Attributes:
+        categories: Row labels, sorted.
+        maskings: Masking methods, sorted.
+        metrics: Metrics shown for each stage.
+        cells: ``(category, masking, stage, variant)`` → cell.
+        variants: Variants, default first then natural order; ``("",)`` when nothing varies.
+    """
 
     categories: tuple[str, ...]
     maskings: tuple[str, ...]
     metrics: tuple[str, ...]
-    cells: Mapping[tuple[str, str, str], Cell]
+    cells: Mapping[tuple[str, str, str, str], Cell]
+    variants: tuple[str, ...] = (NO_VARIANT,)
+
+    @property
+    def has_variants(self) -> bool:
+        """Whether the collection has varying keys, i.e. a variant axis."""
+        return self.variants != (NO_VARIANT,)
+
+    @property
+    def groups(self) -> list[tuple[str, str]]:
+        """The (masking, variant) pairs that have runs, in display order; every masking when nothing varies."""
+        used = {(masking, variant) for (_, masking, _, variant), cell in self.cells.items() if cell.rows}
+        return [key for key in product(self.maskings, self.variants) if key in used or not self.has_variants]
 
     @property
     def columns(self) -> list[Column]:
-        """Columns in display order: masking, then stage (EAR, EAR+FADeR), then metric."""
-        return [Column(*key) for key in product(self.maskings, STAGE_LABELS, self.metrics)]
+        """Columns in display order: masking, then variant, then stage (EAR, EAR+FADeR), then metric."""
+        return [
+            Column(masking, stage, metric, variant)
+            for (masking, variant), stage, metric in product(self.groups, STAGE_LABELS, self.metrics)
+        ]
 
-    def cell(self, category: str, masking: str, stage: str) -> Cell:
-        """The runs of one (category, masking, stage); empty when none."""
-        return self.cells.get((category, masking, stage)) or Cell(category, masking, stage)
+    def cell(self, category: str, masking: str, stage: str, variant: str = NO_VARIANT) -> Cell:
+        """The runs of one (category, masking, stage, variant); empty when none."""
+        return self.cells.get((category, masking, stage, variant)) or Cell(category, masking, stage, variant)
 
     def stat(self, category: str, column: Column) -> Stat:
         """Statistics of one table entry."""
-        return self.cell(category, column.masking, column.stage).stat(column.metric)
+        return self.cell(category, column.masking, column.stage, column.variant).stat(column.metric)
 
     def mean(self, column: Column) -> Stat:
         """Mean over categories of the per-category means, over the categories that have a value.
@@ -161,10 +219,10 @@ class Table:
 
 
 def build_table(rows: Sequence[Row], metrics: Sequence[str] = DEFAULT_METRICS, include_aupro: bool = False) -> Table:
-    """Group rows into the paper's table; every category × masking × stage gets a cell, empty ones included.
+    """Group rows into the paper's table; every category × masking × stage × variant gets a cell, empty ones included.
 
     Args:
-        rows: Rows from :func:`collect`.
+        rows: Rows from :func:`collect` (their ``variant`` set by it).
         metrics: Metrics shown for each stage.
         include_aupro: Add ``aupro`` to the metrics.
 
@@ -174,8 +232,11 @@ def build_table(rows: Sequence[Row], metrics: Sequence[str] = DEFAULT_METRICS, i
     metrics = (*metrics, "aupro") if include_aupro and "aupro" not in metrics else tuple(metrics)
     categories = tuple(sorted({row.category for row in rows}))
     maskings = tuple(sorted({row.masking for row in rows}))
-    grouped: dict[tuple[str, str, str], list[Row]] = {key: [] for key in product(categories, maskings, STAGE_LABELS)}
+    variants = tuple(sorted({row.variant for row in rows}, key=variant_sort_key)) or (NO_VARIANT,)
+    grouped: dict[tuple[str, str, str, str], list[Row]] = {
+        key: [] for key in product(categories, maskings, STAGE_LABELS, variants)
+    }
     for row in rows:
-        grouped.setdefault((row.category, row.masking, row.stage), []).append(row)
+        grouped.setdefault((row.category, row.masking, row.stage, row.variant), []).append(row)
     cells = {key: Cell(*key, rows=tuple(group)) for key, group in grouped.items()}
-    return Table(categories, maskings, metrics, cells)
+    return Table(categories, maskings, metrics, cells, variants)

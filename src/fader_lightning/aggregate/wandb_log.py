@@ -3,42 +3,33 @@
 from __future__ import annotations
 
 import logging
-import netrc
 import os
 import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlparse
 
 from fader_lightning.aggregate.table import Table
-from fader_lightning.aggregate.writers import CSV_FIELDS, display_rows, records
+from fader_lightning.aggregate.writers import csv_fields, display_rows, records
 from fader_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 WANDB_PROJECT = "fader-lightning"
-WANDB_URL = "https://api.wandb.ai"
-
-
-def _netrc_has_wandb() -> bool:
-    host = urlparse(os.environ.get("WANDB_BASE_URL") or WANDB_URL).hostname
-    path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
-    try:
-        return netrc.netrc(str(path)).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
 
 
 def wandb_mode() -> str:
     """``WANDB_MODE`` when set, ``online`` with an API key, else ``offline``.
 
-    The key is ``WANDB_API_KEY`` or the netrc entry (``$NETRC`` or ``~/.netrc``) that ``wandb login`` writes for the
-    W&B host (``$WANDB_BASE_URL``, ``api.wandb.ai`` by default).
+    The key is ``WANDB_API_KEY`` or the netrc entry that ``wandb login`` writes for the W&B host; the detection is
+    :func:`fader_lightning.utils.wandb_setup.wandb_offline`, shared with ``fader-train``.
     """
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
-    return "online" if os.environ.get("WANDB_API_KEY") or _netrc_has_wandb() else "offline"
+    # imported here: wandb_setup pulls in Lightning (and torch), which fader-aggregate otherwise never loads
+    from fader_lightning.utils.wandb_setup import wandb_offline
+
+    return "offline" if wandb_offline() else "online"
 
 
 def active_wandb_run() -> bool:
@@ -69,11 +60,12 @@ def log_to_wandb(table: Table, paths: Mapping[str, Path], name: str, project: st
     run = wandb.init(project=project, job_type="aggregate", name=name, mode=wandb_mode()) if own_run else wandb.run
     try:
         header = ["category", *(column.label for column in table.columns)]
-        tidy = [[record[key] for key in CSV_FIELDS] for record in records(table)]
+        fields = csv_fields(table)
+        tidy = [[record[key] for key in fields] for record in records(table)]
         run.log(
             {
                 "table": wandb.Table(columns=header, data=display_rows(table)),
-                "results": wandb.Table(columns=list(CSV_FIELDS), data=tidy),
+                "results": wandb.Table(columns=list(fields), data=tidy),
             }
         )
         artifact = wandb.Artifact(re.sub(r"[^\w.-]", "_", f"{name}-results"), type="results")

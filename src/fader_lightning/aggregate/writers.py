@@ -1,15 +1,30 @@
-"""Writing the table: Markdown, LaTeX, tidy CSV records and the per-cell provenance record."""
+"""Writing the table: Markdown, LaTeX, tidy CSV records and the per-cell provenance record.
+
+When the table has variants (see :mod:`fader_lightning.aggregate.table`), the CSV gets a ``variant`` column after
+``masking``, each provenance cell a ``variant`` key, and the LaTeX header a variant row under the masking row; without
+variants every file is written exactly as before the variant axis existed.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import product
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from fader_lightning.aggregate.table import FAILED, METRIC_LABELS, NOT_APPLICABLE, OK, STAGE_LABELS, Stat, Table
+from fader_lightning.aggregate.table import (
+    FAILED,
+    METRIC_LABELS,
+    NOT_APPLICABLE,
+    OK,
+    STAGE_LABELS,
+    Column,
+    Stat,
+    Table,
+    variant_sort_key,
+)
 from fader_lightning.utils.io import atomic_write_text
 
 STD_NOTE = "sample standard deviation over seeds (ddof=1); empty when n < 2"
@@ -32,6 +47,15 @@ CSV_FIELDS = (
     "seeds",
     "git_commits",
 )
+VARIANT_FIELD = "variant"
+
+
+def csv_fields(table: Table) -> tuple[str, ...]:
+    """The CSV columns: :data:`CSV_FIELDS`, with ``variant`` after ``masking`` when the table has variants."""
+    if not table.has_variants:
+        return CSV_FIELDS
+    at = CSV_FIELDS.index("masking") + 1
+    return (*CSV_FIELDS[:at], VARIANT_FIELD, *CSV_FIELDS[at:])
 
 
 class Style(NamedTuple):
@@ -101,30 +125,44 @@ def _tex(text: str) -> str:
     return "".join(TEX_ESCAPES.get(char, char) for char in text)
 
 
-def _cmidrules(width: int, count: int) -> str:
-    return "".join(rf"\cmidrule(lr){{{2 + i * width}-{1 + (i + 1) * width}}}" for i in range(count))
+def _spans(labels: Sequence[tuple[str, ...]]) -> list[tuple[tuple[str, ...], int]]:
+    """Runs of equal consecutive labels as (label, length)."""
+    spans: list[tuple[tuple[str, ...], int]] = []
+    for label in labels:
+        if spans and spans[-1][0] == label:
+            spans[-1] = (label, spans[-1][1] + 1)
+        else:
+            spans.append((label, 1))
+    return spans
+
+
+def _header_rows(columns: Sequence[Column], label: Callable[[Column], tuple[str, ...]]) -> list[str]:
+    r"""A header row and its cmidrules: a ``\multicolumn`` per run of columns of equal ``label`` (shows its end)."""
+    spans = _spans([label(column) for column in columns])
+    cells = [rf"\multicolumn{{{width}}}{{c}}{{{_tex(text[-1])}}}" for text, width in spans]
+    starts = [2 + sum(width for _, width in spans[:i]) for i in range(len(spans))]
+    rules = "".join(
+        rf"\cmidrule(lr){{{start}-{start + width - 1}}}" for start, (_, width) in zip(starts, spans, strict=True)
+    )
+    return [" & ".join(["", *cells]) + r" \\", rules]
 
 
 def to_latex(table: Table) -> str:
-    r"""The table as a booktabs ``tabular`` with masking and stage header rows (needs ``\usepackage{booktabs}``)."""
-    n_metrics, n_stages = len(table.metrics), len(STAGE_LABELS)
-    group = n_metrics * n_stages
-    maskings = [rf"\multicolumn{{{group}}}{{c}}{{{_tex(masking)}}}" for masking in table.maskings]
-    stages = [
-        rf"\multicolumn{{{n_metrics}}}{{c}}{{{label}}}" for _ in table.maskings for label in STAGE_LABELS.values()
-    ]
-    metrics = [_tex(METRIC_LABELS.get(column.metric, column.metric)) for column in table.columns]
+    r"""The table as a booktabs ``tabular`` with masking, variant (if any) and stage header rows (needs booktabs)."""
+    columns = table.columns
+    header = _header_rows(columns, lambda column: (column.masking, column.masking))
+    if table.has_variants:
+        header += _header_rows(columns, lambda column: (column.masking, column.variant, f"[{column.variant}]"))
+    header += _header_rows(columns, lambda column: (column.masking, column.variant, STAGE_LABELS[column.stage]))
+    metrics = [_tex(METRIC_LABELS.get(column.metric, column.metric)) for column in columns]
     *body, mean = display_rows(table, LATEX)
     lines = [
         r"\begin{table}[t]",
         r"\centering",
         r"\caption{Results in \% (mean$\pm$std over seeds; --- no result; * incomplete).}",
-        rf"\begin{{tabular}}{{l{'c' * len(table.columns)}}}",
+        rf"\begin{{tabular}}{{l{'c' * len(columns)}}}",
         r"\toprule",
-        " & ".join(["", *maskings]) + r" \\",
-        _cmidrules(group, len(table.maskings)),
-        " & ".join(["", *stages]) + r" \\",
-        _cmidrules(n_metrics, n_stages * len(table.maskings)),
+        *header,
         " & ".join(["Category", *metrics]) + r" \\",
         r"\midrule",
         *(" & ".join([_tex(row[0]), *row[1:]]) + r" \\" for row in body),
@@ -142,10 +180,13 @@ def _join(values: Iterable[Any]) -> str:
 
 
 def records(table: Table) -> list[dict[str, Any]]:
-    """Tidy records: one per category × masking × stage × metric, with mean/std as fractions and provenance."""
+    """Tidy records: one per category × masking × variant × stage × metric, with mean/std as fractions and provenance.
+
+    Each record has the keys of :func:`csv_fields` and ``variant`` (``""`` when the table has none).
+    """
     out = []
     for category, column in product(table.categories, table.columns):
-        rows = table.cell(category, column.masking, column.stage).rows
+        rows = table.cell(category, column.masking, column.stage, column.variant).rows
         stat = table.stat(category, column)
         out.append(
             {
@@ -160,12 +201,22 @@ def records(table: Table) -> list[dict[str, Any]]:
     return out
 
 
+def _cell_order(category: str, masking: str, stage: str, variant: str) -> tuple[Any, ...]:
+    return category, masking, variant_sort_key(variant), stage
+
+
 def provenance(table: Table) -> dict[str, Any]:
-    """For every cell, the runs it came from: folder, seed, status, commit, overrides, metrics and error."""
+    """For every cell, the runs it came from: folder, seed, status, commit, overrides, metrics and error.
+
+    Cells are keyed by category, masking, stage and, when the table has variants, variant; only the (masking, variant)
+    pairs of the table's columns are listed.
+    """
+    groups = set(table.groups)
     cells = [
         {
             "category": cell.category,
             "masking": cell.masking,
+            **({VARIANT_FIELD: cell.variant} if table.has_variants else {}),
             "stage": cell.stage,
             "status": cell.status,
             "runs": [
@@ -181,7 +232,8 @@ def provenance(table: Table) -> dict[str, Any]:
                 for row in cell.rows
             ],
         }
-        for _, cell in sorted(table.cells.items())
+        for _, cell in sorted(table.cells.items(), key=lambda item: _cell_order(*item[0]))
+        if (cell.masking, cell.variant) in groups
     ]
     return {"std": STD_NOTE, "cells": cells}
 
@@ -199,7 +251,7 @@ def write_latex(table: Table, path: Path) -> Path:
 def write_csv(table: Table, path: Path) -> Path:
     """Write :func:`records` as CSV atomically (``std`` empty when n < 2, lists joined by ``;``)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=csv_fields(table), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(records(table))
     return atomic_write_text(path, buffer.getvalue())
