@@ -74,3 +74,25 @@ def test_table_experiments_sweep_categories_and_methods(tmp_path: Path) -> None:
     assert mvtec.stage == visa.stage == "both"
     ablation = compose_train_cfg(tmp_path, ["experiment=ablation_levels"])
     assert ablation.reuse_stage1 is True
+
+
+def test_multi_device_jobs_are_refused_in_a_local_multirun(tmp_path: Path) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from fader_lightning.errors import ConfigError
+    from fader_lightning.train import check_launch
+
+    cfg = compose_train_cfg(tmp_path, ["trainer=ddp"])
+    check_launch(cfg)  # a single run may launch its DDP ranks
+    OmegaConf.set_readonly(cfg.hydra, False)
+    cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    with pytest.raises(ConfigError, match="trainer.devices=2 in a multirun"):
+        check_launch(cfg)
+    slurm = compose_train_cfg(tmp_path, ["trainer=ddp", "hydra/launcher=slurm"])
+    OmegaConf.set_readonly(slurm.hydra, False)
+    slurm.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(slurm)
+    check_launch(slurm)

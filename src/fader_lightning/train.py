@@ -187,6 +187,26 @@ def run_stage(
     return entry
 
 
+def check_launch(cfg: DictConfig) -> None:
+    """Refuse multi-device jobs that Lightning would launch by re-running this command.
+
+    Lightning starts DDP ranks by re-running ``sys.argv``; inside a local multirun that re-runs the
+    whole sweep. Under SLURM Lightning uses the scheduler's processes instead.
+
+    Raises:
+        ConfigError: For ``trainer.devices > 1`` (or ``num_nodes > 1``) in a local multirun.
+    """
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
+    multi_device = (isinstance(devices, int) and devices > 1) or devices in ("auto", -1) or nodes > 1
+    if multi_device and "Slurm" not in str(HydraConfig.get().launcher.get("_target_", "")):
+        raise ConfigError(
+            f"trainer.devices={devices} in a multirun: each sweep job must use one device (trainer=gpu), "
+            "or run the sweep on SLURM (hydra/launcher=slurm with hydra.launcher.tasks_per_node=trainer.devices)"
+        )
+
+
 def provenance(cfg: DictConfig, stage: str, output_dir: Path) -> dict[str, Any]:
     """What a results entry needs to be traced: category, method, seed, config, commit, run folder."""
     return {
@@ -221,6 +241,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage!r} is unknown; use one of {', '.join(STAGES)}")
+    check_launch(cfg)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     stages = STAGES[cfg.stage]
