@@ -89,7 +89,7 @@ def test_multi_device_jobs_are_refused_in_a_local_multirun(tmp_path: Path) -> No
     OmegaConf.set_readonly(cfg.hydra, False)
     cfg.hydra.mode = RunMode.MULTIRUN
     HydraConfig.instance().set_config(cfg)
-    with pytest.raises(ConfigError, match="trainer.devices=2 in a multirun"):
+    with pytest.raises(ConfigError, match=r"trainer\.devices=2 in a multirun"):
         check_launch(cfg)
     slurm = compose_train_cfg(tmp_path, ["trainer=ddp", "hydra/launcher=slurm"])
     OmegaConf.set_readonly(slurm.hydra, False)
