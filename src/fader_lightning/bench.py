@@ -113,7 +113,8 @@ def costs(image: torch.Tensor, ear: InpaintingModule, fader: FADeRModule) -> dic
 
 def onnx_ms(module: torch.nn.Module, image: torch.Tensor, folder: Path, name: str) -> float:
     """Latency of the exported graph in onnxruntime (masks given as input)."""
-    path = export_onnx(module, folder / f"{name}.onnx", (SIZE, SIZE))
+    path = folder / f"{name}.onnx"
+    export_onnx(module, path, (SIZE, SIZE))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.inference_mode():
         masks = build_detector(module, (SIZE, SIZE)).ear.masks(image)
@@ -196,17 +197,26 @@ def loader_epoch_seconds(root: Path, category: str, workers: int) -> float:
 
 
 def test_pass_rss(root: Path, category: str) -> dict[str, float]:
-    """Peak RSS of a full stage-1 test pass with every metric, in a fresh process."""
+    """Peak RSS of a full stage-1 test pass with every metric, in a fresh process.
+
+    The kernel's peak counter is reset (``/proc/self/clear_refs``) just before the test pass, so the peak
+    is the test pass's own, not that of importing torch.
+    """
     code = (
-        "import json, resource, torch, lightning as L\n"
+        "import json, re, torch, lightning as L\n"
+        "from pathlib import Path\n"
+        "def status(key):\n"
+        "    return int(re.search(key + r':\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1)) / 1024\n"
         "from fader_lightning.data import MVTecADDataModule\n"
         "from fader_lightning.models import InpaintingModule\n"
         f"dm = MVTecADDataModule({str(root)!r}, {category!r}, image_size={SIZE}, eval_batch_size=8)\n"
         f"m = InpaintingModule(unet={UNET!r}, masking={{'name': 'saliency'}})\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "Path('/proc/self/clear_refs').write_text('5')\n"
+        "before = status('VmRSS')\n"
         "L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(m, dm, verbose=False)\n"
-        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(json.dumps({'images': len(dm.test_samples), 'rss_before_mb': before / 1024, 'peak_rss_mb': after / 1024,"
+        "peak = status('VmHWM')\n"
+        "print(json.dumps({'test_images': len(dm.test_samples), 'rss_before_test_mb': before,"
+        " 'peak_rss_test_mb': peak, 'test_rss_growth_mb': peak - before,"
         " 'maps_float16_mb': len(dm.test_samples) * 256 * 256 * 2 / 2**20}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
