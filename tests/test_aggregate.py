@@ -407,3 +407,17 @@ def test_no_variant_keeps_the_csv_columns(complete: tuple[list[Path], Sweep], tm
         header = next(csv.reader(handle))
     assert "variant" not in header
     assert all("variant" not in cell for cell in json.loads(paths["provenance"].read_text())["cells"])
+
+
+def test_per_dataset_settings_are_not_variants(tmp_path: Path) -> None:
+    from fader_lightning.aggregate.reading import variant_keys
+    from fader_lightning.aggregate.table import Row
+
+    def row(category: str, seed: int, *extra: str) -> Row:
+        overrides = [f"data.category={category}", "masking=saliency", f"seed={seed}", *extra]
+        return Row(category, "saliency", "ear", "ok", str(tmp_path), seed, overrides=overrides)
+
+    rows = [row("bottle", 0), row("bottle", 1), row("hazelnut_toy", 0, "data.mask_suffix="),
+            row("hazelnut_toy", 1, "data.mask_suffix=")]  # fmt: skip
+    assert variant_keys(rows) == []
+    assert variant_keys([*rows, row("bottle", 2, "fader.patch_size=4")]) == ["fader.patch_size"]

@@ -1,9 +1,9 @@
 """Reading sweeps: job folders (``metrics.json``, ``.hydra/``) and ``multirun.yaml`` grids into rows.
 
 Besides the category, the masking method, the seed and the stage, a row belongs to a *variant*: its job's values of
-the override keys that differ between the jobs collected (:func:`assign_variants`), e.g. ``fader.patch_size=4`` in a
-patch-size ablation. Keys that only say where things live or how jobs are launched (:data:`NON_VARIANT_KEYS`) never
-make variants.
+the override keys that differ between the jobs of one category (:func:`assign_variants`), e.g.
+``fader.patch_size=4`` in a patch-size ablation. Keys that only say where things live or how jobs are launched
+(:data:`NON_VARIANT_KEYS`) never make variants.
 """
 
 from __future__ import annotations
@@ -102,10 +102,21 @@ def _settings(overrides: Iterable[Any]) -> dict[str, str]:
 
 
 def variant_keys(rows: Sequence[Row]) -> list[str]:
-    """Override keys whose value differs between the rows (a key some rows do not set counts as differing), sorted."""
-    settings = [_settings(row.overrides) for row in rows]
-    keys = sorted({key for setting in settings for key in setting})
-    return [key for key in keys if len({setting.get(key) for setting in settings}) > 1]
+    """Override keys whose value differs between rows of the same category, sorted.
+
+    A key some rows of a category do not set counts as differing. Keys that differ only between categories (a
+    per-dataset ``data.mask_suffix`` when sweeps over several datasets are collected together) describe the data,
+    not a variant.
+    """
+    by_category: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_category.setdefault(row.category, []).append(_settings(row.overrides))
+    keys = sorted({key for settings in by_category.values() for setting in settings for key in setting})
+    return [
+        key
+        for key in keys
+        if any(len({setting.get(key) for setting in settings}) > 1 for settings in by_category.values())
+    ]
 
 
 def assign_variants(rows: Sequence[Row], keys: Iterable[str] | None = None) -> list[Row]:
