@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import shutil
 import zlib
 from collections.abc import Sequence
@@ -177,15 +178,27 @@ def ensure_mvtec_tree(root: str | Path, categories: Sequence[str] = DEFAULT_CATE
     """
     root = Path(root)
     manifest = {"categories": list(categories), **params}
-    manifest_path = root / "MANIFEST.json"
-    if manifest_path.is_file() and json.loads(manifest_path.read_text()) == manifest:
+
+    def complete() -> bool:
+        path = root / "MANIFEST.json"
+        return path.is_file() and json.loads(path.read_text()) == manifest
+
+    if complete():
         return root
-    staging = root.with_name(f".{root.name}.tmp")
+    staging = root.with_name(f".{root.name}.tmp-{os.getpid()}")  # parallel jobs never share a staging folder
     shutil.rmtree(staging, ignore_errors=True)
     make_mvtec_tree(staging, categories, **params)
     (staging / "MANIFEST.json").write_text(json.dumps(manifest, indent=2))
+    if complete():  # another job finished the same tree meanwhile: keep theirs
+        shutil.rmtree(staging)
+        return root
     shutil.rmtree(root, ignore_errors=True)
-    staging.rename(root)
+    try:
+        staging.rename(root)
+    except OSError:  # another job renamed its copy into place first
+        shutil.rmtree(staging, ignore_errors=True)
+        if not complete():
+            raise
     return root
 
 
