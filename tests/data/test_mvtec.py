@@ -102,11 +102,20 @@ def test_mask_size_mismatch(synthetic_mvtec: Path, tmp_path: Path) -> None:
     assert str(mask_path) in str(err.value)
 
 
-def test_empty_image_file(synthetic_mvtec: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("relative", "content", "message"),
+    [
+        ("train/good/003.png", b"", "empty"),
+        ("test/good/000.png", b"not an image at all", "not a readable image"),
+    ],
+)
+def test_empty_or_garbage_image_file(
+    synthetic_mvtec: Path, tmp_path: Path, relative: str, content: bytes, message: str
+) -> None:
     root = _copy_category(synthetic_mvtec, tmp_path)
-    path = root / "synth_object/train/good/003.png"
-    path.write_bytes(b"")
-    with pytest.raises(DataError, match="empty") as err:
+    path = root / "synth_object" / relative
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as err:
         MVTecADDataModule(root, "synth_object").setup()
     assert str(path) in str(err.value)
 
@@ -119,13 +128,4 @@ def test_truncated_image_file(synthetic_mvtec: Path, tmp_path: Path) -> None:
     dm.setup()
     with pytest.raises(DataError, match="corrupt or truncated") as err:
         next(iter(dm.train_dataloader()))
-    assert str(path) in str(err.value)
-
-
-def test_garbage_image_file(synthetic_mvtec: Path, tmp_path: Path) -> None:
-    root = _copy_category(synthetic_mvtec, tmp_path)
-    path = root / "synth_object/test/good/000.png"
-    path.write_bytes(b"not an image at all")
-    with pytest.raises(DataError, match="not a readable image") as err:
-        MVTecADDataModule(root, "synth_object").setup()
     assert str(path) in str(err.value)
