@@ -52,7 +52,7 @@ def test_cpu_trainer_loggers_and_callbacks_instantiate(tmp_path: Path) -> None:
     assert trainer.max_epochs == cfg.trainer.max_epochs
     assert [type(instantiate(spec)).__name__ for spec in cfg.logger.values()] == ["CSVLogger"]
     names = {type(instantiate(spec)).__name__ for spec in cfg.callbacks.values()}
-    assert names == {"ModelCheckpoint", "OverlayWriter"}
+    assert names == {"AtomicModelCheckpoint", "OverlayWriter"}
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "slurm"])

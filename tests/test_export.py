@@ -96,3 +96,20 @@ def test_bad_format(checkpoints: dict[str, Path], tmp_path: Path) -> None:
         export_checkpoint(checkpoints["ear"], tmp_path / "x.onnx", fmt="tflite")
     assert main([f"ckpt={checkpoints['ear']}", "format=tflite", f"output={tmp_path / 'x.onnx'}"]) == 1
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_onnx_matches_torch_with_residual_and_visible_only_attenuation(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    module = FADeRModule.load_from_checkpoint(checkpoints["fader"]).eval()
+    module.fader.use, module.fader.residual_region, module.fader.attenuate_masked = "both", "masked", False
+    module.fader.residual_fit.copy_(torch.tensor([0.02, 0.01]))
+    output = tmp_path / "both.onnx"
+    export_onnx(module, output, (64, 64))
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        expected = module.infer(images)
+    outputs = run_onnx(output, images=images, masks=expected["masks"])
+    assert np.abs(outputs[0] - expected["anomaly_map"].numpy()).max() < 1e-4
+    sidecar = json.loads(output.with_suffix(".json").read_text())["fader"]
+    assert (sidecar["use"], sidecar["residual_region"], sidecar["attenuate_masked"]) == ("both", "masked", False)

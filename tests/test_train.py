@@ -114,6 +114,7 @@ def test_attention_weights_path_errors(tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.pth"
     torch.save({"foo": torch.zeros(1)}, wrong)
     cfg.model.masking.weights_path = str(wrong)
+    cfg.overwrite = True  # the failed first attempt left its metrics.json in the folder
     with pytest.raises(CheckpointError, match=r"wrong\.pth"):
         train(cfg)
 
@@ -122,8 +123,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch: p
     cfg = compose_train_cfg(tmp_path, [*SMALL_DATA, TINY_UNET, "trainer.max_epochs=3", "logger=none"])
     original = InpaintingModule._losses
 
-    def poisoned(self, batch):
-        losses = original(self, batch)
+    def poisoned(self, batch, skip_transform=None):
+        losses = original(self, batch, skip_transform)
         if self.current_epoch == 1:
             losses["loss"] = losses["loss"] * math.nan
         return losses
@@ -133,7 +134,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch: p
         train(cfg)
     last = tmp_path / "out/checkpoints/ear/last.ckpt"
     assert torch.load(last, weights_only=False)["epoch"] == 0
-    assert load_results(tmp_path / "out")["ear"]["status"] == "failed"
+    stored = load_results(tmp_path / "out")["ear"]
+    assert stored["status"] == "failed" and stored["checkpoint"] == str(last)  # what the failed stage trained
 
 
 def test_cli_overrides_as_documented(tmp_path: Path, synthetic_mvtec: Path) -> None:

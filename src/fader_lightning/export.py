@@ -90,11 +90,8 @@ class ExportableDetector(nn.Module):
             masks = self.fixed_masks.expand(images.shape[0], *self.fixed_masks.shape[1:])
         if self.fader is None:
             return self.ear.scorer(images, self.ear.reconstruct(images, masks))
-        obfuscated = self.ear.obfuscation(images, masks)
-        skips, bottleneck = self.ear.unet.encode(obfuscated)
-        skips, _, soft_mask = self.fader.transform_with_outputs(skips, obfuscated)
-        anomaly_map, score = self.ear.scorer(images, self.ear.unet.decode(bottleneck, skips))
-        return anomaly_map, score, soft_mask
+        out = self.fader.detect(self.ear, images, masks)
+        return out["anomaly_map"], out["score"], out["soft"]
 
 
 def mask_method(ear: EARModel) -> tuple[str, dict[str, Any]]:
@@ -225,6 +222,9 @@ def describe(
             "source": fader.source,
             "levels": list(fader.levels),
             "enabled": fader.enabled,
+            "use": fader.use,
+            "attenuate_masked": fader.attenuate_masked,
+            "residual_region": fader.residual_region,
             "mapping": soft.mapping,
             "calibrated": soft.is_calibrated,
             "tau": float(soft.tau),

@@ -31,7 +31,9 @@ from fader_lightning.errors import ConfigError, FaderError
 from fader_lightning.masking import MASKING_METHODS
 from fader_lightning.models import InpaintingModule
 from fader_lightning.results import record_stage
+from fader_lightning.run_dir import prepare_run_dir, run_lock
 from fader_lightning.stage1_store import stage1_key
+from fader_lightning.utils.io import atomic_save
 from fader_lightning.utils.provenance import environment
 from fader_lightning.utils.wandb_setup import finish_wandb, log_config
 
@@ -141,6 +143,7 @@ def run_stage(
     key = stage1_key(cfg) if reuse else None
     stored = stage1_store.lookup(cfg.paths.stage1_store, key) if reuse else None
     model = InpaintingModule.load_from_checkpoint(stored) if stored else build(spec)
+    model.set_evaluation(cfg.model.scoring, cfg.model.fpr_limit, cfg.model.map_storage)
     trainer: L.Trainer = build(
         cfg.trainer,
         callbacks=build_callbacks(cfg, stage, output_dir),
@@ -158,9 +161,12 @@ def run_stage(
     else:
         start = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") if stage == "ear" else None)
-        checkpoint = output_dir / "checkpoints" / stage / "last.ckpt"
-        if not checkpoint.exists():  # fast_dev_run and other checkpoint-free runs: keep the final weights anyway
-            trainer.save_checkpoint(checkpoint)
+        # the file the checkpoint callback wrote, never a name guessed from the folder
+        callback = trainer.checkpoint_callback
+        written = (callback.last_model_path or callback.best_model_path) if callback else ""
+        checkpoint = Path(written) if written else stage_checkpoint(output_dir, stage)
+        if not written:  # fast_dev_run and other checkpoint-free runs: keep the final weights anyway
+            atomic_save(checkpoint, trainer.save_checkpoint)
         entry.update(
             {
                 "train_seconds": round(time.perf_counter() - start, 3),
@@ -182,9 +188,15 @@ def run_stage(
         trainer.test(model, datamodule=datamodule, verbose=False)
         test_seconds = time.perf_counter() - start
         entry["metrics"] = model.test_metrics
+        entry["diagnostics"] = model.test_diagnostics
         entry["test_images"] = len(datamodule.test_samples)
         entry["test_ms_per_image"] = round(1000 * test_seconds / max(len(datamodule.test_samples), 1), 3)
     return entry
+
+
+def stage_checkpoint(output_dir: Path, stage: str) -> Path:
+    """Where a stage's final checkpoint lives in its run folder (``checkpoints/<stage>/last.ckpt``)."""
+    return output_dir / "checkpoints" / stage / "last.ckpt"
 
 
 def check_launch(cfg: DictConfig) -> None:
@@ -243,6 +255,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"stage={cfg.stage!r} is unknown; use one of {', '.join(STAGES)}")
     check_launch(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank != 0:  # DDP ranks > 0 re-enter here while rank 0 holds the folder
+        return run_stages(cfg, output_dir)
+    prepare_run_dir(output_dir, resume=bool(cfg.get("ckpt_path")), overwrite=bool(cfg.get("overwrite", False)))
+    with run_lock(output_dir):
+        return run_stages(cfg, output_dir)
+
+
+def run_stages(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """The stages of ``cfg.stage``, each recorded in ``metrics.json`` (see :func:`train`).
+
+    Args:
+        cfg: Full config.
+        output_dir: The run folder.
+
+    Returns:
+        ``{stage: entry}`` of the stages run.
+    """
     L.seed_everything(cfg.seed, workers=True)
     stages = STAGES[cfg.stage]
     results: dict[str, Any] = {}
@@ -260,10 +289,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             entry = run_stage(cfg, stage, datamodule, output_dir, stage1_ckpt)
         except Exception as err:
             for skipped in stages[index:]:  # later stages cannot run either; mark them so tables show it
-                error = f"{type(err).__name__}: {err}"
-                record(
-                    output_dir, skipped, {**provenance(cfg, skipped, output_dir), "status": "failed", "error": error}
-                )
+                failed = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+                trained = stage_checkpoint(output_dir, skipped)
+                if trained.is_file():  # what the failed stage trained before it stopped
+                    failed["checkpoint"] = str(trained)
+                record(output_dir, skipped, {**provenance(cfg, skipped, output_dir), **failed})
             finish_wandb(exit_code=1)
             raise
         finally:

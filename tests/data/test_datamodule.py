@@ -1,6 +1,8 @@
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from fader_lightning.data import FolderDataModule, MVTecADDataModule
 from fader_lightning.errors import ConfigError, DataError
@@ -94,3 +96,14 @@ def test_generated_tree_is_built_once_and_rebuilt_on_new_settings(tmp_path: Path
     ensure_mvtec_tree(root, ["synth_object"], **{**settings, "n_train": 3})
     assert len(list((root / "synth_object/train/good").iterdir())) == 3
     assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]  # no staging folder left behind
+
+
+def test_decoded_images_are_cached_per_split(synthetic_mvtec: Path, tmp_path: Path) -> None:
+    root = Path(shutil.copytree(synthetic_mvtec, tmp_path / "copy"))
+    dm = MVTecADDataModule(root, "synth_object", image_size=32, train_batch_size=4)
+    dm.setup()
+    first = next(iter(dm.test_dataloader()))
+    for sample in dm.test_samples[: len(first)]:
+        sample.image_path.rename(sample.image_path.with_suffix(".moved"))  # a second read would now fail
+    again = next(iter(dm.test_dataloader()))
+    assert torch.equal(first.image, again.image) and torch.equal(first.mask, again.mask)

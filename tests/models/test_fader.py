@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from fader_lightning.errors import ConfigError
+from fader_lightning.masking import Obfuscation, build_mask_generator
 from fader_lightning.models import fader as fader_module
+from fader_lightning.models.ear import EARModel
 from fader_lightning.models.fader import (
     FADeR,
     PatchErrorPredictor,
@@ -17,6 +19,7 @@ from fader_lightning.models.fader import (
     ranking_loss,
     ranking_loss_pairs,
 )
+from fader_lightning.models.scoring import AnomalyScorer, box_filter, raw_anomaly_map
 from fader_lightning.models.unet import UNet
 
 WIDTHS = (8, 16, 32, 64)
@@ -112,32 +115,73 @@ def test_zero_mask_patch_zeroes_its_region(encoded, levels: tuple[int, ...]) -> 
         assert torch.equal(attenuated, expected)
 
 
-def test_fader_transform_matches_parts(net: UNet, encoded) -> None:
-    x, skips, bottleneck = encoded
+def tiny_ear(net: UNet) -> EARModel:
+    """Checkerboard masks (4 px cells), mosaic fill and the default scorer around ``net``."""
+    return EARModel(net, build_mask_generator("checkerboard", cell_size=4), Obfuscation(), AnomalyScorer())
+
+
+def test_detect_matches_parts(net: UNet) -> None:
     torch.manual_seed(2)
-    fader = FADeR(net.skip_channels, patch_size=8, hidden=16, levels=(0, 2))
-    out, pred, weights = fader.transform_with_outputs(skips, x)
-    assert pred.shape == weights.shape == (2, 1, 8, 8)
-    torch.testing.assert_close(pred, fader.predictor(patch_features(skips, x, 8)))
-    torch.testing.assert_close(weights, fader.soft_mask(pred))
-    for got, want in zip(out, attenuate(skips, weights, (0, 2)), strict=True):
-        assert torch.equal(got, want)
-    assert out[1] is skips[1]
-    forward_out = fader(skips, x)
-    assert all(torch.equal(a, b) for a, b in zip(forward_out, out, strict=True))
-    assert net.decode(bottleneck, forward_out).shape == x.shape
-
-
-def test_disabled_fader_is_identity(net: UNet, encoded) -> None:
-    x, skips, bottleneck = encoded
-    fader = FADeR(net.skip_channels, enabled=False)
-    out = fader(skips, x)
-    assert len(out) == len(skips)
-    assert all(o is s for o, s in zip(out, skips, strict=True))
+    ear, fader = tiny_ear(net), FADeR(net.skip_channels, patch_size=8, hidden=16, levels=(0, 2))
+    images = torch.rand(2, 3, 64, 64)
+    masks = ear.masks(images)
     with torch.no_grad():
-        assert torch.equal(net.decode(bottleneck, out), net(x))
-    fader.enabled = True
-    assert not all(o is s for o, s in zip(fader(skips, x), skips, strict=True))
+        out = fader.detect(ear, images, masks)
+        obfuscated = ear.obfuscation(images, masks)
+        skips, bottleneck = net.encode(obfuscated)
+        pred = fader.predictor(patch_features(skips, obfuscated, 8))
+        weights = fader.soft_mask(pred)
+        recon = net.decode(bottleneck, attenuate(skips, weights, (0, 2)))
+    assert out["pred_error"].shape == out["soft"].shape == (2, 1, 8, 8)
+    torch.testing.assert_close(out["pred_error"], pred)
+    torch.testing.assert_close(out["soft"], weights)
+    torch.testing.assert_close(out["recon"], recon)
+    torch.testing.assert_close(out["anomaly_map"], ear.scorer(images, recon)[0])
+
+
+def test_disabled_fader_is_identity(net: UNet) -> None:
+    ear = tiny_ear(net)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    masks = ear.masks(images)
+    with torch.no_grad():
+        stage1 = ear.scorer(images, ear.reconstruct(images, masks))
+        fader = FADeR(net.skip_channels, enabled=False, use="both")
+        fader.residual_fit.copy_(torch.tensor([1.0, 0.5]))
+        out = fader.detect(ear, images, masks)
+    assert torch.equal(out["anomaly_map"], stage1[0]) and torch.equal(out["score"], stage1[1])
+    assert torch.equal(out["soft"], torch.ones_like(out["soft"]))
+
+
+def test_masked_patches_keep_their_skips(net: UNet) -> None:
+    fader = FADeR(net.skip_channels, patch_size=8, attenuate_masked=False)
+    weights = torch.full((1, 1, 2, 2), 0.2)
+    masks = torch.zeros(1, 1, 16, 16)
+    masks[..., :8, :8] = 1  # patch (0, 0) fully hidden
+    masks[..., :4, 8:] = 1  # patch (0, 1) half hidden
+    restricted = fader.restrict(weights, masks)
+    torch.testing.assert_close(restricted[0, 0], torch.tensor([[1.0, 0.6], [0.2, 0.2]]))
+    fader.attenuate_masked = True
+    assert torch.equal(fader.restrict(weights, masks), weights)
+
+
+def test_residual_fit_recovers_a_line_and_is_subtracted(net: UNet) -> None:
+    fader = FADeR(net.skip_channels, patch_size=8, use="residual")
+    preds = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    slope, intercept = fader.fit_residual(preds, 0.3 * preds + 0.05)
+    assert slope == pytest.approx(0.3, abs=1e-6) and intercept == pytest.approx(0.05, abs=1e-6)
+    offset = fader.expected_error(preds, (64, 64))
+    torch.testing.assert_close(offset[:, :, ::8, ::8], 0.3 * preds + 0.05)
+    ear = tiny_ear(net)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    masks = ear.masks(images)
+    with torch.no_grad():
+        out = fader.detect(ear, images, masks)
+        recon = ear.reconstruct(images, masks)
+        expected = box_filter(raw_anomaly_map(images, recon) - fader.expected_error(out["pred_error"], (64, 64)), 5)
+    assert torch.equal(out["recon"], recon)  # residual alone never touches the skips
+    torch.testing.assert_close(out["anomaly_map"], expected)
+    with pytest.raises(ValueError, match="one shape"):
+        fader.fit_residual(preds, preds[:1])
 
 
 def test_pixel_source_fader(net: UNet, encoded) -> None:
@@ -212,6 +256,14 @@ def test_calibrate_constant_predictions(caplog: pytest.LogCaptureFixture) -> Non
     assert torch.all(weights > 0) and torch.all(weights <= 1)
 
 
+def test_calibrate_max_is_the_largest_prediction() -> None:
+    preds = torch.randn(200, generator=torch.Generator().manual_seed(7))
+    mask = SoftMask()
+    tau, _ = mask.calibrate(preds, quantile="max")
+    assert tau == pytest.approx(float(preds.max()))
+    assert bool((mask(preds) >= 0.5).all())  # no calibration patch is attenuated
+
+
 def test_calibrate_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="empty"):
         SoftMask().calibrate(torch.empty(0))
@@ -219,6 +271,8 @@ def test_calibrate_rejects_bad_input() -> None:
         SoftMask().calibrate(torch.tensor([1.0, float("nan")]))
     with pytest.raises(ConfigError, match=r"fader\.quantile"):
         SoftMask().calibrate(torch.rand(10), quantile=1.5)
+    with pytest.raises(ConfigError, match=r"fader\.quantile=highest.*or max"):
+        SoftMask().calibrate(torch.rand(10), quantile="highest")
     with pytest.raises(ConfigError, match=r"fader\.median_quantile"):
         SoftMask().calibrate(torch.rand(10), quantile=0.5, median_quantile=0.9)
 
@@ -363,6 +417,7 @@ def test_gt_targets_carry_no_gradient() -> None:
         ({"levels": ("a",)}, "fader.levels"),
         ({"hidden": 0}, "fader.hidden"),
         ({"patch_size": 0}, "fader.patch_size"),
+        ({"use": "add"}, "fader.use"),
     ],
 )
 def test_bad_fader_settings(kwargs: dict, key: str) -> None:

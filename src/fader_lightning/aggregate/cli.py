@@ -25,6 +25,7 @@ def aggregate(
     out_root: Path = Path("results"),
     include_aupro: bool = False,
     use_wandb: bool = False,
+    include_diagnostics: bool = False,
 ) -> dict[str, Path]:
     """Collect the sweeps and write ``table.md``, ``table.csv``, ``table.tex``, ``chart.png`` and ``provenance.json``.
 
@@ -34,6 +35,7 @@ def aggregate(
         out_root: Results root.
         include_aupro: Show AUPRO next to image and pixel AUROC.
         use_wandb: Log to W&B (also done when a W&B run is already active).
+        include_diagnostics: Tabulate the FADeR test-pass diagnostics next to the AUROCs.
 
     Returns:
         ``{"markdown", "csv", "latex", "chart", "provenance"}`` → path written.
@@ -44,7 +46,7 @@ def aggregate(
     """
     if not name or Path(name).name != name or name in {".", ".."}:
         raise ConfigError(f"--name {name!r} must be a plain folder name (results go to <out>/<name>/)")
-    table = build_table(collect(sweep_dirs), include_aupro=include_aupro)
+    table = build_table(collect(sweep_dirs), include_aupro=include_aupro, include_diagnostics=include_diagnostics)
     out_dir = Path(out_root) / name
     paths = {
         "markdown": write_markdown(table, out_dir / "table.md"),
@@ -68,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", required=True, help="output folder name under --out")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results)")
     parser.add_argument("--aupro", action="store_true", help="also show AUPRO")
+    parser.add_argument(
+        "--diagnostics", action="store_true", help="also show FADeR's test-pass diagnostics (docs/METHOD.md)"
+    )
     parser.add_argument("--wandb", action="store_true", help="log the table and files to W&B (offline without a key)")
     return parser
 
@@ -84,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        paths = aggregate(args.sweep_dirs, args.name, args.out, include_aupro=args.aupro, use_wandb=args.wandb)
+        paths = aggregate(
+            args.sweep_dirs, args.name, args.out, args.aupro, use_wandb=args.wandb, include_diagnostics=args.diagnostics
+        )
     except FaderError as err:
         sys.stderr.write(f"fader-aggregate: {type(err).__name__}: {err}\n")
         return 2

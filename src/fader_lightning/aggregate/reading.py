@@ -21,6 +21,7 @@ import yaml
 
 from fader_lightning.aggregate.table import (
     DEFAULT_VARIANT,
+    DIAGNOSTIC_PREFIX,
     FAILED,
     MISSING,
     NO_VARIANT,
@@ -183,7 +184,10 @@ def _stage_row(job_dir: Path, stage: str, entry: dict[str, Any] | None, spec: di
         seed=_seed(known["seed"]),
         git_commit=(entry.get("environment") or {}).get("git_commit"),
         overrides=tuple(entry.get("overrides") or spec["overrides"]),
-        metrics=entry.get("metrics") or {},
+        metrics={
+            **(entry.get("metrics") or {}),
+            **{f"{DIAGNOSTIC_PREFIX}{key}": value for key, value in (entry.get("diagnostics") or {}).items()},
+        },
         error=error,
     )
 

@@ -26,7 +26,17 @@ OK, FAILED, MISSING, PARTIAL = "ok", "failed", "missing", "partial"
 NOT_APPLICABLE = "not_applicable"  # e.g. FADeR on the multi-pass random_multi baseline
 UNKNOWN = "?"
 STAGE_LABELS = {"ear": "EAR", "fader": "EAR+FADeR"}
-METRIC_LABELS = {"image_auroc": "I-AUROC", "pixel_auroc": "P-AUROC", "aupro": "AUPRO"}
+DIAGNOSTIC_PREFIX = "diag."
+# the test-pass diagnostics tabulated by --diagnostics (fader_lightning.metrics.diagnostics), in percent like the rest
+DIAGNOSTIC_LABELS = {
+    "diag.defect_pixels_masked": "defect px in M",
+    "diag.patch_auroc_visible": "pred. AUROC visible",
+    "diag.attenuated_visible_defect": "att. visible defect",
+    "diag.attenuated_visible_normal": "att. visible normal",
+    "diag.score_change_normal": "score change normal",
+    "diag.score_change_anomalous": "score change anomalous",
+}
+METRIC_LABELS = {"image_auroc": "I-AUROC", "pixel_auroc": "P-AUROC", "aupro": "AUPRO", **DIAGNOSTIC_LABELS}
 DEFAULT_METRICS = ("image_auroc", "pixel_auroc")
 NO_VARIANT = ""  # the variant of every row when the collection has no varying keys
 DEFAULT_VARIANT = "default"  # jobs that set none of the varying keys, when others do
@@ -218,18 +228,27 @@ class Table:
         return Stat(float(np.mean(means)), None, len(means), OK if complete else PARTIAL)
 
 
-def build_table(rows: Sequence[Row], metrics: Sequence[str] = DEFAULT_METRICS, include_aupro: bool = False) -> Table:
+def build_table(
+    rows: Sequence[Row],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    include_aupro: bool = False,
+    include_diagnostics: bool = False,
+) -> Table:
     """Group rows into the paper's table; every category × masking × stage × variant gets a cell, empty ones included.
 
     Args:
         rows: Rows from :func:`collect` (their ``variant`` set by it).
         metrics: Metrics shown for each stage.
         include_aupro: Add ``aupro`` to the metrics.
+        include_diagnostics: Add the test-pass diagnostics of :data:`DIAGNOSTIC_LABELS` (stage-1 cells show the
+            ones that apply to it, the others are empty).
 
     Returns:
         The table.
     """
     metrics = (*metrics, "aupro") if include_aupro and "aupro" not in metrics else tuple(metrics)
+    if include_diagnostics:
+        metrics = (*metrics, *(key for key in DIAGNOSTIC_LABELS if key not in metrics))
     categories = tuple(sorted({row.category for row in rows}))
     maskings = tuple(sorted({row.masking for row in rows}))
     variants = tuple(sorted({row.variant for row in rows}, key=variant_sort_key)) or (NO_VARIANT,)

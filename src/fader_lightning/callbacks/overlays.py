@@ -69,6 +69,7 @@ def overlay_panel(
     threshold: float,
     map_range: tuple[float, float],
     extras: dict[str, Tensor] | None = None,
+    hidden: Tensor | None = None,
 ) -> np.ndarray:
     """Build one overlay row.
 
@@ -79,6 +80,8 @@ def overlay_panel(
         threshold: Map value above which a pixel is predicted defective (NaN: no prediction).
         map_range: Bounds of the heatmap colours, shared by all samples of a run.
         extras: More (H, W) maps in [0, 1] to append (for example FADeR's soft mask).
+        hidden: The (H, W) binary mask M of single-mask models, outlined in blue on the ground-truth panel: the
+            defect parts outside it are the ones the skips copy, which FADeR has to find.
 
     Returns:
         RGB uint8 array (H, W * panels, 3).
@@ -87,7 +90,7 @@ def overlay_panel(
     predicted = amap > threshold if not math.isnan(threshold) else torch.zeros_like(gt_mask, dtype=torch.bool)
     panels = [
         rgb,
-        outline(rgb, gt_mask > 0.5, (0, 255, 0)),
+        outline(outline(rgb, hidden > 0.5, (0, 0, 255)) if hidden is not None else rgb, gt_mask > 0.5, (0, 255, 0)),
         heatmap(amap, *map_range),
         outline(outline(rgb, predicted, (255, 0, 0)), gt_mask > 0.5, (0, 255, 0)),
     ]
@@ -98,7 +101,8 @@ def overlay_panel(
 class OverlayWriter(TestSampleCollector):
     """Writes overlay PNGs for a few test samples spread evenly over the test set.
 
-    Each PNG shows the image, the GT contour (green), the anomaly map, and the predicted region (red,
+    Each PNG shows the image, the GT contour (green; with the hidden mask M in blue for single-mask models), the
+    anomaly map, and the predicted region (red,
     thresholded at the pixel F1-max threshold, an ORACLE picked on the test labels) plus any extra
     per-image maps the module returns (``soft_mask`` for FADeR).
 
@@ -119,7 +123,9 @@ class OverlayWriter(TestSampleCollector):
         folder = self.output_dir / "overlays" / getattr(pl_module, "stage", "test")
         for index, sample in enumerate(self.picked):
             extras = {"soft_mask": sample["soft_mask"]} if sample["soft_mask"] is not None else {}
-            panel = overlay_panel(sample["image"], sample["mask"], sample["amap"], threshold, map_range, extras)
+            panel = overlay_panel(
+                sample["image"], sample["mask"], sample["amap"], threshold, map_range, extras, sample["hidden"]
+            )
             ok, encoded = cv2.imencode(".png", np.ascontiguousarray(panel[..., ::-1]))
             if ok:
                 name = f"{index:02d}_{Path(sample['path']).parent.name}_{Path(sample['path']).stem}.png"

@@ -63,13 +63,15 @@ class TestSampleCollector(L.Callback):
         """Keep the chosen samples of this batch."""
         for i in range(len(batch)):
             if self._seen + i in self._wanted:
-                soft = outputs.get("soft_mask")
+                soft, hidden = outputs.get("soft_mask"), outputs.get("masks")
+                single_mask = hidden is not None and hidden.shape[1] == 1
                 self.picked.append(
                     {
                         "image": batch.image[i].cpu(),
                         "mask": batch.mask[i, 0].cpu(),
                         "amap": outputs["anomaly_map"][i, 0].float().cpu(),
                         "soft_mask": soft[i, 0].float().cpu() if soft is not None else None,
+                        "hidden": hidden[i, 0].cpu() if single_mask else None,
                         "score": float(outputs["score"][i]),
                         "label": int(batch.label[i]),
                         "defect_type": batch.defect_type[i],

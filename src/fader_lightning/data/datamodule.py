@@ -132,6 +132,7 @@ class AnomalyDataModule(L.LightningDataModule):
         self.val_ratio = val_ratio
         self.seed = seed
         self.train_augmentations = list(train_augmentations)
+        self._datasets: dict[str, AnomalyDataset] = {}
         self.check_mask_sizes = check_mask_sizes
         self.train_samples: list[Sample] = []
         self.val_samples: list[Sample] = []
@@ -166,9 +167,14 @@ class AnomalyDataModule(L.LightningDataModule):
                 self.val_samples = list(self.test_samples)
         log.info("%s splits: %s", self.category, split_counts(samples))
 
-    def _loader(self, samples: Sequence[Sample], *, train: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
+        train = split == "train"
         augmentations = self.train_augmentations if train else ()
-        dataset = AnomalyDataset(samples, build_transform(self.image_size, augmentations))
+        if split not in self._datasets:  # one dataset per split, so its decoded-image cache outlives each loader
+            transform = build_transform(self.image_size, augmentations)
+            samples = getattr(self, f"{split}_samples")
+            self._datasets[split] = AnomalyDataset(samples, transform, cache=not augmentations)
+        dataset = self._datasets[split]
         batch_size = self.train_batch_size if train else self.eval_batch_size
         return DataLoader(
             dataset,
@@ -182,12 +188,12 @@ class AnomalyDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, seeded loader over the normal training images."""
-        return self._loader(self.train_samples, train=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation loader per ``val_policy`` (an empty list when the policy is ``none``)."""
-        return self._loader(self.val_samples, train=False) if self.val_samples else []
+        return self._loader("val") if self.val_samples else []
 
     def test_dataloader(self) -> DataLoader:
         """Loader over the test split, in table order."""
-        return self._loader(self.test_samples, train=False)
+        return self._loader("test")

@@ -64,25 +64,38 @@ class AnomalyDataset(Dataset):
     Args:
         samples: The rows to serve.
         transform: Joint albumentations transform (see :func:`~fader_lightning.data.transforms.build_transform`).
+        cache: Keep each transformed image and mask (uint8) in memory after its first read, so later epochs skip
+            decoding and resizing. Only for deterministic transforms (no random augmentation).
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: A.Compose) -> None:
+    def __init__(self, samples: Sequence[Sample], transform: A.Compose, cache: bool = False) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
+    def _read(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded and transformed image ``(H, W, 3)`` and mask ``(H, W)`` of one sample."""
         image = read_image(sample.image_path)
         if sample.mask_path is not None:
             mask = read_mask(sample.mask_path)
         else:
             mask = np.zeros(image.shape[:2], dtype=np.uint8)
         out = self.transform(image=image, mask=mask)
-        image_t = torch.from_numpy(np.array(out["image"])).permute(2, 0, 1).float().div_(255.0)
-        mask_t = torch.from_numpy(np.array(out["mask"])).unsqueeze(0).float()
+        return np.array(out["image"]), np.array(out["mask"])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        if self._cache is not None and index in self._cache:
+            image, mask = self._cache[index]
+        else:
+            image, mask = self._read(sample)
+            if self._cache is not None:
+                self._cache[index] = (image, mask)
+        image_t = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
+        mask_t = torch.from_numpy(mask).unsqueeze(0).float()
         return {
             "image": image_t,
             "mask": mask_t,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 from abc import abstractmethod
+from collections.abc import Mapping
+from typing import Any
 
 import lightning as L
 import torch
@@ -13,6 +15,7 @@ from torch import Tensor
 from fader_lightning.data.dataset import Batch
 from fader_lightning.errors import TrainingError
 from fader_lightning.metrics import AnomalyScoreStore
+from fader_lightning.metrics.diagnostics import TestDiagnostics
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,20 @@ class AnomalyModule(L.LightningModule):
         self.fpr_limit = fpr_limit
         self.store = AnomalyScoreStore(map_dtype=map_storage)
         self.test_metrics: dict[str, float] = {}
+        self.diagnostics = TestDiagnostics()
+        self.test_diagnostics: dict[str, float | None] = {}
+
+    def set_evaluation(self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str) -> None:
+        """Apply a job's evaluation settings to a loaded model (they never change trained weights).
+
+        Args:
+            scoring: Settings of :class:`~fader_lightning.models.scoring.AnomalyScorer`.
+            fpr_limit: FPR limit of AUPRO.
+            map_storage: Storage dtype of test maps.
+        """
+        self.fpr_limit = fpr_limit
+        self.store = AnomalyScoreStore(map_dtype=map_storage)
+        self.hparams.update({"fpr_limit": fpr_limit, "map_storage": map_storage})
 
     @abstractmethod
     def infer(self, images: Tensor) -> dict[str, Tensor]:
@@ -79,15 +96,32 @@ class AnomalyModule(L.LightningModule):
         self.store.update(
             out["score"].detach(), batch.label, out["anomaly_map"].detach().squeeze(1), batch.mask.squeeze(1) > 0.5
         )
+        self.update_diagnostics(batch, out)
         return out
 
+    def update_diagnostics(self, batch: Batch, out: dict[str, Tensor]) -> None:
+        """Add a test batch to :attr:`diagnostics` (single-mask models only).
+
+        See :mod:`fader_lightning.metrics.diagnostics`.
+
+        Args:
+            batch: The test batch.
+            out: What :meth:`infer` returned for it.
+        """
+        masks = out.get("masks")
+        if masks is not None and masks.shape[1] == 1:
+            self.diagnostics.update(out["anomaly_map"], masks, batch.mask, batch.label)
+
     def on_test_epoch_start(self) -> None:
-        """Empty the store before a test pass."""
+        """Empty the store and the diagnostics before a test pass."""
         self.store.reset()
+        self.diagnostics.reset()
 
     def on_test_epoch_end(self) -> None:
         """Compute and log the metrics of the test pass."""
         self.test_metrics = {key: float(value) for key, value in self.store.compute(fpr_limit=self.fpr_limit).items()}
         self.store.reset()
+        self.test_diagnostics = self.diagnostics.compute()
         self.log_dict({f"test/{k}": v for k, v in self.test_metrics.items() if not math.isnan(v)})
+        self.log_dict({f"diagnostics/{k}": v for k, v in self.test_diagnostics.items() if v is not None})
         log.info("%s test metrics: %s", self.stage, {k: round(v, 4) for k, v in self.test_metrics.items()})

@@ -7,8 +7,13 @@ the frozen encoder's skip features of ``I'``), the reconstruction error each pat
 bottleneck (normal context) instead of copying them through the skips. The predictor is trained with the
 Learning-Loss ranking loss (:func:`ranking_loss`) against patch targets from :func:`gt_patch_targets`.
 
-Everything here is pure torch; :class:`FADeR` is the ``skip_transform`` that
-:meth:`fader_lightning.models.ear.EARModel.inpaint` accepts.
+How the prediction is used is a setting (``use``): ``attenuate`` (the paper's soft mask on the skips),
+``residual`` (the prediction, mapped by a line fitted on training normals, is subtracted from the raw anomaly map as
+the error normal content would have) or ``both``. With ``attenuate_masked=False`` patches that the binary mask ``M``
+hid keep their skips: they hold no defect to copy, only the mosaic hint.
+
+Everything here is pure torch; :meth:`FADeR.detect` is the whole one-pass inference shared by the Lightning module
+and the ONNX export.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +30,17 @@ from torch import Tensor, nn
 from fader_lightning.errors import ConfigError
 from fader_lightning.models.scoring import raw_anomaly_map
 
+if TYPE_CHECKING:
+    from fader_lightning.models.ear import EARModel
+
 logger = logging.getLogger(__name__)
 
 SOURCES: tuple[str, ...] = ("skip_features", "pixels")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"leaky_relu": nn.LeakyReLU, "relu": nn.ReLU, "gelu": nn.GELU}
 MAPPINGS: tuple[str, ...] = ("calibrated", "literal")
 MEASURES: tuple[str, ...] = ("msgms", "mse")
+USES: tuple[str, ...] = ("attenuate", "residual", "both")
+RESIDUAL_REGIONS: tuple[str, ...] = ("all", "masked")
 QUANTILE_MAX_ELEMENTS: int = 16_000_000
 """Largest tensor :meth:`SoftMask.calibrate` hands to :func:`torch.quantile` (which rejects inputs past 2**24)."""
 
@@ -233,7 +244,7 @@ class SoftMask(nn.Module):
     def calibrate(
         self,
         preds: Tensor,
-        quantile: float = 0.99,
+        quantile: float | str = 0.99,
         median_quantile: float = 0.5,
         temperature_scale: float = 0.1,
         min_temperature: float = 1e-6,
@@ -247,7 +258,7 @@ class SoftMask(nn.Module):
 
         Args:
             preds (Tensor): Predicted patch errors of normal images, any shape.
-            quantile (float): Quantile giving ``tau``, in ``(0, 1]``.
+            quantile (float | str): Quantile giving ``tau``, in ``(0, 1]``; ``"max"`` is ``1.0``.
             median_quantile (float): Reference quantile of the temperature, in ``[0, quantile]``.
             temperature_scale (float): Positive factor of the quantile spread.
             min_temperature (float): Positive floor of ``T`` (reached, with a warning, for near-constant
@@ -260,8 +271,10 @@ class SoftMask(nn.Module):
             ConfigError: If a calibration setting is out of range.
             ValueError: If ``preds`` is empty or not finite.
         """
-        if not 0 < quantile <= 1:
-            raise ConfigError(f"fader.quantile={quantile} is invalid; use a value in (0, 1] such as 0.99")
+        if quantile == "max":
+            quantile = 1.0
+        if isinstance(quantile, str) or not 0 < quantile <= 1:
+            raise ConfigError(f"fader.quantile={quantile} is invalid; use a value in (0, 1] such as 0.99, or max")
         if not 0 <= median_quantile <= quantile:
             raise ConfigError(
                 f"fader.median_quantile={median_quantile} is invalid; use a value in [0, fader.quantile={quantile}] "
@@ -327,11 +340,11 @@ def attenuate(skips: Sequence[Tensor], soft_mask: Tensor, levels: Sequence[int])
 
 
 class FADeR(nn.Module):
-    """Predictor + soft mask + attenuation: the skip transform of the stage-2 model.
+    """Predictor + soft mask + attenuation (+ residual map): the stage-2 model around a frozen EAR model.
 
-    Use it as ``EARModel.inpaint(obfuscated, skip_transform=fader)``. The predictor sees the skips of ``I'``
-    before attenuation; only skips are changed, never the bottleneck. The encoder must be frozen by the caller
-    (the predictor's input is not detached).
+    :meth:`detect` runs the whole one-pass inference. The predictor sees the skips of ``I'`` before attenuation;
+    only skips are changed, never the bottleneck. The encoder must be frozen by the caller (the predictor's input is
+    not detached).
 
     Args:
         skip_channels (Sequence[int]): Channels of each skip tensor (``UNet.skip_channels``).
@@ -341,12 +354,20 @@ class FADeR(nn.Module):
         activation (str): Predictor activation, ``"leaky_relu"``, ``"relu"`` or ``"gelu"``.
         levels (Sequence[int]): Skip levels to attenuate (``0`` = highest resolution).
         mapping (str): Soft-mask mapping, ``"calibrated"`` or ``"literal"``.
-        enabled (bool): When ``False``, :meth:`forward` returns the skips unchanged.
+        enabled (bool): When ``False``, :meth:`forward` returns the skips unchanged and :meth:`detect` equals the
+            stage-1 model.
         in_channels (int): Channels of the obfuscated image (for ``source="pixels"``).
+        use (str): ``"attenuate"``, ``"residual"`` or ``"both"`` (see the module docstring).
+        attenuate_masked (bool): Whether patches hidden by ``M`` may be attenuated.
+        residual_region (str): Where the expected normal error is subtracted: ``"all"`` pixels, or only the
+            ``"masked"`` ones (inpainted regions, whose normal error the predictor models; visible pixels keep their
+            copy error).
 
     Raises:
         ConfigError: If a setting is invalid.
     """
+
+    residual_fit: Tensor
 
     def __init__(
         self,
@@ -359,8 +380,13 @@ class FADeR(nn.Module):
         mapping: str = "calibrated",
         enabled: bool = True,
         in_channels: int = 3,
+        use: str = "attenuate",
+        attenuate_masked: bool = True,
+        residual_region: str = "all",
     ) -> None:
         super().__init__()
+        _check_choice(use, USES, "fader.use")
+        _check_choice(residual_region, RESIDUAL_REGIONS, "fader.residual_region")
         if patch_size < 1:
             raise ConfigError(f"fader.patch_size={patch_size} is invalid; use a positive integer such as 8")
         self.skip_channels = [int(c) for c in skip_channels]
@@ -372,6 +398,104 @@ class FADeR(nn.Module):
             feature_dim(source, self.skip_channels, patch_size, in_channels), hidden, activation
         )
         self.soft_masker = SoftMask(mapping)
+        self.use = use
+        self.attenuate_masked = attenuate_masked
+        self.residual_region = residual_region
+        # (slope, intercept) of the normal raw error as a function of the prediction (see fit_residual)
+        self.register_buffer("residual_fit", torch.zeros(2))
+
+    @property
+    def attenuates(self) -> bool:
+        """bool: Whether the skips are attenuated (``use`` is ``attenuate`` or ``both``)."""
+        return self.enabled and self.use != "residual"
+
+    @property
+    def subtracts_residual(self) -> bool:
+        """bool: Whether the expected normal error is subtracted from the map (``use`` is ``residual`` or ``both``)."""
+        return self.enabled and self.use != "attenuate"
+
+    def restrict(self, weights: Tensor, masks: Tensor | None) -> Tensor:
+        """Keeps the skips of hidden patches when ``attenuate_masked`` is ``False``.
+
+        Args:
+            weights (Tensor): Soft mask ``(B, 1, h, w)`` on the patch grid.
+            masks (Tensor | None): Binary masks ``(B, 1, H, W)``, ``1`` = hidden; ``None`` changes nothing.
+
+        Returns:
+            Tensor: ``1 - (1 - weights) * (1 - m)``, ``m`` being each patch's hidden fraction (``weights`` itself
+            when hidden patches may be attenuated).
+        """
+        if self.attenuate_masked or masks is None:
+            return weights
+        hidden = patch_mask_fraction(masks, self.patch_size).to(weights.dtype)
+        return 1 - (1 - weights) * (1 - hidden)
+
+    @torch.no_grad()
+    def fit_residual(self, preds: Tensor, errors: Tensor) -> tuple[float, float]:
+        """Least-squares line ``error ~ slope * pred + intercept`` on training normals (for ``use=residual``).
+
+        Args:
+            preds (Tensor): Predicted patch errors, any shape.
+            errors (Tensor): Raw patch errors (``1 - MSGMS`` patch means) of the same shape.
+
+        Returns:
+            tuple[float, float]: ``(slope, intercept)``, also kept in the ``residual_fit`` buffer.
+
+        Raises:
+            ValueError: If the shapes differ or there are fewer than two values.
+        """
+        if preds.shape != errors.shape or preds.numel() < 2:
+            raise ValueError(
+                f"fit_residual needs two tensors of one shape with >= 2 values, got {tuple(preds.shape)} "
+                f"and {tuple(errors.shape)}"
+            )
+        x, y = preds.reshape(-1).double(), errors.reshape(-1).double()
+        variance = (x - x.mean()).pow(2).mean()
+        slope = ((x - x.mean()) * (y - y.mean())).mean() / variance if variance > 0 else x.new_zeros(())
+        intercept = y.mean() - slope * x.mean()
+        self.residual_fit.copy_(torch.stack([slope, intercept]).to(self.residual_fit))
+        return float(slope), float(intercept)
+
+    def expected_error(self, pred: Tensor, size: Sequence[int]) -> Tensor:
+        """Raw error that normal content is expected to have, from the fitted line, at pixel resolution.
+
+        Args:
+            pred (Tensor): Predicted patch errors ``(B, 1, h, w)``.
+            size (Sequence[int]): Image size ``(H, W)``.
+
+        Returns:
+            Tensor: ``(B, 1, H, W)`` offset for :func:`~fader_lightning.models.scoring.anomaly_map`.
+        """
+        line = self.residual_fit.to(pred.dtype)
+        return F.interpolate(line[0] * pred + line[1], size=tuple(size), mode="nearest")
+
+    def detect(self, ear: EARModel, images: Tensor, masks: Tensor) -> dict[str, Tensor]:
+        """One-pass inference of EAR + FADeR: obfuscate, encode, predict, attenuate, decode, score.
+
+        Args:
+            ear (EARModel): The frozen stage-1 model (single mask).
+            images (Tensor): Images ``(B, 3, H, W)`` in ``[0, 1]``.
+            masks (Tensor): Their masks ``(B, 1, H, W)``, ``1`` = hidden.
+
+        Returns:
+            dict[str, Tensor]: ``recon``, ``anomaly_map`` ``(B, 1, H, W)``, ``score`` ``(B,)``, ``pred_error`` and
+            ``soft`` (the weights applied, ``(B, 1, H / P, W / P)``; all ones when nothing is attenuated).
+        """
+        obfuscated = ear.obfuscation(images, masks)
+        skips, bottleneck = ear.unet.encode(obfuscated)
+        pred = self.predict(skips, obfuscated)
+        weights = self.restrict(self.soft_mask(pred), masks)
+        if self.attenuates:
+            skips = attenuate(skips, weights, self.levels)
+        else:
+            weights = torch.ones_like(weights)
+        recon = ear.unet.decode(bottleneck, skips)
+        offset = None
+        if self.subtracts_residual:
+            offset = self.expected_error(pred, images.shape[-2:])
+            offset = offset * masks if self.residual_region == "masked" else offset
+        amap, score = ear.scorer(images, recon, offset)
+        return {"recon": recon, "anomaly_map": amap, "score": score, "pred_error": pred, "soft": weights}
 
     def predict(self, skips: Sequence[Tensor], obfuscated: Tensor) -> Tensor:
         """Predicts the error of every patch.
@@ -399,42 +523,29 @@ class FADeR(nn.Module):
         """
         return self.soft_masker(pred)
 
-    def transform_with_outputs(
-        self, skips: Sequence[Tensor], obfuscated: Tensor
-    ) -> tuple[list[Tensor], Tensor, Tensor]:
-        """Skip transform that also returns the prediction and the soft mask (for losses and visualisation).
-
-        Args:
-            skips (Sequence[Tensor]): Encoder skips of ``obfuscated``.
-            obfuscated (Tensor): Obfuscated images of shape ``(B, C, H, W)``.
-
-        Returns:
-            tuple[list[Tensor], Tensor, Tensor]: The skips (attenuated when :attr:`enabled`, else the same
-            tensors), the predicted patch errors and the soft mask, both of shape ``(B, 1, H / P, W / P)``.
-        """
-        pred = self.predict(skips, obfuscated)
-        weights = self.soft_mask(pred)
-        out = attenuate(skips, weights, self.levels) if self.enabled else list(skips)
-        return out, pred, weights
-
-    def forward(self, skips: Sequence[Tensor], obfuscated: Tensor) -> list[Tensor]:
-        """Attenuates the skips of patches predicted to be badly reconstructed.
-
-        Args:
-            skips (Sequence[Tensor]): Encoder skips of ``obfuscated``, highest resolution first.
-            obfuscated (Tensor): Obfuscated images of shape ``(B, C, H, W)``.
-
-        Returns:
-            list[Tensor]: The attenuated skips, or the very same skip tensors when :attr:`enabled` is ``False``
-            (nothing is computed then).
-        """
-        if not self.enabled:
-            return list(skips)
-        return self.transform_with_outputs(skips, obfuscated)[0]
-
     def extra_repr(self) -> str:
         """Summary shown by ``repr``."""
-        return f"patch_size={self.patch_size}, source={self.source!r}, levels={self.levels}, enabled={self.enabled}"
+        return (
+            f"patch_size={self.patch_size}, source={self.source!r}, levels={self.levels}, enabled={self.enabled}, "
+            f"use={self.use!r}, attenuate_masked={self.attenuate_masked}"
+        )
+
+
+def patch_mask_fraction(masks: Tensor, patch_size: int) -> Tensor:
+    """Hidden fraction of every patch.
+
+    Args:
+        masks (Tensor): Binary masks ``(B, 1, H, W)``, ``1`` = hidden.
+        patch_size (int): Patch side ``P``; must divide ``H`` and ``W``.
+
+    Returns:
+        Tensor: Fractions in ``[0, 1]`` of shape ``(B, 1, H / P, W / P)``.
+
+    Raises:
+        ConfigError: If ``patch_size`` does not divide the mask size.
+    """
+    _check_patch_grid(masks.shape[-2], masks.shape[-1], patch_size)
+    return F.avg_pool2d(masks.float(), patch_size)
 
 
 @torch.no_grad()

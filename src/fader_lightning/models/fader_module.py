@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,61 @@ from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
 from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.metrics.diagnostics import TestDiagnostics
 from fader_lightning.models.base_module import AnomalyModule
-from fader_lightning.models.fader import FADeR, gt_patch_targets, patch_features, ranking_loss
+from fader_lightning.models.fader import (
+    FADeR,
+    gt_patch_targets,
+    patch_features,
+    patch_mask_fraction,
+    ranking_loss,
+)
+from fader_lightning.models.fader_targets import TARGETS, complement_targets, synthetic_defects, synthetic_targets
 from fader_lightning.models.inpainting_module import InpaintingModule, Optimizer, plain
+from fader_lightning.models.scoring import AnomalyScorer
 
 log = logging.getLogger(__name__)
+
+CALIBRATION_SPLITS: tuple[str, ...] = ("train", "val")
+SYNTHETIC_DEFAULTS: dict[str, Any] = {
+    "copies": 2,
+    "kinds": ["cutpaste", "blob"],
+    "min_side": 0.08,
+    "max_side": 0.25,
+    "tie_below": 0.01,
+}
+
+
+@dataclass(frozen=True)
+class PatchRows:
+    """Frozen-model rows of one or more images on the patch grid.
+
+    Features ``(N, D, h, w)`` (float16); training targets, normal raw errors and hidden fractions ``(N, 1, h, w)``.
+    Row 0 is the image itself; the ``synthetic`` target appends corrupted copies, which share the clean image's mask
+    and normal errors.
+    """
+
+    features: Tensor
+    targets: Tensor
+    errors: Tensor
+    hidden: Tensor
+
+    def extend(self, other: PatchRows) -> PatchRows:
+        """These rows followed by ``other``'s."""
+        return PatchRows.cat([self, other])
+
+    def first(self) -> PatchRows:
+        """Row 0 only (the clean image)."""
+        return PatchRows(*(value[:1] for value in self.tensors()))
+
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The four tensors, in field order (``dataclasses.astuple`` would deep-copy them)."""
+        return self.features, self.targets, self.errors, self.hidden
+
+    @staticmethod
+    def cat(rows: list[PatchRows]) -> PatchRows:
+        """All rows of a list, in order."""
+        return PatchRows(*(torch.cat(parts) for parts in zip(*(r.tensors() for r in rows), strict=True)))
 
 
 def load_stage1(ckpt_path: str | Path, expected_unet: Mapping[str, Any] | None = None) -> InpaintingModule:
@@ -70,10 +121,12 @@ def _as_list(value: Any) -> list[Any]:
 class FADeRModule(AnomalyModule):
     """FADeR stage 2: a two-layer patch MLP that attenuates the skips of a frozen EAR model.
 
-    The frozen model's patch features and GT-loss targets of each training image are computed once
-    and cached (keyed by image content), so each epoch only trains the MLP. After every training
-    epoch, τ and T of the soft mask are calibrated on the training normals, before the checkpoint
-    of that epoch is written, so every checkpoint carries them as buffers.
+    The frozen model's patch features and targets of each training image are computed once and cached (keyed by
+    image content), so each epoch only trains the MLP. After every training epoch, τ and T of the soft mask (and,
+    for ``use=residual|both``, the line mapping predictions to normal errors) are fitted on normal images (the
+    training split, or the held-out normals of ``data.val_policy=from_train``), before the checkpoint of that epoch
+    is written, so every checkpoint carries them as buffers. Every test pass also fills :attr:`test_diagnostics`
+    (see :mod:`fader_lightning.metrics.diagnostics`).
 
     Args:
         ckpt_path: Stage-1 checkpoint.
@@ -84,18 +137,25 @@ class FADeRModule(AnomalyModule):
         levels: Skip levels to attenuate (0 = highest resolution).
         mapping: ``calibrated`` soft mask, or ``literal`` (τ = 0, T = 1).
         enabled: ``False`` makes the model identical to stage 1 (ablation).
-        target: GT loss per patch: ``msgms`` (unsmoothed anomaly map) or ``mse``.
+        target: What the MLP ranks: ``msgms``, ``mse``, ``synthetic`` or ``complement``
+            (see :mod:`fader_lightning.models.fader_targets`).
         margin: Ranking-loss margin ξ.
-        calibration: Keyword arguments of :meth:`~fader_lightning.models.fader.SoftMask.calibrate`.
+        calibration: ``split`` (``train`` or ``val``) plus the keyword arguments of
+            :meth:`~fader_lightning.models.fader.SoftMask.calibrate` (``quantile`` may be ``max``).
         optimizer: Partial optimizer; Adam(lr=1e-3) when ``None``.
         expected_unet: U-Net settings the checkpoint must match (``None``: no check).
-        seed: Seed of the random pairing of patches.
+        seed: Seed of the random pairing of patches and of the synthetic defects.
         max_cached_images: Bound of the feature/target cache (augmented data never repeats).
         fpr_limit: FPR limit of AUPRO.
         map_storage: Storage dtype of test maps.
         stage1_settings: Hyper-parameters of the stage-1 model. Filled in from ``ckpt_path`` on first
             construction and stored in the checkpoint, so a FADeR checkpoint loads on its own (its state
             dict holds the frozen stage-1 weights) even after the stage-1 file has moved.
+        use: ``attenuate``, ``residual`` or ``both`` (see :class:`~fader_lightning.models.fader.FADeR`).
+        attenuate_masked: Whether patches hidden by the mask may be attenuated.
+        synthetic: Settings of the ``synthetic`` target: ``copies`` per image, ``kinds``, ``min_side``,
+            ``max_side`` (see :func:`~fader_lightning.models.fader_targets.synthetic_defects`) and ``tie_below``.
+        residual_region: ``all`` or ``masked`` (see :class:`~fader_lightning.models.fader.FADeR`).
     """
 
     stage = "fader"
@@ -120,13 +180,17 @@ class FADeRModule(AnomalyModule):
         fpr_limit: float = 0.3,
         map_storage: str = "float16",
         stage1_settings: Mapping[str, Any] | None = None,
+        use: str = "attenuate",
+        attenuate_masked: bool = True,
+        synthetic: Mapping[str, Any] | None = None,
+        residual_region: str = "all",
     ) -> None:
         super().__init__(fpr_limit=fpr_limit, map_storage=map_storage)
-        if target not in ("msgms", "mse"):
-            raise ConfigError(f"fader.target={target!r} is unknown; use msgms or mse")
+        if target not in TARGETS:
+            raise ConfigError(f"fader.target={target!r} is unknown; use one of {', '.join(TARGETS)}")
         if margin < 0:
             raise ConfigError(f"fader.margin={margin} must be >= 0")
-        calibration, expected_unet = plain(calibration), plain(expected_unet)
+        calibration, expected_unet, synthetic = plain(calibration), plain(expected_unet), plain(synthetic)
         levels = tuple(int(level) for level in levels)
         if stage1_settings is None:
             stage1 = load_stage1(ckpt_path, expected_unet)
@@ -143,13 +207,30 @@ class FADeRModule(AnomalyModule):
         self.ear.requires_grad_(False)
         self.ear.eval()
         self.fader = FADeR(
-            self.ear.unet.skip_channels, patch_size, source, hidden, activation, levels, mapping, enabled
-        )
+            self.ear.unet.skip_channels, patch_size, source, hidden, activation, levels, mapping, enabled,
+            use=use, attenuate_masked=attenuate_masked, residual_region=residual_region,
+        )  # fmt: skip
         self.stage1_hparams = dict(stage1_settings)
+        self.calibration_split = calibration.pop("split", "train")
+        if self.calibration_split not in CALIBRATION_SPLITS:
+            raise ConfigError(
+                f"fader.calibration.split={self.calibration_split!r} is unknown; use one of "
+                f"{', '.join(CALIBRATION_SPLITS)}"
+            )
         self.calibration = calibration
+        self.synthetic = {**SYNTHETIC_DEFAULTS, **synthetic}
         self.optimizer_factory = optimizer
-        self._cache: dict[str, tuple[Tensor, Tensor]] = {}
+        self._cache: dict[str, PatchRows] = {}
+        self._calibration_cache: dict[str, PatchRows] = {}
         self._pairing = torch.Generator().manual_seed(seed)
+        self.diagnostics = TestDiagnostics(patch_size)
+
+    def set_evaluation(self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str) -> None:
+        """Apply a job's evaluation settings; the frozen model's scorer is replaced and recorded with it."""
+        super().set_evaluation(scoring, fpr_limit, map_storage)
+        self.ear.scorer = AnomalyScorer(**plain(scoring))
+        self.stage1_hparams["scoring"] = plain(scoring)
+        self.hparams["stage1_settings"] = self.stage1_hparams
 
     def train(self, mode: bool = True) -> FADeRModule:
         """Switch modes, keeping the frozen stage-1 model in eval mode (BatchNorm statistics stay fixed)."""
@@ -158,60 +239,134 @@ class FADeRModule(AnomalyModule):
         return self
 
     @torch.no_grad()
-    def _features_and_targets(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Frozen-model patch features of I' and GT-loss targets, from the cache where possible.
+    def _rows(self, images: Tensor, cache: dict[str, PatchRows], training_rows: bool) -> list[PatchRows]:
+        """Frozen-model patch rows of each image, from ``cache`` where possible.
 
         Features are kept in float16 whether fresh or cached, so every epoch sees the same values.
         """
         keys = [hashlib.sha1(img.detach().cpu().numpy().tobytes()).hexdigest() for img in images]
-        rows = {key: self._cache[key] for key in keys if key in self._cache}
+        rows = {key: cache[key] for key in keys if key in cache}
         missing = [i for i, key in enumerate(keys) if key not in rows]
         if missing:
-            subset = images[missing]
-            masks = self.ear.masks(subset)
-            obfuscated = self.ear.obfuscation(subset, masks)
-            skips, bottleneck = self.ear.unet.encode(obfuscated)
-            recon = self.ear.unet.decode(bottleneck, skips)
-            features = patch_features(skips, obfuscated, self.fader.patch_size, self.fader.source)
-            targets = gt_patch_targets(subset, recon, self.fader.patch_size, self.hparams.target)
-            for j, i in enumerate(missing):
-                rows[keys[i]] = (features[j].to("cpu", torch.float16), targets[j].cpu())
-                if len(self._cache) < self.hparams.max_cached_images:
-                    self._cache[keys[i]] = rows[keys[i]]
-        features = torch.stack([rows[k][0] for k in keys]).to(images.device, torch.float32)
-        return features, torch.stack([rows[k][1] for k in keys]).to(images.device)
+            fresh = self._compute_rows(images[missing], [keys[i] for i in missing], training_rows)
+            for i, row in zip(missing, fresh, strict=True):
+                rows[keys[i]] = row
+                if len(cache) < self.hparams.max_cached_images:
+                    cache[keys[i]] = row
+        return [rows[key] for key in keys]
+
+    def _compute_rows(self, images: Tensor, keys: list[str], training_rows: bool) -> list[PatchRows]:
+        """Features, targets, normal errors and hidden fractions of fresh images (one frozen pass + the target's)."""
+        size = self.fader.patch_size
+        masks = self.ear.masks(images)
+        obfuscated = self.ear.obfuscation(images, masks)
+        skips, bottleneck = self.ear.unet.encode(obfuscated)
+        recon = self.ear.unet.decode(bottleneck, skips)
+        features = patch_features(skips, obfuscated, size, self.fader.source)
+        errors = gt_patch_targets(images, recon, size)
+        hidden = patch_mask_fraction(masks, size)
+        target = self.hparams.target
+        if not training_rows:
+            targets = errors
+        elif target in ("msgms", "mse"):
+            targets = errors if target == "msgms" else gt_patch_targets(images, recon, size, "mse")
+        elif target == "complement":
+            targets = complement_targets(self.ear, images, masks, recon, size)
+        else:
+            targets = torch.zeros_like(errors)  # a clean image adds no error: its synthetic rows follow
+        rows = [
+            PatchRows(features[j : j + 1].to("cpu", torch.float16), targets[j : j + 1].cpu(), errors[j : j + 1].cpu(),
+                      hidden[j : j + 1].cpu())
+            for j in range(len(images))
+        ]  # fmt: skip
+        if training_rows and target == "synthetic":
+            for j, key in enumerate(keys):
+                rows[j] = rows[j].extend(self._synthetic_rows(images[j], masks[j], rows[j], key))
+        return rows
+
+    def _synthetic_rows(self, image: Tensor, mask: Tensor, clean_row: PatchRows, key: str) -> PatchRows:
+        """``copies`` corrupted versions of one image, seeded by the run seed and the image content."""
+        settings = self.synthetic
+        copies = int(settings["copies"])
+        generator = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + int(key[:12], 16))
+        clean = image.unsqueeze(0).expand(copies, -1, -1, -1)
+        corrupted, _ = synthetic_defects(
+            clean, generator, settings["kinds"], settings["min_side"], settings["max_side"]
+        )
+        masks = mask.unsqueeze(0).expand(copies, -1, -1, -1)
+        skips, obfuscated, targets = synthetic_targets(
+            self.ear, clean, corrupted, masks, self.fader.patch_size, settings["tie_below"]
+        )
+        features = patch_features(skips, obfuscated, self.fader.patch_size, self.fader.source)
+        return PatchRows(
+            features.to("cpu", torch.float16),
+            targets.cpu(),
+            clean_row.errors.expand(copies, -1, -1, -1),
+            clean_row.hidden.expand(copies, -1, -1, -1),
+        )
+
+    def _features_and_targets(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Training features ``(N, D, h, w)`` and targets ``(N, 1, h, w)`` of a batch (``N >= B``)."""
+        rows = PatchRows.cat(self._rows(images, self._cache, training_rows=True))
+        return rows.features.to(images.device, torch.float32), rows.targets.to(images.device)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        """Ranking loss between predicted and GT patch errors of normal images."""
+        """Ranking loss between predicted and target patch errors of normal images."""
         features, targets = self._features_and_targets(batch.image)
         pred = self.fader.predictor(features)
         loss = self.check_finite(ranking_loss(pred, targets, self.hparams.margin, self._pairing))
         self.log("train/rank_loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
+    def _calibration_rows(self) -> PatchRows | None:
+        """Clean-image rows of the calibration split (the first row of each cached training image, or val)."""
+        if self.calibration_split == "train":
+            rows = [row.first() for row in self._cache.values()]
+        else:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            loader = datamodule.val_dataloader() if datamodule is not None else []
+            if not loader:
+                raise ConfigError(
+                    "fader.calibration.split=val needs held-out normal images: set data.val_policy=from_train "
+                    "(or use fader.calibration.split=train)"
+                )
+            rows = []
+            for batch in loader:
+                rows += self._rows(batch.image.to(self.device), self._calibration_cache, training_rows=False)
+        return PatchRows.cat(rows) if rows else None
+
     def on_train_epoch_end(self) -> None:
-        """Calibrate τ and T on the cached training normals (runs before the epoch's checkpoint)."""
-        if not self._cache:
+        """Calibrate τ and T (and fit the residual line) on normal images, before the epoch's checkpoint."""
+        rows = self._calibration_rows()
+        if rows is None:
             return
         with torch.no_grad():
-            features = torch.stack([f for f, _ in self._cache.values()]).to(self.device, torch.float32)
-            preds = torch.cat([self.fader.predictor(chunk) for chunk in features.split(64)])
-        tau, temperature = self.fader.soft_masker.calibrate(preds, **self.calibration)
+            features = rows.features.to(self.device, torch.float32)
+            preds = torch.cat([self.fader.predictor(chunk) for chunk in features.split(64)]).cpu()
+        attenuable = preds if self.fader.attenuate_masked else preds[rows.hidden < 0.5]
+        tau, temperature = self.fader.soft_masker.calibrate(
+            attenuable if attenuable.numel() else preds, **self.calibration
+        )
         self.log_dict({"calib/tau": tau, "calib/temperature": temperature})
+        if self.fader.subtracts_residual:
+            slope, intercept = self.fader.fit_residual(preds, rows.errors)
+            self.log_dict({"calib/residual_slope": slope, "calib/residual_intercept": intercept})
 
     def infer(self, images: Tensor) -> dict[str, Tensor]:
         """One pass: mask, obfuscate, encode, predict and attenuate skips, decode, score."""
-        outputs: dict[str, Tensor] = {}
-
-        def attenuate(skips: list[Tensor], obfuscated: Tensor) -> list[Tensor]:
-            skips, outputs["pred_error"], outputs["soft"] = self.fader.transform_with_outputs(skips, obfuscated)
-            return skips
-
         masks = self.ear.masks(images)
-        recon = self.ear.reconstruct(images, masks, skip_transform=attenuate)
-        amap, score = self.ear.scorer(images, recon)
-        soft_full = F.interpolate(outputs.pop("soft"), size=images.shape[-2:], mode="nearest")
-        return {"recon": recon, "anomaly_map": amap, "score": score, "masks": masks, "soft_mask": soft_full, **outputs}
+        out = self.fader.detect(self.ear, images, masks)
+        soft_full = F.interpolate(out.pop("soft"), size=images.shape[-2:], mode="nearest")
+        return {**out, "masks": masks, "soft_mask": soft_full}
+
+    def update_diagnostics(self, batch: Batch, out: dict[str, Tensor]) -> None:
+        """Diagnostics of one test batch, with the stage-1 score of the same images for the score change."""
+        size = self.fader.patch_size
+        base_score = self.ear.scorer(batch.image, self.ear.reconstruct(batch.image, out["masks"]))[1]
+        self.diagnostics.update(
+            out["anomaly_map"], out["masks"], batch.mask, batch.label, pred=out["pred_error"],
+            soft=F.avg_pool2d(out["soft_mask"], size), score_change=out["score"] - base_score,
+        )  # fmt: skip
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam (or the configured optimizer) on the FADeR MLP only."""
@@ -225,7 +380,10 @@ class FADeRModule(AnomalyModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the masker's weights from the freshly loaded stage-1 model, for strict loading."""
+        """Restore the masker's weights from the freshly loaded stage-1 model, for strict loading.
+
+        Checkpoints written before the residual use existed get its (unused) zero line.
+        """
         for key, value in self.state_dict().items():
-            if key.startswith("ear.masker."):
+            if key.startswith("ear.masker.") or key == "fader.residual_fit":
                 checkpoint["state_dict"].setdefault(key, value)

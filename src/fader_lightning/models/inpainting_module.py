@@ -13,6 +13,8 @@ from fader_lightning.data.dataset import Batch
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.ear import build_ear_model
 from fader_lightning.models.losses import InpaintingLoss
+from fader_lightning.models.scoring import AnomalyScorer
+from fader_lightning.models.skip_dropout import PatchSkipDropout
 
 MASKER_PREFIX = "model.masker."
 Optimizer = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -53,6 +55,8 @@ class InpaintingModule(AnomalyModule):
         mask_cache_dir: Disk cache of deterministic masks (``None``: memory only).
         fpr_limit: FPR limit of AUPRO.
         map_storage: Storage dtype of test maps.
+        skip_dropout: Settings of :class:`~fader_lightning.models.skip_dropout.PatchSkipDropout` (``p``,
+            ``levels``, ``patch_size``), applied in training steps only; ``None`` or ``p = 0`` trains without it.
     """
 
     stage = "ear"
@@ -69,20 +73,31 @@ class InpaintingModule(AnomalyModule):
         mask_cache_dir: str | None = None,
         fpr_limit: float = 0.3,
         map_storage: str = "float16",
+        skip_dropout: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(fpr_limit=fpr_limit, map_storage=map_storage)
-        unet, masking, fill, loss, scoring = (plain(s) for s in (unet, masking, fill, loss, scoring))
+        unet, masking, fill, loss, scoring, skip_dropout = (
+            plain(s) for s in (unet, masking, fill, loss, scoring, skip_dropout)
+        )
         masking = masking or {"name": "saliency"}
         # Optimizer factories stay out of the hyper-parameters: checkpoints then hold only plain data and
         # load with torch's safe weights-only unpickler; the run's metrics.json keeps the full config.
         self.save_hyperparameters(
             {"unet": unet, "masking": masking, "fill": fill, "loss": loss, "scoring": scoring,
-             "mask_cache_dir": mask_cache_dir, "fpr_limit": fpr_limit, "map_storage": map_storage}
+             "mask_cache_dir": mask_cache_dir, "fpr_limit": fpr_limit, "map_storage": map_storage,
+             "skip_dropout": skip_dropout}
         )  # fmt: skip
         self.model = build_ear_model(unet, masking, fill, scoring, mask_cache_dir)
         self.loss_fn = InpaintingLoss(**loss)
+        self.skip_dropout = PatchSkipDropout(**skip_dropout) if skip_dropout.get("p", 0) > 0 else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+
+    def set_evaluation(self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str) -> None:
+        """Apply a job's evaluation settings, the scorer included (see :meth:`AnomalyModule.set_evaluation`)."""
+        super().set_evaluation(scoring, fpr_limit, map_storage)
+        self.model.scorer = AnomalyScorer(**plain(scoring))
+        self.hparams["scoring"] = plain(scoring)
 
     def setup(self, stage: str) -> None:
         """Check that the data's image size fits the U-Net stride before anything runs."""
@@ -90,13 +105,13 @@ class InpaintingModule(AnomalyModule):
         if datamodule is not None and hasattr(datamodule, "image_size"):
             self.model.unet.check_input_size(*datamodule.image_size)
 
-    def _losses(self, batch: Batch) -> dict[str, Tensor]:
-        recon = self.model.reconstruct(batch.image)
+    def _losses(self, batch: Batch, skip_transform: PatchSkipDropout | None = None) -> dict[str, Tensor]:
+        recon = self.model.reconstruct(batch.image, skip_transform=skip_transform)
         return self.loss_fn(recon, batch.image)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        """One optimisation step on normal images."""
-        losses = self._losses(batch)
+        """One optimisation step on normal images (with patch-wise skip dropout when configured)."""
+        losses = self._losses(batch, self.skip_dropout)
         self.check_finite(losses["loss"])
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(batch))
         return losses["loss"]

@@ -114,8 +114,9 @@ def anomaly_map(
     reference_size: int = 256,
     reference_kernel: int = 21,
     smooth: bool = True,
+    offset: Tensor | None = None,
 ) -> Tensor:
-    """Anomaly map ``1 - MSGMS`` averaged over channels and (optionally) mean-filtered.
+    """Anomaly map ``1 - MSGMS`` averaged over channels, minus an optional offset, and (optionally) mean-filtered.
 
     Args:
         image (Tensor): Images of shape ``(B, C, H, W)`` in ``[0, 1]``.
@@ -125,7 +126,9 @@ def anomaly_map(
         num_scales (int): Number of MSGMS scales.
         reference_size (int): Image height at which ``reference_kernel`` applies.
         reference_kernel (int): Odd box-filter size at ``reference_size``.
-        smooth (bool): Apply the box filter; ``False`` returns :func:`raw_anomaly_map`.
+        smooth (bool): Apply the box filter; ``False`` returns :func:`raw_anomaly_map` minus ``offset``.
+        offset (Tensor | None): Expected raw error of normal content, broadcastable to ``(B, 1, H, W)``, subtracted
+            before smoothing (FADeR's residual use); ``None`` subtracts nothing.
 
     Returns:
         Tensor: Map of shape ``(B, 1, H, W)``.
@@ -134,6 +137,8 @@ def anomaly_map(
         ConfigError: If a kernel size is not odd and positive.
     """
     amap = raw_anomaly_map(image, recon, num_scales=num_scales)
+    if offset is not None:
+        amap = amap - offset
     if not smooth:
         return amap
     if kernel_size is None:
@@ -224,12 +229,13 @@ class AnomalyScorer(nn.Module):
         self.pooling = pooling
         self.topk_fraction = topk_fraction
 
-    def forward(self, image: Tensor, recon: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, image: Tensor, recon: Tensor, offset: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Computes anomaly maps and image scores.
 
         Args:
             image (Tensor): Images of shape ``(B, C, H, W)`` in ``[0, 1]``.
             recon (Tensor): Reconstructions of the same shape.
+            offset (Tensor | None): Raw-map offset subtracted before smoothing (see :func:`anomaly_map`).
 
         Returns:
             tuple[Tensor, Tensor]: Maps of shape ``(B, 1, H, W)`` and scores of shape ``(B,)``.
@@ -242,5 +248,6 @@ class AnomalyScorer(nn.Module):
             reference_size=self.reference_size,
             reference_kernel=self.reference_kernel,
             smooth=self.smooth,
+            offset=offset,
         )
         return amap, image_score(amap, self.pooling, self.topk_fraction)

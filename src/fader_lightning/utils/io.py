@@ -10,8 +10,24 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path``, unique per process and call, with the mode a plain open would give."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write bytes to a temporary file in the same folder, fsync it, then rename it over ``path``.
+
+    The file gets the mode a plain ``open`` would give it (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
 
     Args:
         path: Destination file (its folder is created).
@@ -22,7 +38,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temporary(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -64,6 +80,8 @@ def atomic_write_json(path: str | Path, payload: Any) -> Path:
 def atomic_save(path: str | Path, save: Callable[[Path], None]) -> Path:
     """Run a writer on a temporary path in the destination folder, then rename it into place.
 
+    The temporary name is unique per process and call, so two writers of one folder never collide.
+
     Args:
         path: Destination file.
         save: Callable that writes the file at the path it is given (for example ``image.save``).
@@ -73,7 +91,10 @@ def atomic_save(path: str | Path, save: Callable[[Path], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fd, name = _temporary(path)
+    os.close(fd)
+    tmp = Path(name).with_suffix(f".tmp{path.suffix}")  # writers such as cv2 pick the format from the suffix
+    os.replace(name, tmp)
     try:
         save(tmp)
         os.replace(tmp, path)

@@ -1,0 +1,29 @@
+"""Checkpoints that appear whole: written under a temporary name, then renamed into place."""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class AtomicModelCheckpoint(ModelCheckpoint):
+    """:class:`~lightning.pytorch.callbacks.ModelCheckpoint` whose files are replaced atomically.
+
+    With the default config (no monitor, ``save_top_k=1``, ``filename=last``) ``last.ckpt`` is a real file that is
+    never missing and never half written, whenever the job is killed: each epoch's checkpoint is written to
+    ``last.ckpt.<pid>.tmp`` and renamed over the previous one.
+    """
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        tmp = f"{filepath}.{os.getpid()}.tmp"
+        try:
+            super()._save_checkpoint(trainer, tmp)
+            if trainer.is_global_zero:
+                os.replace(tmp, filepath)
+        finally:
+            if trainer.is_global_zero and os.path.exists(tmp):
+                os.remove(tmp)
+        trainer.strategy.barrier("atomic_checkpoint")
+        self._last_checkpoint_saved = filepath

@@ -1,0 +1,157 @@
+"""What the FADeR predictor learns to rank: patch targets computed from normal training images only.
+
+* ``msgms`` / ``mse``: the patch error of the frozen stage-1 reconstruction of ``I'`` (the reconstruction of the
+  paper). On normal images it mostly says which patches the mask hid.
+* ``synthetic``: defects are pasted into the normal image anywhere (:func:`synthetic_defects`), the mask ``M`` of the
+  *clean* image is kept, and the target is the error the pasted content adds to the reconstruction, measured
+  against the clean image (:func:`synthetic_targets`). Patches whose skips would leak a defect score high; hidden
+  patches and untouched ones score zero.
+* ``complement``: the error each patch has when it is inpainted, from a second pass with the complementary mask
+  ``1 - M`` (:func:`complement_targets`): how predictable the patch is from its context, whether ``M`` hid it or
+  not. Training only; inference stays one pass.
+
+All functions are pure torch and run without gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fader_lightning.errors import ConfigError
+from fader_lightning.models.fader import gt_patch_targets
+from fader_lightning.models.scoring import raw_anomaly_map
+
+if TYPE_CHECKING:
+    from fader_lightning.models.ear import EARModel
+
+TARGETS: tuple[str, ...] = ("msgms", "mse", "synthetic", "complement")
+DEFECT_KINDS: tuple[str, ...] = ("cutpaste", "blob")
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def _randint(generator: torch.Generator, low: int, high: int) -> int:
+    """Integer in ``[low, high]``."""
+    return int(torch.randint(low, high + 1, (), generator=generator))
+
+
+def _blob(height: int, width: int, generator: torch.Generator) -> Tensor:
+    """A smooth random blob: low-resolution noise, upsampled bicubically and thresholded, ``(H, W)`` in {0, 1}."""
+    coarse = torch.rand(1, 1, 4, 4, generator=generator)
+    smooth = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)[0, 0]
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    return ((smooth - 0.6 * (xx.pow(2) + yy.pow(2))) > 0.35).float()
+
+
+def synthetic_defects(
+    images: Tensor,
+    generator: torch.Generator,
+    kinds: Sequence[str] = DEFECT_KINDS,
+    min_side: float = 0.08,
+    max_side: float = 0.25,
+) -> tuple[Tensor, Tensor]:
+    """Pastes one synthetic defect into every image, anywhere, fully inside the image.
+
+    ``cutpaste``: a rectangle cut from another image of the batch (or the image itself for a batch of one) at
+    another place, with a random brightness change. ``blob``: a smooth irregular region filled with a random colour
+    plus noise texture. The kind, size, place and content are drawn from ``generator`` alone, so the same generator
+    state gives the same defects.
+
+    Args:
+        images (Tensor): Normal images ``(B, C, H, W)`` in ``[0, 1]``.
+        generator (torch.Generator): CPU random generator.
+        kinds (Sequence[str]): Defect kinds to draw from (``"cutpaste"``, ``"blob"``).
+        min_side (float): Smallest defect side as a fraction of the image side, in ``(0, max_side]``.
+        max_side (float): Largest defect side as a fraction of the image side, in ``[min_side, 1]``.
+
+    Returns:
+        tuple[Tensor, Tensor]: Corrupted images (same shape, in ``[0, 1]``) and defect masks ``(B, 1, H, W)`` in
+        {0, 1}.
+
+    Raises:
+        ConfigError: If a kind is unknown, the list is empty, or the sizes are out of range.
+    """
+    if not kinds or any(kind not in DEFECT_KINDS for kind in kinds):
+        raise ConfigError(f"fader.synthetic.kinds={list(kinds)} is invalid; use a non-empty subset of {DEFECT_KINDS}")
+    if not 0 < min_side <= max_side <= 1:
+        raise ConfigError(
+            f"fader.synthetic sizes min_side={min_side}, max_side={max_side} are invalid; use 0 < min <= max <= 1"
+        )
+    batch, channels, height, width = images.shape
+    out = images.detach().cpu().clone()
+    defects = torch.zeros(batch, 1, height, width)
+    for b in range(batch):
+        kind = kinds[_randint(generator, 0, len(kinds) - 1)]
+        h = max(2, round(_uniform(generator, min_side, max_side) * height))
+        w = max(2, round(_uniform(generator, min_side, max_side) * width))
+        top, left = _randint(generator, 0, height - h), _randint(generator, 0, width - w)
+        if kind == "cutpaste":
+            source = out[(b + 1) % batch] if batch > 1 else images[b].cpu()
+            src_top, src_left = _randint(generator, 0, height - h), _randint(generator, 0, width - w)
+            patch = source[:, src_top : src_top + h, src_left : src_left + w] * _uniform(generator, 0.6, 1.4)
+            region = torch.ones(h, w)
+        else:
+            colour = torch.rand(channels, 1, 1, generator=generator)
+            patch = colour + 0.15 * torch.randn(channels, h, w, generator=generator)
+            region = _blob(h, w, generator)
+        window = out[b, :, top : top + h, left : left + w]
+        out[b, :, top : top + h, left : left + w] = region * patch.clamp(0, 1) + (1 - region) * window
+        defects[b, 0, top : top + h, left : left + w] = region
+    return out.to(images.device), defects.to(images.device)
+
+
+@torch.no_grad()
+def synthetic_targets(
+    ear: EARModel, clean: Tensor, corrupted: Tensor, masks: Tensor, patch_size: int, tie_below: float = 0.01
+) -> tuple[list[Tensor], Tensor, Tensor]:
+    """Skips of the corrupted ``I'`` and the error its pasted defects add to the reconstruction.
+
+    The mask of the clean image is kept, so a defect pasted where ``M`` is 0 stays visible, as a real defect that
+    the mask misses does. The target is ``max(e(corrupted) - e(clean) - tie_below, 0)`` per patch, ``e(x)`` being the
+    patch error between the clean image and the reconstruction of ``x``: zero (a tie, skipped by the ranking loss)
+    wherever the defect changes nothing.
+
+    Args:
+        ear (EARModel): Frozen stage-1 model.
+        clean (Tensor): Normal images ``(B, 3, H, W)``.
+        corrupted (Tensor): The same images with synthetic defects.
+        masks (Tensor): Masks of the clean images ``(B, 1, H, W)``.
+        patch_size (int): Patch side ``P``.
+        tie_below (float): Added errors up to this value count as none.
+
+    Returns:
+        tuple[list[Tensor], Tensor, Tensor]: Skips of the corrupted ``I'``, that ``I'`` and the targets
+        ``(B, 1, H / P, W / P)``.
+    """
+    baseline = gt_patch_targets(clean, ear.reconstruct(clean, masks), patch_size)
+    obfuscated = ear.obfuscation(corrupted, masks)
+    skips, bottleneck = ear.unet.encode(obfuscated)
+    added = gt_patch_targets(clean, ear.unet.decode(bottleneck, skips), patch_size) - baseline
+    return skips, obfuscated, (added - tie_below).clamp(min=0)
+
+
+@torch.no_grad()
+def complement_targets(ear: EARModel, images: Tensor, masks: Tensor, recon: Tensor, patch_size: int) -> Tensor:
+    """Error of every patch when it is inpainted: ``M`` from this pass, ``1 - M`` from a second one.
+
+    Args:
+        ear (EARModel): Frozen stage-1 model.
+        images (Tensor): Images ``(B, 3, H, W)``.
+        masks (Tensor): Their masks ``(B, 1, H, W)``.
+        recon (Tensor): The reconstruction with ``masks``.
+        patch_size (int): Patch side ``P``.
+
+    Returns:
+        Tensor: ``(B, 1, H / P, W / P)``.
+    """
+    complement = 1 - masks
+    recon_complement = ear.reconstruct(images, complement)
+    inpainted = masks * raw_anomaly_map(images, recon) + complement * raw_anomaly_map(images, recon_complement)
+    return F.avg_pool2d(inpainted, patch_size)
