@@ -1,4 +1,8 @@
-"""FADeR with a real single mask on generated data where some defects lie outside M: it must find them."""
+"""The default FADeR with a real single mask, on generated data where some defects lie outside M: it must find them.
+
+The default learns the synthetic-defect target, may attenuate visible patches only and calibrates tau on held-out
+normals (docs/FADER_DESIGN.md).
+"""
 
 from pathlib import Path
 
@@ -24,14 +28,15 @@ def diagnostics(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_predictor_finds_visible_defects(diagnostics: dict) -> None:
     assert diagnostics["patches_visible_defect"] >= 5
-    assert diagnostics["patch_auroc_visible"] > 0.7
+    assert diagnostics["patch_auroc_visible"] > 0.8
 
 
 def test_attenuation_fires_on_visible_defects_not_on_normal_patches(diagnostics: dict) -> None:
-    assert diagnostics["attenuated_visible_defect"] > diagnostics["attenuated_visible_normal"] + 0.1
+    assert diagnostics["attenuated_visible_defect"] > diagnostics["attenuated_visible_normal"] + 0.2
 
 
 def test_normal_scores_barely_rise(diagnostics: dict) -> None:
-    print(diagnostics)
+    # tau is the largest prediction on held-out normals: normal test images are rarely attenuated, so their image
+    # score (the map maximum, about 0.3 to 0.9 here) rises by less than 0.02 on average
     assert diagnostics["score_change_normal"] < 0.02
-    assert diagnostics["score_change_anomalous"] > diagnostics["score_change_normal"]
+    assert diagnostics["attenuated_masked_normal"] == 0.0 and diagnostics["attenuated_masked_defect"] == 0.0

@@ -441,3 +441,25 @@ def test_bad_function_settings(encoded) -> None:
         ranking_loss(torch.rand(4), torch.rand(4), margin=-1.0)
     with pytest.raises(ValueError, match="shape"):
         ranking_loss(torch.rand(4), torch.rand(5))
+
+
+def test_both_reads_one_head_per_use(net: UNet) -> None:
+    torch.manual_seed(8)
+    fader = FADeR(net.skip_channels, patch_size=8, hidden=16, use="both", attenuate_masked=False)
+    assert fader.heads == ("attenuate", "residual") and fader.predictor.net[-1].out_channels == 2
+    assert FADeR(net.skip_channels, use="residual").heads == ("residual",)
+    fader.residual_fit.copy_(torch.tensor([0.5, 0.1]))
+    ear = tiny_ear(net)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(9))
+    masks = ear.masks(images)
+    with torch.no_grad():
+        out = fader.detect(ear, images, masks)
+        obfuscated = ear.obfuscation(images, masks)
+        skips, bottleneck = net.encode(obfuscated)
+        pred = fader.predict(skips, obfuscated)
+        weights = fader.restrict(fader.soft_mask(pred[:, :1]), masks)
+        recon = net.decode(bottleneck, attenuate(skips, weights, fader.levels))
+        offset = fader.expected_error(pred[:, 1:], (64, 64))
+    torch.testing.assert_close(out["soft"], weights)
+    torch.testing.assert_close(out["pred_error"], pred[:, :1])
+    torch.testing.assert_close(out["anomaly_map"], ear.scorer(images, recon, offset)[0])

@@ -9,7 +9,7 @@ Learning-Loss ranking loss (:func:`ranking_loss`) against patch targets from :fu
 
 How the prediction is used is a setting (``use``): ``attenuate`` (the paper's soft mask on the skips),
 ``residual`` (the prediction, mapped by a line fitted on training normals, is subtracted from the raw anomaly map as
-the error normal content would have) or ``both``. With ``attenuate_masked=False`` patches that the binary mask ``M``
+the error normal content would have) or ``both``; each use reads its own output channel of the MLP. With ``attenuate_masked=False`` patches that the binary mask ``M``
 hid keep their skips: they hold no defect to copy, only the mosaic hint.
 
 Everything here is pure torch; :meth:`FADeR.detect` is the whole one-pass inference shared by the Lightning module
@@ -40,6 +40,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"leaky_relu": nn.LeakyReLU, "relu": n
 MAPPINGS: tuple[str, ...] = ("calibrated", "literal")
 MEASURES: tuple[str, ...] = ("msgms", "mse")
 USES: tuple[str, ...] = ("attenuate", "residual", "both")
+HEADS: tuple[str, ...] = ("attenuate", "residual")
 RESIDUAL_REGIONS: tuple[str, ...] = ("all", "masked")
 QUANTILE_MAX_ELEMENTS: int = 16_000_000
 """Largest tensor :meth:`SoftMask.calibrate` hands to :func:`torch.quantile` (which rejects inputs past 2**24)."""
@@ -161,18 +162,20 @@ def patch_features(
 class PatchErrorPredictor(nn.Module):
     """Two-layer MLP applied to every patch, as two ``1x1`` convolutions on the patch grid.
 
-    ``Conv2d(d_in, hidden, 1) -> activation -> Conv2d(hidden, 1, 1)``; the output is the predicted patch error.
+    ``Conv2d(d_in, hidden, 1) -> activation -> Conv2d(hidden, outputs, 1)``; each output channel is one predicted
+    patch error (FADeR's heads).
 
     Args:
         d_in (int): Feature channels per patch.
         hidden (int): Hidden width.
         activation (str): ``"leaky_relu"`` (negative slope 0.01), ``"relu"`` or ``"gelu"``.
+        outputs (int): Output channels.
 
     Raises:
         ConfigError: If ``activation`` is unknown or a width is not positive.
     """
 
-    def __init__(self, d_in: int, hidden: int = 128, activation: str = "leaky_relu") -> None:
+    def __init__(self, d_in: int, hidden: int = 128, activation: str = "leaky_relu", outputs: int = 1) -> None:
         super().__init__()
         _check_choice(activation, tuple(ACTIVATIONS), "fader.activation")
         if hidden < 1:
@@ -180,7 +183,7 @@ class PatchErrorPredictor(nn.Module):
         if d_in < 1:
             raise ConfigError(f"FADeR predictor input width {d_in} is invalid; it must be positive")
         self.net = nn.Sequential(
-            nn.Conv2d(d_in, hidden, kernel_size=1), ACTIVATIONS[activation](), nn.Conv2d(hidden, 1, kernel_size=1)
+            nn.Conv2d(d_in, hidden, kernel_size=1), ACTIVATIONS[activation](), nn.Conv2d(hidden, outputs, kernel_size=1)
         )
 
     def forward(self, features: Tensor) -> Tensor:
@@ -190,7 +193,7 @@ class PatchErrorPredictor(nn.Module):
             features (Tensor): Patch features of shape ``(B, d_in, h, w)``.
 
         Returns:
-            Tensor: Predicted patch errors of shape ``(B, 1, h, w)``.
+            Tensor: Predicted patch errors of shape ``(B, outputs, h, w)``.
         """
         return self.net(features)
 
@@ -357,7 +360,9 @@ class FADeR(nn.Module):
         enabled (bool): When ``False``, :meth:`forward` returns the skips unchanged and :meth:`detect` equals the
             stage-1 model.
         in_channels (int): Channels of the obfuscated image (for ``source="pixels"``).
-        use (str): ``"attenuate"``, ``"residual"`` or ``"both"`` (see the module docstring).
+        use (str): ``"attenuate"``, ``"residual"`` or ``"both"`` (see the module docstring). Each use has its own
+            output of the MLP (:attr:`heads`): the attenuation score is trained on ``fader.target``, the expected
+            normal error on the stage-1 error of the clean image.
         attenuate_masked (bool): Whether patches hidden by ``M`` may be attenuated.
         residual_region (str): Where the expected normal error is subtracted: ``"all"`` pixels, or only the
             ``"masked"`` ones (inpainted regions, whose normal error the predictor models; visible pixels keep their
@@ -394,8 +399,10 @@ class FADeR(nn.Module):
         self.source = source
         self.levels = _check_levels(levels, len(self.skip_channels))
         self.enabled = enabled
+        # one output per use of the prediction: the attenuation score first, then the expected normal error
+        self.heads = tuple(head for head in HEADS if use in (head, "both"))
         self.predictor = PatchErrorPredictor(
-            feature_dim(source, self.skip_channels, patch_size, in_channels), hidden, activation
+            feature_dim(source, self.skip_channels, patch_size, in_channels), hidden, activation, len(self.heads)
         )
         self.soft_masker = SoftMask(mapping)
         self.use = use
@@ -478,24 +485,26 @@ class FADeR(nn.Module):
             masks (Tensor): Their masks ``(B, 1, H, W)``, ``1`` = hidden.
 
         Returns:
-            dict[str, Tensor]: ``recon``, ``anomaly_map`` ``(B, 1, H, W)``, ``score`` ``(B,)``, ``pred_error`` and
-            ``soft`` (the weights applied, ``(B, 1, H / P, W / P)``; all ones when nothing is attenuated).
+            dict[str, Tensor]: ``recon``, ``anomaly_map`` ``(B, 1, H, W)``, ``score`` ``(B,)``, ``pred_error`` (the
+            first head: the attenuation score, or the expected normal error for ``use=residual``) and ``soft`` (the
+            weights applied, ``(B, 1, H / P, W / P)``; all ones when nothing is attenuated).
         """
         obfuscated = ear.obfuscation(images, masks)
         skips, bottleneck = ear.unet.encode(obfuscated)
         pred = self.predict(skips, obfuscated)
-        weights = self.restrict(self.soft_mask(pred), masks)
+        first = pred[:, :1]
         if self.attenuates:
+            weights = self.restrict(self.soft_mask(first), masks)
             skips = attenuate(skips, weights, self.levels)
         else:
-            weights = torch.ones_like(weights)
+            weights = torch.ones_like(first)
         recon = ear.unet.decode(bottleneck, skips)
         offset = None
         if self.subtracts_residual:
-            offset = self.expected_error(pred, images.shape[-2:])
+            offset = self.expected_error(pred[:, -1:], images.shape[-2:])
             offset = offset * masks if self.residual_region == "masked" else offset
         amap, score = ear.scorer(images, recon, offset)
-        return {"recon": recon, "anomaly_map": amap, "score": score, "pred_error": pred, "soft": weights}
+        return {"recon": recon, "anomaly_map": amap, "score": score, "pred_error": first, "soft": weights}
 
     def predict(self, skips: Sequence[Tensor], obfuscated: Tensor) -> Tensor:
         """Predicts the error of every patch.
@@ -505,7 +514,7 @@ class FADeR(nn.Module):
             obfuscated (Tensor): Obfuscated images of shape ``(B, C, H, W)``.
 
         Returns:
-            Tensor: Predicted patch errors of shape ``(B, 1, H / P, W / P)``.
+            Tensor: Predictions of shape ``(B, len(heads), H / P, W / P)``, one channel per head.
 
         Raises:
             ConfigError: If ``patch_size`` does not divide the image size.

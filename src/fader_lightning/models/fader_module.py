@@ -30,7 +30,7 @@ from fader_lightning.models.scoring import AnomalyScorer
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_SPLITS: tuple[str, ...] = ("train", "val")
+CALIBRATION_SPLITS: tuple[str, ...] = ("auto", "train", "val")
 SYNTHETIC_DEFAULTS: dict[str, Any] = {
     "copies": 2,
     "kinds": ["cutpaste", "blob"],
@@ -140,7 +140,8 @@ class FADeRModule(AnomalyModule):
         target: What the MLP ranks: ``msgms``, ``mse``, ``synthetic`` or ``complement``
             (see :mod:`fader_lightning.models.fader_targets`).
         margin: Ranking-loss margin ξ.
-        calibration: ``split`` (``train`` or ``val``) plus the keyword arguments of
+        calibration: ``split`` (``val``: the held-out normals of ``data.val_policy=from_train``; ``train``; ``auto``:
+            ``val`` when the data holds normals out, else ``train``) plus the keyword arguments of
             :meth:`~fader_lightning.models.fader.SoftMask.calibrate` (``quantile`` may be ``max``).
         optimizer: Partial optimizer; Adam(lr=1e-3) when ``None``.
         expected_unet: U-Net settings the checkpoint must match (``None``: no check).
@@ -170,7 +171,7 @@ class FADeRModule(AnomalyModule):
         levels: tuple[int, ...] | list[int] = (0, 1, 2),
         mapping: str = "calibrated",
         enabled: bool = True,
-        target: str = "msgms",
+        target: str = "synthetic",
         margin: float = 1.0,
         calibration: Mapping[str, Any] | None = None,
         optimizer: Optimizer | None = None,
@@ -181,7 +182,7 @@ class FADeRModule(AnomalyModule):
         map_storage: str = "float16",
         stage1_settings: Mapping[str, Any] | None = None,
         use: str = "attenuate",
-        attenuate_masked: bool = True,
+        attenuate_masked: bool = False,
         synthetic: Mapping[str, Any] | None = None,
         residual_region: str = "all",
     ) -> None:
@@ -190,7 +191,8 @@ class FADeRModule(AnomalyModule):
             raise ConfigError(f"fader.target={target!r} is unknown; use one of {', '.join(TARGETS)}")
         if margin < 0:
             raise ConfigError(f"fader.margin={margin} must be >= 0")
-        calibration, expected_unet, synthetic = plain(calibration), plain(expected_unet), plain(synthetic)
+        calibration = {"quantile": "max", **plain(calibration)}
+        expected_unet, synthetic = plain(expected_unet), plain(synthetic)
         levels = tuple(int(level) for level in levels)
         if stage1_settings is None:
             stage1 = load_stage1(ckpt_path, expected_unet)
@@ -211,7 +213,7 @@ class FADeRModule(AnomalyModule):
             use=use, attenuate_masked=attenuate_masked, residual_region=residual_region,
         )  # fmt: skip
         self.stage1_hparams = dict(stage1_settings)
-        self.calibration_split = calibration.pop("split", "train")
+        self.calibration_split = calibration.pop("split", "auto")
         if self.calibration_split not in CALIBRATION_SPLITS:
             raise ConfigError(
                 f"fader.calibration.split={self.calibration_split!r} is unknown; use one of "
@@ -306,32 +308,40 @@ class FADeRModule(AnomalyModule):
         )
 
     def _features_and_targets(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Training features ``(N, D, h, w)`` and targets ``(N, 1, h, w)`` of a batch (``N >= B``)."""
+        """Training features ``(N, D, h, w)`` and targets ``(N, heads, h, w)`` of a batch (``N >= B``).
+
+        The attenuation head ranks ``fader.target``; the residual head ranks the stage-1 error of the clean image.
+        """
         rows = PatchRows.cat(self._rows(images, self._cache, training_rows=True))
-        return rows.features.to(images.device, torch.float32), rows.targets.to(images.device)
+        targets = torch.cat([rows.targets if head == "attenuate" else rows.errors for head in self.fader.heads], 1)
+        return rows.features.to(images.device, torch.float32), targets.to(images.device)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        """Ranking loss between predicted and target patch errors of normal images."""
+        """Ranking loss between predicted and target patch errors of normal images, summed over the heads."""
         features, targets = self._features_and_targets(batch.image)
         pred = self.fader.predictor(features)
-        loss = self.check_finite(ranking_loss(pred, targets, self.hparams.margin, self._pairing))
+        loss = sum(
+            ranking_loss(pred[:, k : k + 1], targets[:, k : k + 1], self.hparams.margin, self._pairing)
+            for k in range(pred.shape[1])
+        )
+        loss = self.check_finite(loss)
         self.log("train/rank_loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
     def _calibration_rows(self) -> PatchRows | None:
         """Clean-image rows of the calibration split (the first row of each cached training image, or val)."""
-        if self.calibration_split == "train":
+        datamodule = getattr(self.trainer, "datamodule", None)
+        held_out = getattr(datamodule, "val_policy", None) == "from_train"
+        if self.calibration_split == "val" and not held_out:
+            raise ConfigError(
+                "fader.calibration.split=val needs held-out normal images: set data.val_policy=from_train "
+                "(or use fader.calibration.split=train)"
+            )
+        if self.calibration_split == "train" or not held_out:
             rows = [row.first() for row in self._cache.values()]
         else:
-            datamodule = getattr(self.trainer, "datamodule", None)
-            loader = datamodule.val_dataloader() if datamodule is not None else []
-            if not loader:
-                raise ConfigError(
-                    "fader.calibration.split=val needs held-out normal images: set data.val_policy=from_train "
-                    "(or use fader.calibration.split=train)"
-                )
             rows = []
-            for batch in loader:
+            for batch in datamodule.val_dataloader():
                 rows += self._rows(batch.image.to(self.device), self._calibration_cache, training_rows=False)
         return PatchRows.cat(rows) if rows else None
 
@@ -343,13 +353,15 @@ class FADeRModule(AnomalyModule):
         with torch.no_grad():
             features = rows.features.to(self.device, torch.float32)
             preds = torch.cat([self.fader.predictor(chunk) for chunk in features.split(64)]).cpu()
-        attenuable = preds if self.fader.attenuate_masked else preds[rows.hidden < 0.5]
-        tau, temperature = self.fader.soft_masker.calibrate(
-            attenuable if attenuable.numel() else preds, **self.calibration
-        )
-        self.log_dict({"calib/tau": tau, "calib/temperature": temperature})
-        if self.fader.subtracts_residual:
-            slope, intercept = self.fader.fit_residual(preds, rows.errors)
+        if "attenuate" in self.fader.heads:
+            scores = preds[:, :1]
+            attenuable = scores if self.fader.attenuate_masked else scores[rows.hidden < 0.5]
+            tau, temperature = self.fader.soft_masker.calibrate(
+                attenuable if attenuable.numel() else scores, **self.calibration
+            )
+            self.log_dict({"calib/tau": tau, "calib/temperature": temperature})
+        if "residual" in self.fader.heads:
+            slope, intercept = self.fader.fit_residual(preds[:, -1:], rows.errors)
             self.log_dict({"calib/residual_slope": slope, "calib/residual_intercept": intercept})
 
     def infer(self, images: Tensor) -> dict[str, Tensor]:
