@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+CONSTRAINTS := requirements/constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format demo reproduce-table bench clean
+.PHONY: help install lock test lint format demo reproduce-table bench clean
 
 DATASET ?= demo
 DATA_DIR ?=
@@ -25,10 +26,17 @@ help: ## Show this help
 
 install: $(STAMP) ## Create .venv and install the package (editable, with dev tools); no-op when up to date
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
+
+lock: ## Re-resolve the newest allowed versions in a scratch venv and pin them in requirements/constraints.txt
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet '.[dev,deploy]'
+	{ echo "# Exact versions that 'make install' resolves to (pip install -c). Refresh with 'make lock'."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^fader-lightning'; } > $(CONSTRAINTS).tmp
+	mv $(CONSTRAINTS).tmp $(CONSTRAINTS) && rm -rf .lock-venv
 
 test: install ## Run the test suite
 	$(PY) -m pytest
@@ -53,4 +61,4 @@ bench: install ## Measure costs, latencies, throughput and memory: results/bench
 	$(PY) -m fader_lightning.bench --out results
 
 clean: ## Remove caches and run outputs (keeps .venv)
-	rm -rf .pytest_cache .ruff_cache outputs multirun logs
+	rm -rf .pytest_cache .ruff_cache outputs multirun logs .lock-venv

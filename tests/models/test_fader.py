@@ -120,6 +120,15 @@ def tiny_ear(net: UNet) -> EARModel:
     return EARModel(net, build_mask_generator("checkerboard", cell_size=4), Obfuscation(), AnomalyScorer())
 
 
+def detect_random(fader: FADeR, net: UNet, seed: int) -> tuple[EARModel, torch.Tensor, torch.Tensor, dict]:
+    """:meth:`FADeR.detect` on two random 64 px images: the EAR model, images, masks and outputs."""
+    ear = tiny_ear(net)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+    masks = ear.masks(images)
+    with torch.no_grad():
+        return ear, images, masks, fader.detect(ear, images, masks)
+
+
 def test_detect_matches_parts(net: UNet) -> None:
     torch.manual_seed(2)
     ear, fader = tiny_ear(net), FADeR(net.skip_channels, patch_size=8, hidden=16, levels=(0, 2))
@@ -171,11 +180,8 @@ def test_residual_fit_recovers_a_line_and_is_subtracted(net: UNet) -> None:
     assert slope == pytest.approx(0.3, abs=1e-6) and intercept == pytest.approx(0.05, abs=1e-6)
     offset = fader.expected_error(preds, (64, 64))
     torch.testing.assert_close(offset[:, :, ::8, ::8], 0.3 * preds + 0.05)
-    ear = tiny_ear(net)
-    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
-    masks = ear.masks(images)
+    ear, images, masks, out = detect_random(fader, net, 6)
     with torch.no_grad():
-        out = fader.detect(ear, images, masks)
         recon = ear.reconstruct(images, masks)
         expected = box_filter(raw_anomaly_map(images, recon) - fader.expected_error(out["pred_error"], (64, 64)), 5)
     assert torch.equal(out["recon"], recon)  # residual alone never touches the skips
@@ -449,11 +455,8 @@ def test_both_reads_one_head_per_use(net: UNet) -> None:
     assert fader.heads == ("attenuate", "residual") and fader.predictor.net[-1].out_channels == 2
     assert FADeR(net.skip_channels, use="residual").heads == ("residual",)
     fader.residual_fit.copy_(torch.tensor([0.5, 0.1]))
-    ear = tiny_ear(net)
-    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(9))
-    masks = ear.masks(images)
+    ear, images, masks, out = detect_random(fader, net, 9)
     with torch.no_grad():
-        out = fader.detect(ear, images, masks)
         obfuscated = ear.obfuscation(images, masks)
         skips, bottleneck = net.encode(obfuscated)
         pred = fader.predict(skips, obfuscated)

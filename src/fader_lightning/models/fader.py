@@ -1,16 +1,17 @@
 """FADeR: feature attenuation on the skip connections of a frozen inpainting U-Net (stage 2).
 
 A small per-patch MLP (:class:`PatchErrorPredictor`) predicts, from the obfuscated image ``I'`` (by default from
-the frozen encoder's skip features of ``I'``), the reconstruction error each patch would have. A soft mask
+the frozen encoder's skip features of ``I'``), a score per patch (see :mod:`fader_lightning.models.fader_targets`
+for what it learns). A soft mask
 ``s = 1 - sigmoid((pred - tau) / T)`` (:class:`SoftMask`) turns high predicted errors into small weights, and
 :func:`attenuate` multiplies the skip tensors by ``s`` so that the decoder rebuilds suspicious patches from the
 bottleneck (normal context) instead of copying them through the skips. The predictor is trained with the
-Learning-Loss ranking loss (:func:`ranking_loss`) against patch targets from :func:`gt_patch_targets`.
+Learning-Loss ranking loss (:func:`ranking_loss`) on normal images only.
 
 How the prediction is used is a setting (``use``): ``attenuate`` (the paper's soft mask on the skips),
-``residual`` (the prediction, mapped by a line fitted on training normals, is subtracted from the raw anomaly map as
-the error normal content would have) or ``both``; each use reads its own output channel of the MLP. With ``attenuate_masked=False`` patches that the binary mask ``M``
-hid keep their skips: they hold no defect to copy, only the mosaic hint.
+``residual`` (the expected normal error, mapped by a line fitted on training normals, is subtracted from the raw
+anomaly map) or ``both``; each use reads its own output channel of the MLP. With ``attenuate_masked=False`` patches
+that the binary mask ``M`` hid keep their skips: they hold no defect to copy, only the mosaic hint.
 
 Everything here is pure torch; :meth:`FADeR.detect` is the whole one-pass inference shared by the Lightning module
 and the ONNX export.
