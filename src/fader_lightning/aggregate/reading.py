@@ -47,7 +47,8 @@ AXES = {
 }
 AXIS_KEYS = frozenset(key for key, _ in AXES.values())
 # override keys (or their first component) that do not change results: launcher, output and data locations, logging
-NON_VARIANT_KEYS = frozenset({"hydra", "paths", "data.root", "logger"})
+# a stage-1 checkpoint path (stage=fader) or resume path names a run, like the seed, not an ablation variant
+NON_VARIANT_KEYS = frozenset({"hydra", "paths", "data.root", "logger", "fader.ckpt_path", "ckpt_path"})
 
 
 def _read_yaml(path: Path) -> Any:
