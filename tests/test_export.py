@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from conftest import TINY_UNET, compose_train_cfg
 from fader_lightning.errors import ConfigError
 from fader_lightning.export import export_checkpoint, export_onnx, main
-from fader_lightning.models import FADeRModule, InpaintingModule
+from fader_lightning.models import FADeR, FADeRModule, InpaintingModule
 from fader_lightning.train import train
 
 RUN = ["data.category=synth_object", "data.image_size=64", "data.n_train=8", "data.size=64", TINY_UNET,
@@ -102,7 +102,10 @@ def test_onnx_matches_torch_with_residual_and_visible_only_attenuation(
     checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:
     module = FADeRModule.load_from_checkpoint(checkpoints["fader"]).eval()
-    module.fader.use, module.fader.residual_region, module.fader.attenuate_masked = "both", "masked", False
+    trained = module.fader
+    module.fader = FADeR(trained.skip_channels, trained.patch_size, levels=trained.levels, use="both",
+                         attenuate_masked=False, residual_region="masked").eval()  # fmt: skip
+    module.fader.soft_masker.calibrate(torch.randn(500, generator=torch.Generator().manual_seed(3)))
     module.fader.residual_fit.copy_(torch.tensor([0.02, 0.01]))
     output = tmp_path / "both.onnx"
     export_onnx(module, output, (64, 64))

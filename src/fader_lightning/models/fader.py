@@ -493,7 +493,7 @@ class FADeR(nn.Module):
         obfuscated = ear.obfuscation(images, masks)
         skips, bottleneck = ear.unet.encode(obfuscated)
         pred = self.predict(skips, obfuscated)
-        first = pred[:, :1]
+        first = pred[:, :1]  # slices with fixed bounds: the ONNX export needs static channel indices
         if self.attenuates:
             weights = self.restrict(self.soft_mask(first), masks)
             skips = attenuate(skips, weights, self.levels)
@@ -502,7 +502,8 @@ class FADeR(nn.Module):
         recon = ear.unet.decode(bottleneck, skips)
         offset = None
         if self.subtracts_residual:
-            offset = self.expected_error(pred[:, -1:], images.shape[-2:])
+            last = len(self.heads) - 1
+            offset = self.expected_error(pred[:, last : last + 1], images.shape[-2:])
             offset = offset * masks if self.residual_region == "masked" else offset
         amap, score = ear.scorer(images, recon, offset)
         return {"recon": recon, "anomaly_map": amap, "score": score, "pred_error": first, "soft": weights}
