@@ -23,6 +23,7 @@ from fader_lightning.masking import MaskCache
 from fader_lightning.models import EARModel, FADeRModule, InpaintingModule
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.results import load_results
+from fader_lightning.utils.checkpoints import read_checkpoint, weights_only
 
 log = logging.getLogger(__name__)
 
@@ -203,13 +204,10 @@ def load_module(path: str | Path, device: str = "cpu") -> AnomalyModule:
         raise ConfigError("device=cuda but CUDA is not available here; use device=cpu")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass ckpt=<run>/checkpoints/<stage>/last.ckpt")
-    try:
-        hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
-    except Exception as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({err})") from err
+    hparams = read_checkpoint(path, "pass ckpt=<run>/checkpoints/<stage>/last.ckpt").get("hyper_parameters", {})
     stage = checkpoint_stage(hparams, path)
     try:
-        module = STAGE_MODULES[stage].load_from_checkpoint(path, map_location="cpu")
+        module = STAGE_MODULES[stage].load_from_checkpoint(path, map_location="cpu", weights_only=weights_only())
     except RuntimeError as err:
         raise CheckpointError(f"{path} does not fit its own {stage} settings: {err}") from err
     masker = ear_model(module).masker

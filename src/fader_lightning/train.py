@@ -33,6 +33,7 @@ from fader_lightning.models import InpaintingModule
 from fader_lightning.results import record_stage
 from fader_lightning.run_dir import prepare_run_dir, run_lock
 from fader_lightning.stage1_store import stage1_key
+from fader_lightning.utils.checkpoints import read_checkpoint, weights_only
 from fader_lightning.utils.io import atomic_save
 from fader_lightning.utils.provenance import environment
 from fader_lightning.utils.wandb_setup import finish_wandb, log_config
@@ -142,7 +143,11 @@ def run_stage(
     reuse = stage == "ear" and cfg.get("reuse_stage1", False)
     key = stage1_key(cfg) if reuse else None
     stored = stage1_store.lookup(cfg.paths.stage1_store, key) if reuse else None
-    model = InpaintingModule.load_from_checkpoint(stored) if stored else build(spec)
+    if stored:
+        read_checkpoint(stored, f"delete it from the stage-1 store {cfg.paths.stage1_store} to train it again")
+        model = InpaintingModule.load_from_checkpoint(stored, weights_only=weights_only())
+    else:
+        model = build(spec)
     model.set_evaluation(cfg.model.scoring, cfg.model.fpr_limit, cfg.model.map_storage)
     trainer: L.Trainer = build(
         cfg.trainer,
@@ -160,7 +165,10 @@ def run_stage(
         entry.update({"train_seconds": 0.0, "checkpoint": str(stored), "reused": True})
     else:
         start = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") if stage == "ear" else None)
+        resume = cfg.get("ckpt_path") if stage == "ear" else None
+        if resume:
+            read_checkpoint(resume, "point ckpt_path at the run's checkpoints/ear/last.ckpt to resume it")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=weights_only())
         # the file the checkpoint callback wrote, never a name guessed from the folder
         callback = trainer.checkpoint_callback
         written = (callback.last_model_path or callback.best_model_path) if callback else ""

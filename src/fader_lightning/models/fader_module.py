@@ -27,6 +27,7 @@ from fader_lightning.models.fader import (
 from fader_lightning.models.fader_targets import TARGETS, complement_targets, synthetic_defects, synthetic_targets
 from fader_lightning.models.inpainting_module import InpaintingModule, Optimizer, plain
 from fader_lightning.models.scoring import AnomalyScorer
+from fader_lightning.utils.checkpoints import read_checkpoint, weights_only
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,7 @@ def load_stage1(ckpt_path: str | Path, expected_unet: Mapping[str, Any] | None =
             f"stage-1 checkpoint {path} does not exist; train stage 1 first (stage=ear) and set "
             "fader.ckpt_path to its checkpoints/ear/last.ckpt, or run stage=both"
         )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({err}); point fader.ckpt_path at a stage-1 ckpt"
-        ) from err
+    checkpoint = read_checkpoint(path, "point fader.ckpt_path at a stage-1 checkpoint")
     hparams = checkpoint.get("hyper_parameters", {})
     if "unet" not in hparams or "masking" not in hparams:
         raise CheckpointError(f"{path} is not a stage-1 (EAR) checkpoint: it has no U-Net or masking settings")
@@ -109,7 +105,7 @@ def load_stage1(ckpt_path: str | Path, expected_unet: Mapping[str, Any] | None =
                 f"{value}; drop the override or point fader.ckpt_path at a matching checkpoint"
             )
     try:
-        return InpaintingModule.load_from_checkpoint(path, map_location="cpu")
+        return InpaintingModule.load_from_checkpoint(path, map_location="cpu", weights_only=weights_only())
     except RuntimeError as err:
         raise CheckpointError(f"{path} does not fit its own U-Net settings {hparams['unet']}: {err}") from err
 
