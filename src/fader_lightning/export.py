@@ -43,7 +43,7 @@ from fader_lightning.inference import (
 from fader_lightning.models import EARModel, FADeR, FADeRModule
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.scoring import scaled_kernel_size
-from fader_lightning.utils.io import atomic_write_bytes, atomic_write_json
+from fader_lightning.utils.io import atomic_write_bytes, atomic_write_json, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +321,12 @@ def export_checkpoint(
         raise ConfigError(f"format={fmt!r} is unknown; use one of {', '.join(FORMATS)}")
     if masks not in MASK_MODES:
         raise ConfigError(f"masks={masks!r} is unknown; use one of {', '.join(MASK_MODES)}")
+    output = Path(output)
+    if output.is_dir():
+        raise ConfigError(f"output={output} is a folder; name the .onnx file to write, e.g. output={output}/model.onnx")
+    if output.suffix == ".json":
+        raise ConfigError(f"output={output} would be overwritten by its own .json side-car; use a .onnx name")
+    writable_folder(output.parent, "output's folder")
     module = load_module(ckpt, "cpu")
     size = resolve_image_size(image_size, run_entry(ckpt, module.stage))
     return export_onnx(module, output, size, opset, embed_masks=masks == "embedded")

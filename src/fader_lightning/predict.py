@@ -53,7 +53,7 @@ from fader_lightning.inference import (
     to_int,
 )
 from fader_lightning.models.base_module import AnomalyModule
-from fader_lightning.utils.io import atomic_save, atomic_write_text
+from fader_lightning.utils.io import atomic_save, atomic_write_text, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +315,7 @@ def predict(
         DataError: When the input matches no file or ``normal_dir`` has no readable image.
     """
     paths = resolve_inputs(images)
+    output = writable_folder(output, "output")
     module = load_module(ckpt, device)
     entry = run_entry(ckpt, module.stage)
     size = resolve_image_size(image_size, entry)
@@ -323,7 +324,6 @@ def predict(
     result.threshold, result.threshold_source = resolve_threshold(
         threshold, normal_dir, lambda folder: calibrate_threshold(module, folder, size, batch_size, quantile), entry
     )
-    output = Path(output)
     names = unique_stems(paths)
     for kept, batch, outputs in infer_batches(module, paths, size, batch_size, result.skipped):
         write_images(output, [names[path] for path in kept], batch, outputs, result.threshold)

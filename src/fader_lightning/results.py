@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from fader_lightning.errors import ConfigError
 from fader_lightning.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -22,12 +23,23 @@ def load_results(path: str | Path) -> dict[str, Any]:
 
     Returns:
         ``{stage: entry}``; empty when the file does not exist.
+
+    Raises:
+        ConfigError: When the file is not a JSON object.
     """
     path = Path(path)
     path = path / METRICS_FILE if path.is_dir() else path
     if not path.is_file():
         return {}
-    return json.loads(path.read_text())
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"{path} is not valid JSON ({err}); move it away, or re-run the job with overwrite=true"
+        ) from err
+    if not isinstance(results, dict):
+        raise ConfigError(f"{path} holds a {type(results).__name__}, not a results object; move it away")
+    return results
 
 
 def record_stage(run_dir: str | Path, stage: str, entry: dict[str, Any]) -> Path:

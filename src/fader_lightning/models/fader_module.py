@@ -88,6 +88,11 @@ def load_stage1(ckpt_path: str | Path, expected_unet: Mapping[str, Any] | None =
         CheckpointError: When the file is missing, is not a stage-1 checkpoint, or does not match.
     """
     path = Path(ckpt_path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"fader.ckpt_path={path} is a folder; point it at the stage-1 checkpoint file inside it, e.g. "
+            f"{path}/checkpoints/ear/last.ckpt"
+        )
     if not path.is_file():
         raise CheckpointError(
             f"stage-1 checkpoint {path} does not exist; train stage 1 first (stage=ear) and set "

@@ -9,6 +9,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fader_lightning.errors import ConfigError
+
+
+def writable_folder(path: str | Path, key: str) -> Path:
+    """Check, before any work, that ``path`` can be the output folder a command writes into.
+
+    Args:
+        path: The folder (created if missing).
+        key: The argument that named it, for the error message.
+
+    Returns:
+        The folder.
+
+    Raises:
+        ConfigError: When it is an existing file, or cannot be created or written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={path} is a file; name a folder for the outputs")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{key}={path} cannot be created ({err.strerror}); choose a writable folder") from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={path} is not writable; choose a writable folder")
+    return path
+
 
 def _umask() -> int:
     """The process umask (reading it means setting it; it is set straight back)."""

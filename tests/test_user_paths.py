@@ -1,0 +1,53 @@
+"""Paths a user types: each wrong one gets an error that names it and the fix, before any work."""
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.export import export_checkpoint
+from fader_lightning.models import FADeRModule
+from fader_lightning.predict import predict
+from fader_lightning.results import load_results, record_stage
+from fader_lightning.utils.io import writable_folder
+
+
+def test_fader_ckpt_path_that_is_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"fader\.ckpt_path=.* is a folder.*checkpoints/ear/last\.ckpt"):
+        FADeRModule(str(tmp_path))
+
+
+def test_corrupt_metrics_json_is_named(tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").write_text('{"ear": {"status": ')
+    with pytest.raises(ConfigError, match=r"metrics\.json is not valid JSON.*overwrite=true"):
+        load_results(tmp_path)
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        record_stage(tmp_path, "fader", {"status": "ok"})  # never silently replaced
+    (tmp_path / "metrics.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="holds a list"):
+        load_results(tmp_path)
+
+
+def test_output_folder_that_is_a_file_or_read_only(tmp_path: Path) -> None:
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match=r"output=.*out\.txt is a file"):
+        writable_folder(a_file, "output")
+    image = tmp_path / "image.png"
+    Image.new("RGB", (8, 8)).save(image)
+    with pytest.raises(ConfigError, match=r"output=.*out\.txt is a file"):
+        predict(tmp_path / "missing.ckpt", str(image), a_file)  # refused before the checkpoint is read
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ConfigError, match="not writable"):
+            writable_folder(locked, "output")
+
+
+def test_export_output_that_would_clash(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"is a folder; name the \.onnx file"):
+        export_checkpoint(tmp_path / "missing.ckpt", tmp_path)
+    with pytest.raises(ConfigError, match=r"overwritten by its own \.json side-car"):
+        export_checkpoint(tmp_path / "missing.ckpt", tmp_path / "model.json")
