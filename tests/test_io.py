@@ -1,5 +1,6 @@
 """Atomic writes: whole files, the mode a plain open gives, and temporary names that never collide."""
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -25,3 +26,14 @@ def test_temporary_names_are_unique_per_call(tmp_path: Path) -> None:
     for _ in range(2):
         atomic_save(tmp_path / "a.png", lambda path: seen.append(path.name) or path.write_bytes(b"x"))
     assert len(set(seen)) == 2 and all(name.endswith(".tmp.png") for name in seen)
+
+
+def test_json_is_strict_undefined_metrics_are_null(tmp_path: Path) -> None:
+    payload = {"metrics": {"pixel_auroc": float("nan"), "image_auroc": 0.5}, "curve": (float("inf"), 1.0)}
+    path = atomic_write_json(tmp_path / "metrics.json", payload)
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    loaded = json.loads(path.read_text(), parse_constant=refuse)
+    assert loaded == {"metrics": {"pixel_auroc": None, "image_auroc": 0.5}, "curve": [None, 1.0]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -91,17 +92,36 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (an undefined metric) replaced by ``None``, so it is strict JSON.
+
+    Args:
+        value: Nested dicts, lists, tuples and scalars.
+
+    Returns:
+        The same structure (tuples become lists).
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(item) for item in value]
+    return value
+
+
 def atomic_write_json(path: str | Path, payload: Any) -> Path:
-    """Write JSON atomically, indented and with sorted keys.
+    """Write strict JSON atomically, indented and with sorted keys.
 
     Args:
         path: Destination file.
-        payload: JSON-serialisable object (NaN is written as ``NaN``).
+        payload: JSON-serialisable object; NaN and infinite floats are written as ``null``.
 
     Returns:
         The destination path.
     """
-    return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    text = json.dumps(strict_json(payload), indent=2, sort_keys=True, default=str, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
 
 
 def atomic_save(path: str | Path, save: Callable[[Path], None]) -> Path:
