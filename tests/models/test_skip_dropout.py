@@ -31,6 +31,10 @@ def test_no_dropout_and_bad_settings() -> None:
     with pytest.raises(ConfigError, match=r"model\.skip_dropout\.patch_size"):
         PatchSkipDropout(patch_size=0)
     assert InpaintingModule(unet={"widths": [8, 16, 32, 64]}, skip_dropout={"p": 0.0}).skip_dropout is None
+    net = UNet(widths=(8, 16, 32, 64))
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ConfigError, match=r"model\.skip_dropout\.levels=\[0, 3\].*\[0, 1, 2\]"):
+        PatchSkipDropout(levels=(0, 3))(net.encode(x)[0], x)
 
 
 def test_stage1_uses_dropout_in_training_steps_only() -> None:

@@ -422,18 +422,18 @@ class FADeR(nn.Module):
         """bool: Whether the expected normal error is subtracted from the map (``use`` is ``residual`` or ``both``)."""
         return self.enabled and self.use != "attenuate"
 
-    def restrict(self, weights: Tensor, masks: Tensor | None) -> Tensor:
+    def restrict(self, weights: Tensor, masks: Tensor) -> Tensor:
         """Keeps the skips of hidden patches when ``attenuate_masked`` is ``False``.
 
         Args:
             weights (Tensor): Soft mask ``(B, 1, h, w)`` on the patch grid.
-            masks (Tensor | None): Binary masks ``(B, 1, H, W)``, ``1`` = hidden; ``None`` changes nothing.
+            masks (Tensor): Binary masks ``(B, 1, H, W)``, ``1`` = hidden.
 
         Returns:
             Tensor: ``1 - (1 - weights) * (1 - m)``, ``m`` being each patch's hidden fraction (``weights`` itself
             when hidden patches may be attenuated).
         """
-        if self.attenuate_masked or masks is None:
+        if self.attenuate_masked:
             return weights
         hidden = patch_mask_fraction(masks, self.patch_size).to(weights.dtype)
         return 1 - (1 - weights) * (1 - hidden)

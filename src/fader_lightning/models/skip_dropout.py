@@ -52,6 +52,11 @@ class PatchSkipDropout(nn.Module):
         Returns:
             The skips with the chosen levels zeroed on the dropped patches.
         """
+        if any(level not in range(len(skips)) for level in self.levels):
+            raise ConfigError(
+                f"model.skip_dropout.levels={list(self.levels)} is invalid; use skip level indices from "
+                f"{list(range(len(skips)))}"
+            )
         batch, _, height, width = obfuscated.shape
         grid = (batch, 1, max(height // self.patch_size, 1), max(width // self.patch_size, 1))
         keep = (torch.rand(grid, device=obfuscated.device) >= self.p).to(obfuscated.dtype)
