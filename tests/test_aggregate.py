@@ -12,7 +12,9 @@ import yaml
 from PIL import Image
 
 from fader_lightning.aggregate import aggregate, build_table, collect, main, wandb_mode
+from fader_lightning.aggregate.reading import wandb_group
 from fader_lightning.errors import DataError
+from wandb_records import read_run
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 LABELS = {"image_auroc": "I-AUROC", "pixel_auroc": "P-AUROC", "aupro": "AUPRO"}
@@ -295,14 +297,15 @@ def test_wandb_offline_run(complete: tuple[list[Path], Sweep], tmp_path: Path, m
     except ImportError:
         pytest.skip("wandb is not installed")
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     dirs, _ = complete
-    aggregate(dirs, "wb", out_root=tmp_path / "results", use_wandb=True)
+    aggregate(dirs[:1], "wb", out_root=tmp_path / "results", use_wandb=True)
     assert wandb.run is None  # the run it started is finished
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    runs = list((tmp_path / "results" / "wb" / "wandb").glob("offline-run-*"))  # beside the table it logged
     assert len(runs) == 1
-    assert list(runs[0].glob("*.wandb"))
+    run = read_run(runs[0])
+    assert run.run.job_type == "aggregate"
+    assert run.run.run_group == f"train-{dirs[0].name}"  # the group the sweep's jobs logged to
 
 
 def test_not_applicable_cells_show_na_and_keep_the_mean_complete(tmp_path: Path) -> None:
@@ -421,3 +424,13 @@ def test_per_dataset_settings_are_not_variants(tmp_path: Path) -> None:
             row("hazelnut_toy", 1, "data.mask_suffix=")]  # fmt: skip
     assert variant_keys(rows) == []
     assert variant_keys([*rows, row("bottle", 2, "fader.patch_size=4")]) == ["fader.patch_size"]
+
+
+def test_wandb_group_is_the_one_the_jobs_logged_to(complete: tuple[list[Path], Sweep], tmp_path: Path) -> None:
+    dirs, _ = complete
+    assert wandb_group(dirs[:1]) == f"train-{dirs[0].name}"  # a multirun's jobs: the sweep folder
+    assert wandb_group(dirs) is None  # two sweeps, two groups: the aggregate run joins neither
+    single = tmp_path / "single_run"
+    Sweep(single).job("bottle", "saliency", stages=BOTH_OK)
+    (job,) = [p for p in single.rglob("metrics.json")]
+    assert wandb_group([job.parent]) == f"train-{job.parent.name}"  # a single run: its own folder

@@ -74,3 +74,60 @@ def test_trusted_opt_in_loads_it(malicious: tuple[Path, Path], monkeypatch: pyte
     monkeypatch.setenv(TRUST_ENV, "1")
     assert read_checkpoint(path, "")["epoch"] == 0
     assert marker.exists()  # the user said the file is trusted, so its objects were unpickled
+
+
+def test_checkpoint_hparams_never_decide_where_masks_are_written(tmp_path: Path) -> None:
+    theirs, mine = tmp_path / "their_cache", tmp_path / "my_cache"
+    cfg = compose_train_cfg(tmp_path / "run", [*SMALL, "masking=saliency", f"model.mask_cache_dir={theirs}"])
+    ckpt = train(cfg)["ear"]["checkpoint"]
+    assert read_checkpoint(ckpt, "")["hyper_parameters"]["mask_cache_dir"] == str(theirs)
+    stage2 = FADeRModule(ckpt, mask_cache_dir=str(mine))
+    assert stage2.ear.masker.cache_dir == mine
+    stage2.ear.masks(torch.rand(2, 3, 32, 32))
+    assert any(mine.rglob("*.pt"))
+    assert load_module(ckpt).model.masker.cache_dir is None  # inference keeps masks in memory
+
+
+@pytest.fixture
+def attention_ckpt(tmp_path: Path) -> tuple[Path, Path]:
+    """A stage-1 checkpoint with attention masking, and the ViT state dict it was trained with."""
+    import timm
+
+    weights = tmp_path / "vit.pth"
+    torch.save(timm.create_model("vit_small_patch8_224.dino", pretrained=False).state_dict(), weights)
+    cfg = compose_train_cfg(tmp_path / "run", [*SMALL, "masking=attention", f"masking.weights_path={weights}",
+                                               "debug=fdr"])  # fmt: skip
+    return Path(train(cfg)["ear"]["checkpoint"]), weights
+
+
+def _rewrite_masking(path: Path, **masking: object) -> Path:
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["hyper_parameters"]["masking"].update(masking)
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_loading_a_checkpoint_never_downloads(
+    attention_ckpt: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import timm
+
+    ckpt, weights = attention_ckpt
+    downloads: list[str] = []
+    create = timm.create_model
+
+    def recording(name: str, pretrained: bool = False, **kwargs: object) -> torch.nn.Module:
+        if pretrained:
+            downloads.append(name)
+        return create(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", recording)
+    _rewrite_masking(ckpt, weights_path=None, pretrained=True)  # as trained with a hub download
+    for load in (load_module, FADeRModule):
+        with pytest.raises(CheckpointError, match=r"loading a checkpoint never downloads; pass (fader.)?vit_weights"):
+            load(str(ckpt))
+    assert load_module(ckpt, vit_weights=str(weights)).model.masker.generator.weights_path == weights
+    _rewrite_masking(ckpt, weights_path=str(weights.with_name("moved.pth")))
+    with pytest.raises(CheckpointError, match=r"moved.pth, which do not exist here"):
+        load_module(ckpt)
+    assert downloads == []

@@ -6,11 +6,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import TINY_UNET, compose_train_cfg
 from fader_lightning.errors import CheckpointError, ConfigError
 from fader_lightning.export import export_checkpoint
 from fader_lightning.models import FADeRModule
 from fader_lightning.predict import predict
 from fader_lightning.results import load_results, record_stage
+from fader_lightning.run_dir import prepare_run_dir
+from fader_lightning.train import train
 from fader_lightning.utils.io import writable_folder
 
 
@@ -51,3 +54,37 @@ def test_export_output_that_would_clash(tmp_path: Path) -> None:
         export_checkpoint(tmp_path / "missing.ckpt", tmp_path)
     with pytest.raises(ConfigError, match=r"overwritten by its own \.json side-car"):
         export_checkpoint(tmp_path / "missing.ckpt", tmp_path / "model.json")
+
+
+def test_resume_ckpt_path_missing_or_of_another_architecture(tmp_path: Path) -> None:
+    small = ["data.image_size=32", "data.n_train=8", "data.n_test_good=2", "data.n_test_defect=2", "data.size=64",
+             "debug=fdr", "test=false"]  # fmt: skip
+    trained = train(compose_train_cfg(tmp_path / "a", [*small, TINY_UNET]))["ear"]["checkpoint"]
+    with pytest.raises(CheckpointError, match=r"ckpt_path=.*nope.ckpt does not exist"):
+        train(compose_train_cfg(tmp_path / "b", [*small, TINY_UNET, f"ckpt_path={tmp_path / 'nope.ckpt'}"]))
+    other = "model.unet.widths=[4,8,16,32]"
+    with pytest.raises(CheckpointError) as err:
+        train(compose_train_cfg(tmp_path / "c", [*small, other, f"ckpt_path={trained}"]))
+    message = str(err.value)
+    assert f"ckpt_path={trained} does not fit" in message
+    assert "[8, 3, 3, 3] in the file, [4, 3, 3, 3] here" in message
+    assert "'widths': [8, 16, 32, 64]" in message and "'widths': [4, 8, 16, 32]" in message
+    assert not (tmp_path / "c" / "out" / "checkpoints" / "ear" / "last.ckpt").exists()
+
+
+def test_outputs_never_follow_a_symlinked_sub_folder_out(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "overlays").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ConfigError, match=r"overlays is a symbolic link to .*elsewhere, outside the output folder"):
+        prepare_run_dir(run, resume=False, overwrite=False)
+    with pytest.raises(ConfigError, match="outside the output folder"):
+        writable_folder(run, "output")
+    inside = run / "maps_real"
+    inside.mkdir()
+    (run / "overlays").unlink()
+    (run / "overlays").symlink_to(inside, target_is_directory=True)  # a link that stays inside is fine
+    assert writable_folder(run, "output") == run
+    assert list(elsewhere.iterdir()) == []

@@ -1,25 +1,21 @@
 """W&B logging through the training entry point, with the real wandb library running offline."""
 
-import json
-import struct
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 import wandb
-from wandb.proto import wandb_internal_pb2
 
 from conftest import TINY_UNET, compose_train_cfg
 from fader_lightning.callbacks.wandb_samples import COLUMNS, WandbSampleTable
 from fader_lightning.data.dataset import Batch
 from fader_lightning.models import InpaintingModule
 from fader_lightning.train import train
-from fader_lightning.utils.wandb_setup import wandb_offline
+from fader_lightning.utils.wandb_setup import RUN_LOCAL_FOLDERS, wandb_offline
 from test_train import SMALL_DATA
+from wandb_records import log_records, read_run
 
-LOG_BLOCK = 32768
 WANDB_RUN = [*SMALL_DATA, TINY_UNET, "logger=wandb", "callbacks=wandb", "trainer.max_epochs=1",
              "trainer.enable_progress_bar=false"]  # fmt: skip
 
@@ -44,64 +40,6 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _log_records(path: Path) -> list[wandb_internal_pb2.Record]:
-    """The complete records of a ``run-<id>.wandb`` transaction log.
-
-    LevelDB log format: a 7-byte file header, then records of 7-byte headers (crc, length, type) and data, split
-    into chunks that never cross a 32 KiB block boundary. A record still being written is left out.
-    """
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    records, chunks, pos = [], b"", 7
-    while pos + 7 <= len(data):
-        if LOG_BLOCK - pos % LOG_BLOCK < 7:  # a block tail too short for a header is padding
-            pos += LOG_BLOCK - pos % LOG_BLOCK
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if pos + 7 + length > len(data):
-            break
-        chunks += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # a full record, or the last chunk of one
-            records.append(wandb_internal_pb2.Record.FromString(chunks))
-            chunks = b""
-    return records
-
-
-def _read_run(run_dir: Path, timeout: float = 20.0) -> SimpleNamespace:
-    """What an offline run recorded: its run record, config, summary, sample tables and exit code.
-
-    wandb 0.31 writes neither ``wandb-summary.json`` nor ``config.yaml`` for offline runs, so the transaction log
-    is read; wandb-core may still be writing it when ``wandb.finish`` returns, hence the wait for the exit record.
-    """
-    path = next(run_dir.glob("run-*.wandb"))
-    deadline = time.monotonic() + timeout
-    records = _log_records(path)
-    while not any(record.HasField("exit") for record in records):
-        assert time.monotonic() < deadline, f"{path} has no exit record"
-        time.sleep(0.1)
-        records = _log_records(path)
-    run = SimpleNamespace(config={}, summary={}, tables={}, exit_code=None)
-    for record in records:
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run.run = record.run
-        elif kind in ("config", "summary"):
-            for item in getattr(record, kind).update:
-                *parents, key = [item.key] if item.key else item.nested_key
-                tree = getattr(run, kind)
-                for parent in parents:
-                    tree = tree.setdefault(parent, {})
-                tree[key] = json.loads(item.value_json)
-        elif kind == "artifact":  # tables are logged as artifacts too; offline, their files stay staged
-            for entry in record.artifact.manifest.contents:
-                if entry.path.endswith(".table.json"):
-                    run.tables[entry.path.removesuffix(".table.json")] = json.loads(Path(entry.local_path).read_text())
-        elif kind == "exit":
-            run.exit_code = record.exit.exit_code
-    return run
-
-
 def test_both_stages_log_one_offline_run_each(offline_wandb: Path) -> None:
     cfg = compose_train_cfg(offline_wandb, [*WANDB_RUN, "stage=both", "fader.max_epochs=1"])
     group = f"train-{Path(cfg.hydra.run.dir).name}"
@@ -109,7 +47,7 @@ def test_both_stages_log_one_offline_run_each(offline_wandb: Path) -> None:
     assert wandb.run is None
     runs = {}
     for run_dir in (offline_wandb / "out" / "wandb").glob("offline-run-*"):
-        run = _read_run(run_dir)
+        run = read_run(run_dir)
         runs[run.run.job_type] = run
         stage = run.run.job_type
         assert run.run.display_name == f"synth_object-saliency-s0-j0-{stage}"
@@ -145,7 +83,7 @@ def test_failed_stage_finishes_its_run(offline_wandb: Path, monkeypatch: pytest.
         train(compose_train_cfg(offline_wandb, WANDB_RUN))
     assert wandb.run is None
     (run_dir,) = (offline_wandb / "out" / "wandb").glob("offline-run-*")
-    assert _read_run(run_dir).exit_code == 1
+    assert read_run(run_dir).exit_code == 1
 
 
 def test_offline_unless_configured(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,3 +124,30 @@ def test_sample_table_does_nothing_without_wandb_logger() -> None:
     callback.on_test_batch_end(trainer, None, outputs, batch, 0)
     callback.on_test_end(trainer, None)
     assert callback.picked == []
+
+
+def test_offline_run_is_self_contained_and_logs_the_model(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in RUN_LOCAL_FOLDERS:  # restored to unset after the test, whatever the run sets
+        monkeypatch.setenv(name, "unset")
+        monkeypatch.delenv(name)
+    cfg = compose_train_cfg(clean_env / "job", [*WANDB_RUN, "logger.wandb.log_model=true"])
+    assert cfg.logger.wandb.offline is True
+    train(cfg)
+    wandb_dir = clean_env / "job" / "out" / "wandb"
+    (run_dir,) = wandb_dir.glob("offline-run-*")
+    run = read_run(run_dir)
+    assert run.exit_code == 0
+    home = {p.relative_to(clean_env) for p in clean_env.rglob("*") if p.is_file() and "job" not in p.parts}
+    assert not [p for p in home if p.parts[0] in (".local", ".cache")], home  # nothing staged in the home folder
+    records = log_records(next(run_dir.glob("run-*.wandb")))
+    artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    images = [Path(e.local_path) for a in artifacts for e in a.manifest.contents if e.path.endswith(".png")]
+    assert len(images) >= 8  # the sample table's images, staged inside the run folder
+    assert all(image.is_file() and image.is_relative_to(wandb_dir) for image in images)
+    models = [artifact for artifact in artifacts if artifact.type == "model"]
+    assert len(models) == 1
+    (entry,) = models[0].manifest.contents
+    assert entry.path == "model.ckpt"
+    staged = Path(entry.local_path)
+    assert staged.is_file() and staged.is_relative_to(wandb_dir)
+    assert torch.load(staged, weights_only=True)["hyper_parameters"]["unet"]["widths"] == [8, 16, 32, 64]

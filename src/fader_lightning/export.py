@@ -2,6 +2,7 @@
 
 Usage:
     fader-export ckpt=PATH output=FILE.onnx [format=onnx] [masks=input|embedded] [image_size=N|H,W] [opset=17]
+        [vit_weights=PATH]
 
 The graph is obfuscation -> U-Net encoder -> (FADeR: patch-error prediction, soft mask, skip attenuation) ->
 U-Net decoder -> anomaly map -> image score, for one fixed image size and a dynamic batch axis:
@@ -15,6 +16,7 @@ U-Net decoder -> anomaly map -> image score, for one fixed image size and a dyna
 Outputs: ``anomaly_map`` ``(B, 1, H, W)``, ``score`` ``(B,)`` and, for FADeR, ``soft_mask`` ``(B, 1, H / P, W / P)``
 on the patch grid. ``FILE.json`` next to the model describes inputs, outputs, mask method, fill, scoring and the
 soft-mask calibration (tau, T). ``image_size`` defaults to the training run's (its ``metrics.json``), else 256.
+``vit_weights`` is the DINO ViT state dict of a model with attention masking (checkpoints do not store it).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ FORMATS: tuple[str, ...] = ("onnx",)
 MASK_MODES: tuple[str, ...] = ("input", "embedded")
 EMBEDDABLE_MASKS: tuple[str, ...] = ("checkerboard", "none")
 """Mask methods whose masks depend on the image size only, so they can be baked into the graph."""
-KEYS: tuple[str, ...] = ("ckpt", "output", "format", "masks", "image_size", "opset")
+KEYS: tuple[str, ...] = ("ckpt", "output", "format", "masks", "image_size", "opset", "vit_weights")
 DEFAULT_OPSET = 17
 
 
@@ -299,6 +301,7 @@ def export_checkpoint(
     masks: str = "input",
     image_size: str | None = None,
     opset: int = DEFAULT_OPSET,
+    vit_weights: str | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint and export it (what ``fader-export`` runs).
 
@@ -309,6 +312,7 @@ def export_checkpoint(
         masks: ``input`` (masks are a model input) or ``embedded`` (``checkerboard``/``none`` only).
         image_size: ``N`` or ``H,W``; ``None``: the training run's size, else 256.
         opset: ONNX opset.
+        vit_weights: ViT state dict for a model with attention masking.
 
     Returns:
         The side-car description.
@@ -327,7 +331,7 @@ def export_checkpoint(
     if output.suffix == ".json":
         raise ConfigError(f"output={output} would be overwritten by its own .json side-car; use a .onnx name")
     writable_folder(output.parent, "output's folder")
-    module = load_module(ckpt, "cpu")
+    module = load_module(ckpt, "cpu", vit_weights)
     size = resolve_image_size(image_size, run_entry(ckpt, module.stage))
     return export_onnx(module, output, size, opset, embed_masks=masks == "embedded")
 
@@ -340,6 +344,7 @@ def _command(args: dict[str, str]) -> int:
         args.get("masks", "input"),
         args.get("image_size"),
         to_int("opset", args.get("opset", str(DEFAULT_OPSET)), minimum=7),
+        args.get("vit_weights"),
     )
     sys.stdout.write(f"wrote {args['output']} and {Path(args['output']).with_suffix('.json')}\n")
     return 0

@@ -19,11 +19,10 @@ import torch
 
 from fader_lightning.data.transforms import as_hw
 from fader_lightning.errors import CheckpointError, ConfigError, FaderError
-from fader_lightning.masking import MaskCache
 from fader_lightning.models import EARModel, FADeRModule, InpaintingModule
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.results import load_results
-from fader_lightning.utils.checkpoints import read_checkpoint, weights_only
+from fader_lightning.utils.checkpoints import read_checkpoint, stage1_overrides, weights_only
 
 log = logging.getLogger(__name__)
 
@@ -177,15 +176,16 @@ def ear_model(module: AnomalyModule) -> EARModel:
     return module.ear if isinstance(module, FADeRModule) else module.model
 
 
-def load_module(path: str | Path, device: str = "cpu") -> AnomalyModule:
+def load_module(path: str | Path, device: str = "cpu", vit_weights: str | None = None) -> AnomalyModule:
     """Load a stage-1 or stage-2 checkpoint for inference.
 
     The module is put in eval mode on ``device``; its mask cache keeps masks in memory only, so inference never
-    writes to the training run's disk cache.
+    writes to the training run's disk cache (or to any folder the checkpoint names), and nothing is downloaded.
 
     Args:
         path: Checkpoint file (``<run>/checkpoints/<stage>/last.ckpt``).
         device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
+        vit_weights: ViT state dict for a model with attention masking (checkpoints do not store it).
 
     Returns:
         The module (``stage`` is ``"ear"`` or ``"fader"``).
@@ -206,13 +206,16 @@ def load_module(path: str | Path, device: str = "cpu") -> AnomalyModule:
         raise CheckpointError(f"checkpoint {path} does not exist; pass ckpt=<run>/checkpoints/<stage>/last.ckpt")
     hparams = read_checkpoint(path, "pass ckpt=<run>/checkpoints/<stage>/last.ckpt").get("hyper_parameters", {})
     stage = checkpoint_stage(hparams, path)
+    if stage == "ear":
+        overrides = stage1_overrides(hparams, path, None, vit_weights)
+    else:
+        overrides = {"mask_cache_dir": None, "vit_weights": vit_weights, "allow_download": False}
     try:
-        module = STAGE_MODULES[stage].load_from_checkpoint(path, map_location="cpu", weights_only=weights_only())
+        module = STAGE_MODULES[stage].load_from_checkpoint(
+            path, map_location="cpu", weights_only=weights_only(), **overrides
+        )
     except RuntimeError as err:
         raise CheckpointError(f"{path} does not fit its own {stage} settings: {err}") from err
-    masker = ear_model(module).masker
-    if isinstance(masker, MaskCache):
-        masker.cache_dir = None
     log.info("loaded %s checkpoint %s on %s", stage, path, device)
     return module.eval().to(device)
 

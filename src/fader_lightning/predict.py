@@ -2,7 +2,7 @@
 
 Usage:
     fader-predict ckpt=PATH input=IMAGE|FOLDER|GLOB output=DIR [threshold=FLOAT|auto] [normal_dir=DIR]
-        [quantile=1.0] [image_size=N|H,W] [batch_size=8] [device=auto|cpu|cuda]
+        [quantile=1.0] [image_size=N|H,W] [batch_size=8] [device=auto|cpu|cuda] [vit_weights=PATH]
 
 Stage 1 (EAR) and stage 2 (FADeR) checkpoints are told apart automatically. ``input`` is one image, a folder
 (its png/jpg/bmp/tif files, not recursive) or a quoted glob (``'data/**/*.png'``). Images are resized to
@@ -19,6 +19,8 @@ Stems used twice get ``_1``, ``_2``, ... appended. The image threshold comes fro
 so that every calibration image is normal; calibration sets are small) of the scores of the normal images in
 ``normal_dir``; else the ORACLE threshold of the training run's ``metrics.json`` (picked on the test labels, with
 a warning). Unreadable files are reported and skipped. Exit code 0 when at least one image was scored, else 1.
+``vit_weights`` is the DINO ViT state dict of a model with attention masking: checkpoints do not store it, and
+loading one never downloads it.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ from fader_lightning.utils.io import atomic_save, atomic_write_text, writable_fo
 log = logging.getLogger(__name__)
 
 KEYS: tuple[str, ...] = (
-    "ckpt", "input", "output", "threshold", "normal_dir", "quantile", "image_size", "batch_size", "device"
+    "ckpt", "input", "output", "threshold", "normal_dir", "quantile", "image_size", "batch_size", "device",
+    "vit_weights",
 )  # fmt: skip
 PROGRESS_MIN_IMAGES = 20
 """A progress bar is shown above this many images (and always when stderr is a terminal)."""
@@ -292,6 +295,7 @@ def predict(
     image_size: str | None = None,
     batch_size: int = 8,
     device: str = "auto",
+    vit_weights: str | None = None,
 ) -> Prediction:
     """Score images and write maps, overlays and ``scores.csv`` (what ``fader-predict`` runs).
 
@@ -305,6 +309,7 @@ def predict(
         image_size: ``N`` or ``H,W``; ``None``: the training run's size, else 256.
         batch_size: Images per forward pass.
         device: ``auto``, ``cpu`` or ``cuda``.
+        vit_weights: ViT state dict for a model with attention masking.
 
     Returns:
         The scored rows, the skipped files and the threshold.
@@ -316,7 +321,7 @@ def predict(
     """
     paths = resolve_inputs(images)
     output = writable_folder(output, "output")
-    module = load_module(ckpt, device)
+    module = load_module(ckpt, device, vit_weights)
     entry = run_entry(ckpt, module.stage)
     size = resolve_image_size(image_size, entry)
     ear_model(module).unet.check_input_size(*size)
@@ -346,6 +351,7 @@ def _command(args: dict[str, str]) -> int:
         image_size=args.get("image_size"),
         batch_size=to_int("batch_size", args.get("batch_size", "8")),
         device=args.get("device", "auto"),
+        vit_weights=args.get("vit_weights"),
     )
     anomalous = sum(label for _, _, label in result.rows)
     lines = [

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fader_lightning.errors import ConfigError
 from fader_lightning.results import METRICS_FILE
+from fader_lightning.utils.io import check_links_stay_inside
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,10 @@ def prepare_run_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
         overwrite: ``overwrite=true``: the earlier run's ``metrics.json`` and checkpoints are deleted first.
 
     Raises:
-        ConfigError: When the folder holds a run and neither applies.
+        ConfigError: When the folder holds a run and neither applies, or a sub-folder is a symbolic link that
+            leads out of it.
     """
+    check_links_stay_inside(output_dir)
     found = [name for name in RUN_ARTEFACTS if (output_dir / name).exists()]
     if not found or resume:
         return

@@ -27,13 +27,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fader_lightning import stage1_store
 from fader_lightning.data.datamodule import AnomalyDataModule
-from fader_lightning.errors import ConfigError, FaderError
+from fader_lightning.errors import CheckpointError, ConfigError, FaderError
 from fader_lightning.masking import MASKING_METHODS
 from fader_lightning.models import InpaintingModule
 from fader_lightning.results import record_stage
 from fader_lightning.run_dir import prepare_run_dir, run_lock
 from fader_lightning.stage1_store import stage1_key
-from fader_lightning.utils.checkpoints import read_checkpoint, weights_only
+from fader_lightning.utils.checkpoints import check_fits, read_checkpoint, stage1_overrides, weights_only
 from fader_lightning.utils.io import atomic_save
 from fader_lightning.utils.provenance import environment
 from fader_lightning.utils.wandb_setup import finish_wandb, log_config
@@ -144,8 +144,12 @@ def run_stage(
     key = stage1_key(cfg) if reuse else None
     stored = stage1_store.lookup(cfg.paths.stage1_store, key) if reuse else None
     if stored:
-        read_checkpoint(stored, f"delete it from the stage-1 store {cfg.paths.stage1_store} to train it again")
-        model = InpaintingModule.load_from_checkpoint(stored, weights_only=weights_only())
+        hint = f"delete it from the stage-1 store {cfg.paths.stage1_store} to train it again"
+        hparams = read_checkpoint(stored, hint).get("hyper_parameters", {})
+        masking = cfg.model.masking
+        overrides = stage1_overrides(hparams, stored, cfg.model.mask_cache_dir, masking.get("weights_path"),
+                                     bool(masking.get("pretrained", False)), "masking.weights_path")  # fmt: skip
+        model = InpaintingModule.load_from_checkpoint(stored, weights_only=weights_only(), **overrides)
     else:
         model = build(spec)
     model.set_evaluation(cfg.model.scoring, cfg.model.fpr_limit, cfg.model.map_storage)
@@ -167,7 +171,12 @@ def run_stage(
         start = time.perf_counter()
         resume = cfg.get("ckpt_path") if stage == "ear" else None
         if resume:
-            read_checkpoint(resume, "point ckpt_path at the run's checkpoints/ear/last.ckpt to resume it")
+            if not Path(resume).is_file():
+                raise CheckpointError(
+                    f"ckpt_path={resume} does not exist; point it at the run's checkpoints/ear/last.ckpt to resume it"
+                )
+            hint = "point ckpt_path at the run's checkpoints/ear/last.ckpt to resume it"
+            check_fits(read_checkpoint(resume, hint), model, resume, "ckpt_path")
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=weights_only())
         # the file the checkpoint callback wrote, never a name guessed from the folder
         callback = trainer.checkpoint_callback

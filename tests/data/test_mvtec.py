@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from fader_lightning.data import MVTecADDataModule, make_mvtec_samples, split_counts
+from fader_lightning.data.image_io import read_image
 from fader_lightning.data.synthetic import make_mvtec_tree
 from fader_lightning.errors import DataError
 
@@ -125,7 +126,8 @@ def test_truncated_image_file(synthetic_mvtec: Path, tmp_path: Path) -> None:
     path = root / "synth_object/train/good/004.png"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     dm = MVTecADDataModule(root, "synth_object", image_size=32, train_batch_size=64)
-    dm.setup()
     with pytest.raises(DataError, match="corrupt or truncated") as err:
-        next(iter(dm.train_dataloader()))
+        dm.setup()  # every file is decoded at setup, before any training
     assert str(path) in str(err.value)
+    with pytest.raises(DataError, match="corrupt or truncated"):  # and a file that breaks later still names itself
+        read_image(path)

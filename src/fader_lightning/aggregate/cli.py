@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fader_lightning.aggregate.chart import write_chart
-from fader_lightning.aggregate.reading import collect
+from fader_lightning.aggregate.reading import collect, wandb_group
 from fader_lightning.aggregate.table import build_table
 from fader_lightning.aggregate.wandb_log import active_wandb_run, log_to_wandb
 from fader_lightning.aggregate.writers import provenance, write_csv, write_latex, write_markdown
@@ -57,7 +57,7 @@ def aggregate(
     }
     log.info("results of %d categories written to %s", len(table.categories), out_dir)
     if use_wandb or active_wandb_run():
-        log_to_wandb(table, paths, name)
+        log_to_wandb(table, paths, name, group=wandb_group(sweep_dirs), run_dir=out_dir)
     return paths
 
 

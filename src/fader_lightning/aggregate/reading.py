@@ -216,6 +216,28 @@ def find_job_dirs(root: Path) -> list[Path]:
     return sorted({path.resolve() for path in markers})
 
 
+def wandb_group(sweep_dirs: Sequence[Path]) -> str | None:
+    """The W&B group the jobs under these folders logged to, when they share one.
+
+    A job's group is its ``logger.wandb.group`` when set explicitly, else what ``conf/logger/wandb.yaml`` makes
+    it: ``<task_name>-<folder>``, the folder being the sweep folder (the job folder's parent) in a multirun and the
+    run folder itself in a single run.
+
+    Args:
+        sweep_dirs: The folders given to ``fader-aggregate``.
+
+    Returns:
+        The shared group, or ``None`` when the jobs span several groups (or there is no job).
+    """
+    groups = set()
+    for root in (Path(directory).resolve() for directory in sweep_dirs):
+        for job_dir in find_job_dirs(root):
+            config = _read_yaml(job_dir / ".hydra" / "config.yaml") or {}
+            folder = job_dir.name if job_dir == root else job_dir.parent.name
+            groups.add(_lookup(config, "logger.wandb.group") or f"{config.get('task_name') or 'train'}-{folder}")
+    return groups.pop() if len(groups) == 1 else None
+
+
 def _split_top_level(text: str) -> list[str] | None:
     """``a,[0,1],b`` → ``["a", "[0,1]", "b"]``; ``None`` when the brackets do not balance."""
     parts, depth, start = [], 0, 0

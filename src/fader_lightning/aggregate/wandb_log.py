@@ -38,16 +38,26 @@ def active_wandb_run() -> bool:
     return wandb is not None and getattr(wandb, "run", None) is not None
 
 
-def log_to_wandb(table: Table, paths: Mapping[str, Path], name: str, project: str = WANDB_PROJECT) -> None:
+def log_to_wandb(
+    table: Table,
+    paths: Mapping[str, Path],
+    name: str,
+    project: str = WANDB_PROJECT,
+    group: str | None = None,
+    run_dir: Path | None = None,
+) -> None:
     """Log the table (display and tidy) and the written files (artifact of type ``results``) to W&B.
 
-    Logs into the active run when there is one; otherwise starts a run (mode from :func:`wandb_mode`) and finishes it.
+    Logs into the active run when there is one; otherwise starts a run (mode from :func:`wandb_mode`) in ``group``
+    and finishes it.
 
     Args:
         table: The table.
         paths: Files to put in the artifact.
         name: Run and artifact name.
         project: W&B project of a new run.
+        group: Group of a new run: the sweep's, so the table sits beside the runs it summarises.
+        run_dir: Folder of a new run's files (``<run_dir>/wandb/``; wandb's default when ``None``).
 
     Raises:
         ConfigError: When wandb is not installed.
@@ -57,7 +67,11 @@ def log_to_wandb(table: Table, paths: Mapping[str, Path], name: str, project: st
     except ImportError as err:
         raise ConfigError("W&B logging needs the wandb package: pip install wandb, or drop --wandb") from err
     own_run = wandb.run is None
-    run = wandb.init(project=project, job_type="aggregate", name=name, mode=wandb_mode()) if own_run else wandb.run
+    run = (
+        wandb.init(project=project, job_type="aggregate", name=name, group=group, dir=run_dir, mode=wandb_mode())
+        if own_run
+        else wandb.run
+    )
     try:
         header = ["category", *(column.label for column in table.columns)]
         fields = csv_fields(table)

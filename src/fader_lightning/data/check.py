@@ -1,4 +1,4 @@
-"""``fader-check-data``: verify a dataset root and print counts, or the manual install steps."""
+"""``fader-check-data``: decode and verify every file of a category, then print counts or the manual install steps."""
 
 from __future__ import annotations
 
@@ -50,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--split-csv", type=Path, default=None, help="VisA split file (default ROOT/split_csv/1cls.csv)"
     )
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="JSON file remembering files already decoded (by size and mtime)"
+    )
     parser.add_argument("--materialise", type=Path, default=None, help="VisA: write an MVTec-style copy under this dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -58,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples = make_mvtec_samples(args.root, args.category, args.mask_suffix)
         else:
             samples = make_visa_samples(args.root, args.category, args.split_csv)
-        validate_samples(samples)
+        validate_samples(samples, cache_file=args.cache)
     except DataError as err:
         steps = MVTEC_DOWNLOAD_STEPS if args.dataset == "mvtec" else VISA_DOWNLOAD_STEPS
         sys.stderr.write(f"FAILED: {err}\n")

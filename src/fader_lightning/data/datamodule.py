@@ -103,6 +103,8 @@ class AnomalyDataModule(L.LightningDataModule):
         seed: Seed of the train/val split and of the training shuffle.
         train_augmentations: Albumentations transforms for training images only.
         check_mask_sizes: Compare every mask's size with its image's at setup.
+        check_cache: JSON file remembering which files setup has decoded and checked (by size and modification
+            time), so the jobs of a sweep check each file once; ``None`` remembers them in this process only.
     """
 
     requires_masks: bool = True
@@ -119,6 +121,7 @@ class AnomalyDataModule(L.LightningDataModule):
         seed: int = 0,
         train_augmentations: Sequence[A.BasicTransform] = (),
         check_mask_sizes: bool = True,
+        check_cache: str | None = None,
     ) -> None:
         super().__init__()
         if val_policy not in VAL_POLICIES:
@@ -134,6 +137,7 @@ class AnomalyDataModule(L.LightningDataModule):
         self.train_augmentations = list(train_augmentations)
         self._datasets: dict[str, AnomalyDataset] = {}
         self.check_mask_sizes = check_mask_sizes
+        self.check_cache = check_cache
         self.train_samples: list[Sample] = []
         self.val_samples: list[Sample] = []
         self.test_samples: list[Sample] = []
@@ -147,7 +151,7 @@ class AnomalyDataModule(L.LightningDataModule):
         """
 
     def setup(self, stage: str | None = None) -> None:
-        """Build and check the sample table, then apply the validation policy.
+        """Build the sample table, decode and check every file of it, then apply the validation policy.
 
         Args:
             stage: Lightning stage (unused: all splits are built at once, cheaply).
@@ -155,7 +159,12 @@ class AnomalyDataModule(L.LightningDataModule):
         if self.train_samples or self.test_samples:
             return
         samples = self.make_samples()
-        validate_samples(samples, check_mask_sizes=self.check_mask_sizes, require_masks=self.requires_masks)
+        validate_samples(
+            samples,
+            check_mask_sizes=self.check_mask_sizes,
+            require_masks=self.requires_masks,
+            cache_file=self.check_cache,
+        )
         train = [s for s in samples if s.split == "train"]
         self.test_samples = [s for s in samples if s.split == "test"]
         if self.val_policy == "from_train":

@@ -98,7 +98,12 @@ def make_mvtec_samples(root: Path, category: str, mask_suffix: str = "_mask") ->
         )
     samples = [Sample(p, "train", NORMAL, GOOD, None, category) for p in train_images]
     test_dir = category_dir / "test"
-    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()) if test_dir.is_dir() else []:
+    if not test_dir.is_dir():
+        raise DataError(
+            f"{test_dir} does not exist; MVTec-style categories need test/good and test/<defect> folders (re-extract "
+            "the category's archive)"
+        )
+    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
         defect = defect_dir.name
         for image_path in list_images(defect_dir):
             if defect == GOOD:

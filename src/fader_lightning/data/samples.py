@@ -8,7 +8,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fader_lightning.data.image_io import image_size
+from fader_lightning.data.image_io import FileInfo
+from fader_lightning.data.verify import decode_all
 from fader_lightning.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -72,23 +73,34 @@ def find_mask(mask_dir: Path, stem: str, suffix: str) -> Path | None:
     return None
 
 
-def validate_samples(samples: Sequence[Sample], *, check_mask_sizes: bool = True, require_masks: bool = True) -> None:
-    """Check a sample table before any training starts.
+def validate_samples(
+    samples: Sequence[Sample],
+    *,
+    check_mask_sizes: bool = True,
+    require_masks: bool = True,
+    cache_file: str | Path | None = None,
+) -> None:
+    """Check a sample table before any training starts, decoding every image and mask.
+
+    Every file is decoded completely (in parallel, remembered by size and modification time; see
+    :func:`~fader_lightning.data.verify.decode_all`), so a truncated file fails here rather than mid-run. What is
+    suspicious but usable is reported once per split: mixed image sizes or aspect ratios, JPEG masks (thresholded
+    at mid-grey), and a test split whose metrics will be undefined (no anomalous or no normal image).
 
     Args:
         samples: The table to check.
-        check_mask_sizes: Also read mask headers and compare their sizes with their images'.
+        check_mask_sizes: Compare each mask's size with its image's.
         require_masks: Fail when an anomalous image has no mask (off for mask-less folders).
-
-    Every image header is read, so unreadable files fail here rather than mid-epoch.
+        cache_file: JSON file remembering checked files across processes (``None``: this process only).
 
     Raises:
-        DataError: When a category has no training image, an anomalous image has no mask, a file is
-            missing, empty or not an image, or a mask's size differs from its image's.
+        DataError: When a category has no training or no test image, an anomalous image has no mask, a file is
+            missing, empty, corrupt, truncated or too large, or a mask's size differs from its image's.
     """
-    if not any(s.split == "train" for s in samples):
-        category = samples[0].category if samples else "?"
-        raise DataError(f"category '{category}' has no training images; put normal images under its train split")
+    category = samples[0].category if samples else "?"
+    for split in ("train", "test"):
+        if not any(s.split == split for s in samples):
+            raise DataError(f"category '{category}' has no {split} images; put {_SPLIT_FIX[split]}")
     for sample in samples:
         if require_masks and sample.label == ANOMALOUS and sample.mask_path is None:
             raise DataError(
@@ -103,14 +115,51 @@ def validate_samples(samples: Sequence[Sample], *, check_mask_sizes: bool = True
                 raise DataError(f"file {path} does not exist; restore it or remove it from the split")
             if path.stat().st_size == 0:
                 raise DataError(f"file {path} is empty (0 bytes); re-copy it from the original archive")
-        img_size = image_size(sample.image_path)
+    files = [path for s in samples for path in (s.image_path, s.mask_path) if path is not None]
+    info = decode_all(files, cache_file)
+    for sample in samples:
         if check_mask_sizes and sample.mask_path is not None:
-            mask_size = image_size(sample.mask_path)
-            if img_size != mask_size:
+            image, mask = info[sample.image_path], info[sample.mask_path]
+            if (image.width, image.height) != (mask.width, mask.height):
                 raise DataError(
-                    f"mask {sample.mask_path} is {mask_size[0]}x{mask_size[1]} but its image {sample.image_path} is "
-                    f"{img_size[0]}x{img_size[1]}; masks must have the size of their image (re-export the mask)"
+                    f"mask {sample.mask_path} is {mask.width}x{mask.height} but its image {sample.image_path} is "
+                    f"{image.width}x{image.height}; masks must have the size of their image (re-export the mask)"
                 )
+    _report(samples, info)
+
+
+_SPLIT_FIX = {
+    "train": "normal images under its train split",
+    "test": "its test images (test/good and test/<defect> for MVTec-style sets) in place",
+}
+
+
+def _report(samples: Sequence[Sample], info: dict[Path, FileInfo]) -> None:
+    """Log, once per split, what is usable but not what a user may expect."""
+    category = samples[0].category
+    for split in ("train", "test"):
+        sizes = Counter(f"{info[s.image_path].width}x{info[s.image_path].height}" for s in samples if s.split == split)
+        if len(sizes) > 1:
+            ratios = sorted({round(int(w) / int(h), 2) for w, h in (size.split("x") for size in sizes)})
+            log.warning(
+                "%s %s split mixes %d image sizes (%s; aspect ratios %s): every image is resized to data.image_size, "
+                "so those of another aspect ratio are stretched",
+                category, split, len(sizes), ", ".join(f"{k}: {v}" for k, v in sizes.most_common()),
+                ", ".join(f"{r:g}" for r in ratios),
+            )  # fmt: skip
+    jpeg = [s.mask_path for s in samples if s.mask_path is not None and info[s.mask_path].lossy]
+    if jpeg:
+        log.warning(
+            "%d masks of %s are JPEG (e.g. %s): thresholded at mid-grey (>= 128) because compression smears their "
+            "edges; store masks as PNG for exact pixel metrics", len(jpeg), category, jpeg[0],
+        )  # fmt: skip
+    labels = {s.label for s in samples if s.split == "test"}
+    if labels != {NORMAL, ANOMALOUS}:
+        missing = "anomalous" if ANOMALOUS not in labels else "normal"
+        log.warning(
+            "the %s test split has no %s image: AUROC, AUPRO and F1 are undefined and are written as null",
+            category, missing,
+        )  # fmt: skip
 
 
 def split_counts(samples: Iterable[Sample]) -> dict[str, dict[str, int]]:

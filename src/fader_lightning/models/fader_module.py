@@ -27,7 +27,7 @@ from fader_lightning.models.fader import (
 from fader_lightning.models.fader_targets import TARGETS, complement_targets, synthetic_defects, synthetic_targets
 from fader_lightning.models.inpainting_module import InpaintingModule, Optimizer, plain
 from fader_lightning.models.scoring import AnomalyScorer
-from fader_lightning.utils.checkpoints import read_checkpoint, weights_only
+from fader_lightning.utils.checkpoints import read_checkpoint, stage1_overrides, weights_only
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,26 @@ class PatchRows:
         return PatchRows(*(torch.cat(parts) for parts in zip(*(r.tensors() for r in rows), strict=True)))
 
 
-def load_stage1(ckpt_path: str | Path, expected_unet: Mapping[str, Any] | None = None) -> InpaintingModule:
+VIT_KEYS = "fader.vit_weights (training) or vit_weights= (predict, export)"
+
+
+def load_stage1(
+    ckpt_path: str | Path,
+    expected_unet: Mapping[str, Any] | None = None,
+    mask_cache_dir: str | None = None,
+    vit_weights: str | None = None,
+    allow_download: bool = False,
+) -> InpaintingModule:
     """Load a stage-1 checkpoint and check that it fits the configured U-Net.
 
     Args:
         ckpt_path: Checkpoint written by stage 1 (``checkpoints/ear/last.ckpt`` of its run).
         expected_unet: U-Net settings the config asks for; any key that differs from the checkpoint's
             is an error. ``None`` skips the check.
+        mask_cache_dir: The job's mask cache folder (never the checkpoint's).
+        vit_weights: The job's ViT weights for attention masking (see
+            :func:`~fader_lightning.utils.checkpoints.stage1_overrides`).
+        allow_download: Whether the job allows timm to fetch pretrained ViT weights.
 
     Returns:
         The stage-1 module, on CPU.
@@ -109,8 +122,9 @@ def load_stage1(ckpt_path: str | Path, expected_unet: Mapping[str, Any] | None =
                 f"stage-1 checkpoint {path} was trained with model.unet.{key}={stored} but the config asks for "
                 f"{value}; drop the override or point fader.ckpt_path at a matching checkpoint"
             )
+    overrides = stage1_overrides(hparams, path, mask_cache_dir, vit_weights, allow_download, VIT_KEYS)
     try:
-        return InpaintingModule.load_from_checkpoint(path, map_location="cpu", weights_only=weights_only())
+        return InpaintingModule.load_from_checkpoint(path, map_location="cpu", weights_only=weights_only(), **overrides)
     except RuntimeError as err:
         raise CheckpointError(f"{path} does not fit its own U-Net settings {hparams['unet']}: {err}") from err
 
@@ -158,6 +172,11 @@ class FADeRModule(AnomalyModule):
         synthetic: Settings of the ``synthetic`` target: ``copies`` per image, ``kinds``, ``min_side``,
             ``max_side`` (see :func:`~fader_lightning.models.fader_targets.synthetic_defects`) and ``tie_below``.
         residual_region: ``all`` or ``masked`` (see :class:`~fader_lightning.models.fader.FADeR`).
+        mask_cache_dir: The job's disk cache of stage-1 masks (``None``: memory only); a checkpoint's own folder is
+            never used.
+        vit_weights: ViT state dict for a stage 1 with attention masking (checkpoints do not store it).
+        allow_download: Whether timm may fetch the pretrained ViT when there is no ``vit_weights`` (the job's
+            ``masking.pretrained`` with ``masking=attention``; never when loading a checkpoint for inference).
     """
 
     stage = "fader"
@@ -186,6 +205,9 @@ class FADeRModule(AnomalyModule):
         attenuate_masked: bool = False,
         synthetic: Mapping[str, Any] | None = None,
         residual_region: str = "all",
+        mask_cache_dir: str | None = None,
+        vit_weights: str | None = None,
+        allow_download: bool = False,
     ) -> None:
         super().__init__(fpr_limit=fpr_limit, map_storage=map_storage)
         if target not in TARGETS:
@@ -196,10 +218,11 @@ class FADeRModule(AnomalyModule):
         expected_unet, synthetic = plain(expected_unet), plain(synthetic)
         levels = tuple(int(level) for level in levels)
         if stage1_settings is None:
-            stage1 = load_stage1(ckpt_path, expected_unet)
+            stage1 = load_stage1(ckpt_path, expected_unet, mask_cache_dir, vit_weights, allow_download)
             stage1_settings = plain(stage1.hparams)
         else:  # a FADeR checkpoint being loaded: its state dict holds the stage-1 weights
-            stage1 = InpaintingModule(**stage1_settings)
+            own = stage1_overrides(stage1_settings, ckpt_path, mask_cache_dir, vit_weights, allow_download, VIT_KEYS)
+            stage1 = InpaintingModule(**{**stage1_settings, **own})
         self.save_hyperparameters(ignore=["optimizer"])
         self.ear = stage1.model
         if self.ear.masker.num_passes != 1:

@@ -8,6 +8,7 @@ default is. Set ``FADER_TRUST_CHECKPOINTS=1`` to load a file you trust that hold
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,86 @@ def read_checkpoint(path: str | Path, hint: str) -> dict[str, Any]:
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dictionary; {hint}")
     return checkpoint
+
+
+def check_fits(checkpoint: dict[str, Any], module: torch.nn.Module, path: str | Path, key: str) -> None:
+    """Check that a checkpoint's weights fit a module before Lightning loads them.
+
+    The module's ``on_load_checkpoint`` (if any) first restores what its checkpoints leave out on purpose, such
+    as frozen weights rebuilt from settings, on a copy of the state dictionary.
+
+    Args:
+        checkpoint: The checkpoint dictionary (:func:`read_checkpoint`).
+        module: The module the job built from its config.
+        path: The checkpoint file, for the message.
+        key: The config key that named the file, for the message.
+
+    Raises:
+        CheckpointError: When a weight is missing, unexpected or of another shape, naming the first few, both
+            architectures' settings where the checkpoint records them, and the fix.
+    """
+    state = dict(checkpoint.get("state_dict", {}))
+    if hasattr(module, "on_load_checkpoint"):
+        module.on_load_checkpoint({**checkpoint, "state_dict": state})
+    own = module.state_dict()
+    problems = [f"{name}: {list(state[name].shape)} in the file, {list(own[name].shape)} here"
+                for name in state if name in own and state[name].shape != own[name].shape]  # fmt: skip
+    problems += [f"{name}: only in the file" for name in state if name not in own]
+    problems += [f"{name}: missing from the file" for name in own if name not in state]
+    if problems:
+        stored = checkpoint.get("hyper_parameters", {}).get("unet")
+        built = getattr(module, "hparams", {}).get("unet")
+        settings = f" It was trained with model.unet={stored}; this job builds {built}." if stored != built else ""
+        raise CheckpointError(
+            f"{key}={path} does not fit the model this job builds ({len(problems)} weights differ, e.g. "
+            f"{'; '.join(problems[:3])}).{settings} Resume with the settings it was trained with, or start a new "
+            f"run without {key}"
+        )
+
+
+def stage1_overrides(
+    hparams: Mapping[str, Any],
+    path: str | Path,
+    mask_cache_dir: str | None,
+    vit_weights: str | None = None,
+    allow_download: bool = False,
+    key: str = "vit_weights",
+) -> dict[str, Any]:
+    """Hyper-parameters the loading job decides for a stage-1 model, whatever its checkpoint says.
+
+    A checkpoint never decides where files are written (the mask cache folder is the job's) and never triggers a
+    download: attention masking's ViT weights are not stored in checkpoints, so they come from the job's
+    ``vit_weights``, else from the weights file the checkpoint names if it exists here, else from a download only
+    when the job allows it (``masking=attention`` with ``pretrained=true`` in a training job).
+
+    Args:
+        hparams: The stage-1 hyper-parameters (of a stage-1 checkpoint, or ``stage1_settings`` of a FADeR one).
+        path: The checkpoint, for messages.
+        mask_cache_dir: The job's mask cache folder (``None``: memory only).
+        vit_weights: The job's ViT state dict, if it gives one.
+        allow_download: Whether the job allows timm to fetch pretrained weights.
+        key: The option that sets ``vit_weights``, for messages.
+
+    Returns:
+        Overrides for ``load_from_checkpoint`` (``mask_cache_dir`` and ``masking``).
+
+    Raises:
+        CheckpointError: When attention masking has no weights here and the job does not allow a download.
+    """
+    masking = dict(hparams.get("masking") or {})
+    if masking.get("name") == "attention":
+        stored = masking.get("weights_path")
+        if vit_weights:
+            masking["weights_path"] = str(vit_weights)
+        elif stored and not Path(stored).expanduser().is_file():
+            raise CheckpointError(
+                f"{path} computes attention masks with the ViT weights {stored}, which do not exist here "
+                f"(checkpoints do not store them); pass {key}=<path of the same state dict>"
+            )
+        elif not stored and masking.get("pretrained", True) and not allow_download:
+            raise CheckpointError(
+                f"{path} computes attention masks with the pretrained {masking.get('model_name', 'ViT')}, whose "
+                f"weights checkpoints do not store, and loading a checkpoint never downloads; pass {key}=<a local "
+                "state dict of it>"
+            )
+    return {"mask_cache_dir": mask_cache_dir, "masking": masking}

@@ -35,7 +35,30 @@ def writable_folder(path: str | Path, key: str) -> Path:
         raise ConfigError(f"{key}={path} cannot be created ({err.strerror}); choose a writable folder") from err
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"{key}={path} is not writable; choose a writable folder")
+    check_links_stay_inside(path)
     return path
+
+
+def check_links_stay_inside(folder: str | Path) -> None:
+    """Refuse an output folder whose sub-folder is a symbolic link leading out of it.
+
+    A command writes its files into named sub-folders (``checkpoints/``, ``overlays/``, ``maps/``); a link there
+    would silently send them, and any overwrite of an existing name, somewhere else.
+
+    Args:
+        folder: The output folder.
+
+    Raises:
+        ConfigError: Naming the link, where it leads, and the fix.
+    """
+    folder = Path(folder)
+    root = folder.resolve()
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+            raise ConfigError(
+                f"{entry} is a symbolic link to {entry.resolve()}, outside the output folder {folder}; outputs never "
+                "follow a link out of their folder: remove the link or choose another output folder"
+            )
 
 
 def _umask() -> int:

@@ -1,4 +1,4 @@
-"""Weights & Biases glue: config resolvers, one run per stage, the resolved config, finishing runs.
+"""Weights & Biases glue: a self-contained offline logger, config resolvers, one run per stage, finishing runs.
 
 Importing this module registers the OmegaConf resolvers used by ``conf/logger/wandb.yaml``:
 
@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
@@ -25,6 +26,44 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 DEFAULT_WANDB_HOST = "https://api.wandb.ai"
+# wandb's folders outside the run (artifact staging, artifact cache, downloads), and where an offline run keeps them
+RUN_LOCAL_FOLDERS = {"WANDB_DATA_DIR": "staging", "WANDB_CACHE_DIR": "cache", "WANDB_ARTIFACT_DIR": "artifacts"}
+_SET_BY_US: dict[str, str] = {}
+
+
+class RunFolderWandbLogger(WandbLogger):
+    """:class:`~lightning.pytorch.loggers.WandbLogger` whose offline runs are self-contained.
+
+    Offline (``offline=true`` or ``WANDB_MODE=offline``), every file of the run lives in its run folder
+    (``<save_dir>/wandb/``): the sample-table images and the artifacts wandb would otherwise stage in the home
+    folder (``~/.local/share/wandb``, ``~/.cache/wandb``) until ``wandb sync``; folders the user set through
+    ``WANDB_DATA_DIR``, ``WANDB_CACHE_DIR`` or ``WANDB_ARTIFACT_DIR`` are kept. ``log_model=true`` works offline:
+    the checkpoints are logged as artifacts and uploaded by ``wandb sync`` with the rest of the run.
+
+    Args:
+        *args: Passed to :class:`~lightning.pytorch.loggers.WandbLogger`.
+        offline: Run offline.
+        **kwargs: Passed to :class:`~lightning.pytorch.loggers.WandbLogger`.
+    """
+
+    def __init__(self, *args: Any, offline: bool = False, **kwargs: Any) -> None:
+        # wandb's own offline mode: Lightning's ``offline`` flag refuses log_model and sets WANDB_MODE process-wide
+        super().__init__(*args, offline=False, **kwargs)
+        self._run_offline = offline
+        if offline:
+            self._wandb_init["mode"] = "offline"
+
+    @property
+    def experiment(self) -> Any:
+        """The wandb run, started on first use with its folders inside the run folder when offline."""
+        if self._experiment is None and (
+            self._run_offline or os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun")
+        ):
+            root = Path(self.save_dir or ".") / "wandb"
+            for name, folder in RUN_LOCAL_FOLDERS.items():
+                if os.environ.get(name) in (None, _SET_BY_US.get(name)):  # never a folder the user chose
+                    os.environ[name] = _SET_BY_US[name] = str(root / folder)
+        return super().experiment
 
 
 def wandb_offline() -> bool:
