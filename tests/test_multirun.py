@@ -1,4 +1,5 @@
-"""A real multirun: 2 categories x 2 masking methods (plus one broken job), then aggregation."""
+"""A real multirun on the joblib launcher: 2 categories x 2 masking methods (plus one broken job), 2 jobs at once,
+then aggregation."""
 
 import json
 import subprocess
@@ -6,6 +7,7 @@ import sys
 from pathlib import Path
 
 from fader_lightning.aggregate import aggregate
+from fader_lightning.utils.threads import available_cores
 
 
 def test_multirun_with_a_failing_job_then_aggregate(tmp_path: Path) -> None:
@@ -15,7 +17,8 @@ def test_multirun_with_a_failing_job_then_aggregate(tmp_path: Path) -> None:
            "stage=both", "data.image_size=32", "data.n_train=8", "data.n_test_good=3", "data.n_test_defect=2",
            "data.size=48", "model.unet.widths=[8,16,32,64]", "trainer.max_epochs=1", "fader.max_epochs=1",
            "logger=none", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}",
-           f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}"]  # fmt: skip
+           f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}",
+           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
@@ -25,6 +28,10 @@ def test_multirun_with_a_failing_job_then_aggregate(tmp_path: Path) -> None:
         entry = json.loads((job / "metrics.json").read_text())
         key = (entry["ear"]["category"], entry["ear"]["masking"])
         statuses[key] = (entry["ear"]["status"], entry["fader"]["status"])
+        for stage in ("ear", "fader"):  # each job took its share of the cores, read from n_jobs alone
+            threads = entry[stage]["threads"]
+            assert threads["jobs_at_once"] == 2 and threads["cores"] == available_cores()
+            assert threads["threads"] == max(1, available_cores() // 2) and threads["num_workers"] == 0
     assert statuses[("no_such_category", "saliency")] == ("failed", "failed")
     assert statuses[("synth_object", "checkerboard")] == ("ok", "ok")
     paths = aggregate([sweep], "smoke", out_root=tmp_path / "results")

@@ -33,6 +33,7 @@ from fader_lightning.masking import build_mask_generator
 from fader_lightning.models import FADeRModule, InpaintingModule
 from fader_lightning.models.complexity import count_macs, count_parameters
 from fader_lightning.models.fader import feature_dim, ranking_loss
+from fader_lightning.results import load_results
 from fader_lightning.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,51 @@ def test_pass_rss(root: Path, category: str) -> dict[str, float]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def sweep_seconds(folder: Path, n_jobs: int, threads: str = "auto", name: str = "timed", epochs: int = 3) -> float:
+    """Wall time of one small ``fader-train -m`` sweep (2 generated categories, 32 training images at 128 px).
+
+    Args:
+        folder: Scratch folder (data and sweep outputs).
+        n_jobs: Jobs at once: 1 runs them one at a time (Hydra's basic launcher), more uses the joblib launcher.
+        threads: The jobs' ``threads`` setting.
+        name: Tells apart sweeps of the same settings (each needs a folder of its own).
+        epochs: Training epochs of each job.
+
+    Returns:
+        Seconds from the command's start to its end, imports and data checks included.
+
+    Raises:
+        RuntimeError: When a job of the sweep did not finish with status ``ok``.
+    """
+    sweep = folder / f"sweep_{name}_j{n_jobs}_t{threads}"
+    cmd = [sys.executable, "-m", "fader_lightning.train", "-m", "data.category=synth_texture,synth_object",
+           "data.image_size=128", "data.size=128", "data.n_train=32", f"trainer.max_epochs={epochs}",
+           f"threads={threads}", "logger=none", "callbacks.overlays.num_samples=0", "trainer.enable_progress_bar=false",
+           f"paths.data_dir={folder / 'sweep_data'}", f"paths.log_dir={folder / 'sweep_logs'}",
+           f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    if n_jobs > 1:
+        cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"]
+    start = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - start
+    statuses = [load_results(job)["ear"]["status"] for job in sorted(sweep.glob("[0-9]*"))]
+    if statuses != ["ok", "ok"]:
+        raise RuntimeError(f"benchmark sweep {sweep} did not run both jobs: {statuses}")
+    return seconds
+
+
+def sweep_ratios(folder: Path) -> dict[str, float]:
+    """The same sweep one job at a time and two at once, with ``threads=auto`` and with every core per job."""
+    sweep_seconds(folder, 1, name="warmup", epochs=1)  # generates the data, so that no timed sweep pays for it
+    cores = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    sequential = sweep_seconds(folder, 1)
+    return {
+        "sweep_s_one_at_a_time": sequential,
+        "sweep_s_two_at_once": sweep_seconds(folder, 2),
+        "sweep_s_two_at_once_all_cores_each": sweep_seconds(folder, 2, threads=cores),
+    }
+
+
 def markdown(report: dict[str, Any]) -> str:
     """Render the report as Markdown tables."""
     lines = ["# fader-lightning benchmark", "", f"Machine: {report['machine']}", ""]
@@ -267,6 +313,7 @@ def run(out_dir: Path) -> dict[str, Any]:
         root, category = bottle_or_synthetic(folder)
         loader = {f"loader_epoch_s_workers{w}": loader_epoch_seconds(root, category, w) for w in (0, 2)}
         rss = test_pass_rss(root, category)
+        sweeps = sweep_ratios(folder)
     flop_bound_ms = 2 * cost["unet"]["gmacs"] / gflops * 1000
     report = {
         "machine": f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, data {category}",
@@ -284,8 +331,15 @@ def run(out_dir: Path) -> dict[str, Any]:
             },
             "unet latency / FLOP-bound limit": {"value": lat["torch_unet"] / flop_bound_ms, "target": "<= 3"},
             "onnx stage1 / torch stage1": {"value": lat["onnx_stage1"] / lat["torch_stage1_saliency"]},
+            "sweep wall time, 2 jobs at once / one at a time (threads=auto)": {
+                "value": sweeps["sweep_s_two_at_once"] / sweeps["sweep_s_one_at_a_time"],
+                "target": "<= 1.0",
+            },
+            "sweep wall time, 2 jobs at once with every core each / one at a time": {
+                "value": sweeps["sweep_s_two_at_once_all_cores_each"] / sweeps["sweep_s_one_at_a_time"],
+            },
         },
-        "other": {"matmul_gflops": gflops, "unet_flop_bound_ms": flop_bound_ms, **train, **loader, **rss},
+        "other": {"matmul_gflops": gflops, "unet_flop_bound_ms": flop_bound_ms, **train, **loader, **rss, **sweeps},
     }
     atomic_write_json(out_dir / "bench.json", report)
     atomic_write_text(out_dir / "bench.md", markdown(report))

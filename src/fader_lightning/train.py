@@ -17,6 +17,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -36,6 +37,7 @@ from fader_lightning.stage1_store import stage1_key
 from fader_lightning.utils.checkpoints import check_fits, read_checkpoint, stage1_overrides, weights_only
 from fader_lightning.utils.io import atomic_save
 from fader_lightning.utils.provenance import environment
+from fader_lightning.utils.threads import apply_threads, plan_for_job
 from fader_lightning.utils.wandb_setup import finish_wandb, log_config
 
 log = logging.getLogger(__name__)
@@ -250,6 +252,11 @@ def provenance(cfg: DictConfig, stage: str, output_dir: Path) -> dict[str, Any]:
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": environment(),
+        "threads": {
+            **plan_for_job(cfg).as_dict(),
+            "threads": torch.get_num_threads(),  # what the job really ran with
+            "interop_threads": torch.get_num_interop_threads(),
+        },
     }
 
 
@@ -270,6 +277,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage!r} is unknown; use one of {', '.join(STAGES)}")
+    apply_threads(plan_for_job(cfg))  # before any torch work
     check_launch(cfg)
     output_dir = Path(cfg.paths.output_dir)
     if rank_zero_only.rank != 0:  # DDP ranks > 0 re-enter here while rank 0 holds the folder

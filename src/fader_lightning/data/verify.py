@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
+
+import torch
 
 from fader_lightning.data.image_io import FileInfo, decode_info
 from fader_lightning.utils.io import atomic_write_json
@@ -48,7 +49,7 @@ def decode_all(
     Args:
         paths: Image and mask files (each must exist; see :func:`~fader_lightning.data.samples.validate_samples`).
         cache_file: JSON file remembering checked files across processes (``None``: this process only).
-        workers: Decoding threads (default: the CPUs this process may use, at most 8).
+        workers: Decoding threads (default: the job's thread budget, ``torch.get_num_threads()``, at most 8).
 
     Returns:
         The :class:`FileInfo` of every path.
@@ -62,7 +63,7 @@ def decode_all(
     keys = [_key(path) for path in paths]
     todo = [(path, key) for path, key in zip(paths, keys, strict=True) if key not in known]
     if todo:
-        workers = workers or min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        workers = workers or min(8, torch.get_num_threads())
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             infos = list(pool.map(lambda item: _try_decode(item[0]), todo))
         for (_path, key), info in zip(todo, infos, strict=True):
