@@ -35,7 +35,7 @@ lock: ## Re-resolve the newest allowed versions in a scratch venv and pin them i
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet '.[dev,deploy]'
 	{ echo "# Exact versions that 'make install' resolves to (pip install -c). Refresh with 'make lock'."; \
-	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^fader-lightning'; } > $(CONSTRAINTS).tmp
+	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v -e '^fader-lightning' -e '^pip=='; } > $(CONSTRAINTS).tmp
 	mv $(CONSTRAINTS).tmp $(CONSTRAINTS) && rm -rf .lock-venv
 
 test: install ## Run the test suite

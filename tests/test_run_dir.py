@@ -90,3 +90,14 @@ def test_reused_stage1_is_evaluated_with_the_jobs_settings(tmp_path: Path, pooli
         stored = load_results(tmp_path / "out")[stage]
         assert stored["config"]["model"]["scoring"]["pooling"] == pooling
     assert len(list(store.glob("*.ckpt"))) == 1  # the second parametrisation reused the first one's stage 1
+
+
+def test_overwrite_never_touches_a_folder_in_use(tmp_path: Path) -> None:
+    train(compose_train_cfg(tmp_path, SMALL))
+    before = (tmp_path / "out/metrics.json").read_bytes()
+    checkpoints = sorted((tmp_path / "out/checkpoints").rglob("*.ckpt"))
+    assert checkpoints
+    with run_lock(tmp_path / "out"), pytest.raises(ConfigError, match="is in use by process"):
+        train(compose_train_cfg(tmp_path, [*SMALL, "overwrite=true", "seed=1"]))
+    assert (tmp_path / "out/metrics.json").read_bytes() == before  # the running job's files are intact
+    assert sorted((tmp_path / "out/checkpoints").rglob("*.ckpt")) == checkpoints

@@ -202,3 +202,12 @@ def test_sampler_order_depends_on_seed_and_epoch_only() -> None:
     assert list(a) == list(b) and list(a) != first_b
     a.set_epoch(1)
     assert list(a) == first_b
+
+
+def test_test_split_without_anomalies_gives_null_metrics(tmp_path: Path) -> None:
+    overrides = ["data.image_size=32", "data.n_train=8", "data.n_test_good=4", "data.n_test_defect=0",
+                 "data.size=64", TINY_UNET, "debug=fdr"]  # fmt: skip
+    train(compose_train_cfg(tmp_path, overrides))
+    text = (tmp_path / "out" / "metrics.json").read_text()
+    metrics = json.loads(text)["ear"]["metrics"]  # strict JSON: json.loads would accept NaN, the text must not
+    assert "NaN" not in text and metrics["image_auroc"] is None and metrics["aupro"] is None

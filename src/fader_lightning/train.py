@@ -282,8 +282,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     if rank_zero_only.rank != 0:  # DDP ranks > 0 re-enter here while rank 0 holds the folder
         return run_stages(cfg, output_dir)
-    prepare_run_dir(output_dir, resume=bool(cfg.get("ckpt_path")), overwrite=bool(cfg.get("overwrite", False)))
-    with run_lock(output_dir):
+    with run_lock(output_dir):  # first: a concurrent job must never see, let alone overwrite, this one's files
+        prepare_run_dir(output_dir, resume=bool(cfg.get("ckpt_path")), overwrite=bool(cfg.get("overwrite", False)))
         return run_stages(cfg, output_dir)
 
 
