@@ -54,3 +54,11 @@ def test_image_size_beyond_memory_is_refused_with_the_estimate(tmp_path: Path, m
     with pytest.raises(ConfigError, match=r"data.image_size=64x64 with data.train_batch_size=8 needs about") as err:
         train(cfg)
     assert "0.0 GiB available" in str(err.value) and "lower data.image_size" in str(err.value)
+
+
+def test_stage2_checks_its_data_size_too(tmp_path: Path) -> None:
+    ckpt = train(compose_train_cfg(tmp_path / "a", [*SMALL_DATA, TINY_UNET, "data.image_size=32", "debug=fdr"]))
+    stage2 = ["stage=fader", f"fader.ckpt_path={ckpt['ear']['checkpoint']}", "fader.max_epochs=1"]
+    cfg = compose_train_cfg(tmp_path / "b", [*SMALL_DATA, TINY_UNET, "data.image_size=16", "debug=fdr", *stage2])
+    with pytest.raises(ConfigError, match=r"data.image_size=16x16 is too small"):
+        train(cfg)

@@ -16,6 +16,8 @@ from fader_lightning.data.dataset import Batch
 from fader_lightning.errors import TrainingError
 from fader_lightning.metrics import AnomalyScoreStore
 from fader_lightning.metrics.diagnostics import TestDiagnostics
+from fader_lightning.models.ear import EARModel
+from fader_lightning.models.fit_check import check_minimum_size
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,27 @@ class AnomalyModule(L.LightningModule):
             At least ``recon`` ``(B, 3, H, W)``, ``anomaly_map`` ``(B, 1, H, W)`` and ``score`` ``(B,)``;
             optionally ``masks`` and ``soft_mask`` for the overlays.
         """
+
+    def data_image_size(self, ear: EARModel, num_scales: int) -> tuple[int, int] | None:
+        """The datamodule's image size, once checked against ``ear``'s U-Net stride and the MSGMS scales.
+
+        Args:
+            ear: The (trainable or frozen) EAR model.
+            num_scales: Largest number of MSGMS scales the stage uses.
+
+        Returns:
+            ``(height, width)``, or ``None`` without a datamodule that states its size.
+
+        Raises:
+            ConfigError: When the size does not fit.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "image_size"):
+            return None
+        height, width = datamodule.image_size
+        ear.unet.check_input_size(height, width)
+        check_minimum_size(height, width, ear.unet.stride, num_scales)
+        return height, width
 
     def check_finite(self, loss: Tensor, name: str = "loss") -> Tensor:
         """Stop training with a clear message when a loss stops being finite.

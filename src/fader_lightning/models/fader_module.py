@@ -258,6 +258,10 @@ class FADeRModule(AnomalyModule):
         self.stage1_hparams["scoring"] = plain(scoring)
         self.hparams["stage1_settings"] = self.stage1_hparams
 
+    def setup(self, stage: str) -> None:
+        """Check, before anything runs, that the data's image size fits the frozen model."""
+        self.data_image_size(self.ear, self.ear.scorer.num_scales)
+
     def train(self, mode: bool = True) -> FADeRModule:
         """Switch modes, keeping the frozen stage-1 model in eval mode (BatchNorm statistics stay fixed)."""
         super().train(mode)

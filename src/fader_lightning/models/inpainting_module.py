@@ -12,7 +12,7 @@ from torch import Tensor
 from fader_lightning.data.dataset import Batch
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.ear import build_ear_model
-from fader_lightning.models.fit_check import available_bytes, check_memory, check_minimum_size, training_step_bytes
+from fader_lightning.models.fit_check import available_bytes, check_memory, training_step_bytes
 from fader_lightning.models.losses import InpaintingLoss
 from fader_lightning.models.scoring import AnomalyScorer
 from fader_lightning.models.skip_dropout import PatchSkipDropout
@@ -102,17 +102,11 @@ class InpaintingModule(AnomalyModule):
 
     def setup(self, stage: str) -> None:
         """Check, before anything runs, that the data's image size fits the model (and, to train, the memory)."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "image_size"):
-            return
-        height, width = datamodule.image_size
-        unet = self.model.unet
-        unet.check_input_size(height, width)
-        check_minimum_size(height, width, unet.stride, max(self.loss_fn.msgms_scales, self.model.scorer.num_scales))
-        if stage == "fit":
-            batch = datamodule.train_batch_size
-            needed = training_step_bytes(unet, self.loss_fn, height, width, batch)
-            check_memory(needed, available_bytes(self.trainer.strategy.root_device), height, width, batch)
+        size = self.data_image_size(self.model, max(self.loss_fn.msgms_scales, self.model.scorer.num_scales))
+        if size is not None and stage == "fit":
+            batch = self.trainer.datamodule.train_batch_size
+            needed = training_step_bytes(self.model.unet, self.loss_fn, *size, batch)
+            check_memory(needed, available_bytes(self.trainer.strategy.root_device), *size, batch)
 
     def _losses(self, batch: Batch, skip_transform: PatchSkipDropout | None = None) -> dict[str, Tensor]:
         recon = self.model.reconstruct(batch.image, skip_transform=skip_transform)
