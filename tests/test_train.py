@@ -211,3 +211,16 @@ def test_test_split_without_anomalies_gives_null_metrics(tmp_path: Path) -> None
     text = (tmp_path / "out" / "metrics.json").read_text()
     metrics = json.loads(text)["ear"]["metrics"]  # strict JSON: json.loads would accept NaN, the text must not
     assert "NaN" not in text and metrics["image_auroc"] is None and metrics["aupro"] is None
+
+
+@pytest.mark.parametrize(("length", "batch"), [(60, 16), (5, 8), (16, 16), (7, 1)])
+def test_every_training_sample_is_seen_every_epoch_in_full_batches(length: int, batch: int) -> None:
+    from fader_lightning.data.datamodule import EpochSeededSampler
+
+    sampler = EpochSeededSampler(length, seed=0, batch_size=batch)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert set(order) == set(range(length))  # nothing dropped
+        assert len(order) == len(sampler) and len(order) % batch == 0 and len(order) - length < batch
+        assert len(set(order[:length])) == length  # the padding repeats, never replaces, a sample
