@@ -170,7 +170,7 @@ def describe(
             "name": "images",
             "shape": ["batch", 3, height, width],
             "dtype": "float32",
-            "description": "RGB in [0, 1], resized bilinearly to image_size (as in training)",
+            "description": "RGB in [0, 1], resized to image_size with area interpolation (as in training)",
         }
     ]
     if detector.fixed_masks is None:
