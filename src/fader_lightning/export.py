@@ -170,7 +170,7 @@ def describe(
             "name": "images",
             "shape": ["batch", 3, height, width],
             "dtype": "float32",
-            "description": "RGB in [0, 1], resized to image_size with area interpolation (as in training)",
+            "description": "RGB in [0, 1], resized to image_size as in training (data.interpolation, default area)",
         }
     ]
     if detector.fixed_masks is None:
