@@ -90,6 +90,23 @@ class AnomalyModule(L.LightningModule):
         check_minimum_size(height, width, ear.unet.stride, num_scales)
         return height, width
 
+    def optimizers_with_schedule(self, params: Any, default_lr: float) -> Any:
+        """The configured optimizer (Adam at ``default_lr`` without one) and, when configured, its epoch schedule.
+
+        Args:
+            params: Parameters to train.
+            default_lr: Learning rate of the fallback Adam.
+
+        Returns:
+            What ``configure_optimizers`` returns to Lightning.
+        """
+        factory = getattr(self, "optimizer_factory", None)
+        optimizer = factory(params) if factory else torch.optim.Adam(params, lr=default_lr)
+        scheduler = getattr(self, "scheduler_factory", None)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler(optimizer), "interval": "epoch"}}
+
     def check_finite(self, loss: Tensor, name: str = "loss") -> Tensor:
         """Stop training with a clear message when a loss stops being finite.
 

@@ -25,7 +25,7 @@ from fader_lightning.models.fader import (
     ranking_loss,
 )
 from fader_lightning.models.fader_targets import TARGETS, complement_targets, synthetic_defects, synthetic_targets
-from fader_lightning.models.inpainting_module import InpaintingModule, Optimizer, plain
+from fader_lightning.models.inpainting_module import InpaintingModule, Optimizer, Scheduler, plain
 from fader_lightning.models.scoring import AnomalyScorer
 from fader_lightning.utils.checkpoints import read_checkpoint, stage1_overrides, weights_only
 
@@ -177,6 +177,7 @@ class FADeRModule(AnomalyModule):
         vit_weights: ViT state dict for a stage 1 with attention masking (checkpoints do not store it).
         allow_download: Whether timm may fetch the pretrained ViT when there is no ``vit_weights`` (the job's
             ``masking.pretrained`` with ``masking=attention``; never when loading a checkpoint for inference).
+        scheduler: Optional partial learning-rate scheduler, stepped per epoch (``fader/scheduler=cosine``).
     """
 
     stage = "fader"
@@ -208,6 +209,7 @@ class FADeRModule(AnomalyModule):
         mask_cache_dir: str | None = None,
         vit_weights: str | None = None,
         allow_download: bool = False,
+        scheduler: Scheduler | None = None,
     ) -> None:
         super().__init__(fpr_limit=fpr_limit, map_storage=map_storage)
         if target not in TARGETS:
@@ -223,7 +225,7 @@ class FADeRModule(AnomalyModule):
         else:  # a FADeR checkpoint being loaded: its state dict holds the stage-1 weights
             own = stage1_overrides(stage1_settings, ckpt_path, mask_cache_dir, vit_weights, allow_download, VIT_KEYS)
             stage1 = InpaintingModule(**{**stage1_settings, **own})
-        self.save_hyperparameters(ignore=["optimizer"])
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.ear = stage1.model
         if self.ear.masker.num_passes != 1:
             raise ConfigError(
@@ -246,6 +248,7 @@ class FADeRModule(AnomalyModule):
         self.calibration = calibration
         self.synthetic = {**SYNTHETIC_DEFAULTS, **synthetic}
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self._cache: dict[str, PatchRows] = {}
         self._calibration_cache: dict[str, PatchRows] = {}
         self._pairing = torch.Generator().manual_seed(seed)
@@ -408,10 +411,9 @@ class FADeRModule(AnomalyModule):
             soft=F.avg_pool2d(out["soft_mask"], size), score_change=out["score"] - base_score,
         )  # fmt: skip
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam (or the configured optimizer) on the FADeR MLP only."""
-        params = self.fader.parameters()
-        return self.optimizer_factory(params) if self.optimizer_factory else torch.optim.Adam(params, lr=1e-3)
+    def configure_optimizers(self) -> Any:
+        """Adam (or the configured optimizer and schedule) on the FADeR MLP only."""
+        return self.optimizers_with_schedule(self.fader.parameters(), default_lr=1e-3)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the stage-1 masker's frozen weights out (they are rebuilt from the stage-1 checkpoint)."""

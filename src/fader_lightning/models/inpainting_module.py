@@ -148,9 +148,5 @@ class InpaintingModule(AnomalyModule):
                 checkpoint["state_dict"].setdefault(key, value)
 
     def configure_optimizers(self) -> Any:
-        """Adam (or the configured optimizer) on the U-Net only; the mask generator stays frozen."""
-        params = self.model.unet.parameters()
-        optimizer = self.optimizer_factory(params) if self.optimizer_factory else torch.optim.Adam(params, lr=1e-4)
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer)}}
+        """Adam (or the configured optimizer and schedule) on the U-Net only; the mask generator stays frozen."""
+        return self.optimizers_with_schedule(self.model.unet.parameters(), default_lr=1e-4)
