@@ -102,3 +102,19 @@ def test_mixed_sizes_and_jpeg_masks_are_reported_once(category: Path, caplog: py
     assert len(jpeg) == 1 and jpeg[0].startswith(f"{len(masks)} masks")
     batch = next(iter(dm.test_dataloader()))
     assert set(np.unique(batch.mask.numpy()).tolist()) == {0.0, 1.0}
+
+
+def test_foreign_or_corrupt_cache_entries_are_ignored(category: Path, tmp_path: Path, decodes: list[Path]) -> None:
+    samples = make_mvtec_samples(category, "synth_object")
+    cache = tmp_path / "checked.json"
+    validate_samples(samples, cache_file=cache)
+    first = len(decodes)
+    text = cache.read_text()
+    cache.write_text(text.replace('"lossy"', '"other"', 1))  # one entry of another shape
+    verify._CHECKED.clear()
+    validate_samples(samples, cache_file=cache)
+    assert len(decodes) == first + 1  # only that file is decoded again
+    cache.write_text("{not json")
+    verify._CHECKED.clear()
+    validate_samples(samples, cache_file=cache)
+    assert len(decodes) == 2 * first + 1

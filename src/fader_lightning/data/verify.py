@@ -38,7 +38,10 @@ def _read_cache(cache_file: Path | None) -> dict[str, dict[str, int | bool]]:
     except (OSError, ValueError):
         log.warning("decode-check cache %s is unreadable; checking every file again", cache_file)
         return {}
-    return stored if isinstance(stored, dict) else {}
+    if not isinstance(stored, dict):
+        return {}
+    fields = set(FileInfo.__dataclass_fields__)
+    return {key: entry for key, entry in stored.items() if isinstance(entry, dict) and set(entry) == fields}
 
 
 def decode_all(
