@@ -3,7 +3,9 @@
 Writes ``results/bench.json`` and ``results/bench.md``. Latencies are medians over repeats after a
 warm-up, at batch 1 and 256x256 unless stated. Models use random weights: cost does not depend on
 the values. Ratios (FADeR overhead, random_multi vs single mask, U-Net vs its FLOP-bound limit) are
-computed from numbers measured in this same run, since absolute times on shared machines are noisy.
+computed from numbers measured in this same run, since absolute times on shared machines are noisy. The last
+lines time the same small ``fader-train -m`` sweep one job at a time and two at once (``threads=auto``, and
+every core per job for comparison).
 """
 
 from __future__ import annotations
