@@ -40,7 +40,8 @@ def run_onnx(path: Path, **inputs: torch.Tensor) -> list[np.ndarray]:
 @pytest.mark.parametrize("stage", ["ear", "fader"])
 def test_onnx_matches_torch(checkpoints: dict[str, Path], tmp_path: Path, stage: str, size: int) -> None:
     output = tmp_path / f"{stage}.onnx"
-    assert main([f"ckpt={checkpoints[stage]}", "format=onnx", f"output={output}", f"image_size={size}"]) == 0
+    force = ["force=true"] if size != 64 else []  # trained at 64 px: another size only when forced
+    assert main([f"ckpt={checkpoints[stage]}", "format=onnx", f"output={output}", f"image_size={size}", *force]) == 0
     module = MODULES[stage].load_from_checkpoint(checkpoints[stage]).eval()
     # batch 3, not the traced batch of 1: the batch axis must really be dynamic
     images = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(size))
@@ -116,3 +117,16 @@ def test_onnx_matches_torch_with_residual_and_visible_only_attenuation(
     assert np.abs(outputs[0] - expected["anomaly_map"].numpy()).max() < 1e-4
     sidecar = json.loads(output.with_suffix(".json").read_text())["fader"]
     assert (sidecar["use"], sidecar["residual_region"], sidecar["attenuate_masked"]) == ("both", "masked", False)
+
+
+def test_the_checkpoint_decides_the_size_and_another_one_must_be_forced(
+    checkpoints: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    moved = tmp_path / "elsewhere" / "model.ckpt"  # out of its run folder: no metrics.json to read the size from
+    moved.parent.mkdir()
+    moved.write_bytes(checkpoints["fader"].read_bytes())
+    description = export_checkpoint(moved, tmp_path / "own.onnx")
+    assert description["image_size"] == [64, 64] and description["interpolation"] == "area"
+    assert main([f"ckpt={moved}", f"output={tmp_path / 'big.onnx'}", "image_size=128"]) == 1
+    assert "image_size=128 differs from the [64, 64] the checkpoint was trained at" in caplog.text
+    assert not (tmp_path / "big.onnx").exists()

@@ -122,3 +122,19 @@ def test_unknown_key_lists_valid_keys(run: dict[str, Path]) -> None:
     assert main([f"ckpt={run['ear']}", "input=x", "output=y", "treshold=1"]) == 1
     with pytest.raises(ConfigError, match="valid keys: ckpt, input, output, threshold"):
         parse_key_values(["treshold=1"], ("ckpt", "input", "output", "threshold"))
+
+
+def test_a_checkpoint_moved_out_of_its_run_is_served_at_its_own_size(run: dict[str, Path], tmp_path: Path) -> None:
+    moved = tmp_path / "shipped" / "model.ckpt"  # no run folder, no metrics.json: only the checkpoint knows
+    moved.parent.mkdir()
+    moved.write_bytes(run["ear"].read_bytes())
+    image = sorted(run["inputs"].glob("good_*.png"))[0]
+    predict(moved, str(image), tmp_path / "out", threshold="0.5")
+    assert Image.open(tmp_path / "out" / "maps" / f"{image.stem}.png").size == (TRAIN_SIZE, TRAIN_SIZE)
+    module = InpaintingModule.load_from_checkpoint(moved)
+    assert module.trained_size == (TRAIN_SIZE, TRAIN_SIZE)
+    with pytest.raises(ConfigError, match=r"image_size=32 differs from the \[64, 64\].*force=true"):
+        predict(moved, str(image), tmp_path / "other", threshold="0.5", image_size="32")
+    forced = predict(moved, str(image), tmp_path / "forced", threshold="0.5", image_size="32", force=True)
+    assert len(forced.rows) == 1
+    assert Image.open(tmp_path / "forced" / "maps" / f"{image.stem}.png").size == (32, 32)

@@ -123,8 +123,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch: p
     cfg = compose_train_cfg(tmp_path, [*SMALL_DATA, TINY_UNET, "trainer.max_epochs=3", "logger=none"])
     original = InpaintingModule._losses
 
-    def poisoned(self, batch, skip_transform=None):
-        losses = original(self, batch, skip_transform)
+    def poisoned(self, batch, masks, skip_transform=None):
+        losses = original(self, batch, masks, skip_transform)
         if self.current_epoch == 1:
             losses["loss"] = losses["loss"] * math.nan
         return losses
@@ -224,3 +224,44 @@ def test_every_training_sample_is_seen_every_epoch_in_full_batches(length: int, 
         assert set(order) == set(range(length))  # nothing dropped
         assert len(order) == len(sampler) and len(order) % batch == 0 and len(order) - length < batch
         assert len(set(order[:length])) == length  # the padding repeats, never replaces, a sample
+
+
+def test_normalised_scoring_measures_normal_statistics_once_and_they_travel(tmp_path: Path) -> None:
+    base = [*SMALL_DATA, TINY_UNET, "trainer.max_epochs=2", "logger=none", "callbacks.overlays.num_samples=0",
+            "data.val_policy=from_train", "data.val_ratio=0.25", "reuse_stage1=true"]  # fmt: skip
+    store = tmp_path / "store"
+
+    def run(folder: str, *extra: str) -> dict:
+        cfg = compose_train_cfg(tmp_path / folder, [*base, *extra], data_root=tmp_path / "data")
+        cfg.paths.stage1_store = str(store)
+        return train(cfg)["ear"]
+
+    zscore = run("zscore", "model.scoring.normalize=zscore")
+    module = InpaintingModule.load_from_checkpoint(zscore["checkpoint"])
+    assert module.scorer.normalize == "zscore" and module.scorer.map_mean.shape == (1, 1, 32, 32)
+    # the statistics are those of the model's own unnormalised maps of every normal training image
+    datamodule = compose_and_build_data(tmp_path)
+    module.eval().scorer.clear_statistics()
+    with torch.no_grad():
+        maps = torch.cat([module.infer(b.image)["anomaly_map"] for b in datamodule.normal_dataloader()])
+    assert len(maps) == 8
+    stored = InpaintingModule.load_from_checkpoint(zscore["checkpoint"]).scorer
+    torch.testing.assert_close(stored.map_mean, maps.mean(0, keepdim=True), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(stored.map_std, maps.std(0, unbiased=False, keepdim=True), rtol=1e-3, atol=1e-5)
+    # the stored model evaluated without normalisation scores differently; with it again, exactly the same
+    plain = run("plain", "model.scoring.normalize=none")
+    again = run("again", "model.scoring.normalize=zscore")
+    assert plain.get("reused") and again.get("reused")
+    assert plain["metrics"] != zscore["metrics"]
+    assert again["metrics"] == zscore["metrics"]
+
+
+def compose_and_build_data(tmp_path: Path):
+    """The datamodule of the normalisation test, built as its jobs build it."""
+    from hydra.utils import instantiate
+
+    cfg = compose_train_cfg(tmp_path / "data_only", [*SMALL_DATA, "data.val_policy=from_train", "data.val_ratio=0.25"],
+                            data_root=tmp_path / "data")  # fmt: skip
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    return datamodule

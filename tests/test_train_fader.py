@@ -123,3 +123,17 @@ def test_fader_checkpoint_loads_without_the_stage1_file(both_run: tuple[Path, di
     features, _ = module._features_and_targets(images)
     again, _ = module._features_and_targets(torch.cat([images[:1], torch.rand(1, 3, 64, 64)]))
     assert torch.equal(again[0], features[0]) and len(module._cache) == 1
+
+
+def test_stage2_at_another_size_than_its_stage1_must_be_forced(both_run: tuple[Path, dict], tmp_path: Path) -> None:
+    _, results = both_run
+    stage1 = results["ear"]["checkpoint"]
+    trained = InpaintingModule.load_from_checkpoint(stage1).trained_size
+    other = trained[0] * 2
+    data = [o for o in STAGE1 if not o.startswith(("data.image_size", "data.n_train"))] + ["data.n_train=4"]
+    overrides = [*data, "stage=fader", f"fader.ckpt_path={stage1}", f"data.image_size={other}", "fader.max_epochs=1"]
+    with pytest.raises(ConfigError, match=rf"trained at image_size=\[{trained[0]}, {trained[1]}\] but data.image_size="
+                       rf"\[{other}, {other}\].*fader.force_image_size=true"):  # fmt: skip
+        train(compose_train_cfg(tmp_path / "refused", overrides))
+    forced = train(compose_train_cfg(tmp_path / "forced", [*overrides, "fader.force_image_size=true"]))
+    assert FADeRModule.load_from_checkpoint(forced["fader"]["checkpoint"]).trained_size == (other, other)

@@ -159,7 +159,7 @@ def train_throughput(folder: Path, batch: int = 4) -> dict[str, float]:
     optimizer = torch.optim.Adam(ear.model.unet.parameters(), 1e-4)
 
     def stage1_step() -> None:
-        loss = ear.loss_fn(ear.model.reconstruct(images), images)["loss"]
+        loss = ear.loss_fn(ear.model.reconstruct(images, ear.model.training_masks(images)), images)["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -1,8 +1,8 @@
 """``fader-export``: export the whole inference graph of a checkpoint to ONNX.
 
 Usage:
-    fader-export ckpt=PATH output=FILE.onnx [format=onnx] [masks=input|embedded] [image_size=N|H,W] [opset=17]
-        [vit_weights=PATH]
+    fader-export ckpt=PATH output=FILE.onnx [format=onnx] [masks=input|embedded] [image_size=N|H,W [force=true]]
+        [opset=17] [vit_weights=PATH]
 
 The graph is obfuscation -> U-Net encoder -> (FADeR: patch-error prediction, soft mask, skip attenuation) ->
 U-Net decoder -> anomaly map -> image score, for one fixed image size and a dynamic batch axis:
@@ -15,7 +15,8 @@ U-Net decoder -> anomaly map -> image score, for one fixed image size and a dyna
 
 Outputs: ``anomaly_map`` ``(B, 1, H, W)``, ``score`` ``(B,)`` and, for FADeR, ``soft_mask`` ``(B, 1, H / P, W / P)``
 on the patch grid. ``FILE.json`` next to the model describes inputs, outputs, mask method, fill, scoring and the
-soft-mask calibration (tau, T). ``image_size`` defaults to the training run's (its ``metrics.json``), else 256.
+soft-mask calibration (tau, T). The graph's size is the one stored in the checkpoint; ``image_size=`` may only
+repeat it unless ``force=true`` (checkpoints that predate stored sizes fall back to the run's ``metrics.json``).
 ``vit_weights`` is the DINO ViT state dict of a model with attention masking (checkpoints do not store it).
 """
 
@@ -40,6 +41,7 @@ from fader_lightning.inference import (
     resolve_image_size,
     run_cli,
     run_entry,
+    to_bool,
     to_int,
 )
 from fader_lightning.models import EARModel, FADeR, FADeRModule
@@ -53,7 +55,7 @@ FORMATS: tuple[str, ...] = ("onnx",)
 MASK_MODES: tuple[str, ...] = ("input", "embedded")
 EMBEDDABLE_MASKS: tuple[str, ...] = ("checkerboard", "none")
 """Mask methods whose masks depend on the image size only, so they can be baked into the graph."""
-KEYS: tuple[str, ...] = ("ckpt", "output", "format", "masks", "image_size", "opset", "vit_weights")
+KEYS: tuple[str, ...] = ("ckpt", "output", "format", "masks", "image_size", "opset", "vit_weights", "force")
 DEFAULT_OPSET = 17
 
 
@@ -91,7 +93,7 @@ class ExportableDetector(nn.Module):
         if masks is None:
             masks = self.fixed_masks.expand(images.shape[0], *self.fixed_masks.shape[1:])
         if self.fader is None:
-            return self.ear.scorer(images, self.ear.reconstruct(images, masks))
+            return self.ear.evaluate(images, masks)[1:]
         out = self.fader.detect(self.ear, images, masks)
         return out["anomaly_map"], out["score"], out["soft"]
 
@@ -163,14 +165,14 @@ def describe(
     """
     ear, (height, width) = detector.ear, image_size
     name, settings = mask_method(ear)
-    scorer = ear.scorer
+    scorer, interpolation = ear.scorer, module.preprocessing["interpolation"]
     kernel = scorer.kernel_size or scaled_kernel_size(height, scorer.reference_size, scorer.reference_kernel)
     inputs = [
         {
             "name": "images",
             "shape": ["batch", 3, height, width],
             "dtype": "float32",
-            "description": "RGB in [0, 1], resized to image_size as in training (data.interpolation, default area)",
+            "description": f"RGB in [0, 1], resized to image_size with {interpolation!r} interpolation, as in training",
         }
     ]
     if detector.fixed_masks is None:
@@ -191,6 +193,7 @@ def describe(
         "opset": opset,
         "stage": module.stage,
         "image_size": [height, width],
+        "interpolation": interpolation,
         "inputs": inputs,
         "outputs": outputs,
         "masking": {
@@ -206,6 +209,9 @@ def describe(
             "num_scales": scorer.num_scales,
             "pooling": scorer.pooling,
             "topk_fraction": scorer.topk_fraction,
+            # the normal-map statistics are constants of the graph
+            "normalize": "none" if scorer.needs_statistics else scorer.normalize,
+            "std_floor": scorer.std_floor,
         },
     }
     if detector.fader is not None:
@@ -302,6 +308,7 @@ def export_checkpoint(
     image_size: str | None = None,
     opset: int = DEFAULT_OPSET,
     vit_weights: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Load a checkpoint and export it (what ``fader-export`` runs).
 
@@ -310,9 +317,10 @@ def export_checkpoint(
         output: The ``.onnx`` file.
         fmt: Export format (``format=``); only ``onnx``.
         masks: ``input`` (masks are a model input) or ``embedded`` (``checkerboard``/``none`` only).
-        image_size: ``N`` or ``H,W``; ``None``: the training run's size, else 256.
+        image_size: ``N`` or ``H,W``; ``None``: the checkpoint's size.
         opset: ONNX opset.
         vit_weights: ViT state dict for a model with attention masking.
+        force: Accept an ``image_size`` that differs from the checkpoint's.
 
     Returns:
         The side-car description.
@@ -332,7 +340,7 @@ def export_checkpoint(
         raise ConfigError(f"output={output} would be overwritten by its own .json side-car; use a .onnx name")
     writable_folder(output.parent, "output's folder")
     module = load_module(ckpt, "cpu", vit_weights)
-    size = resolve_image_size(image_size, run_entry(ckpt, module.stage))
+    size = resolve_image_size(image_size, module, run_entry(ckpt, module.stage), force)
     return export_onnx(module, output, size, opset, embed_masks=masks == "embedded")
 
 
@@ -345,6 +353,7 @@ def _command(args: dict[str, str]) -> int:
         args.get("image_size"),
         to_int("opset", args.get("opset", str(DEFAULT_OPSET)), minimum=7),
         args.get("vit_weights"),
+        to_bool("force", args.get("force", "false")),
     )
     sys.stdout.write(f"wrote {args['output']} and {Path(args['output']).with_suffix('.json')}\n")
     return 0

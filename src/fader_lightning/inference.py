@@ -111,6 +111,24 @@ def to_float(key: str, value: str) -> float:
     return number
 
 
+def to_bool(key: str, value: str) -> bool:
+    """Convert a command-line ``true``/``false`` to a bool.
+
+    Args:
+        key: Its key, for the message.
+        value: The text.
+
+    Returns:
+        The flag.
+
+    Raises:
+        ConfigError: When the text is neither ``true`` nor ``false``.
+    """
+    if value.lower() not in ("true", "false"):
+        raise ConfigError(f"{key}={value!r} is invalid; use {key}=true or {key}=false")
+    return value.lower() == "true"
+
+
 def run_cli(
     argv: Sequence[str] | None,
     usage: str,
@@ -237,25 +255,41 @@ def run_entry(ckpt: str | Path, stage: str) -> dict[str, Any]:
     return load_results(ckpt.parents[2]).get(stage, {})
 
 
-def resolve_image_size(value: str | None, entry: Mapping[str, Any]) -> tuple[int, int]:
-    """The inference image size: ``image_size=`` if given, else the run's ``data.image_size``, else 256.
+def resolve_image_size(
+    value: str | None, module: AnomalyModule, entry: Mapping[str, Any], force: bool = False
+) -> tuple[int, int]:
+    """The inference image size: the checkpoint's own, which ``image_size=`` may only repeat unless forced.
+
+    Checkpoints written before models stored their size fall back to the run's ``data.image_size``, else 256.
 
     Args:
         value: ``image_size=`` text (``N`` or ``H,W``), or ``None``.
+        module: The loaded model (its :attr:`~fader_lightning.models.base_module.AnomalyModule.trained_size`).
         entry: The run's ``metrics.json`` entry (see :func:`run_entry`).
+        force: Accept an ``image_size=`` that differs from the checkpoint's.
 
     Returns:
         Height and width.
 
     Raises:
-        ConfigError: When the value is not one or two positive integers.
+        ConfigError: When the value is not one or two positive integers, or differs from the checkpoint's size
+            without ``force``.
     """
+    trained = module.trained_size
     if value is not None:
         sides = [to_int("image_size", side) for side in value.strip("[]()").split(",")]
-        return as_hw(sides[0] if len(sides) == 1 else sides)
+        size = as_hw(sides[0] if len(sides) == 1 else sides)
+        if trained is not None and size != trained and not force:
+            raise ConfigError(
+                f"image_size={value} differs from the {list(trained)} the checkpoint was trained at: its scores would "
+                "be meaningless; drop image_size=, or add force=true to score at this size anyway"
+            )
+        return size
+    if trained is not None:
+        return trained
     stored = entry.get("config", {}).get("data", {}).get("image_size")
     if stored is not None:
-        log.info("image_size=%s from the training run's metrics.json", stored)
+        log.info("image_size=%s from the training run's metrics.json (the checkpoint does not state it)", stored)
         return as_hw(stored)
-    log.info("no image_size= given and no metrics.json next to the checkpoint; using %d", DEFAULT_IMAGE_SIZE)
+    log.warning("the checkpoint does not state its image size and has no metrics.json; using %d", DEFAULT_IMAGE_SIZE)
     return as_hw(DEFAULT_IMAGE_SIZE)

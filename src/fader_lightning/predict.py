@@ -2,12 +2,13 @@
 
 Usage:
     fader-predict ckpt=PATH input=IMAGE|FOLDER|GLOB output=DIR [threshold=FLOAT|auto] [normal_dir=DIR]
-        [quantile=1.0] [image_size=N|H,W] [batch_size=8] [device=auto|cpu|cuda] [vit_weights=PATH]
+        [quantile=1.0] [image_size=N|H,W [force=true]] [batch_size=8] [device=auto|cpu|cuda] [vit_weights=PATH]
 
 Stage 1 (EAR) and stage 2 (FADeR) checkpoints are told apart automatically. ``input`` is one image, a folder
-(its png/jpg/bmp/tif files, not recursive) or a quoted glob (``'data/**/*.png'``). Images are resized to
-``image_size`` like in training (default: the training run's ``data.image_size`` from the ``metrics.json`` next to
-the checkpoint's run folder, else 256). Written under ``output``, all at that model resolution:
+(its png/jpg/bmp/tif files, not recursive) or a quoted glob (``'data/**/*.png'``). Images are resized as in
+training, to the image size and with the interpolation stored in the checkpoint; ``image_size=`` may only repeat
+that size unless ``force=true`` (checkpoints that predate stored sizes fall back to the training run's
+``metrics.json``, else 256). Written under ``output``, all at that model resolution:
 
 * ``maps/<stem>.png``: the anomaly map as a JET heat map from 0 (blue) to the threshold (red);
 * ``overlays/<stem>.png``: image | (no ground truth) | heat map | region above the threshold (red) [| FADeR's soft
@@ -51,6 +52,7 @@ from fader_lightning.inference import (
     resolve_image_size,
     run_cli,
     run_entry,
+    to_bool,
     to_float,
     to_int,
 )
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 
 KEYS: tuple[str, ...] = (
     "ckpt", "input", "output", "threshold", "normal_dir", "quantile", "image_size", "batch_size", "device",
-    "vit_weights",
+    "vit_weights", "force",
 )  # fmt: skip
 PROGRESS_MIN_IMAGES = 20
 """A progress bar is shown above this many images (and always when stderr is a terminal)."""
@@ -150,9 +152,8 @@ def infer_batches(
         The readable paths of a batch, their images ``(B, 3, H, W)`` and the module's outputs.
     """
     # The training dataset is reused so that reading and resizing match training exactly; labels are unused.
-    dataset = AnomalyDataset(
-        [Sample(path, "predict", NORMAL, "unknown", None, "predict") for path in paths], build_transform(image_size)
-    )
+    transform = build_transform(image_size, module.preprocessing["interpolation"])
+    dataset = AnomalyDataset([Sample(path, "predict", NORMAL, "unknown", None, "predict") for path in paths], transform)
     show = len(paths) > PROGRESS_MIN_IMAGES or sys.stderr.isatty()
     with tqdm(total=len(paths), unit="image", disable=not show, file=sys.stderr) as progress:
         for start in range(0, len(paths), batch_size):
@@ -296,6 +297,7 @@ def predict(
     batch_size: int = 8,
     device: str = "auto",
     vit_weights: str | None = None,
+    force: bool = False,
 ) -> Prediction:
     """Score images and write maps, overlays and ``scores.csv`` (what ``fader-predict`` runs).
 
@@ -306,10 +308,11 @@ def predict(
         threshold: A number, ``auto`` or ``None`` (see the module docstring).
         normal_dir: Folder of normal images for ``threshold=auto``.
         quantile: Quantile of the normal scores for ``threshold=auto``.
-        image_size: ``N`` or ``H,W``; ``None``: the training run's size, else 256.
+        image_size: ``N`` or ``H,W``; ``None``: the checkpoint's size.
         batch_size: Images per forward pass.
         device: ``auto``, ``cpu`` or ``cuda``.
         vit_weights: ViT state dict for a model with attention masking.
+        force: Accept an ``image_size`` that differs from the checkpoint's.
 
     Returns:
         The scored rows, the skipped files and the threshold.
@@ -323,7 +326,7 @@ def predict(
     output = writable_folder(output, "output")
     module = load_module(ckpt, device, vit_weights)
     entry = run_entry(ckpt, module.stage)
-    size = resolve_image_size(image_size, entry)
+    size = resolve_image_size(image_size, module, entry, force)
     ear_model(module).unet.check_input_size(*size)
     result = Prediction()
     result.threshold, result.threshold_source = resolve_threshold(
@@ -352,6 +355,7 @@ def _command(args: dict[str, str]) -> int:
         batch_size=to_int("batch_size", args.get("batch_size", "8")),
         device=args.get("device", "auto"),
         vit_weights=args.get("vit_weights"),
+        force=to_bool("force", args.get("force", "false")),
     )
     anomalous = sum(label for _, _, label in result.rows)
     lines = [

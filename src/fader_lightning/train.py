@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fader_lightning import stage1_store
+from fader_lightning.callbacks.checkpoint import save_atomically
 from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.errors import CheckpointError, ConfigError, FaderError
 from fader_lightning.masking import MASKING_METHODS
@@ -35,7 +36,6 @@ from fader_lightning.results import record_stage
 from fader_lightning.run_dir import prepare_run_dir, run_lock
 from fader_lightning.stage1_store import stage1_key
 from fader_lightning.utils.checkpoints import check_fits, read_checkpoint, stage1_overrides, weights_only
-from fader_lightning.utils.io import atomic_save
 from fader_lightning.utils.provenance import environment
 from fader_lightning.utils.threads import apply_threads, plan_for_job
 from fader_lightning.utils.wandb_setup import finish_wandb, log_config
@@ -184,8 +184,11 @@ def run_stage(
         callback = trainer.checkpoint_callback
         written = (callback.last_model_path or callback.best_model_path) if callback else ""
         checkpoint = Path(written) if written else stage_checkpoint(output_dir, stage)
-        if not written:  # fast_dev_run and other checkpoint-free runs: keep the final weights anyway
-            atomic_save(checkpoint, trainer.save_checkpoint)
+        if not written or model.scorer.normalize != "none":
+            # checkpoint-free runs (fast_dev_run) keep the final weights anyway, and normal-map statistics measured
+            # when fitting ended go into the final checkpoint
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            save_atomically(trainer, checkpoint)
         entry.update(
             {
                 "train_seconds": round(time.perf_counter() - start, 3),
@@ -277,6 +280,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage!r} is unknown; use one of {', '.join(STAGES)}")
+    if cfg.get("augmentation") not in cfg.get("augmentations", {}):
+        raise ConfigError(
+            f"augmentation={cfg.get('augmentation')!r} is not a preset; use one of "
+            f"{', '.join(cfg.get('augmentations', {}))} (conf/augmentations/default.yaml), or add one there"
+        )
     apply_threads(plan_for_job(cfg))  # before any torch work
     check_launch(cfg)
     output_dir = Path(cfg.paths.output_dir)

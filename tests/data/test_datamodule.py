@@ -107,3 +107,22 @@ def test_decoded_images_are_cached_per_split(synthetic_mvtec: Path, tmp_path: Pa
         sample.image_path.rename(sample.image_path.with_suffix(".moved"))  # a second read would now fail
     again = next(iter(dm.test_dataloader()))
     assert torch.equal(first.image, again.image) and torch.equal(first.mask, again.mask)
+
+
+def test_augmentation_moves_image_and_mask_together_on_training_images_only(synthetic_mvtec: Path) -> None:
+    import albumentations as A
+
+    flip = A.HorizontalFlip(p=1.0)
+    plain = MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=32, val_policy="from_train", val_ratio=0.25)
+    flipped = MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=32, val_policy="from_train",
+                                val_ratio=0.25, train_augmentations=[flip])  # fmt: skip
+    for dm in (plain, flipped):
+        dm.setup()
+    train, train_flipped = plain._loader("train").dataset, flipped._loader("train").dataset
+    for index in range(len(train)):
+        assert torch.equal(train_flipped[index]["image"], train[index]["image"].flip(-1))
+        assert torch.equal(train_flipped[index]["mask"], train[index]["mask"].flip(-1))
+    for split in ("val_dataloader", "test_dataloader", "normal_dataloader"):  # never augmented
+        first, second = next(iter(getattr(plain, split)())), next(iter(getattr(flipped, split)()))
+        assert torch.equal(first.image, second.image) and torch.equal(first.mask, second.mask)
+    assert _paths(plain.normal_samples) == _paths(plain.train_samples) | _paths(plain.val_samples)

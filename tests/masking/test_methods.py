@@ -154,3 +154,25 @@ def test_deterministic_methods_repeat_their_masks(generator):
     assert generator.deterministic
     assert torch.equal(generator(images), generator(images))
     assert torch.equal(generator(images[1:]), generator(images)[1:])
+
+
+def test_random_multi_trains_on_one_cell_size_per_mini_batch():
+    generator = RandomMultiMask(cell_sizes=(2, 4, 8, 16), n=3, seed=4)
+    images = _images(2, 32, 32)
+    seen = set()
+    for _ in range(40):
+        masks = generator.training_masks(images)
+        _assert_binary(masks, (2, 3, 32, 32))
+        assert torch.equal(masks.sum(1), torch.ones(2, 32, 32))  # the n masks of one size partition the image
+        # the cell size drawn: the largest of the listed sizes whose cells the first mask is made of
+        cell = max(size for size in generator.cell_sizes if _made_of_cells(masks[0, 0], size))
+        seen.add(cell)
+    assert seen == {2, 4, 8, 16}
+    first, again = RandomMultiMask(seed=9), RandomMultiMask(seed=9)
+    draws = [first.training_masks(images) for _ in range(3)]
+    assert all(torch.equal(draw, again.training_masks(images)) for draw in draws)
+
+
+def _made_of_cells(mask, size):
+    cells = mask.unfold(0, size, size).unfold(1, size, size)
+    return bool(torch.all(cells.amax((-1, -2)) == cells.amin((-1, -2))))

@@ -9,10 +9,12 @@ from fader_lightning.errors import ConfigError
 from fader_lightning.models.losses import msgms_map
 from fader_lightning.models.scoring import (
     AnomalyScorer,
+    MapStatistics,
     anomaly_map,
     box_filter,
     image_score,
     raw_anomaly_map,
+    rebuild_scorer,
     scaled_kernel_size,
 )
 
@@ -140,5 +142,83 @@ def test_anomaly_scorer_exports_with_torch_export() -> None:
     [({"pooling": "sum"}, "pooling='sum'"), ({"kernel_size": 2}, "kernel_size=2"), ({"reference_kernel": 0}, "0")],
 )
 def test_anomaly_scorer_config_errors(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        AnomalyScorer(**kwargs)
+
+
+def test_map_statistics_match_numpy_over_batches() -> None:
+    maps = torch.rand(7, 1, 5, 6, generator=torch.Generator().manual_seed(1))
+    stats = MapStatistics((5, 6))
+    for chunk in maps.split(3):  # 3 + 3 + 1: the running sums must not depend on the batching
+        stats.update(chunk)
+    mean, std = stats.compute()
+    values = maps.squeeze(1).double().numpy()
+    np.testing.assert_allclose(mean[0, 0].numpy(), values.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std[0, 0].numpy(), values.std(0), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="at least one image"):
+        MapStatistics((2, 2)).compute()
+
+
+@pytest.mark.parametrize("normalize", ["mean", "zscore"])
+def test_normalised_map_is_the_smoothed_map_in_units_of_normal_statistics(normalize: str) -> None:
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+    mean, std = torch.rand(1, 1, 32, 32, generator=g), torch.rand(1, 1, 32, 32, generator=g)
+    scorer = AnomalyScorer(normalize=normalize, pooling="mean", std_floor=0.5)
+    assert scorer.needs_statistics
+    torch.testing.assert_close(scorer(x, y)[0], anomaly_map(x, y))  # nothing measured yet: unnormalised
+    scorer.set_statistics(mean, std)
+    assert not scorer.needs_statistics
+    expected = anomaly_map(x, y) - mean
+    if normalize == "zscore":
+        expected = expected / (std + 0.5 * std.mean())
+    amap, score = scorer(x, y)
+    torch.testing.assert_close(amap, expected)
+    torch.testing.assert_close(score, expected.mean(dim=(1, 2, 3)))
+    with pytest.raises(ConfigError, match=r"\(32, 32\) px but the maps are \(16, 16\) px.*data.image_size"):
+        scorer(x[..., :16, :16], y[..., :16, :16])
+
+
+def test_normalisation_lifts_a_defect_above_a_structure_every_normal_image_has() -> None:
+    """Normals all err on a bright border; the defect is weaker than the border but stands out once normalised."""
+    g = torch.Generator().manual_seed(0)
+    normal = 0.02 * torch.rand(20, 1, 32, 32, generator=g)
+    normal[..., :, :3] += 0.5  # what the model reconstructs badly on every normal image
+    test = 0.02 * torch.rand(2, 1, 32, 32, generator=g)
+    test[..., :, :3] += 0.5
+    test[1, :, 14:18, 14:18] += 0.3  # the defect of the second image
+    stats = MapStatistics((32, 32))
+    stats.update(normal)
+    scorer = AnomalyScorer(normalize="zscore")
+    raw = scorer.finish(test)[1]
+    scorer.set_statistics(*stats.compute())
+    normalised = scorer.finish(test)[1]
+    assert raw[1] - raw[0] < 0.05  # unnormalised, the border's maximum hides the defect
+    assert normalised[1] > 3 * normalised[0]
+
+
+def test_statistics_travel_in_the_state_dict_and_old_checkpoints_load() -> None:
+    scorer = AnomalyScorer(normalize="zscore")
+    scorer.set_statistics(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8))
+    fresh = AnomalyScorer(normalize="zscore")
+    fresh.load_state_dict(scorer.state_dict())
+    torch.testing.assert_close(fresh.map_mean, scorer.map_mean)
+    torch.testing.assert_close(fresh.map_std, scorer.map_std)
+    old = AnomalyScorer(normalize="zscore")
+    old.load_state_dict({})  # a checkpoint from before the statistics existed: strict loading still passes
+    assert old.needs_statistics
+
+
+def test_rebuilt_scorer_keeps_statistics_only_while_the_map_is_the_same() -> None:
+    scorer = AnomalyScorer(normalize="zscore")
+    scorer.set_statistics(torch.ones(1, 1, 8, 8), torch.ones(1, 1, 8, 8))
+    same_map = rebuild_scorer(scorer, {"normalize": "mean", "pooling": "topk_mean"})
+    assert same_map.map_mean.shape == (1, 1, 8, 8) and same_map.pooling == "topk_mean"
+    other_map = rebuild_scorer(scorer, {"normalize": "zscore", "kernel_size": 5})
+    assert other_map.needs_statistics
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"normalize": "minmax"}, "minmax"), ({"std_floor": 0.0}, "std_floor")])
+def test_normalisation_config_errors(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         AnomalyScorer(**kwargs)

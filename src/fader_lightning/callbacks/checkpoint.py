@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -17,13 +18,29 @@ class AtomicModelCheckpoint(ModelCheckpoint):
     """
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        tmp = f"{filepath}.{os.getpid()}.tmp"
-        try:
-            super()._save_checkpoint(trainer, tmp)
-            if trainer.is_global_zero:
-                os.replace(tmp, filepath)
-        finally:
-            if trainer.is_global_zero and os.path.exists(tmp):
-                os.remove(tmp)
-        trainer.strategy.barrier("atomic_checkpoint")
+        write = super()._save_checkpoint
+        save_atomically(trainer, filepath, lambda tmp: write(trainer, tmp))
         self._last_checkpoint_saved = filepath
+
+
+def save_atomically(
+    trainer: L.Trainer, filepath: str | os.PathLike[str], write: Callable[[str], None] | None = None
+) -> None:
+    """Write a checkpoint under a temporary name and rename it into place, from the global-zero process.
+
+    Every process calls this (Lightning's checkpoint writing is collective); only global zero writes and renames.
+
+    Args:
+        trainer: The trainer whose state is saved.
+        filepath: Destination file.
+        write: Writer of the checkpoint at a given path; ``trainer.save_checkpoint`` when ``None``.
+    """
+    tmp = f"{filepath}.{os.getpid()}.tmp"
+    try:
+        (write or trainer.save_checkpoint)(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, filepath)
+    finally:
+        if trainer.is_global_zero and os.path.exists(tmp):
+            os.remove(tmp)
+    trainer.strategy.barrier("atomic_checkpoint")

@@ -192,9 +192,10 @@ class AnomalyDataModule(L.LightningDataModule):
         train = split == "train"
         augmentations = self.train_augmentations if train else ()
         if split not in self._datasets:  # one dataset per split, so its decoded-image cache outlives each loader
-            transform = build_transform(self.image_size, augmentations, self.interpolation)
-            samples = getattr(self, f"{split}_samples")
-            self._datasets[split] = AnomalyDataset(samples, transform, cache=not augmentations)
+            transform = build_transform(self.image_size, interpolation=self.interpolation)
+            samples = self.normal_samples if split == "normal" else getattr(self, f"{split}_samples")
+            augment = A.Compose(augmentations) if augmentations else None  # after the cached resize, every read
+            self._datasets[split] = AnomalyDataset(samples, transform, cache=True, augment=augment)
         dataset = self._datasets[split]
         batch_size = self.train_batch_size if train else self.eval_batch_size
         return DataLoader(
@@ -213,6 +214,15 @@ class AnomalyDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         """Validation loader per ``val_policy`` (an empty list when the policy is ``none``)."""
         return self._loader("val") if self.val_samples else []
+
+    @property
+    def normal_samples(self) -> list[Sample]:
+        """Every normal image of the training split: the training images and the normals ``from_train`` holds out."""
+        return self.train_samples + (self.val_samples if self.val_policy == "from_train" else [])
+
+    def normal_dataloader(self) -> DataLoader:
+        """Loader over :attr:`normal_samples`, unaugmented and in order, to calibrate scores on (never test images)."""
+        return self._loader("normal")
 
     def test_dataloader(self) -> DataLoader:
         """Loader over the test split, in table order."""

@@ -65,12 +65,16 @@ class AnomalyDataset(Dataset):
         samples: The rows to serve.
         transform: Joint albumentations transform (see :func:`~fader_lightning.data.transforms.build_transform`).
         cache: Keep each transformed image and mask (uint8) in memory after its first read, so later epochs skip
-            decoding and resizing. Only for deterministic transforms (no random augmentation).
+            decoding and resizing. Only for a deterministic ``transform``.
+        augment: Random joint augmentation applied after ``transform`` (and after the cache), at every read.
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: A.Compose, cache: bool = False) -> None:
+    def __init__(
+        self, samples: Sequence[Sample], transform: A.Compose, cache: bool = False, augment: A.Compose | None = None
+    ) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self.augment = augment
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -94,6 +98,9 @@ class AnomalyDataset(Dataset):
             image, mask = self._read(sample)
             if self._cache is not None:
                 self._cache[index] = (image, mask)
+        if self.augment is not None:
+            out = self.augment(image=image, mask=mask)
+            image, mask = np.ascontiguousarray(out["image"]), np.ascontiguousarray(out["mask"])
         image_t = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
         mask_t = torch.from_numpy(mask).unsqueeze(0).float()
         return {

@@ -31,20 +31,17 @@ def as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
 INTERPOLATIONS: dict[str, int] = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
 
 
-def build_transform(
-    image_size: int | Sequence[int], augmentations: Sequence[A.BasicTransform] = (), interpolation: str = "area"
-) -> A.Compose:
+def build_transform(image_size: int | Sequence[int], interpolation: str = "area") -> A.Compose:
     """Build the transform applied jointly to an image and its mask.
 
     The image is resized with ``interpolation``; the default, ``area``, averages every source pixel a target
     pixel covers, so downscaling a periodic texture (MVTec grid, 1024 px to 256) does not alias into a moiré that
     MSGMS would then score, as bilinear sampling of 4 of them does. The mask is resized with nearest-neighbour
-    interpolation so that it stays binary. Optional augmentations (albumentations objects, for example
-    instantiated by Hydra) run after the resize.
+    interpolation so that it stays binary. Training augmentations run after it, outside this transform (see
+    :class:`~fader_lightning.data.dataset.AnomalyDataset`), so the resized images can be cached.
 
     Args:
         image_size: Output size, an int or (height, width).
-        augmentations: Extra albumentations transforms.
         interpolation: ``area`` (default), ``linear`` or ``cubic``.
 
     Returns:
@@ -57,4 +54,4 @@ def build_transform(
         raise ConfigError(f"data.interpolation={interpolation!r} is unknown; use one of {', '.join(INTERPOLATIONS)}")
     height, width = as_hw(image_size)
     resize = A.Resize(height, width, interpolation=INTERPOLATIONS[interpolation], mask_interpolation=cv2.INTER_NEAREST)
-    return A.Compose([resize, *augmentations])
+    return A.Compose([resize])

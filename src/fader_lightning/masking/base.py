@@ -43,6 +43,17 @@ class MaskGenerator(nn.Module, ABC):
             Tensor: Masks ``(B, P, H, W)``, float32 in ``{0, 1}`` on the images' device; ``1`` = masked.
         """
 
+    def training_masks(self, images: Tensor) -> Tensor:
+        """Masks of one training mini-batch; the same as :meth:`forward` unless a method trains on a subset.
+
+        Args:
+            images (Tensor): Images ``(B, 3, H, W)``, float in ``[0, 1]``.
+
+        Returns:
+            Tensor: Masks ``(B, P', H, W)`` whose passes form whole partition groups.
+        """
+        return self(images)
+
     @property
     def num_passes(self) -> int:
         """int: Number of masks ``P`` produced per image."""

@@ -23,7 +23,8 @@ class RandomMultiMask(MaskGenerator):
     ``[g * n, (g + 1) * n)`` belong to ``cell_sizes[g]`` and sum to one at every pixel.
 
     As in RIAD, one draw is shared by every image of a batch (the masks differ from call to call, not from image to
-    image inside a call). The draws come from a private ``torch.Generator`` seeded with ``seed``: the same seed and
+    image inside a call), and a training mini-batch uses one cell size, drawn per call (:meth:`training_masks`).
+    The draws come from a private ``torch.Generator`` seeded with ``seed``: the same seed and
     the same sequence of calls (and image sizes) reproduce the same masks; :meth:`reset_rng` restarts the sequence.
 
     Args:
@@ -78,10 +79,25 @@ class RandomMultiMask(MaskGenerator):
         Returns:
             Tensor: Masks ``(B, len(cell_sizes) * n, H, W)``, float32 in ``{0, 1}``, the same for every image.
         """
+        return self._draw(images, self.cell_sizes)
+
+    def training_masks(self, images: Tensor) -> Tensor:
+        """Masks of one training mini-batch: the ``n`` masks of one cell size, drawn from :attr:`cell_sizes`.
+
+        Args:
+            images (Tensor): Images ``(B, 3, H, W)``.
+
+        Returns:
+            Tensor: Masks ``(B, n, H, W)`` that partition the image, the same for every image.
+        """
+        pick = int(torch.randint(len(self.cell_sizes), (1,), generator=self._rng))
+        return self._draw(images, self.cell_sizes[pick : pick + 1])
+
+    def _draw(self, images: Tensor, cell_sizes: Sequence[int]) -> Tensor:
         check_images(images)
         batch, _, height, width = images.shape
         groups = []
-        for size in self.cell_sizes:
+        for size in cell_sizes:
             grid_h, grid_w = -(-height // size), -(-width // size)
             owner = torch.randperm(grid_h * grid_w, generator=self._rng) % self.n
             owner = owner.to(images.device).view(grid_h, grid_w)

@@ -13,11 +13,12 @@ import torch
 from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
-from fader_lightning.errors import TrainingError
+from fader_lightning.errors import ConfigError, TrainingError
 from fader_lightning.metrics import AnomalyScoreStore
 from fader_lightning.metrics.diagnostics import TestDiagnostics
 from fader_lightning.models.ear import EARModel
 from fader_lightning.models.fit_check import check_minimum_size
+from fader_lightning.models.scoring import AnomalyScorer, MapStatistics
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ class AnomalyModule(L.LightningModule):
         self.store = AnomalyScoreStore(map_dtype=map_storage)
         self.hparams.update({"fpr_limit": fpr_limit, "map_storage": map_storage})
 
+    @property
+    @abstractmethod
+    def scorer(self) -> AnomalyScorer:
+        """The scorer whose maps this stage reports."""
+
     @abstractmethod
     def infer(self, images: Tensor) -> dict[str, Tensor]:
         """Run inference on a batch.
@@ -69,23 +75,47 @@ class AnomalyModule(L.LightningModule):
             optionally ``masks`` and ``soft_mask`` for the overlays.
         """
 
-    def data_image_size(self, ear: EARModel, num_scales: int) -> tuple[int, int] | None:
-        """The datamodule's image size, once checked against ``ear``'s U-Net stride and the MSGMS scales.
+    @property
+    @abstractmethod
+    def preprocessing(self) -> dict[str, Any]:
+        """How the model's input images are made.
+
+        ``image_size`` (``[height, width]``, or ``None`` in checkpoints that predate it) and ``interpolation``.
+        """
+
+    @property
+    def trained_size(self) -> tuple[int, int] | None:
+        """The ``(height, width)`` the model was trained at, or ``None`` when its checkpoint does not say."""
+        size = self.preprocessing["image_size"]
+        return (int(size[0]), int(size[1])) if size is not None else None
+
+    def data_image_size(
+        self, ear: EARModel, num_scales: int, trained: tuple[int, int] | None = None, force_key: str | None = None
+    ) -> tuple[int, int] | None:
+        """The datamodule's image size, once checked against the trained one, the U-Net stride and MSGMS scales.
 
         Args:
             ear: The (trainable or frozen) EAR model.
             num_scales: Largest number of MSGMS scales the stage uses.
+            trained: The size ``ear`` was trained at; another data size is an error. ``None``: not checked.
+            force_key: Config key that would allow another size, named in the error.
 
         Returns:
             ``(height, width)``, or ``None`` without a datamodule that states its size.
 
         Raises:
-            ConfigError: When the size does not fit.
+            ConfigError: When the size does not fit, or differs from ``trained``.
         """
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "image_size"):
             return None
         height, width = datamodule.image_size
+        if trained is not None and tuple(trained) != (height, width):
+            force = f", or set {force_key}=true to train at this size anyway" if force_key else ""
+            raise ConfigError(
+                f"{self.stage}: the stage-1 model was trained at image_size={list(trained)} but data.image_size="
+                f"{[height, width]}; use data.image_size={list(trained)}{force}"
+            )
         ear.unet.check_input_size(height, width)
         check_minimum_size(height, width, ear.unet.stride, num_scales)
         return height, width
@@ -129,6 +159,45 @@ class AnomalyModule(L.LightningModule):
                 "(model.optimizer.lr) or check the input data for NaNs."
             )
         return loss
+
+    @torch.no_grad()
+    def fit_map_statistics(self) -> None:
+        """Measure the per-pixel statistics of this stage's maps on normal images, for ``scoring.normalize``.
+
+        The images are every normal image of the training split (the held-out ones of ``data.val_policy=from_train``
+        included), unaugmented; never test images. All of them, because a handful of held-out images gives a
+        per-pixel standard deviation that is mostly noise.
+
+        Raises:
+            ConfigError: Without a datamodule to take normal images from.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "normal_dataloader"):
+            raise ConfigError(
+                f"scoring.normalize={self.scorer.normalize} needs normal images to measure map statistics on, and "
+                "this model has none: pass a datamodule, or use a checkpoint trained with the same scoring settings"
+            )
+        self.scorer.clear_statistics()
+        training = self.training
+        self.eval()
+        stats = None
+        for batch in datamodule.normal_dataloader():
+            amap = self.infer(batch.image.to(self.device))["anomaly_map"]
+            stats = stats or MapStatistics(tuple(amap.shape[-2:]))
+            stats.update(amap)
+        self.train(training)
+        self.scorer.set_statistics(*stats.compute())
+        log.info("%s: normal-map statistics measured on %d normal images", self.stage, stats.count)
+
+    def on_fit_end(self) -> None:
+        """Measure the normal-map statistics of the trained model, when its scoring normalises maps."""
+        if self.scorer.normalize != "none":
+            self.fit_map_statistics()
+
+    def on_test_start(self) -> None:
+        """Measure the normal-map statistics first when the scoring needs them and the model has none."""
+        if self.scorer.needs_statistics:
+            self.fit_map_statistics()
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """Infer a test batch and add it to the score store."""

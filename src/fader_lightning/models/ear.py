@@ -22,8 +22,9 @@ class EARModel(nn.Module):
     """Masked-inpainting anomaly detector.
 
     ``I -> M -> I' = (1 - M) I + M F(I) -> U(I') -> Î -> (map, score)``. Methods with several passes
-    (``random_multi``) inpaint each pass and keep, per partition group, the inpainted part of each pass;
-    the groups' reconstructions are averaged.
+    (``random_multi``, RIAD) inpaint each pass and keep, per partition group (one cell size), the inpainted part of
+    each pass; at test the anomaly map is the mean of the groups' maps (RIAD's sum of per-cell-size MSGMS maps,
+    divided by their number), and the shown reconstruction is the mean of the groups' reconstructions.
 
     Args:
         unet: The inpainting network.
@@ -68,10 +69,22 @@ class EARModel(nn.Module):
         with torch.no_grad():
             return self.masker(images)
 
+    def training_masks(self, images: Tensor) -> Tensor:
+        """Masks of a training mini-batch (one cell size for RIAD-style methods; see the masker).
+
+        Args:
+            images: Images ``(B, 3, H, W)`` in [0, 1].
+
+        Returns:
+            The masks ``(B, P', H, W)``; ``1`` marks the hidden pixels.
+        """
+        with torch.no_grad():
+            return self.masker.training_masks(images)
+
     def reconstruct(
         self, images: Tensor, masks: Tensor | None = None, skip_transform: SkipTransform | None = None
     ) -> Tensor:
-        """Obfuscate and inpaint a batch.
+        """Obfuscate and inpaint a batch (the mean over partition groups for multi-pass methods).
 
         Args:
             images: Images ``(B, 3, H, W)`` in [0, 1].
@@ -81,9 +94,24 @@ class EARModel(nn.Module):
         Returns:
             The reconstruction ``(B, 3, H, W)``.
         """
+        return torch.stack(self.group_reconstructions(images, masks, skip_transform)).mean(0)
+
+    def group_reconstructions(
+        self, images: Tensor, masks: Tensor | None = None, skip_transform: SkipTransform | None = None
+    ) -> list[Tensor]:
+        """One reconstruction per partition group: each pass inpaints the pixels its mask hides.
+
+        Args:
+            images: Images ``(B, 3, H, W)`` in [0, 1].
+            masks: Precomputed masks ``(B, P, H, W)``; computed when ``None``.
+            skip_transform: Optional change of the skip tensors (see :meth:`inpaint`).
+
+        Returns:
+            The reconstructions ``(B, 3, H, W)``: one for a single mask, ``P / group_size`` otherwise.
+        """
         masks = self.masks(images) if masks is None else masks
         if masks.shape[1] == 1:
-            return self.inpaint(self.obfuscation(images, masks), skip_transform)
+            return [self.inpaint(self.obfuscation(images, masks), skip_transform)]
         group = self.masker.group_size
         groups = []
         for start in range(0, masks.shape[1], group):
@@ -93,7 +121,22 @@ class EARModel(nn.Module):
                 mask = parts[:, p : p + 1]
                 recon = recon + mask * self.inpaint(self.obfuscation(images, mask), skip_transform)
             groups.append(recon)
-        return torch.stack(groups).mean(0)
+        return groups
+
+    def evaluate(self, images: Tensor, masks: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Reconstruction, anomaly map and image score; multi-pass methods average the groups' maps.
+
+        Args:
+            images: Images ``(B, 3, H, W)`` in [0, 1].
+            masks: Precomputed masks ``(B, P, H, W)``; computed when ``None``.
+
+        Returns:
+            Reconstruction ``(B, 3, H, W)``, anomaly map ``(B, 1, H, W)`` and image score ``(B,)``.
+        """
+        groups = self.group_reconstructions(images, masks)
+        smoothed = torch.stack([self.scorer.smoothed(images, recon) for recon in groups]).mean(0)
+        amap, score = self.scorer.finish(smoothed)
+        return torch.stack(groups).mean(0), amap, score
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Full inference pass.
@@ -104,9 +147,7 @@ class EARModel(nn.Module):
         Returns:
             Reconstruction ``(B, 3, H, W)``, anomaly map ``(B, 1, H, W)`` and image score ``(B,)``.
         """
-        recon = self.reconstruct(images)
-        amap, score = self.scorer(images, recon)
-        return recon, amap, score
+        return self.evaluate(images)
 
 
 def build_ear_model(

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
+from fader_lightning.data.transforms import as_hw
 from fader_lightning.errors import CheckpointError, ConfigError
 from fader_lightning.metrics.diagnostics import TestDiagnostics
 from fader_lightning.models.base_module import AnomalyModule
@@ -26,7 +27,7 @@ from fader_lightning.models.fader import (
 )
 from fader_lightning.models.fader_targets import TARGETS, complement_targets, synthetic_defects, synthetic_targets
 from fader_lightning.models.inpainting_module import InpaintingModule, Optimizer, Scheduler, plain
-from fader_lightning.models.scoring import AnomalyScorer
+from fader_lightning.models.scoring import AnomalyScorer, rebuild_scorer
 from fader_lightning.utils.checkpoints import read_checkpoint, stage1_overrides, weights_only
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,9 @@ class FADeRModule(AnomalyModule):
         allow_download: Whether timm may fetch the pretrained ViT when there is no ``vit_weights`` (the job's
             ``masking.pretrained`` with ``masking=attention``; never when loading a checkpoint for inference).
         scheduler: Optional partial learning-rate scheduler, stepped per epoch (``fader/scheduler=cosine``).
+        image_size: Input size stage 2 trains at (``data.image_size``); saved in the checkpoint.
+        interpolation: Resize method of its training images (``data.interpolation``).
+        force_image_size: Train at ``image_size`` even when the stage-1 model was trained at another size.
     """
 
     stage = "fader"
@@ -210,6 +214,9 @@ class FADeRModule(AnomalyModule):
         vit_weights: str | None = None,
         allow_download: bool = False,
         scheduler: Scheduler | None = None,
+        image_size: int | list[int] | None = None,
+        interpolation: str | None = None,
+        force_image_size: bool = False,
     ) -> None:
         super().__init__(fpr_limit=fpr_limit, map_storage=map_storage)
         if target not in TARGETS:
@@ -225,6 +232,7 @@ class FADeRModule(AnomalyModule):
         else:  # a FADeR checkpoint being loaded: its state dict holds the stage-1 weights
             own = stage1_overrides(stage1_settings, ckpt_path, mask_cache_dir, vit_weights, allow_download, VIT_KEYS)
             stage1 = InpaintingModule(**{**stage1_settings, **own})
+        image_size = list(as_hw(image_size)) if image_size is not None else None
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.ear = stage1.model
         if self.ear.masker.num_passes != 1:
@@ -257,13 +265,28 @@ class FADeRModule(AnomalyModule):
     def set_evaluation(self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str) -> None:
         """Apply a job's evaluation settings; the frozen model's scorer is replaced and recorded with it."""
         super().set_evaluation(scoring, fpr_limit, map_storage)
-        self.ear.scorer = AnomalyScorer(**plain(scoring))
+        self.ear.scorer = rebuild_scorer(self.ear.scorer, plain(scoring))
         self.stage1_hparams["scoring"] = plain(scoring)
         self.hparams["stage1_settings"] = self.stage1_hparams
 
+    @property
+    def scorer(self) -> AnomalyScorer:
+        """The frozen EAR model's scorer (its normal-map statistics are measured again on FADeR's maps)."""
+        return self.ear.scorer
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Stage 2's own ``image_size`` and ``interpolation``, else its stage-1 model's."""
+        own = {"image_size": self.hparams.get("image_size"), "interpolation": self.hparams.get("interpolation")}
+        stage1 = {"image_size": self.stage1_hparams.get("image_size"),
+                  "interpolation": self.stage1_hparams.get("interpolation", "area")}  # fmt: skip
+        return {key: own[key] if own[key] is not None else stage1[key] for key in own}
+
     def setup(self, stage: str) -> None:
-        """Check, before anything runs, that the data's image size fits the frozen model."""
-        self.data_image_size(self.ear, self.ear.scorer.num_scales)
+        """Check, before anything runs, that the data's image size fits the frozen model and is the one it knows."""
+        stage1_size = self.stage1_hparams.get("image_size")
+        trained = None if self.hparams.get("force_image_size") or stage1_size is None else tuple(stage1_size)
+        self.data_image_size(self.ear, self.ear.scorer.num_scales, trained, "fader.force_image_size")
 
     def train(self, mode: bool = True) -> FADeRModule:
         """Switch modes, keeping the frozen stage-1 model in eval mode (BatchNorm statistics stay fixed)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -10,11 +10,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
+from fader_lightning.data.transforms import as_hw
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.ear import build_ear_model
 from fader_lightning.models.fit_check import available_bytes, check_memory, training_step_bytes
 from fader_lightning.models.losses import InpaintingLoss
-from fader_lightning.models.scoring import AnomalyScorer
+from fader_lightning.models.scoring import AnomalyScorer, rebuild_scorer
 from fader_lightning.models.skip_dropout import PatchSkipDropout
 
 MASKER_PREFIX = "model.masker."
@@ -58,6 +59,9 @@ class InpaintingModule(AnomalyModule):
         map_storage: Storage dtype of test maps.
         skip_dropout: Settings of :class:`~fader_lightning.models.skip_dropout.PatchSkipDropout` (``p``,
             ``levels``, ``patch_size``), applied in training steps only; ``None`` or ``p = 0`` trains without it.
+        image_size: Input size the model is trained at (``data.image_size``): an int or ``[height, width]``. Saved
+            in the checkpoint, so that stage 2, predict and export resize as training did.
+        interpolation: Resize method of the training images (``data.interpolation``).
     """
 
     stage = "ear"
@@ -75,6 +79,8 @@ class InpaintingModule(AnomalyModule):
         fpr_limit: float = 0.3,
         map_storage: str = "float16",
         skip_dropout: Mapping[str, Any] | None = None,
+        image_size: int | Sequence[int] | None = None,
+        interpolation: str = "area",
     ) -> None:
         super().__init__(fpr_limit=fpr_limit, map_storage=map_storage)
         unet, masking, fill, loss, scoring, skip_dropout = (
@@ -86,7 +92,8 @@ class InpaintingModule(AnomalyModule):
         self.save_hyperparameters(
             {"unet": unet, "masking": masking, "fill": fill, "loss": loss, "scoring": scoring,
              "mask_cache_dir": mask_cache_dir, "fpr_limit": fpr_limit, "map_storage": map_storage,
-             "skip_dropout": skip_dropout}
+             "skip_dropout": skip_dropout, "interpolation": interpolation,
+             "image_size": list(as_hw(image_size)) if image_size is not None else None}
         )  # fmt: skip
         self.model = build_ear_model(unet, masking, fill, scoring, mask_cache_dir)
         self.loss_fn = InpaintingLoss(**loss)
@@ -97,38 +104,51 @@ class InpaintingModule(AnomalyModule):
     def set_evaluation(self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str) -> None:
         """Apply a job's evaluation settings, the scorer included (see :meth:`AnomalyModule.set_evaluation`)."""
         super().set_evaluation(scoring, fpr_limit, map_storage)
-        self.model.scorer = AnomalyScorer(**plain(scoring))
+        self.model.scorer = rebuild_scorer(self.model.scorer, plain(scoring))
         self.hparams["scoring"] = plain(scoring)
+
+    @property
+    def scorer(self) -> AnomalyScorer:
+        """The EAR model's scorer."""
+        return self.model.scorer
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """``image_size`` and ``interpolation`` from the hyper-parameters (see :attr:`AnomalyModule.preprocessing`)."""
+        return {
+            "image_size": self.hparams.get("image_size"),
+            "interpolation": self.hparams.get("interpolation", "area"),
+        }
 
     def setup(self, stage: str) -> None:
         """Check, before anything runs, that the data's image size fits the model (and, to train, the memory)."""
-        size = self.data_image_size(self.model, max(self.loss_fn.msgms_scales, self.model.scorer.num_scales))
+        scales = max(self.loss_fn.msgms_scales, self.model.scorer.num_scales)
+        size = self.data_image_size(self.model, scales, self.trained_size)
         if size is not None and stage == "fit":
             batch = self.trainer.datamodule.train_batch_size
             needed = training_step_bytes(self.model.unet, self.loss_fn, *size, batch)
             check_memory(needed, available_bytes(self.trainer.strategy.root_device), *size, batch)
 
-    def _losses(self, batch: Batch, skip_transform: PatchSkipDropout | None = None) -> dict[str, Tensor]:
-        recon = self.model.reconstruct(batch.image, skip_transform=skip_transform)
+    def _losses(self, batch: Batch, masks: Tensor, skip_transform: PatchSkipDropout | None = None) -> dict[str, Tensor]:
+        recon = self.model.reconstruct(batch.image, masks, skip_transform=skip_transform)
         return self.loss_fn(recon, batch.image)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """One optimisation step on normal images (with patch-wise skip dropout when configured)."""
-        losses = self._losses(batch, self.skip_dropout)
+        losses = self._losses(batch, self.model.training_masks(batch.image), self.skip_dropout)
         self.check_finite(losses["loss"])
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(batch))
         return losses["loss"]
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Reconstruction losses on the validation split (no selection is made on them)."""
-        losses = self._losses(batch)
+        losses = self._losses(batch, self.model.masks(batch.image))
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch))
 
     def infer(self, images: Tensor) -> dict[str, Tensor]:
         """Masks, reconstruction, anomaly map and score of a batch."""
         masks = self.model.masks(images)
-        recon = self.model.reconstruct(images, masks)
-        amap, score = self.model.scorer(images, recon)
+        recon, amap, score = self.model.evaluate(images, masks)
         return {"recon": recon, "anomaly_map": amap, "score": score, "masks": masks}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -3,13 +3,21 @@
 The raw map is ``1 - MSGMS(image, recon)`` averaged over channels. The smoothed map applies a box (mean) filter
 whose size scales with the image height: ``reference_kernel`` pixels at ``reference_size`` pixels, i.e. by default
 21 at 256, 11 at 128, 43 at 512 (see :func:`scaled_kernel_size`).
+
+Optionally the smoothed map is normalised by per-pixel statistics of normal images (:class:`MapStatistics`):
+``mean`` subtracts the expected map of a normal image, ``zscore`` also divides by its per-pixel standard deviation
+(floored at ``std_floor`` times the mean standard deviation, so that pixels that never vary on normals do not
+explode). Both take away what a model reconstructs badly on every normal image (edges, specular highlights, the
+border of an aligned object), which the maximum would otherwise pick up before the defect.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -19,6 +27,7 @@ from fader_lightning.models.losses import msgms_map
 logger = logging.getLogger(__name__)
 
 POOLINGS: tuple[str, ...] = ("max", "mean", "topk_mean")
+NORMALIZATIONS: tuple[str, ...] = ("none", "mean", "zscore")
 
 
 def _check_odd_positive(value: int, key: str) -> None:
@@ -187,11 +196,68 @@ def image_score(amap: Tensor, pooling: str = "max", topk_fraction: float = 0.01)
     return flat.topk(k, dim=1).values.mean(dim=1)
 
 
+def _check_normalization(normalize: str, std_floor: float) -> None:
+    """Validates map-normalisation settings.
+
+    Args:
+        normalize (str): Normalisation name.
+        std_floor (float): Floor of the standard deviation, as a fraction of its mean.
+
+    Raises:
+        ConfigError: If ``normalize`` is unknown or ``std_floor`` is not positive.
+    """
+    if normalize not in NORMALIZATIONS:
+        raise ConfigError(f"normalize={normalize!r} is unknown; use one of {', '.join(NORMALIZATIONS)}")
+    if not std_floor > 0:
+        raise ConfigError(f"std_floor={std_floor} is invalid; use a positive fraction such as 0.1")
+
+
+class MapStatistics:
+    """Running per-pixel mean and standard deviation of anomaly maps of normal images (float64 sums).
+
+    Args:
+        shape (tuple[int, int]): Map height and width.
+    """
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.count = 0
+        self.total = torch.zeros(shape, dtype=torch.float64)
+        self.squares = torch.zeros(shape, dtype=torch.float64)
+
+    def update(self, amap: Tensor) -> None:
+        """Adds a batch of maps.
+
+        Args:
+            amap (Tensor): Maps of shape ``(B, 1, H, W)``.
+        """
+        values = amap.detach().squeeze(1).to("cpu", torch.float64)
+        self.count += values.shape[0]
+        self.total += values.sum(0)
+        self.squares += values.square().sum(0)
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        """Mean and standard deviation (population) per pixel.
+
+        Returns:
+            tuple[Tensor, Tensor]: Both of shape ``(1, 1, H, W)``, float32.
+
+        Raises:
+            ValueError: If no map was added.
+        """
+        if self.count == 0:
+            raise ValueError("no normal maps were added; the statistics need at least one image")
+        mean = self.total / self.count
+        var = (self.squares / self.count - mean.square()).clamp_min(0)
+        return mean.float()[None, None], var.sqrt().float()[None, None]
+
+
 class AnomalyScorer(nn.Module):
     """Module computing the smoothed anomaly map and the image score of an image/reconstruction pair.
 
     All settings are fixed at construction; ``forward`` has no data-dependent control flow (the kernel size only
-    depends on the input height), so the module can be traced or exported to ONNX for a fixed image size.
+    depends on the input height), so the module can be traced or exported to ONNX for a fixed image size. The
+    normal-map statistics of ``normalize`` are buffers (saved in checkpoints, constants in an export); until
+    :meth:`set_statistics` gives them, maps are not normalised.
 
     Args:
         kernel_size (int | None): Odd box-filter size; ``None`` scales ``reference_kernel`` with the input height.
@@ -201,10 +267,16 @@ class AnomalyScorer(nn.Module):
         smooth (bool): Apply the box filter.
         pooling (str): Image-score pooling, one of ``"max"``, ``"mean"``, ``"topk_mean"``.
         topk_fraction (float): Fraction of pixels for ``"topk_mean"``.
+        normalize (str): ``"none"``, ``"mean"`` (subtract the normal mean map) or ``"zscore"`` (and divide by the
+            normal standard deviation map).
+        std_floor (float): Floor of the standard deviation of ``"zscore"``, as a fraction of its spatial mean.
 
     Raises:
-        ConfigError: If a kernel size, the pooling or ``topk_fraction`` is invalid.
+        ConfigError: If a kernel size, the pooling, ``topk_fraction`` or the normalisation is invalid.
     """
+
+    map_mean: Tensor
+    map_std: Tensor
 
     def __init__(
         self,
@@ -215,12 +287,15 @@ class AnomalyScorer(nn.Module):
         smooth: bool = True,
         pooling: str = "max",
         topk_fraction: float = 0.01,
+        normalize: str = "none",
+        std_floor: float = 0.1,
     ) -> None:
         super().__init__()
         if kernel_size is not None:
             _check_odd_positive(kernel_size, "kernel_size")
         _check_reference(reference_size, reference_kernel)
         _check_pooling(pooling, topk_fraction)
+        _check_normalization(normalize, std_floor)
         self.kernel_size = kernel_size
         self.num_scales = num_scales
         self.reference_size = reference_size
@@ -228,6 +303,81 @@ class AnomalyScorer(nn.Module):
         self.smooth = smooth
         self.pooling = pooling
         self.topk_fraction = topk_fraction
+        self.normalize = normalize
+        self.std_floor = std_floor
+        self.register_buffer("map_mean", torch.zeros(0))
+        self.register_buffer("map_std", torch.zeros(0))
+
+    @property
+    def needs_statistics(self) -> bool:
+        """bool: ``True`` when maps are to be normalised but no statistics were given yet."""
+        return self.normalize != "none" and self.map_mean.numel() == 0
+
+    def set_statistics(self, mean: Tensor, std: Tensor) -> None:
+        """Stores the per-pixel statistics of normal maps (see :class:`MapStatistics`).
+
+        Args:
+            mean (Tensor): Mean map ``(1, 1, H, W)``.
+            std (Tensor): Standard deviation map of the same shape.
+        """
+        self.map_mean = mean.to(self.map_mean.device, torch.float32)
+        self.map_std = std.to(self.map_std.device, torch.float32)
+
+    def clear_statistics(self) -> None:
+        """Forgets the statistics, so that maps come out unnormalised (to measure new ones)."""
+        self.set_statistics(torch.zeros(0), torch.zeros(0))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Takes the statistics' shapes from the checkpoint; checkpoints without them load as unfitted."""
+        for name in ("map_mean", "map_std"):
+            saved = state_dict.setdefault(prefix + name, torch.zeros(0))
+            setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def smoothed(self, image: Tensor, recon: Tensor, offset: Tensor | None = None) -> Tensor:
+        """The smoothed, unnormalised anomaly map (see :func:`anomaly_map`).
+
+        Args:
+            image (Tensor): Images of shape ``(B, C, H, W)`` in ``[0, 1]``.
+            recon (Tensor): Reconstructions of the same shape.
+            offset (Tensor | None): Raw-map offset subtracted before smoothing.
+
+        Returns:
+            Tensor: Maps of shape ``(B, 1, H, W)``.
+        """
+        return anomaly_map(
+            image,
+            recon,
+            kernel_size=self.kernel_size,
+            num_scales=self.num_scales,
+            reference_size=self.reference_size,
+            reference_kernel=self.reference_kernel,
+            smooth=self.smooth,
+            offset=offset,
+        )
+
+    def finish(self, amap: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalises smoothed maps (once statistics are set) and pools them into image scores.
+
+        Args:
+            amap (Tensor): Smoothed maps of shape ``(B, 1, H, W)``.
+
+        Returns:
+            tuple[Tensor, Tensor]: Maps of shape ``(B, 1, H, W)`` and scores of shape ``(B,)``.
+
+        Raises:
+            ConfigError: If the statistics were measured at another map size.
+        """
+        if self.normalize != "none" and self.map_mean.numel():
+            if self.map_mean.shape[-2:] != amap.shape[-2:]:
+                raise ConfigError(
+                    f"the normal-map statistics are {tuple(self.map_mean.shape[-2:])} px but the maps are "
+                    f"{tuple(amap.shape[-2:])} px; use the image size the model was trained at (data.image_size)"
+                )
+            amap = amap - self.map_mean
+            if self.normalize == "zscore":
+                amap = amap / (self.map_std + self.std_floor * self.map_std.mean())
+        return amap, image_score(amap, self.pooling, self.topk_fraction)
 
     def forward(self, image: Tensor, recon: Tensor, offset: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Computes anomaly maps and image scores.
@@ -240,14 +390,24 @@ class AnomalyScorer(nn.Module):
         Returns:
             tuple[Tensor, Tensor]: Maps of shape ``(B, 1, H, W)`` and scores of shape ``(B,)``.
         """
-        amap = anomaly_map(
-            image,
-            recon,
-            kernel_size=self.kernel_size,
-            num_scales=self.num_scales,
-            reference_size=self.reference_size,
-            reference_kernel=self.reference_kernel,
-            smooth=self.smooth,
-            offset=offset,
-        )
-        return amap, image_score(amap, self.pooling, self.topk_fraction)
+        return self.finish(self.smoothed(image, recon, offset))
+
+
+MAP_SETTINGS: tuple[str, ...] = ("kernel_size", "num_scales", "reference_size", "reference_kernel", "smooth")
+"""tuple[str, ...]: The scorer settings that change the unnormalised map, and so invalidate its statistics."""
+
+
+def rebuild_scorer(old: AnomalyScorer, settings: dict[str, Any]) -> AnomalyScorer:
+    """A scorer with new settings that keeps the old one's normal-map statistics while they still apply.
+
+    Args:
+        old (AnomalyScorer): The scorer being replaced.
+        settings (dict[str, Any]): Keyword arguments of the new :class:`AnomalyScorer`.
+
+    Returns:
+        AnomalyScorer: The new scorer; without statistics when the map settings changed.
+    """
+    new = AnomalyScorer(**settings).to(old.map_mean.device)
+    if old.map_mean.numel() and all(getattr(old, key) == getattr(new, key) for key in MAP_SETTINGS):
+        new.set_statistics(old.map_mean, old.map_std)
+    return new

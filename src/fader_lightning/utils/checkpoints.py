@@ -69,7 +69,10 @@ def check_fits(checkpoint: dict[str, Any], module: torch.nn.Module, path: str | 
     state = dict(checkpoint.get("state_dict", {}))
     if hasattr(module, "on_load_checkpoint"):
         module.on_load_checkpoint({**checkpoint, "state_dict": state})
-    own = module.state_dict()
+    # empty buffers (normal-map statistics) are measured after fitting: any shape, or none, fits them
+    unfitted = {name for name, value in module.state_dict().items() if value.numel() == 0}
+    own = {name: value for name, value in module.state_dict().items() if name not in unfitted}
+    state = {name: value for name, value in state.items() if name not in unfitted}
     problems = [f"{name}: {list(state[name].shape)} in the file, {list(own[name].shape)} here"
                 for name in state if name in own and state[name].shape != own[name].shape]  # fmt: skip
     problems += [f"{name}: only in the file" for name in state if name not in own]
