@@ -42,7 +42,9 @@ def test_single_mask_evaluate_is_the_scorer_of_the_reconstruction() -> None:
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         recon, amap, score = ear.evaluate(images)
-        want_map, want_score = ear.scorer(images, ear.reconstruct(images))
+        want_recon = ear.reconstruct(images)
+        want_map, want_score = ear.scorer(images, want_recon)
+    torch.testing.assert_close(recon, want_recon)
     torch.testing.assert_close(amap, want_map)
     torch.testing.assert_close(score, want_score)
     assert torch.equal(ear.training_masks(images), ear.masks(images))  # deterministic: trains on its test masks

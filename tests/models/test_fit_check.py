@@ -58,8 +58,12 @@ def test_image_size_beyond_memory_is_refused_with_the_estimate(tmp_path: Path, m
 
 def test_stage2_checks_its_data_size_too(tmp_path: Path) -> None:
     ckpt = train(compose_train_cfg(tmp_path / "a", [*SMALL_DATA, TINY_UNET, "data.image_size=32", "debug=fdr"]))
-    stage2 = ["stage=fader", f"fader.ckpt_path={ckpt['ear']['checkpoint']}", "fader.max_epochs=1",
-              "fader.force_image_size=true"]  # past the size check: the minimum still holds
+    stage2 = [
+        "stage=fader",
+        f"fader.ckpt_path={ckpt['ear']['checkpoint']}",
+        "fader.max_epochs=1",
+        "fader.force_image_size=true",
+    ]  # past the size check: the minimum still holds
     cfg = compose_train_cfg(tmp_path / "b", [*SMALL_DATA, TINY_UNET, "data.image_size=16", "debug=fdr", *stage2])
     with pytest.raises(ConfigError, match=r"data.image_size=16x16 is too small"):
         train(cfg)
