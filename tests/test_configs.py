@@ -74,6 +74,11 @@ def test_table_experiments_sweep_categories_and_methods(tmp_path: Path) -> None:
     assert mvtec.stage == visa.stage == "both"
     ablation = compose_train_cfg(tmp_path, ["experiment=ablation_levels"])
     assert ablation.reuse_stage1 is True
+    for table in ("table_mvtec", "table_visa", "table_riad", "table_demo"):  # the measured recipe, with its budget
+        cfg = compose_train_cfg(tmp_path, [f"experiment={table}"])
+        assert cfg.trainer.max_time and cfg.model.scoring.normalize == "zscore", table
+    riad = compose_train_cfg(tmp_path, ["experiment=table_riad"])
+    assert riad.masking.name == "random_multi" and riad.model.fill.fill == "zero"  # RIAD hides with zeros
 
 
 def test_multi_device_jobs_are_refused_in_a_local_multirun(tmp_path: Path) -> None:

@@ -137,3 +137,15 @@ def test_stage2_at_another_size_than_its_stage1_must_be_forced(both_run: tuple[P
         train(compose_train_cfg(tmp_path / "refused", overrides))
     forced = train(compose_train_cfg(tmp_path / "forced", [*overrides, "fader.force_image_size=true"]))
     assert FADeRModule.load_from_checkpoint(forced["fader"]["checkpoint"]).trained_size == (other, other)
+
+
+def test_both_stages_train_in_bf16_mixed_precision(tmp_path: Path) -> None:
+    run = ["data.image_size=32", "data.n_train=8", "data.n_test_good=2", "data.n_test_defect=2", "data.size=64",
+           TINY_UNET, "stage=both", "trainer.max_epochs=2", "fader.max_epochs=2", "logger=none",
+           "callbacks.overlays.num_samples=0", "model.optimizer.lr=1e-3"]  # fmt: skip
+    full = train(compose_train_cfg(tmp_path / "fp32", run))
+    mixed = train(compose_train_cfg(tmp_path / "bf16", [*run, "trainer.precision=bf16-mixed"]))
+    for stage in ("ear", "fader"):
+        assert mixed[stage]["status"] == "ok"
+        for key in ("image_auroc", "pixel_auroc"):  # bfloat16 rounding moves the metrics only a little
+            assert abs(mixed[stage]["metrics"][key] - full[stage]["metrics"][key]) < 0.1, (stage, key)

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fader_lightning import stage1_store
 from fader_lightning.callbacks.checkpoint import save_atomically
+from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.errors import CheckpointError, ConfigError, FaderError
 from fader_lightning.masking import MASKING_METHODS
@@ -49,7 +50,6 @@ warnings.filterwarnings(
 # data.val_policy=none returns no validation loader on purpose.
 warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 STAGES = {"ear": ("ear",), "fader": ("fader",), "both": ("ear", "fader")}
 
 

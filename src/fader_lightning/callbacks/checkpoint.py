@@ -37,7 +37,10 @@ def save_atomically(
     """
     tmp = f"{filepath}.{os.getpid()}.tmp"
     try:
-        (write or trainer.save_checkpoint)(tmp)
+        if write is None:
+            trainer.save_checkpoint(tmp, weights_only=False)  # resumable: optimizer and loop state included
+        else:
+            write(tmp)
         if trainer.is_global_zero:
             os.replace(tmp, filepath)
     finally:

@@ -56,6 +56,17 @@ class PatchRows:
     errors: Tensor
     hidden: Tensor
 
+    @classmethod
+    def stored(cls, features: Tensor, targets: Tensor, errors: Tensor, hidden: Tensor) -> PatchRows:
+        """Rows as kept on the CPU: float16 features and float32 targets, errors and hidden fractions.
+
+        The dtypes are fixed whatever precision produced the tensors (``trainer.precision=bf16-mixed`` computes
+        them in bfloat16), so rows of any batch concatenate and every epoch sees the same values.
+        """
+        return cls(
+            features.to("cpu", torch.float16), *(value.to("cpu", torch.float32) for value in (targets, errors, hidden))
+        )
+
     def extend(self, other: PatchRows) -> PatchRows:
         """These rows followed by ``other``'s."""
         return PatchRows.cat([self, other])
@@ -70,8 +81,9 @@ class PatchRows:
 
     @staticmethod
     def cat(rows: list[PatchRows]) -> PatchRows:
-        """All rows of a list, in order."""
-        return PatchRows(*(torch.cat(parts) for parts in zip(*(r.tensors() for r in rows), strict=True)))
+        """All rows of a list, in order (outside CPU autocast, which refuses to concatenate float16)."""
+        with torch.autocast("cpu", enabled=False):
+            return PatchRows(*(torch.cat(parts) for parts in zip(*(r.tensors() for r in rows), strict=True)))
 
 
 VIT_KEYS = "fader.vit_weights (training) or vit_weights= (predict, export)"
@@ -331,10 +343,9 @@ class FADeRModule(AnomalyModule):
         else:
             targets = torch.zeros_like(errors)  # a clean image adds no error: its synthetic rows follow
         rows = [
-            PatchRows(features[j : j + 1].to("cpu", torch.float16), targets[j : j + 1].cpu(), errors[j : j + 1].cpu(),
-                      hidden[j : j + 1].cpu())
+            PatchRows.stored(features[j : j + 1], targets[j : j + 1], errors[j : j + 1], hidden[j : j + 1])
             for j in range(len(images))
-        ]  # fmt: skip
+        ]
         if training_rows and target == "synthetic":
             for j, key in enumerate(keys):
                 rows[j] = rows[j].extend(self._synthetic_rows(images[j], masks[j], rows[j], key))
@@ -354,11 +365,8 @@ class FADeRModule(AnomalyModule):
             self.ear, clean, corrupted, masks, self.fader.patch_size, settings["tie_below"]
         )
         features = patch_features(skips, obfuscated, self.fader.patch_size, self.fader.source)
-        return PatchRows(
-            features.to("cpu", torch.float16),
-            targets.cpu(),
-            clean_row.errors.expand(copies, -1, -1, -1),
-            clean_row.hidden.expand(copies, -1, -1, -1),
+        return PatchRows.stored(
+            features, targets, clean_row.errors.expand(copies, -1, -1, -1), clean_row.hidden.expand(copies, -1, -1, -1)
         )
 
     def _features_and_targets(self, images: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,45 @@
+"""Console entry points answer --help without importing torch, and still run their commands."""
+
+import subprocess
+import sys
+
+import pytest
+
+from fader_lightning import entry
+from fader_lightning.export import __doc__ as EXPORT_DOC
+
+PROBE = """
+import sys
+sys.argv = [{name!r}, "--help"]
+from fader_lightning import entry
+try:
+    entry.{function}()
+except SystemExit:
+    pass
+print("TORCH-IMPORTED" if "torch" in sys.modules else "TORCH-FREE")
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "function", "expected"),
+    [("fader-predict", "predict", "Usage:"), ("fader-export", "export", "Usage:"),
+     ("fader-train", "train", "fader-train is powered by Hydra")],
+)  # fmt: skip
+def test_help_answers_without_importing_torch(name: str, function: str, expected: str) -> None:
+    probe = PROBE.format(name=name, function=function)
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert expected in proc.stdout
+    assert proc.stdout.strip().endswith("TORCH-FREE")
+
+
+def test_help_is_the_module_docstring(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["fader-export", "-h"])
+    assert entry.export() == 0
+    assert capsys.readouterr().out.strip() == EXPORT_DOC.strip()
+
+
+def test_other_arguments_run_the_command(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(sys, "argv", ["fader-predict", "ckpt=x.ckpt"])
+    assert entry.predict() == 1  # the real command ran: it names the missing keys
+    assert "missing input=..., output=..." in caplog.text
