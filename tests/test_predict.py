@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 
 from conftest import TINY_UNET, compose_train_cfg
@@ -41,7 +42,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         shutil.copy(path, folder / f"{path.parent.name}_{path.name}")
     (folder / "broken.png").write_bytes(b"not a png")
     return {"ear": Path(results["ear"]["checkpoint"]), "fader": Path(results["fader"]["checkpoint"]),
-            "run_dir": tmp / "out", "inputs": folder, "normals": tree / "synth_object" / "train" / "good"}  # fmt: skip
+            "run_dir": tmp / "out", "inputs": folder, "normals": tree / "synth_object" / "train" / "good",
+            "tmp": tmp}  # fmt: skip
 
 
 def independent_scores(module: torch.nn.Module, paths: list[Path]) -> dict[str, float]:
@@ -100,14 +102,33 @@ def test_auto_threshold_single_image_and_glob(run: dict[str, Path], tmp_path: Pa
     assert overlay.size == (4 * TRAIN_SIZE, TRAIN_SIZE)  # stage 1 has no soft-mask panel
 
 
-def test_oracle_threshold_is_used_with_a_warning(run: dict[str, Path], tmp_path: Path, caplog) -> None:
+def test_the_calibrated_threshold_travels_with_the_checkpoint(run: dict[str, Path], tmp_path: Path) -> None:
+    result = predict(run["ear"], str(run["inputs"] / "good_000.png"), tmp_path / "calibrated")
+    calibration = load_results(run["run_dir"])["ear"]["calibration"]
+    assert result.threshold == pytest.approx(calibration["image_threshold"]) and "calibrated" in result.threshold_source
+    assert calibration["split"] == "train" and calibration["normal_images"] == 8  # no held-out normals in this run
+    # the largest score of the run's own normal training images, recomputed here
+    datamodule = instantiate(compose_train_cfg(run["tmp"], RUN).data)
+    datamodule.setup("fit")
+    module = InpaintingModule.load_from_checkpoint(run["ear"])
+    normals = independent_scores(module, [sample.image_path for sample in datamodule.normal_samples])
+    assert result.threshold == pytest.approx(max(normals.values()), abs=1e-5)
+
+
+def test_older_checkpoints_fall_back_to_the_oracle_with_a_warning(
+    run: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = torch.load(run["ear"], weights_only=True)
+    old["state_dict"] = {k: v for k, v in old["state_dict"].items() if not k.endswith("scorer.thresholds")}
+    older = run["ear"].with_name("older.ckpt")  # in the run folder: its metrics.json has the oracle threshold
+    torch.save(old, older)
     oracle = load_results(run["run_dir"])["ear"]["metrics"]["image_threshold_oracle"]
     with caplog.at_level(logging.WARNING):
-        result = predict(run["ear"], str(run["inputs"] / "good_000.png"), tmp_path / "oracle")
+        result = predict(older, str(run["inputs"] / "good_000.png"), tmp_path / "oracle")
     assert result.threshold == oracle
     assert "ORACLE" in caplog.text
     moved = tmp_path / "elsewhere.ckpt"  # outside its run folder: no metrics.json, so a threshold is required
-    shutil.copy(run["ear"], moved)
+    shutil.copy(older, moved)
     with pytest.raises(ConfigError, match="no image threshold"):
         predict(moved, str(run["inputs"]), tmp_path / "none")
 

@@ -213,6 +213,8 @@ def describe(
             "normalize": "none" if scorer.needs_statistics else scorer.normalize,
             "std_floor": scorer.std_floor,
         },
+        # calibrated on normal images when training ended: label = score > image_threshold (null: not calibrated)
+        "thresholds": {"image": scorer.image_threshold, "pixel": scorer.pixel_threshold},
     }
     if detector.fader is not None:
         fader, soft = detector.fader, detector.fader.soft_masker

@@ -18,8 +18,10 @@ that size unless ``force=true`` (checkpoints that predate stored sizes fall back
 Stems used twice get ``_1``, ``_2``, ... appended. The image threshold comes from, in this order:
 ``threshold=FLOAT``; ``threshold=auto`` (or just ``normal_dir=DIR``): the ``quantile`` (default 1.0, the maximum,
 so that every calibration image is normal; calibration sets are small) of the scores of the normal images in
-``normal_dir``; else the ORACLE threshold of the training run's ``metrics.json`` (picked on the test labels, with
-a warning). Unreadable files are reported and skipped. Exit code 0 when at least one image was scored, else 1.
+``normal_dir``; the threshold the checkpoint carries (the largest score of the normal images held out of training,
+measured when training ended); else, for checkpoints that predate it, the ORACLE threshold of the training run's
+``metrics.json`` (picked on the test labels, with a warning). Unreadable files are reported and skipped. Exit code 0
+when at least one image was scored, else 1.
 ``vit_weights`` is the DINO ViT state dict of a model with attention masking: checkpoints do not store it, and
 loading one never downloads it.
 """
@@ -214,6 +216,7 @@ def resolve_threshold(
     normal_dir: str | None,
     calibrate: Callable[[str], float],
     entry: Mapping[str, Any],
+    calibrated: float | None = None,
 ) -> tuple[float, str]:
     """Pick the image threshold (see the module docstring for the order).
 
@@ -222,6 +225,7 @@ def resolve_threshold(
         normal_dir: ``normal_dir=``, or ``None``.
         calibrate: Callable ``(normal_dir) -> float`` computing the threshold from normal images.
         entry: The training run's ``metrics.json`` entry (may be empty).
+        calibrated: The threshold the checkpoint carries (calibrated on normal images when training ended), if any.
 
     Returns:
         The threshold and a description of its source.
@@ -237,6 +241,8 @@ def resolve_threshold(
         if normal_dir is not None:
             raise ConfigError("normal_dir= is only used with threshold=auto; drop one of threshold= and normal_dir=")
         return to_float("threshold", threshold), "threshold="
+    if calibrated is not None:
+        return calibrated, "the checkpoint's, calibrated on normal training images"
     oracle = entry.get("metrics", {}).get(ORACLE_KEY)
     if oracle is None:
         raise ConfigError(
@@ -330,7 +336,11 @@ def predict(
     ear_model(module).unet.check_input_size(*size)
     result = Prediction()
     result.threshold, result.threshold_source = resolve_threshold(
-        threshold, normal_dir, lambda folder: calibrate_threshold(module, folder, size, batch_size, quantile), entry
+        threshold,
+        normal_dir,
+        lambda folder: calibrate_threshold(module, folder, size, batch_size, quantile),
+        entry,
+        module.scorer.image_threshold,
     )
     names = unique_stems(paths)
     for kept, batch, outputs in infer_batches(module, paths, size, batch_size, result.skipped):

@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fader_lightning import stage1_store
-from fader_lightning.callbacks.checkpoint import save_atomically
+from fader_lightning.callbacks.checkpoint import refresh_weights, save_atomically
 from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.errors import CheckpointError, ConfigError, FaderError
@@ -184,9 +184,9 @@ def run_stage(
         callback = trainer.checkpoint_callback
         written = (callback.last_model_path or callback.best_model_path) if callback else ""
         checkpoint = Path(written) if written else stage_checkpoint(output_dir, stage)
-        if not written or model.scorer.normalize != "none":
-            # checkpoint-free runs (fast_dev_run) keep the final weights anyway, and normal-map statistics measured
-            # when fitting ended go into the final checkpoint
+        if written:  # with what was calibrated when fitting ended (thresholds, normal-map statistics)
+            refresh_weights(trainer, checkpoint)
+        else:  # fast_dev_run and other checkpoint-free runs: keep the final weights anyway
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             save_atomically(trainer, checkpoint)
         entry.update(
@@ -213,6 +213,7 @@ def run_stage(
         entry["diagnostics"] = model.test_diagnostics
         entry["test_images"] = len(datamodule.test_samples)
         entry["test_ms_per_image"] = round(1000 * test_seconds / max(len(datamodule.test_samples), 1), 3)
+    entry["calibration"] = model.calibration  # thresholds on normal images, never on test labels
     return entry
 
 

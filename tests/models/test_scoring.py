@@ -212,10 +212,15 @@ def test_statistics_travel_in_the_state_dict_and_old_checkpoints_load() -> None:
 def test_rebuilt_scorer_keeps_statistics_only_while_the_map_is_the_same() -> None:
     scorer = AnomalyScorer(normalize="zscore")
     scorer.set_statistics(torch.ones(1, 1, 8, 8), torch.ones(1, 1, 8, 8))
+    scorer.set_thresholds(2.5, 3.5)
+    assert (scorer.image_threshold, scorer.pixel_threshold) == (2.5, 3.5)
     same_map = rebuild_scorer(scorer, {"normalize": "mean", "pooling": "topk_mean"})
     assert same_map.map_mean.shape == (1, 1, 8, 8) and same_map.pooling == "topk_mean"
+    assert same_map.image_threshold is None  # another scale of scores: the thresholds do not carry over
+    same_scale = rebuild_scorer(scorer, {"normalize": "zscore"})
+    assert (same_scale.image_threshold, same_scale.pixel_threshold) == (2.5, 3.5)
     other_map = rebuild_scorer(scorer, {"normalize": "zscore", "kernel_size": 5})
-    assert other_map.needs_statistics
+    assert other_map.needs_statistics and other_map.image_threshold is None
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"normalize": "minmax"}, "minmax"), ({"std_floor": 0.0}, "std_floor")])

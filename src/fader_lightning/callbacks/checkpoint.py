@@ -6,7 +6,11 @@ import os
 from collections.abc import Callable
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from fader_lightning.utils.checkpoints import read_checkpoint
+from fader_lightning.utils.io import atomic_save
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
@@ -47,3 +51,23 @@ def save_atomically(
         if trainer.is_global_zero and os.path.exists(tmp):
             os.remove(tmp)
     trainer.strategy.barrier("atomic_checkpoint")
+
+
+def refresh_weights(trainer: L.Trainer, filepath: str | os.PathLike[str]) -> None:
+    """Rewrite a checkpoint's weights and buffers with the module's current ones, keeping its training state.
+
+    What a module measures after its last epoch (thresholds, normal-map statistics) then travels in the final
+    checkpoint, while its epoch, optimizer and loop state stay those of the last epoch, so resuming is unchanged.
+    Every process calls this; global zero rewrites the file atomically.
+
+    Args:
+        trainer: The trainer whose module is saved.
+        filepath: A checkpoint the trainer wrote.
+    """
+    if trainer.is_global_zero:
+        module = trainer.lightning_module
+        checkpoint = read_checkpoint(filepath, "the checkpoint this run has just written")
+        checkpoint["state_dict"] = module.state_dict()
+        module.on_save_checkpoint(checkpoint)  # what the module leaves out of its checkpoints, left out again
+        atomic_save(filepath, lambda tmp: torch.save(checkpoint, tmp))
+    trainer.strategy.barrier("refresh_weights")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import lightning as L
@@ -45,6 +45,7 @@ class AnomalyModule(L.LightningModule):
         self.test_metrics: dict[str, float] = {}
         self.diagnostics = TestDiagnostics()
         self.test_diagnostics: dict[str, float | None] = {}
+        self.calibration: dict[str, Any] = {}
 
     def set_evaluation(self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str) -> None:
         """Apply a job's evaluation settings to a loaded model (they never change trained weights).
@@ -160,44 +161,95 @@ class AnomalyModule(L.LightningModule):
             )
         return loss
 
+    def calibration_data(self) -> Any:
+        """The datamodule whose normal images calibrate the scores (never its test images).
+
+        Returns:
+            The trainer's datamodule.
+
+        Raises:
+            ConfigError: Without a datamodule that serves normal images.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "normal_dataloader"):
+            raise ConfigError(
+                f"{self.stage}: calibrating scores (normal-map statistics, thresholds) needs the normal images of a "
+                "datamodule, and this run has none: pass a datamodule, or use a checkpoint trained with the same "
+                "scoring settings"
+            )
+        return datamodule
+
     @torch.no_grad()
+    def _maps(self, loader: Any) -> Iterator[dict[str, Tensor]]:
+        """This stage's outputs on every batch of a loader, in eval mode (the previous mode is restored)."""
+        training = self.training
+        self.eval()
+        try:
+            for batch in loader:
+                yield self.infer(batch.image.to(self.device))
+        finally:
+            self.train(training)
+
     def fit_map_statistics(self) -> None:
         """Measure the per-pixel statistics of this stage's maps on normal images, for ``scoring.normalize``.
 
         The images are every normal image of the training split (the held-out ones of ``data.val_policy=from_train``
         included), unaugmented; never test images. All of them, because a handful of held-out images gives a
         per-pixel standard deviation that is mostly noise.
-
-        Raises:
-            ConfigError: Without a datamodule to take normal images from.
         """
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "normal_dataloader"):
-            raise ConfigError(
-                f"scoring.normalize={self.scorer.normalize} needs normal images to measure map statistics on, and "
-                "this model has none: pass a datamodule, or use a checkpoint trained with the same scoring settings"
-            )
         self.scorer.clear_statistics()
-        training = self.training
-        self.eval()
         stats = None
-        for batch in datamodule.normal_dataloader():
-            amap = self.infer(batch.image.to(self.device))["anomaly_map"]
-            stats = stats or MapStatistics(tuple(amap.shape[-2:]))
-            stats.update(amap)
-        self.train(training)
+        for out in self._maps(self.calibration_data().normal_dataloader()):
+            stats = stats or MapStatistics(tuple(out["anomaly_map"].shape[-2:]))
+            stats.update(out["anomaly_map"])
         self.scorer.set_statistics(*stats.compute())
         log.info("%s: normal-map statistics measured on %d normal images", self.stage, stats.count)
 
-    def on_fit_end(self) -> None:
-        """Measure the normal-map statistics of the trained model, when its scoring normalises maps."""
+    def fit_thresholds(self) -> None:
+        """Calibrate the image and pixel thresholds: the largest score and map value of normal images.
+
+        The normal images held out of training (``data.val_policy=from_train``) are used when there are any;
+        otherwise the training images, whose scores are lower than those of unseen normals (a warning says so).
+        Never test images. The thresholds are stored in the scorer (so in the checkpoint) and in
+        :attr:`calibration`.
+        """
+        datamodule = self.calibration_data()
+        held_out = datamodule.val_policy == "from_train" and bool(datamodule.val_samples)
+        if not held_out:
+            log.warning(
+                "%s: thresholds calibrated on the training images (no held-out normals): expect false positives; "
+                "set data.val_policy=from_train to calibrate on unseen normal images",
+                self.stage,
+            )
+        loader = datamodule.val_dataloader() if held_out else datamodule.normal_dataloader()
+        scores, peaks = [], []
+        for out in self._maps(loader):
+            scores.append(out["score"].float().cpu())
+            peaks.append(out["anomaly_map"].float().flatten(1).amax(1).cpu())
+        image, pixel = float(torch.cat(scores).max()), float(torch.cat(peaks).max())
+        self.scorer.set_thresholds(image, pixel)
+        self.calibration = {"image_threshold": image, "pixel_threshold": pixel, "normal_images": len(loader.dataset),
+                            "split": "held_out" if held_out else "train"}  # fmt: skip
+        log.info("%s: thresholds image %.6g, pixel %.6g from %d %s normal images", self.stage, image, pixel,
+                 len(loader.dataset), "held-out" if held_out else "training")  # fmt: skip
+
+    def calibrate(self) -> None:
+        """Measure what scoring needs from normal images: map statistics (``normalize``), then thresholds."""
         if self.scorer.normalize != "none":
             self.fit_map_statistics()
+        self.fit_thresholds()
+
+    def on_fit_end(self) -> None:
+        """Calibrate the trained model's scores on normal images (saved with the final checkpoint)."""
+        self.calibrate()
 
     def on_test_start(self) -> None:
-        """Measure the normal-map statistics first when the scoring needs them and the model has none."""
-        if self.scorer.needs_statistics:
-            self.fit_map_statistics()
+        """Calibrate first when the model's scoring was never calibrated (e.g. reused with other scoring settings)."""
+        if self.scorer.needs_statistics or self.scorer.image_threshold is None:
+            self.calibrate()
+        elif not self.calibration:
+            self.calibration = {"image_threshold": self.scorer.image_threshold,
+                                "pixel_threshold": self.scorer.pixel_threshold, "split": "checkpoint"}  # fmt: skip
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """Infer a test batch and add it to the score store."""

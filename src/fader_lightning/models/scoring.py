@@ -277,6 +277,7 @@ class AnomalyScorer(nn.Module):
 
     map_mean: Tensor
     map_std: Tensor
+    thresholds: Tensor
 
     def __init__(
         self,
@@ -307,6 +308,8 @@ class AnomalyScorer(nn.Module):
         self.std_floor = std_floor
         self.register_buffer("map_mean", torch.zeros(0))
         self.register_buffer("map_std", torch.zeros(0))
+        # image and pixel thresholds calibrated on normal images, on this scorer's scale (NaN: not calibrated)
+        self.register_buffer("thresholds", torch.full((2,), math.nan))
 
     @property
     def needs_statistics(self) -> bool:
@@ -323,15 +326,37 @@ class AnomalyScorer(nn.Module):
         self.map_mean = mean.to(self.map_mean.device, torch.float32)
         self.map_std = std.to(self.map_std.device, torch.float32)
 
+    @property
+    def image_threshold(self) -> float | None:
+        """The calibrated image threshold, ``None`` before :meth:`set_thresholds`."""
+        value = float(self.thresholds[0])
+        return None if math.isnan(value) else value
+
+    @property
+    def pixel_threshold(self) -> float | None:
+        """The calibrated pixel threshold, ``None`` before :meth:`set_thresholds`."""
+        value = float(self.thresholds[1])
+        return None if math.isnan(value) else value
+
+    def set_thresholds(self, image: float, pixel: float) -> None:
+        """Stores the image and pixel thresholds (calibrated on normal images, on this scorer's scale).
+
+        Args:
+            image (float): Image-score threshold.
+            pixel (float): Anomaly-map threshold.
+        """
+        self.thresholds = torch.tensor([image, pixel], dtype=torch.float32, device=self.thresholds.device)
+
     def clear_statistics(self) -> None:
         """Forgets the statistics, so that maps come out unnormalised (to measure new ones)."""
         self.set_statistics(torch.zeros(0), torch.zeros(0))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        """Takes the statistics' shapes from the checkpoint; checkpoints without them load as unfitted."""
+        """Takes the statistics' shapes from the checkpoint; checkpoints without them load as uncalibrated."""
         for name in ("map_mean", "map_std"):
             saved = state_dict.setdefault(prefix + name, torch.zeros(0))
             setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
+        state_dict.setdefault(prefix + "thresholds", torch.full((2,), math.nan))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def smoothed(self, image: Tensor, recon: Tensor, offset: Tensor | None = None) -> Tensor:
@@ -395,19 +420,26 @@ class AnomalyScorer(nn.Module):
 
 MAP_SETTINGS: tuple[str, ...] = ("kernel_size", "num_scales", "reference_size", "reference_kernel", "smooth")
 """tuple[str, ...]: The scorer settings that change the unnormalised map, and so invalidate its statistics."""
+SCALE_SETTINGS: tuple[str, ...] = ("normalize", "std_floor", "pooling", "topk_fraction")
+"""tuple[str, ...]: The other settings that change the scale of maps and scores, and so invalidate thresholds."""
 
 
 def rebuild_scorer(old: AnomalyScorer, settings: dict[str, Any]) -> AnomalyScorer:
-    """A scorer with new settings that keeps the old one's normal-map statistics while they still apply.
+    """A scorer with new settings that keeps what the old one measured while it still applies.
+
+    The normal-map statistics stay while the unnormalised map is the same (:data:`MAP_SETTINGS`); the thresholds
+    stay only while every setting is the same, since normalisation and pooling change the scale of the scores.
 
     Args:
         old (AnomalyScorer): The scorer being replaced.
         settings (dict[str, Any]): Keyword arguments of the new :class:`AnomalyScorer`.
 
     Returns:
-        AnomalyScorer: The new scorer; without statistics when the map settings changed.
+        AnomalyScorer: The new scorer.
     """
     new = AnomalyScorer(**settings).to(old.map_mean.device)
     if old.map_mean.numel() and all(getattr(old, key) == getattr(new, key) for key in MAP_SETTINGS):
         new.set_statistics(old.map_mean, old.map_std)
+    if all(getattr(old, key) == getattr(new, key) for key in (*MAP_SETTINGS, *SCALE_SETTINGS)):
+        new.thresholds = old.thresholds.clone()
     return new
