@@ -170,6 +170,9 @@ def run_stage(
         log.info("reusing stage-1 checkpoint %s (reuse_stage1=true)", stored)
         entry.update({"train_seconds": 0.0, "checkpoint": str(stored), "reused": True})
     else:
+        epochs_key = "fader.max_epochs" if stage == "fader" else "trainer.max_epochs"
+        log.info("%s: training for up to %s epochs (%s), time budget %s (trainer.max_time)", stage,
+                 trainer.max_epochs, epochs_key, cfg.trainer.get("max_time") or "none")  # fmt: skip
         start = time.perf_counter()
         resume = cfg.get("ckpt_path") if stage == "ear" else None
         if resume:
