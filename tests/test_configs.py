@@ -77,6 +77,13 @@ def test_table_experiments_sweep_categories_and_methods(tmp_path: Path) -> None:
     for table in ("table_mvtec", "table_visa", "table_riad", "table_demo"):  # the measured recipe, with its budget
         cfg = compose_train_cfg(tmp_path, [f"experiment={table}"])
         assert cfg.trainer.max_time and cfg.model.scoring.normalize == "zscore", table
+    by_category = compose_train_cfg(tmp_path, ["experiment=table_mvtec"]).augmentation_by_category
+    for category, preset in by_category.items():  # the table's per-category augmentation, and none elsewhere
+        cfg = compose_train_cfg(tmp_path, ["experiment=table_mvtec", f"data.category={category}"])
+        assert cfg.augmentation == preset and len(cfg.data.train_augmentations) > 0
+    unlisted = next(c for c in MVTEC_CATEGORIES if c not in by_category)
+    cfg = compose_train_cfg(tmp_path, ["experiment=table_mvtec", f"data.category={unlisted}"])
+    assert cfg.augmentation == "none" and len(cfg.data.train_augmentations) == 0
     riad = compose_train_cfg(tmp_path, ["experiment=table_riad"])
     assert riad.masking.name == "random_multi" and riad.model.fill.fill == "zero"  # RIAD hides with zeros
 

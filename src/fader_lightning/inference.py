@@ -112,18 +112,7 @@ def to_float(key: str, value: str) -> float:
 
 
 def to_bool(key: str, value: str) -> bool:
-    """Convert a command-line ``true``/``false`` to a bool.
-
-    Args:
-        key: Its key, for the message.
-        value: The text.
-
-    Returns:
-        The flag.
-
-    Raises:
-        ConfigError: When the text is neither ``true`` nor ``false``.
-    """
+    """The bool of a command-line ``key=true|false`` (any case); any other text is a ``ConfigError`` naming the key."""
     if value.lower() not in ("true", "false"):
         raise ConfigError(f"{key}={value!r} is invalid; use {key}=true or {key}=false")
     return value.lower() == "true"

@@ -209,7 +209,7 @@ def _check_normalization(normalize: str, std_floor: float) -> None:
     if normalize not in NORMALIZATIONS:
         raise ConfigError(f"normalize={normalize!r} is unknown; use one of {', '.join(NORMALIZATIONS)}")
     if not std_floor > 0:
-        raise ConfigError(f"std_floor={std_floor} is invalid; use a positive fraction such as 0.1")
+        raise ConfigError(f"std_floor={std_floor} is invalid; use a positive fraction such as 1.0")
 
 
 class MapStatistics:
@@ -289,7 +289,7 @@ class AnomalyScorer(nn.Module):
         pooling: str = "max",
         topk_fraction: float = 0.01,
         normalize: str = "none",
-        std_floor: float = 0.1,
+        std_floor: float = 1.0,
     ) -> None:
         super().__init__()
         if kernel_size is not None:
