@@ -27,7 +27,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fader_lightning import stage1_store
-from fader_lightning.callbacks.checkpoint import refresh_weights, save_atomically
 from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.errors import CheckpointError, ConfigError, FaderError
@@ -36,7 +35,13 @@ from fader_lightning.models import InpaintingModule
 from fader_lightning.results import record_stage
 from fader_lightning.run_dir import prepare_run_dir, run_lock
 from fader_lightning.stage1_store import stage1_key
-from fader_lightning.utils.checkpoints import check_fits, read_checkpoint, stage1_overrides, weights_only
+from fader_lightning.utils.checkpoints import (
+    check_fits,
+    read_checkpoint,
+    save_atomically,
+    stage1_overrides,
+    weights_only,
+)
 from fader_lightning.utils.provenance import environment
 from fader_lightning.utils.threads import apply_threads, plan_for_job
 from fader_lightning.utils.wandb_setup import finish_wandb, log_config
@@ -187,9 +192,7 @@ def run_stage(
         callback = trainer.checkpoint_callback
         written = (callback.last_model_path or callback.best_model_path) if callback else ""
         checkpoint = Path(written) if written else stage_checkpoint(output_dir, stage)
-        if written:  # with what was calibrated when fitting ended (thresholds, normal-map statistics)
-            refresh_weights(trainer, checkpoint)
-        else:  # fast_dev_run and other checkpoint-free runs: keep the final weights anyway
+        if not written:  # fast_dev_run and other checkpoint-free runs: keep the final weights anyway
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             save_atomically(trainer, checkpoint)
         entry.update(

@@ -19,6 +19,7 @@ from fader_lightning.metrics.diagnostics import TestDiagnostics
 from fader_lightning.models.ear import EARModel
 from fader_lightning.models.fit_check import check_minimum_size
 from fader_lightning.models.scoring import AnomalyScorer, MapStatistics
+from fader_lightning.utils.checkpoints import refresh_weights
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +241,16 @@ class AnomalyModule(L.LightningModule):
         self.fit_thresholds()
 
     def on_fit_end(self) -> None:
-        """Calibrate the trained model's scores on normal images (saved with the final checkpoint)."""
+        """Calibrate the trained model's scores on normal images and put them in the final checkpoint.
+
+        This runs before the loggers finish, so a logger that uploads the checkpoint (W&B ``log_model``) uploads
+        the calibrated one, once.
+        """
         self.calibrate()
+        callback = self.trainer.checkpoint_callback
+        written = (callback.last_model_path or callback.best_model_path) if callback else ""
+        if written:
+            refresh_weights(self.trainer, written)
 
     def on_test_start(self) -> None:
         """Calibrate first when the model's scoring was never calibrated (e.g. reused with other scoring settings)."""
