@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from conftest import TINY_UNET, compose_train_cfg
@@ -88,3 +89,17 @@ def test_outputs_never_follow_a_symlinked_sub_folder_out(tmp_path: Path) -> None
     (run / "overlays").symlink_to(inside, target_is_directory=True)  # a link that stays inside is fine
     assert writable_folder(run, "output") == run
     assert list(elsewhere.iterdir()) == []
+
+
+def test_checkpoints_with_or_without_calibration_fit_a_fresh_model() -> None:
+    from fader_lightning.models import InpaintingModule
+    from fader_lightning.utils.checkpoints import check_fits
+
+    unet = {"widths": [8, 16]}
+    calibrated = InpaintingModule(unet=unet, masking={"name": "checkerboard"})
+    calibrated.scorer.set_statistics(torch.zeros(1, 1, 32, 32), torch.ones(1, 1, 32, 32))
+    calibrated.scorer.set_thresholds(1.0, 2.0)
+    state = calibrated.state_dict()
+    older = {k: v for k, v in state.items() if not k.startswith("model.scorer.")}  # written before calibration
+    for weights in (state, older):
+        check_fits({"state_dict": weights}, InpaintingModule(unet=unet, masking={"name": "checkerboard"}), "x", "key")

@@ -308,8 +308,8 @@ class AnomalyScorer(nn.Module):
         self.std_floor = std_floor
         self.register_buffer("map_mean", torch.zeros(0))
         self.register_buffer("map_std", torch.zeros(0))
-        # image and pixel thresholds calibrated on normal images, on this scorer's scale (NaN: not calibrated)
-        self.register_buffer("thresholds", torch.full((2,), math.nan))
+        # image and pixel thresholds calibrated on normal images, on this scorer's scale (empty: not calibrated)
+        self.register_buffer("thresholds", torch.zeros(0))
 
     @property
     def needs_statistics(self) -> bool:
@@ -329,14 +329,12 @@ class AnomalyScorer(nn.Module):
     @property
     def image_threshold(self) -> float | None:
         """The calibrated image threshold, ``None`` before :meth:`set_thresholds`."""
-        value = float(self.thresholds[0])
-        return None if math.isnan(value) else value
+        return float(self.thresholds[0]) if self.thresholds.numel() else None
 
     @property
     def pixel_threshold(self) -> float | None:
         """The calibrated pixel threshold, ``None`` before :meth:`set_thresholds`."""
-        value = float(self.thresholds[1])
-        return None if math.isnan(value) else value
+        return float(self.thresholds[1]) if self.thresholds.numel() else None
 
     def set_thresholds(self, image: float, pixel: float) -> None:
         """Stores the image and pixel thresholds (calibrated on normal images, on this scorer's scale).
@@ -352,11 +350,13 @@ class AnomalyScorer(nn.Module):
         self.set_statistics(torch.zeros(0), torch.zeros(0))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        """Takes the statistics' shapes from the checkpoint; checkpoints without them load as uncalibrated."""
-        for name in ("map_mean", "map_std"):
+        """Takes the calibrated buffers' shapes from the checkpoint; checkpoints without them load as uncalibrated.
+
+        Every buffer measured after fitting is empty until measured, so checkpoints of either kind fit any model.
+        """
+        for name in ("map_mean", "map_std", "thresholds"):
             saved = state_dict.setdefault(prefix + name, torch.zeros(0))
             setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
-        state_dict.setdefault(prefix + "thresholds", torch.full((2,), math.nan))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def smoothed(self, image: Tensor, recon: Tensor, offset: Tensor | None = None) -> Tensor:

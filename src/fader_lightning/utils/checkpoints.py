@@ -73,7 +73,7 @@ def check_fits(checkpoint: dict[str, Any], module: torch.nn.Module, path: str | 
     state = dict(checkpoint.get("state_dict", {}))
     if hasattr(module, "on_load_checkpoint"):
         module.on_load_checkpoint({**checkpoint, "state_dict": state})
-    # empty buffers (normal-map statistics) are measured after fitting: any shape, or none, fits them
+    # empty buffers (normal-map statistics, thresholds) are measured after fitting: any shape, or none, fits them
     unfitted = {name for name, value in module.state_dict().items() if value.numel() == 0}
     own = {name: value for name, value in module.state_dict().items() if name not in unfitted}
     state = {name: value for name, value in state.items() if name not in unfitted}
