@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 CONSTRAINTS := requirements/constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test lint format demo reproduce-table bench clean
+.PHONY: help install lock test lint format demo reproduce-table eval bench clean bench-peers
 
 DATASET ?= demo
 DATA_DIR ?=
@@ -57,8 +57,31 @@ reproduce-table: install ## Sweep, then aggregate: DATASET=mvtec|visa|demo [DATA
 		$(DATA_ROOT_ARG) $(CATEGORY_ARG) $(MASKING_ARG) $(EXTRA)
 	$(PY) -m fader_lightning.aggregate $(SWEEP_DIR) --name $(DATASET)
 
+CKPT ?=
+EVAL_DATA_ARG := $(if $(filter-out demo,$(DATASET)),data=$(DATASET),)
+
+eval: install ## Test a checkpoint on its run's data, or another: CKPT=<run>/checkpoints/<stage>/last.ckpt [DATASET=mvtec|visa DATA_DIR=.. CATEGORIES=x] [EXTRA=..]
+	@test -n "$(CKPT)" || { echo "make eval needs CKPT=<run>/checkpoints/<ear|fader>/last.ckpt"; exit 2; }
+	$(PY) -m fader_lightning.evaluate ckpt_path=$(abspath $(CKPT)) $(EVAL_DATA_ARG) $(DATA_ROOT_ARG) $(CATEGORY_ARG) $(EXTRA)
+
 bench: install ## Measure costs, latencies, throughput and memory: results/bench.json and results/bench.md
 	$(PY) -m fader_lightning.bench --out results
 
 clean: ## Remove caches and run outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache outputs multirun logs .lock-venv
+
+PEERS_VENV ?= .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
+PEERS_REQUIREMENTS := requirements/peers.txt
+CATEGORY ?=
+IMAGE_SIZE ?=
+PEERS_ARGS := $(if $(DATA_DIR),--root $(abspath $(DATA_DIR)),) $(if $(CATEGORY),--category $(CATEGORY),) \
+	$(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE),)
+
+$(PEERS_STAMP): pyproject.toml $(CONSTRAINTS) $(PEERS_REQUIREMENTS)
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[deploy]' -r $(PEERS_REQUIREMENTS)
+	touch $(PEERS_STAMP)
+
+bench-peers: $(PEERS_STAMP) ## anomalib PatchCore/PaDiM/FastFlow/DRAEM vs EAR, EAR + FADeR (own venv): results/peers.{json,md} [DATA_DIR=.. CATEGORY=x IMAGE_SIZE=n] [EXTRA=..]
+	$(PEERS_VENV)/bin/python -m fader_lightning.bench_peers --out results $(PEERS_ARGS) $(EXTRA)

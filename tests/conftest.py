@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data.synthetic import make_mvtec_tree, make_visa_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -38,23 +39,25 @@ def synthetic_visa(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_visa_tree(tmp_path_factory.mktemp("synth_visa"), n_normal=12, n_anomaly=4, n_test_normal=3, size=48)
 
 
-CONFIG_DIR = str(REPO_ROOT / "conf")
 TINY_UNET = "model.unet.widths=[8,16,32,64]"
 
 
-def compose_train_cfg(tmp_path: Path, overrides: list[str], data_root: Path | None = None) -> DictConfig:
-    """Compose conf/train.yaml as the CLI would, with every path under tmp_path.
+def compose_train_cfg(
+    tmp_path: Path, overrides: list[str], data_root: Path | None = None, config_name: str = "train"
+) -> DictConfig:
+    """Compose conf/train.yaml (or another entry point's config) as the CLI would, with every path under tmp_path.
 
     Args:
         tmp_path: Folder for outputs, logs and caches.
         overrides: Command-line style overrides.
         data_root: Data dir (``paths.data_dir``); defaults to tmp_path / "data".
+        config_name: ``train`` (fader-train) or ``eval`` (fader-eval).
 
     Returns:
         The config, with HydraConfig set so that ``train`` runs as under ``fader-train``.
     """
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.root_dir = str(tmp_path)
         cfg.paths.data_dir = str(data_root or tmp_path / "data")

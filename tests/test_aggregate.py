@@ -13,7 +13,7 @@ from PIL import Image
 
 from fader_lightning.aggregate import aggregate, build_table, collect, main, wandb_mode
 from fader_lightning.aggregate.reading import wandb_group
-from fader_lightning.errors import DataError
+from fader_lightning.errors import ConfigError, DataError
 from wandb_records import read_run
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -434,3 +434,27 @@ def test_wandb_group_is_the_one_the_jobs_logged_to(complete: tuple[list[Path], S
     Sweep(single).job("bottle", "saliency", stages=BOTH_OK)
     (job,) = [p for p in single.rglob("metrics.json")]
     assert wandb_group([job.parent]) == f"train-{job.parent.name}"  # a single run: its own folder
+
+
+def test_latex_bolds_the_best_per_metric_has_a_label_and_fits(
+    complete: tuple[list[Path], Sweep], tmp_path: Path
+) -> None:
+    dirs, _ = complete
+    paths = aggregate(dirs, "main", out_root=tmp_path / "results", include_aupro=True)
+    latex = paths["latex"].read_text()
+    assert r"\label{tab:main}" in latex and r"\begin{adjustbox}{max width=\linewidth}" in latex
+    rows = read_csv(paths["csv"])
+    for category in ("bottle", "grid"):
+        (line,) = [text for text in latex.splitlines() if text.startswith(category + " ")]
+        cells = line.removesuffix(r" \\").split(" & ")[1:]
+        for metric in ("image_auroc", "pixel_auroc", "aupro"):
+            means = {key: float(row["mean"]) for key, row in rows.items() if key[0] == category and key[3] == metric}
+            best = f"{100 * max(means.values()):.1f}"
+            bold = [cell for cell in cells if cell.startswith(r"\textbf{" + best)]
+            assert bold, (category, metric, best, cells)
+        assert sum(cell.startswith(r"\textbf") for cell in cells) >= 3
+    only = aggregate(dirs, "aupro_only", out_root=tmp_path / "results", include_aupro=True,
+                     latex_metrics=["aupro"])["latex"].read_text()  # fmt: skip
+    assert "AUPRO" in only and "I-AUROC" not in only
+    with pytest.raises(ConfigError, match="selects no column"):
+        aggregate(dirs, "none", out_root=tmp_path / "results", latex_metrics=["f1"])

@@ -23,7 +23,8 @@ print("TORCH-IMPORTED" if "torch" in sys.modules else "TORCH-FREE")
 @pytest.mark.parametrize(
     ("name", "function", "expected"),
     [("fader-predict", "predict", "Usage:"), ("fader-export", "export", "Usage:"),
-     ("fader-train", "train", "fader-train is powered by Hydra")],
+     ("fader-check-data", "check_data", "Usage:"), ("fader-train", "train", "fader-train is powered by Hydra"),
+     ("fader-eval", "evaluate", "fader-eval is powered by Hydra")],
 )  # fmt: skip
 def test_help_answers_without_importing_torch(name: str, function: str, expected: str) -> None:
     probe = PROBE.format(name=name, function=function)
@@ -43,3 +44,10 @@ def test_other_arguments_run_the_command(monkeypatch: pytest.MonkeyPatch, caplog
     monkeypatch.setattr(sys, "argv", ["fader-predict", "ckpt=x.ckpt"])
     assert entry.predict() == 1  # the real command ran: it names the missing keys
     assert "missing input=..., output=..." in caplog.text
+
+
+def test_check_data_runs_its_command(monkeypatch: pytest.MonkeyPatch, tmp_path, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(sys, "argv", ["fader-check-data", "--dataset", "mvtec", "--root", str(tmp_path),
+                                      "--category", "bottle"])  # fmt: skip
+    assert entry.check_data() == 1  # the real check ran on an empty root and said why
+    assert "FAILED" in capsys.readouterr().err

@@ -1,20 +1,28 @@
-"""fader-export: ONNX Runtime against the torch modules, side-car JSON, argument errors."""
+"""fader-export: ONNX Runtime, OpenVINO and INT8 models against the torch modules, side-car JSON, argument errors."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import openvino as ov
 import pytest
 import torch
 import torch.nn.functional as F
 
 from conftest import TINY_UNET, compose_train_cfg
-from fader_lightning.errors import ConfigError
-from fader_lightning.export import export_checkpoint, export_onnx, main
+from fader_lightning.bench import save_stage1
+from fader_lightning.data.dataset import AnomalyDataset
+from fader_lightning.data.samples import ANOMALOUS, NORMAL, Sample, list_images
+from fader_lightning.data.transforms import build_transform
+from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.export import FORMATS, export_checkpoint, export_model, main
 from fader_lightning.models import FADeR, FADeRModule, InpaintingModule
 from fader_lightning.train import train
 
@@ -26,9 +34,13 @@ MODULES = {"ear": InpaintingModule, "fader": FADeRModule}
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Stage-1 (saliency masks, computed per image) and FADeR checkpoints after one epoch each."""
-    results = train(compose_train_cfg(tmp_path_factory.mktemp("export"), RUN))
-    return {stage: Path(entry["checkpoint"]) for stage, entry in results.items()}
+    """Stage-1 (saliency masks, computed per image) and FADeR checkpoints after one epoch each, and their data."""
+    folder = tmp_path_factory.mktemp("export")
+    results = train(compose_train_cfg(folder, RUN))
+    return {
+        **{stage: Path(entry["checkpoint"]) for stage, entry in results.items()},
+        "data": folder / "data" / "synthetic" / "synth_object",
+    }
 
 
 def run_onnx(path: Path, **inputs: torch.Tensor) -> list[np.ndarray]:
@@ -41,7 +53,8 @@ def run_onnx(path: Path, **inputs: torch.Tensor) -> list[np.ndarray]:
 def test_onnx_matches_torch(checkpoints: dict[str, Path], tmp_path: Path, stage: str, size: int) -> None:
     output = tmp_path / f"{stage}.onnx"
     force = ["force=true"] if size != 64 else []  # trained at 64 px: another size only when forced
-    assert main([f"ckpt={checkpoints[stage]}", "format=onnx", f"output={output}", f"image_size={size}", *force]) == 0
+    args = [f"ckpt={checkpoints[stage]}", "format=onnx", "masks=input", f"output={output}", f"image_size={size}"]
+    assert main([*args, *force]) == 0
     module = MODULES[stage].load_from_checkpoint(checkpoints[stage]).eval()
     # batch 3, not the traced batch of 1: the batch axis must really be dynamic
     images = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(size))
@@ -54,6 +67,7 @@ def test_onnx_matches_torch(checkpoints: dict[str, Path], tmp_path: Path, stage:
     sidecar = json.loads(output.with_suffix(".json").read_text())
     assert sidecar["image_size"] == [size, size] and sidecar["masking"]["name"] == "saliency"
     assert [entry["name"] for entry in sidecar["inputs"]] == ["images", "masks"]
+    assert sidecar["masking"]["in_graph"] is False and sidecar["masking"]["reason"] == "exported with masks=input"
     graph_input = onnx.load(str(output)).graph.input[0].type.tensor_type.shape
     assert [d.dim_param or d.dim_value for d in graph_input.dim] == ["batch", 3, size, size]
     if stage == "fader":
@@ -71,8 +85,8 @@ def test_embedded_checkerboard_masks(tmp_path: Path) -> None:
     module = InpaintingModule(unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 16})
     module.eval()
     output = tmp_path / "checker.onnx"
-    sidecar = export_onnx(module, output, (64, 64), embed_masks=True)
-    assert [entry["name"] for entry in sidecar["inputs"]] == ["images"] and sidecar["masking"]["embedded"]
+    sidecar = export_model(module, output, (64, 64), masks="embedded")
+    assert [entry["name"] for entry in sidecar["inputs"]] == ["images"] and sidecar["masking"]["in_graph"]
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = module.infer(images)
@@ -81,15 +95,22 @@ def test_embedded_checkerboard_masks(tmp_path: Path) -> None:
     assert np.abs(score - expected["score"].numpy()).max() < 1e-4
 
 
-def test_embedded_masks_need_an_image_independent_method(checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="masking=saliency computes one per image"):
-        export_checkpoint(checkpoints["ear"], tmp_path / "x.onnx", masks="embedded", image_size="64")
+def test_masks_of_a_random_method_stay_an_input(tmp_path: Path) -> None:
+    masking = {"name": "random_multi", "cell_sizes": [8], "n": 2}
+    module = InpaintingModule(unet={"widths": [8, 16, 32, 64]}, masking=masking).eval()
+    with pytest.raises(ConfigError, match="masks=embedded cannot compute the masks of masking=random_multi"):
+        export_model(module, tmp_path / "x.onnx", (64, 64), masks="embedded")
+    assert not list(tmp_path.iterdir())
+    sidecar = export_model(module, tmp_path / "auto.onnx", (64, 64))
+    assert [entry["name"] for entry in sidecar["inputs"]] == ["images", "masks"]
+    assert sidecar["masking"]["in_graph"] is False and "random cell partitions" in sidecar["masking"]["reason"]
+    assert [value.name for value in onnx.load(str(tmp_path / "auto.onnx")).graph.input] == ["images", "masks"]
 
 
 def test_fader_patch_size_that_onnx_cannot_pool(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     module = FADeRModule(str(checkpoints["ear"]), patch_size=2).eval()
     with pytest.raises(ConfigError, match="multiple of 4"):
-        export_onnx(module, tmp_path / "x.onnx", (64, 64))
+        export_model(module, tmp_path / "x.onnx", (64, 64))
 
 
 def test_bad_format(checkpoints: dict[str, Path], tmp_path: Path) -> None:
@@ -109,7 +130,7 @@ def test_onnx_matches_torch_with_residual_and_visible_only_attenuation(
     module.fader.soft_masker.calibrate(torch.randn(500, generator=torch.Generator().manual_seed(3)))
     module.fader.residual_fit.copy_(torch.tensor([0.02, 0.01]))
     output = tmp_path / "both.onnx"
-    export_onnx(module, output, (64, 64))
+    export_model(module, output, (64, 64), masks="input")
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         expected = module.infer(images)
@@ -130,3 +151,172 @@ def test_the_checkpoint_decides_the_size_and_another_one_must_be_forced(
     assert main([f"ckpt={moved}", f"output={tmp_path / 'big.onnx'}", "image_size=128"]) == 1
     assert "image_size=128 differs from the [64, 64] the checkpoint was trained at" in caplog.text
     assert not (tmp_path / "big.onnx").exists()
+
+
+ORT_ONLY = """
+import sys
+
+import numpy as np
+import onnxruntime as ort
+
+session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+assert [value.name for value in session.get_inputs()] == ["images"], session.get_inputs()
+outputs = session.run(None, {"images": np.load(sys.argv[2])})
+np.savez(sys.argv[3], *outputs)
+assert "fader_lightning" not in sys.modules and "torch" not in sys.modules
+"""
+
+
+def run_onnxruntime_alone(model: Path, images: torch.Tensor, folder: Path) -> list[np.ndarray]:
+    """Run a model on images in a fresh process that imports only numpy and onnxruntime."""
+    np.save(folder / "images.npy", images.numpy())
+    command = [sys.executable, "-c", ORT_ONLY, str(model), str(folder / "images.npy"), str(folder / "out.npz")]
+    proc = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with np.load(folder / "out.npz") as outputs:
+        return [outputs[f"arr_{index}"] for index in range(len(outputs.files))]
+
+
+def checkerboard_modules(folder: Path) -> dict[str, InpaintingModule | FADeRModule]:
+    """Untrained stage-1 and FADeR modules with checkerboard masks."""
+    stage1 = InpaintingModule(unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 8})
+    checkpoint = save_stage1(stage1.eval(), folder / "checkerboard.ckpt")
+    return {"ear": stage1, "fader": FADeRModule(str(checkpoint)).eval()}
+
+
+def assert_outputs_match(outputs: list[np.ndarray], expected: dict[str, torch.Tensor], stage: str, tol: float) -> None:
+    """Anomaly maps and scores within ``tol``; FADeR's soft mask within 1e-3 (a steep calibrated sigmoid)."""
+    assert np.abs(outputs[0] - expected["anomaly_map"].numpy()).max() < tol
+    assert np.abs(outputs[1] - expected["score"].numpy()).max() < tol
+    if stage == "fader":
+        patch = expected["anomaly_map"].shape[-1] // outputs[2].shape[-1]
+        assert np.abs(outputs[2] - F.avg_pool2d(expected["soft_mask"], patch).numpy()).max() < 1e-3
+
+
+@pytest.mark.parametrize("stage", ["ear", "fader"])
+@pytest.mark.parametrize("masking", ["saliency", "checkerboard"])
+def test_onnxruntime_alone_scores_images_with_the_masks_in_the_graph(
+    checkpoints: dict[str, Path], tmp_path: Path, masking: str, stage: str
+) -> None:
+    """Within 1e-4 of eager ``infer`` (maps and scores), the only input being the images."""
+    output = tmp_path / "model.onnx"
+    if masking == "saliency":
+        assert main([f"ckpt={checkpoints[stage]}", f"output={output}"]) == 0  # masks=auto is the default
+        module = MODULES[stage].load_from_checkpoint(checkpoints[stage]).eval()
+    else:
+        module = checkerboard_modules(tmp_path)[stage]
+        export_model(module, output, (64, 64))
+    sidecar = json.loads(output.with_suffix(".json").read_text())
+    assert sidecar["masking"]["in_graph"] is True and "reason" not in sidecar["masking"]
+    assert [entry["name"] for entry in sidecar["inputs"]] == ["images"]
+    thresholds = sidecar["thresholds"]  # what a deployment needs to decide and to report normalised scores
+    assert thresholds["image"] == module.scorer.image_threshold
+    assert (thresholds["image_low"], thresholds["pixel_low"]) == (module.scorer.normal_lows or (None, None))
+    # batch 3, not the traced batch of 1; images with structure (a constant image has a saliency of rounding noise)
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    images[0] = torch.linspace(0, 1, 64).view(1, 1, 64) * torch.linspace(1, 0.2, 64).view(1, 64, 1)
+    with torch.no_grad():
+        expected = module.infer(images)
+    assert_outputs_match(run_onnxruntime_alone(output, images, tmp_path), expected, stage, tol=1e-4)
+
+
+def test_openvino_ir_matches_torch(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """FADeR (stage 1 inside it), compiled with the side-car's float32 setting: within 1e-4 of eager ``infer``."""
+    stage = "fader"
+    output = tmp_path / "model.xml"
+    assert main([f"ckpt={checkpoints[stage]}", "format=openvino", f"output={output}"]) == 0
+    sidecar = json.loads((tmp_path / "model.json").read_text())
+    assert sidecar["format"] == "openvino" and sidecar["files"] == ["model.xml", "model.bin"]
+    assert (tmp_path / "model.bin").stat().st_size > 0 and sidecar["masking"]["in_graph"]
+    compiled = ov.Core().compile_model(str(output), "CPU", sidecar["openvino"]["compile_config"])
+    assert [port.get_any_name() for port in compiled.outputs] == [entry["name"] for entry in sidecar["outputs"]]
+    module = MODULES[stage].load_from_checkpoint(checkpoints[stage]).eval()
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = module.infer(images)
+    result = compiled({"images": images.numpy()})
+    assert_outputs_match([result[port] for port in compiled.outputs], expected, stage, tol=1e-4)
+
+
+def auroc(normal: np.ndarray, anomalous: np.ndarray) -> float:
+    """Probability that an anomalous image scores above a normal one (ties count half)."""
+    pairs = anomalous[:, None] - normal[None, :]
+    return float(np.mean(pairs > 0) + 0.5 * np.mean(pairs == 0))
+
+
+def test_int8_model_keeps_the_ranking_of_the_float_model(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """Calibrated on the training images: image AUROC within 0.05 of float, maps correlated >= 0.99."""
+    data = checkpoints["data"]
+    float_model, int8_model = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    assert main([f"ckpt={checkpoints['ear']}", f"output={float_model}"]) == 0
+    args = [
+        f"ckpt={checkpoints['ear']}",
+        "format=onnx-int8",
+        f"output={int8_model}",
+        f"calibration_dir={data}/train/good",
+    ]
+    assert main(args) == 0
+    sidecar = json.loads((tmp_path / "int8.json").read_text())
+    assert sidecar["format"] == "onnx-int8" and sidecar["quantization"]["calibration_images"] == 8
+    ops = {node.op_type for node in onnx.load(str(int8_model)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    samples = [Sample(path, "test", NORMAL if folder.name == "good" else ANOMALOUS, folder.name, None, "synth")
+               for folder in sorted((data / "test").iterdir()) for path in list_images(folder)]  # fmt: skip
+    dataset = AnomalyDataset(samples, build_transform(64, sidecar["interpolation"]))
+    images = torch.stack([dataset[index]["image"] for index in range(len(dataset))]).numpy()
+    labels = np.array([sample.label for sample in samples])
+    (float_maps, float_scores), (int8_maps, int8_scores) = (run_onnx(path, images=torch.from_numpy(images))
+                                                            for path in (float_model, int8_model))  # fmt: skip
+    float_auroc = auroc(float_scores[labels == NORMAL], float_scores[labels == ANOMALOUS])
+    int8_auroc = auroc(int8_scores[labels == NORMAL], int8_scores[labels == ANOMALOUS])
+    assert float_auroc > 0.7  # the set is learnable: the bound below is not met by two useless models
+    assert float_auroc - int8_auroc <= 0.05
+    assert np.corrcoef(float_maps.ravel(), int8_maps.ravel())[0, 1] >= 0.99
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_bad_outputs_are_refused_before_any_work(tmp_path: Path, fmt: str) -> None:
+    missing = tmp_path / "missing.ckpt"  # every check comes first: passing them would only reach this checkpoint
+    calibration = {"calibration_dir": tmp_path / "normal"} if fmt == "onnx-int8" else {}
+    (tmp_path / "normal").mkdir()
+    (tmp_path / "normal" / "a.png").write_bytes(b"")  # listed, never read: the checks do not decode images
+    suffix = FORMATS[fmt]
+    (tmp_path / "a_file").write_text("")
+    cases = {
+        tmp_path: "is a folder; name the",
+        tmp_path / "model.json": r"overwritten by its own \.json side-car",
+        tmp_path / "a_file" / f"model{suffix}": "output's folder=.*a_file is a file",
+    }
+    if fmt == "openvino":
+        cases[tmp_path / "model.bin"] = "name the .xml file"
+    (tmp_path / "taken.json").mkdir()
+    cases[tmp_path / f"taken{suffix}"] = "would replace the folder"
+    before = sorted(tmp_path.rglob("*"))
+    for output, message in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            export_checkpoint(missing, output, fmt, **calibration)
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ConfigError, match="not writable"):
+            export_checkpoint(missing, locked / f"model{suffix}", fmt, **calibration)
+        locked.rmdir()
+    assert sorted(tmp_path.rglob("*")) == before
+    with pytest.raises(CheckpointError):
+        export_checkpoint(missing, tmp_path / f"model{suffix}", fmt, **calibration)
+
+
+def test_bad_masks_and_calibration_arguments(tmp_path: Path) -> None:
+    missing, output = tmp_path / "missing.ckpt", tmp_path / "model.onnx"
+    with pytest.raises(ConfigError, match="masks='outside' is unknown; use one of auto, input, embedded"):
+        export_checkpoint(missing, output, masks="outside")
+    with pytest.raises(ConfigError, match="format=onnx-int8 needs calibration_dir=DIR"):
+        export_checkpoint(missing, output, "onnx-int8")
+    with pytest.raises(ConfigError, match="calibration_dir is only used by format=onnx-int8"):
+        export_checkpoint(missing, output, "onnx", calibration_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"calibration_dir=.* holds no image"):
+        export_checkpoint(missing, output, "onnx-int8", calibration_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"calibration_dir=.*nowhere is not a folder"):
+        export_checkpoint(missing, output, "onnx-int8", calibration_dir=tmp_path / "nowhere")
+    assert main([f"ckpt={missing}", f"output={output}", "format=onnx-int8"]) == 1
+    assert not output.exists()

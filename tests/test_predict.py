@@ -23,6 +23,7 @@ from fader_lightning.models import FADeRModule, InpaintingModule
 from fader_lightning.predict import main, predict
 from fader_lightning.results import load_results
 from fader_lightning.train import train
+from fader_lightning.visualize import BAR_WIDTH, TEXT_HEIGHT
 
 TRAIN_SIZE = 64
 RUN = ["data.category=synth_object", f"data.image_size={TRAIN_SIZE}", "data.n_train=8", "data.n_test_good=2",
@@ -73,17 +74,22 @@ def test_folder_with_corrupt_file(run: dict[str, Path], tmp_path: Path, capsys: 
     assert code == 0
     assert "broken.png" in capsys.readouterr().out
     rows = read_scores(out / "scores.csv")
+    # every input file has a row, the unreadable one with its reason
+    assert [row["path"] for row in rows] == [str(p) for p in sorted(run["inputs"].iterdir())]
+    (broken,) = [row for row in rows if row["status"] == "skipped"]
+    assert broken["path"].endswith("broken.png") and broken["reason"] and broken["score"] == ""
+    rows = [row for row in rows if row["status"] == "ok"]
     assert [row["path"] for row in rows] == [str(p) for p in readable]
     for row in rows:
         score = float(row["score"])
         assert score == pytest.approx(expected[row["path"]], abs=1e-5)
         assert int(row["label"]) == int(score > threshold)
     assert {row["label"] for row in rows} == {"0", "1"}
-    for path in readable:
-        # image_size comes from the run's metrics.json (64), not from the 80 px files
-        assert Image.open(out / "maps" / f"{path.stem}.png").size == (TRAIN_SIZE, TRAIN_SIZE)
-        # image | (no GT) | heat map | region | FADeR soft mask
-        assert Image.open(out / "overlays" / f"{path.stem}.png").size == (5 * TRAIN_SIZE, TRAIN_SIZE)
+    for row in rows:
+        # image_size is the checkpoint's (64), not the 80 px of the files
+        assert Image.open(out / row["map"]).size == (TRAIN_SIZE, TRAIN_SIZE)
+        # image | I' | reconstruction | heat map | region | FADeR soft mask | colour bar, over a 2-line caption
+        assert Image.open(out / row["overlay"]).size == (6 * TRAIN_SIZE + BAR_WIDTH, TRAIN_SIZE + 2 * TEXT_HEIGHT + 2)
     assert not (out / "maps" / "broken.png").exists()
 
 
@@ -92,14 +98,14 @@ def test_auto_threshold_single_image_and_glob(run: dict[str, Path], tmp_path: Pa
     normal_scores = independent_scores(InpaintingModule.load_from_checkpoint(run["ear"]), normals)
     result = predict(run["ear"], str(run["normals"] / "*.png"), tmp_path / "glob", normal_dir=str(run["normals"]))
     assert result.threshold == pytest.approx(max(normal_scores.values()), abs=1e-5)
-    assert [row[0] for row in result.rows] == [str(p) for p in normals]
-    assert all(label == 0 for _, _, label in result.rows)  # the maximum is not above itself
+    assert [row["path"] for row in result.rows] == [str(p) for p in normals]
+    assert all(row["label"] == 0 for row in result.rows)  # the maximum is not above itself
     single = run["inputs"] / "good_000.png"
     code = main([f"ckpt={run['ear']}", f"input={single}", f"output={tmp_path / 'one'}", "threshold=0.0"])
     assert code == 0
     assert [row["label"] for row in read_scores(tmp_path / "one" / "scores.csv")] == ["1"]
     overlay = Image.open(tmp_path / "one" / "overlays" / "good_000.png")
-    assert overlay.size == (4 * TRAIN_SIZE, TRAIN_SIZE)  # stage 1 has no soft-mask panel
+    assert overlay.size[0] == 5 * TRAIN_SIZE + BAR_WIDTH  # stage 1 has no soft-mask panel
 
 
 def test_the_calibrated_threshold_travels_with_the_checkpoint(run: dict[str, Path], tmp_path: Path) -> None:
@@ -136,7 +142,7 @@ def test_older_checkpoints_fall_back_to_the_oracle_with_a_warning(
 def test_nothing_readable_exits_1(run: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "bad"
     assert main([f"ckpt={run['ear']}", f"input={run['inputs'] / 'broken.png'}", f"output={out}", "threshold=1"]) == 1
-    assert read_scores(out / "scores.csv") == []
+    assert [row["status"] for row in read_scores(out / "scores.csv")] == ["skipped"]
 
 
 def test_unknown_key_lists_valid_keys(run: dict[str, Path]) -> None:
@@ -157,5 +163,24 @@ def test_a_checkpoint_moved_out_of_its_run_is_served_at_its_own_size(run: dict[s
     with pytest.raises(ConfigError, match=r"image_size=32 differs from the \[64, 64\].*force=true"):
         predict(moved, str(image), tmp_path / "other", threshold="0.5", image_size="32")
     forced = predict(moved, str(image), tmp_path / "forced", threshold="0.5", image_size="32", force=True)
-    assert len(forced.rows) == 1
+    assert len(forced.scored) == 1
     assert Image.open(tmp_path / "forced" / "maps" / f"{image.stem}.png").size == (32, 32)
+
+
+def test_outputs_mirror_the_input_folders_and_scores_are_also_normalised(run: dict[str, Path], tmp_path: Path) -> None:
+    test_root = run["normals"].parents[1] / "test"  # good/, and one folder per defect type: stems repeat across them
+    out = tmp_path / "mirrored"
+    result = predict(run["fader"], str(test_root), out)
+    files = sorted(p for p in test_root.rglob("*.png"))
+    assert [row["path"] for row in result.rows] == [str(p) for p in files]
+    for row, path in zip(result.rows, files, strict=True):
+        relative = path.relative_to(test_root).with_suffix(".png").as_posix()
+        assert row["map"] == f"maps/{relative}" and (out / row["map"]).is_file()
+        assert row["overlay"] == f"overlays/{relative}" and (out / row["overlay"]).is_file()
+    # the normalised score: 0.5 at the checkpoint's threshold, from its calibration, recomputed here
+    calibration = load_results(run["run_dir"])["fader"]["calibration"]
+    low, threshold = calibration["image_min"], calibration["image_threshold"]
+    for row in result.rows:
+        expected = min(max(0.5 + 0.5 * (row["score"] - threshold) / (threshold - low), 0.0), 1.0)
+        assert row["normalized_score"] == pytest.approx(expected, abs=1e-5)
+        assert (row["normalized_score"] > 0.5) == bool(row["label"])

@@ -101,3 +101,11 @@ def test_overwrite_never_touches_a_folder_in_use(tmp_path: Path) -> None:
         train(compose_train_cfg(tmp_path, [*SMALL, "overwrite=true", "seed=1"]))
     assert (tmp_path / "out/metrics.json").read_bytes() == before  # the running job's files are intact
     assert sorted((tmp_path / "out/checkpoints").rglob("*.ckpt")) == checkpoints
+
+
+def test_a_run_folder_that_is_a_file_is_refused_by_name(tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    with pytest.raises(ConfigError, match=r"hydra.run.dir.*taken is a file"), run_lock(taken):
+        pass
+    assert taken.read_text() == "a file"

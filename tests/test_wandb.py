@@ -70,6 +70,8 @@ def test_both_stages_log_one_offline_run_each(offline_wandb: Path) -> None:
         assert sum(row["label"] for row in rows) == 4
         assert all(set(row["image"]["masks"]) == {"ground_truth", "prediction"} for row in rows)
         assert rows[0]["anomaly_map"]["_type"] == "image-file"
+        # I' and Î: what the inpainting network saw and what it drew, for every row
+        assert all(row[key]["_type"] == "image-file" for row in rows for key in ("masked_input", "reconstruction"))
         assert all((row["soft_mask"] is None) == (stage == "ear") for row in rows)
     assert set(runs) == {"ear", "fader"}
 

@@ -3,9 +3,10 @@
 Writes ``results/bench.json`` and ``results/bench.md``. Latencies are medians over repeats after a
 warm-up, at batch 1 and 256x256 unless stated. Models use random weights: cost does not depend on
 the values. Ratios (FADeR overhead, random_multi vs single mask, U-Net vs its FLOP-bound limit) are
-computed from numbers measured in this same run, since absolute times on shared machines are noisy. The last
-lines time the same small ``fader-train -m`` sweep one job at a time and two at once (``threads=auto``, and
-every core per job for comparison).
+computed from numbers measured in this same run, since absolute times on shared machines are noisy. The
+deployment exports (onnxruntime with the saliency masks in the graph, OpenVINO IR, INT8 ONNX) are timed the
+same way, each also as a ratio to eager torch stage 1. The last lines time the same small ``fader-train -m``
+sweep one job at a time and two at once (``threads=auto``, and every core per job for comparison).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from typing import Any
 
 import lightning as L
 import onnxruntime as ort
+import openvino
 import timm
 import torch
 
 from fader_lightning.data import MVTecADDataModule
 from fader_lightning.data.synthetic import make_mvtec_tree
-from fader_lightning.export import build_detector, export_onnx
+from fader_lightning.export import FORMATS, export_model
+from fader_lightning.inference import ear_model
 from fader_lightning.masking import build_mask_generator
 from fader_lightning.models import FADeRModule, InpaintingModule
 from fader_lightning.models.complexity import count_macs, count_parameters
@@ -43,6 +46,8 @@ log = logging.getLogger(__name__)
 SIZE = 256
 UNET = {"widths": [64, 128, 256, 512]}
 VIT = "vit_small_patch8_224.dino"
+DEPLOYED_IN_GRAPH = ("onnx_stage1_masks_in_graph", "openvino_stage1_masks_in_graph", "onnx_int8_stage1_masks_in_graph")
+"""Latency lines of the self-contained exports (saliency masks computed in the graph), each also a ratio to torch."""
 
 
 def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 3) -> float:
@@ -114,19 +119,47 @@ def costs(image: torch.Tensor, ear: InpaintingModule, fader: FADeRModule) -> dic
     }
 
 
-def onnx_ms(module: torch.nn.Module, image: torch.Tensor, folder: Path, name: str) -> float:
-    """Latency of the exported graph in onnxruntime (masks given as input)."""
-    path = folder / f"{name}.onnx"
-    export_onnx(module, path, (SIZE, SIZE))
+def deployed_ms(
+    module: torch.nn.Module, image: torch.Tensor, folder: Path, name: str, fmt: str = "onnx", masks: str = "auto"
+) -> float:
+    """Latency of an exported model in its runtime: onnxruntime, or OpenVINO (with its side-car's settings).
+
+    Masks that are an input of the graph are computed beforehand and not timed.
+
+    Args:
+        module: The stage module.
+        image: Batch ``(1, 3, SIZE, SIZE)``.
+        folder: Scratch folder for the model.
+        name: File name stem.
+        fmt: Export format; ``onnx-int8`` is calibrated on a few random images (latency does not depend on them).
+        masks: Mask mode of the export.
+
+    Returns:
+        The median latency in ms.
+    """
+    path = folder / f"{name}{FORMATS[fmt]}"
+    calibration = (
+        torch.rand(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) if fmt == "onnx-int8" else None
+    )
+    description = export_model(module, path, (SIZE, SIZE), fmt, masks, calibration=calibration)
+    feeds = {"images": image.numpy()}
+    if not description["masking"]["in_graph"]:
+        with torch.inference_mode():
+            feeds["masks"] = ear_model(module).masks(image).numpy()
+    if fmt == "openvino":
+        compiled = openvino.Core().compile_model(str(path), "CPU", description["openvino"]["compile_config"])
+        return median_ms(lambda: compiled(feeds))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    with torch.inference_mode():
-        masks = build_detector(module, (SIZE, SIZE)).ear.masks(image)
-    feeds = {"images": image.numpy(), "masks": masks.numpy()}
     return median_ms(lambda: session.run(None, feeds))
 
 
 def latencies(image: torch.Tensor, folder: Path) -> dict[str, float]:
-    """Inference latency of each detector and mask generator, torch and onnxruntime."""
+    """Inference latency of each detector and mask generator: torch, onnxruntime, OpenVINO and INT8 ONNX.
+
+    ``onnx_stage1`` and ``onnx_stage1_fader`` take the masks as an input (computed and not timed); the
+    ``*_masks_in_graph`` lines run the whole self-contained graph, saliency masks included, like eager
+    ``torch_stage1_saliency``.
+    """
     out: dict[str, float] = {}
     checkpoint = save_stage1(stage1({"name": "saliency"}), folder / "ear.ckpt")
     # both from the same checkpoint, so the stage-1 weights are loaded the same way in both
@@ -147,8 +180,11 @@ def latencies(image: torch.Tensor, folder: Path) -> dict[str, float]:
             generator = build_mask_generator(name, **settings).eval()
             out[f"torch_mask_{name}"] = median_ms(lambda g=generator: g(image))
         out["torch_unet"] = median_ms(lambda: ear.model.unet(image))
-    out["onnx_stage1"] = onnx_ms(ear, image, folder, "ear")
-    out["onnx_stage1_fader"] = onnx_ms(fader, image, folder, "fader")
+    out["onnx_stage1"] = deployed_ms(ear, image, folder, "ear", masks="input")
+    out["onnx_stage1_fader"] = deployed_ms(fader, image, folder, "fader", masks="input")
+    out["onnx_stage1_masks_in_graph"] = deployed_ms(ear, image, folder, "ear_in_graph")
+    out["openvino_stage1_masks_in_graph"] = deployed_ms(ear, image, folder, "ear_openvino", "openvino")
+    out["onnx_int8_stage1_masks_in_graph"] = deployed_ms(ear, image, folder, "ear_int8", "onnx-int8")
     return out
 
 
@@ -333,6 +369,10 @@ def run(out_dir: Path) -> dict[str, Any]:
             },
             "unet latency / FLOP-bound limit": {"value": lat["torch_unet"] / flop_bound_ms, "target": "<= 3"},
             "onnx stage1 / torch stage1": {"value": lat["onnx_stage1"] / lat["torch_stage1_saliency"]},
+            **{
+                f"{name} / torch stage1": {"value": lat[name] / lat["torch_stage1_saliency"]}
+                for name in DEPLOYED_IN_GRAPH
+            },
             "sweep wall time, 2 jobs at once / one at a time (threads=auto)": {
                 "value": sweeps["sweep_s_two_at_once"] / sweeps["sweep_s_one_at_a_time"],
                 "target": "<= 1.0",

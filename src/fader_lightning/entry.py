@@ -1,8 +1,9 @@
 """Console entry points that answer ``-h``/``--help`` before importing torch.
 
-``fader-predict`` and ``fader-export`` print their module's docstring, read from the source file; ``fader-train``
-prints Hydra's help for the same config through an app that never runs. Any other call imports the command's
-module and runs it, so ``--help`` answers in well under two seconds while the commands themselves are unchanged.
+``fader-predict``, ``fader-export`` and ``fader-check-data`` print their module's docstring, read from the source
+file; ``fader-train`` and ``fader-eval`` print Hydra's help for the same config through an app that never runs. Any
+other call imports the command's module and runs it, so ``--help`` answers in well under two seconds while the
+commands themselves are unchanged.
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ def module_docstring(module: str) -> str:
     """The docstring of a module, read from its source without importing it.
 
     Args:
-        module: Dotted module name.
+        module: Dotted name of a module (not a package) of this project.
 
     Returns:
         The docstring (empty when it has none).
     """
-    origin = importlib.util.find_spec(module).origin
-    return ast.get_docstring(ast.parse(Path(origin).read_text(encoding="utf-8"))) or ""
+    # the file is located from this package's folder: finding a submodule's spec would import its parent packages
+    top, *parts = module.split(".")
+    source = Path(importlib.util.find_spec(top).origin).parent.joinpath(*parts).with_suffix(".py")
+    return ast.get_docstring(ast.parse(source.read_text(encoding="utf-8"))) or ""
 
 
 def _key_value_command(module: str) -> int:
@@ -58,13 +61,27 @@ def export() -> int:
     return _key_value_command("fader_lightning.export")
 
 
-def train() -> None:
-    """``fader-train`` (see :mod:`fader_lightning.train`); Hydra's ``--help`` without loading the models."""
+def _hydra_command(module: str, config_name: str) -> None:
     if wants_help(sys.argv[1:]):
         import hydra
 
         from fader_lightning.configs import CONFIG_DIR
 
-        hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")(lambda cfg: None)()
+        hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(lambda cfg: None)()
         return
-    importlib.import_module("fader_lightning.train").main()
+    importlib.import_module(module).main()
+
+
+def train() -> None:
+    """``fader-train`` (see :mod:`fader_lightning.train`); Hydra's ``--help`` without loading the models."""
+    _hydra_command("fader_lightning.train", "train")
+
+
+def evaluate() -> None:
+    """``fader-eval`` (see :mod:`fader_lightning.evaluate`); Hydra's ``--help`` without loading the models."""
+    _hydra_command("fader_lightning.evaluate", "eval")
+
+
+def check_data() -> int:
+    """``fader-check-data`` (see :mod:`fader_lightning.data.check`)."""
+    return _key_value_command("fader_lightning.data.check")

@@ -1,39 +1,63 @@
-"""``fader-export``: export the whole inference graph of a checkpoint to ONNX.
+"""``fader-export``: export the whole inference graph of a checkpoint as a self-contained deployment model.
 
 Usage:
-    fader-export ckpt=PATH output=FILE.onnx [format=onnx] [masks=input|embedded] [image_size=N|H,W [force=true]]
-        [opset=17] [vit_weights=PATH]
+    fader-export ckpt=PATH output=FILE [format=onnx|onnx-int8|openvino] [masks=auto|input|embedded]
+        [calibration_dir=DIR] [image_size=N|H,W [force=true]] [opset=17] [vit_weights=PATH]
 
-The graph is obfuscation -> U-Net encoder -> (FADeR: patch-error prediction, soft mask, skip attenuation) ->
-U-Net decoder -> anomaly map -> image score, for one fixed image size and a dynamic batch axis:
+The graph is masks -> obfuscation -> U-Net encoder -> (FADeR: patch-error prediction, soft mask, skip attenuation)
+-> U-Net decoder -> anomaly map -> image score, for one fixed image size and a dynamic batch axis. Its input
+``images`` ``(B, 3, H, W)`` is RGB in [0, 1], resized like training (the side-car names the interpolation).
 
-* ``masks=input`` (default, every mask method): inputs ``images`` ``(B, 3, H, W)`` (RGB in [0, 1], resized like
-  training) and ``masks`` ``(B, P, H, W)`` (``1`` = hidden pixel, ``P`` passes, 1 except for ``random_multi``),
-  computed outside the graph with the checkpoint's mask method (saliency, a DINO ViT for attention, ...);
-* ``masks=embedded`` (only ``checkerboard`` and ``none``, whose masks do not depend on the image): the mask is a
-  constant of the graph and ``images`` is the only input.
+Masks:
 
-Outputs: ``anomaly_map`` ``(B, 1, H, W)``, ``score`` ``(B,)`` and, for FADeR, ``soft_mask`` ``(B, 1, H / P, W / P)``
-on the patch grid. ``FILE.json`` next to the model describes inputs, outputs, mask method, fill, scoring and the
-soft-mask calibration (tau, T). The graph's size is the one stored in the checkpoint; ``image_size=`` may only
-repeat it unless ``force=true`` (checkpoints that predate stored sizes fall back to the run's ``metrics.json``).
-``vit_weights`` is the DINO ViT state dict of a model with attention masking (checkpoints do not store it).
+* ``masks=auto`` (default): computed inside the graph when the mask method allows it (saliency, checkerboard,
+  none), so ``images`` is the only input and the runtime alone turns an image into its score; otherwise
+  (attention runs a DINO ViT of its own, random_multi draws new random passes at every call) they are an input,
+  as with ``masks=input``. The side-car says which: ``masking.in_graph``, and ``masking.reason`` when false.
+* ``masks=input``: the graph also takes ``masks`` ``(B, P, H, W)`` (``1`` = hidden pixel, ``P`` passes, 1 except
+  for random_multi), computed outside with the checkpoint's mask method and settings (see the side-car).
+* ``masks=embedded``: masks inside the graph, or an error when the method cannot have them there.
+
+Formats (``output`` names the model file; the side-car ``FILE.json`` is written next to it):
+
+* ``format=onnx`` (default): ``FILE.onnx``, float32, checked with ``onnx.checker``.
+* ``format=onnx-int8``: ``FILE.onnx`` whose U-Net convolutions are quantised to INT8 (static post-training
+  quantisation with ONNX Runtime: QDQ, per-channel weights, per-tensor uint8 activations), calibrated on the
+  normal images of ``calibration_dir=DIR`` (required; resized like training; at most 64, evenly spread over the
+  sorted file names). The masks, the scoring and FADeR's patch-error predictor stay float32.
+* ``format=openvino``: OpenVINO IR, ``FILE.xml`` (name it so) and its weights ``FILE.bin``, float32, converted
+  from the ONNX graph (needs the ``openvino`` package). Compile it with the side-car's ``openvino.compile_config``
+  (``INFERENCE_PRECISION_HINT=f32``): OpenVINO's CPU plugin otherwise computes in bfloat16 on CPUs that have it.
+
+Outputs: ``anomaly_map`` ``(B, 1, H, W)``, ``score`` ``(B,)`` and, for FADeR, ``soft_mask``
+``(B, 1, H / P, W / P)`` on the patch grid. The side-car describes format, inputs, outputs, mask method, fill,
+scoring and the soft-mask calibration (tau, T). The graph's size is the one stored in the checkpoint;
+``image_size=`` may only repeat it unless ``force=true`` (checkpoints that predate stored sizes fall back to the
+run's ``metrics.json``). ``vit_weights`` is the DINO ViT state dict of a model with attention masking
+(checkpoints do not store it). Nothing is written unless the whole export succeeds, and an existing model is
+replaced file by file (weights before the ``.xml``, side-car last).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 from torch import Tensor, nn
 
+from fader_lightning.data.dataset import AnomalyDataset
+from fader_lightning.data.samples import NORMAL, Sample, list_images
+from fader_lightning.data.transforms import build_transform
 from fader_lightning.errors import ConfigError
 from fader_lightning.inference import (
     ear_model,
@@ -44,6 +68,7 @@ from fader_lightning.inference import (
     to_bool,
     to_int,
 )
+from fader_lightning.masking import MaskGenerator
 from fader_lightning.models import EARModel, FADeR, FADeRModule
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.scoring import scaled_kernel_size
@@ -51,92 +76,97 @@ from fader_lightning.utils.io import atomic_write_bytes, atomic_write_json, writ
 
 log = logging.getLogger(__name__)
 
-FORMATS: tuple[str, ...] = ("onnx",)
-MASK_MODES: tuple[str, ...] = ("input", "embedded")
-EMBEDDABLE_MASKS: tuple[str, ...] = ("checkerboard", "none")
-"""Mask methods whose masks depend on the image size only, so they can be baked into the graph."""
-KEYS: tuple[str, ...] = ("ckpt", "output", "format", "masks", "image_size", "opset", "vit_weights", "force")
+FORMATS: dict[str, str] = {"onnx": ".onnx", "onnx-int8": ".onnx", "openvino": ".xml"}
+"""Export formats and the suffix of their model file."""
+MASK_MODES: tuple[str, ...] = ("auto", "input", "embedded")
+KEYS: tuple[str, ...] = (
+    "ckpt", "output", "format", "masks", "calibration_dir", "image_size", "opset", "vit_weights", "force",
+)  # fmt: skip
 DEFAULT_OPSET = 17
+OPENVINO_CONFIG: dict[str, str] = {"INFERENCE_PRECISION_HINT": "f32"}
+"""``compile_model`` settings that give float32 results, recorded in an OpenVINO export's side-car."""
+MAX_CALIBRATION_IMAGES = 64
+"""INT8 calibration reads at most this many images of ``calibration_dir`` (evenly spread over the sorted names)."""
 
 
 class ExportableDetector(nn.Module):
-    """Pure-torch inference graph for a given mask: ``(images, masks) -> (anomaly_map, score[, soft_mask])``.
+    """Pure-torch inference graph: ``images[, masks] -> (anomaly_map, score[, soft_mask])``.
 
-    It only calls the model's own pieces (obfuscation, U-Net encode/decode, FADeR's skip transform, scorer), so
-    the exported graph computes what :meth:`~fader_lightning.models.base_module.AnomalyModule.infer` computes.
+    It only calls the model's own pieces (mask graph, obfuscation, U-Net encode/decode, FADeR's skip transform,
+    scorer), so the exported graph computes what :meth:`~fader_lightning.models.base_module.AnomalyModule.infer`
+    computes.
 
     Args:
         ear: The EAR model (frozen stage 1 under FADeR).
         fader: The FADeR skip transform, or ``None`` for stage 1.
-        fixed_masks: Masks ``(1, P, H, W)`` used for every image when :meth:`forward` gets none
-            (``masks=embedded``), or ``None``.
+        mask_graph: The mask generator's graph module
+            (:meth:`~fader_lightning.masking.base.MaskGenerator.graph_masks`) that computes the masks when
+            :meth:`forward` gets none, or ``None`` when the masks are an input.
     """
 
-    fixed_masks: Tensor | None
-
-    def __init__(self, ear: EARModel, fader: FADeR | None = None, fixed_masks: Tensor | None = None) -> None:
+    def __init__(self, ear: EARModel, fader: FADeR | None = None, mask_graph: nn.Module | None = None) -> None:
         super().__init__()
         self.ear = ear
         self.fader = fader
-        self.register_buffer("fixed_masks", fixed_masks)
+        self.mask_graph = mask_graph
 
     def forward(self, images: Tensor, masks: Tensor | None = None) -> tuple[Tensor, ...]:
         """Score a batch.
 
         Args:
             images: Images ``(B, 3, H, W)`` in [0, 1].
-            masks: Masks ``(B, P, H, W)``, ``1`` = hidden; ``None`` uses the embedded masks.
+            masks: Masks ``(B, P, H, W)``, ``1`` = hidden; ``None`` computes them with the mask graph.
 
         Returns:
             Anomaly maps ``(B, 1, H, W)`` and scores ``(B,)``, plus FADeR's soft mask ``(B, 1, H / P, W / P)``.
         """
         if masks is None:
-            masks = self.fixed_masks.expand(images.shape[0], *self.fixed_masks.shape[1:])
+            masks = self.mask_graph(images)
         if self.fader is None:
             return self.ear.evaluate(images, masks)[1:]
         out = self.fader.detect(self.ear, images, masks)
         return out["anomaly_map"], out["score"], out["soft"]
 
 
-def mask_method(ear: EARModel) -> tuple[str, dict[str, Any]]:
-    """Name and settings of the model's mask generator (unwrapping the mask cache).
+def mask_generator(ear: EARModel) -> MaskGenerator:
+    """The model's mask generator, unwrapped from the mask cache.
 
     Args:
         ear: The EAR model.
 
     Returns:
-        The registry name and the settings that change the mask.
+        The generator.
     """
-    generator = getattr(ear.masker, "generator", ear.masker)
-    return generator.name, generator.settings()
+    return getattr(ear.masker, "generator", ear.masker)
 
 
-def build_detector(module: AnomalyModule, image_size: tuple[int, int], embed_masks: bool = False) -> ExportableDetector:
+def build_detector(module: AnomalyModule, image_size: tuple[int, int], masks: str = "auto") -> ExportableDetector:
     """Wrap a stage module into an :class:`ExportableDetector` for one image size.
 
     Args:
         module: Stage-1 or stage-2 module (in eval mode).
         image_size: Height and width of the exported graph.
-        embed_masks: Bake the (image-independent) masks into the graph.
+        masks: ``auto`` (masks in the graph when the method allows it, else an input), ``input`` or ``embedded``
+            (in the graph, or an error).
 
     Returns:
         The detector, in eval mode.
 
     Raises:
-        ConfigError: When the size does not fit the U-Net stride, masks cannot be embedded for this method, or
-            FADeR's patch size is not a multiple of its deepest skip's stride (ONNX cannot pool those skips).
+        ConfigError: When the size does not fit the U-Net stride, ``masks=embedded`` is asked of a method whose
+            masks cannot be computed in a graph, or FADeR's patch size is not a multiple of its deepest skip's
+            stride (ONNX cannot pool those skips).
     """
     ear = ear_model(module)
     ear.unet.check_input_size(*image_size)
-    fixed_masks = None
-    if embed_masks:
-        name, _ = mask_method(ear)
-        if name not in EMBEDDABLE_MASKS:
-            raise ConfigError(
-                f"masks=embedded needs a mask that does not depend on the image ({', '.join(EMBEDDABLE_MASKS)}); "
-                f"masking={name} computes one per image: export with masks=input and compute the masks outside"
-            )
-        fixed_masks = ear.masks(torch.zeros(1, 3, *image_size, device=module.device))
+    generator = mask_generator(ear)
+    mask_graph = None if masks == "input" else generator.graph_masks(image_size)
+    if mask_graph is None and masks == "embedded":
+        raise ConfigError(
+            f"masks=embedded cannot compute the masks of masking={generator.name} inside the graph: "
+            f"{generator.graph_masks_unavailable}; export with masks=auto (or masks=input) and compute the masks "
+            "outside the graph with that method"
+        )
     fader = module.fader if isinstance(module, FADeRModule) else None
     deepest_stride = 2 ** (len(ear.unet.skip_channels) - 1)
     if fader is not None and fader.source == "skip_features" and fader.patch_size % deepest_stride:
@@ -146,11 +176,11 @@ def build_detector(module: AnomalyModule, image_size: tuple[int, int], embed_mas
             "(models/fader.py, patch_features), which ONNX only supports when the grid divides the skip size; "
             f"this needs a patch size that is a multiple of {deepest_stride}"
         )
-    return ExportableDetector(ear, fader, fixed_masks).eval()
+    return ExportableDetector(ear, fader, mask_graph).to(module.device).eval()
 
 
 def describe(
-    module: AnomalyModule, detector: ExportableDetector, image_size: tuple[int, int], opset: int
+    module: AnomalyModule, detector: ExportableDetector, image_size: tuple[int, int], opset: int, fmt: str = "onnx"
 ) -> dict[str, Any]:
     """The side-car JSON of an exported model.
 
@@ -159,13 +189,15 @@ def describe(
         detector: Its exported wrapper.
         image_size: Height and width of the graph.
         opset: ONNX opset.
+        fmt: Export format.
 
     Returns:
-        Inputs, outputs, mask method, fill, scoring and (FADeR) soft-mask settings.
+        Format, inputs, outputs, mask method, fill, scoring and (FADeR) soft-mask settings.
     """
     ear, (height, width) = detector.ear, image_size
-    name, settings = mask_method(ear)
+    generator = mask_generator(ear)
     scorer, interpolation = ear.scorer, module.preprocessing["interpolation"]
+    lows = scorer.normal_lows
     kernel = scorer.kernel_size or scaled_kernel_size(height, scorer.reference_size, scorer.reference_kernel)
     inputs = [
         {
@@ -175,33 +207,36 @@ def describe(
             "description": f"RGB in [0, 1], resized to image_size with {interpolation!r} interpolation, as in training",
         }
     ]
-    if detector.fixed_masks is None:
+    masking: dict[str, Any] = {
+        "name": generator.name,
+        "settings": generator.settings(),
+        "in_graph": detector.mask_graph is not None,
+        "num_passes": ear.masker.num_passes,
+    }
+    if detector.mask_graph is None:
         inputs.append(
             {
                 "name": "masks",
                 "shape": ["batch", ear.masker.num_passes, height, width],
                 "dtype": "float32",
-                "description": f"1 = hidden pixel; compute with masking method {name!r} and its settings",
+                "description": f"1 = hidden pixel; compute with masking method {generator.name!r} and its settings",
             }
         )
+        can_embed = generator.graph_masks(image_size) is not None
+        masking["reason"] = "exported with masks=input" if can_embed else generator.graph_masks_unavailable
     outputs = [
         {"name": "anomaly_map", "shape": ["batch", 1, height, width], "dtype": "float32"},
         {"name": "score", "shape": ["batch"], "dtype": "float32", "description": f"{scorer.pooling} of anomaly_map"},
     ]
     description: dict[str, Any] = {
-        "format": "onnx",
+        "format": fmt,
         "opset": opset,
         "stage": module.stage,
         "image_size": [height, width],
         "interpolation": interpolation,
         "inputs": inputs,
         "outputs": outputs,
-        "masking": {
-            "name": name,
-            "settings": settings,
-            "embedded": detector.fixed_masks is not None,
-            "num_passes": ear.masker.num_passes,
-        },
+        "masking": masking,
         "fill": {"fill": ear.obfuscation.fill, "block": ear.obfuscation.block},
         "scoring": {
             "kernel_size": kernel,
@@ -213,8 +248,15 @@ def describe(
             "normalize": "none" if scorer.needs_statistics else scorer.normalize,
             "std_floor": scorer.std_floor,
         },
-        # calibrated on normal images when training ended: label = score > image_threshold (null: not calibrated)
-        "thresholds": {"image": scorer.image_threshold, "pixel": scorer.pixel_threshold},
+        # calibrated on normal images when training ended: label = score > image (null: not calibrated); the lows
+        # are their smallest score and map value, for scores normalised so that the threshold is 0.5
+        "thresholds": {
+            "image": scorer.image_threshold,
+            "pixel": scorer.pixel_threshold,
+            "image_low": lows[0] if lows else None,
+            "pixel_low": lows[1] if lows else None,
+            "normalized": "clip(0.5 + 0.5 * (value - threshold) / (threshold - low), 0, 1)",
+        },
     }
     if detector.fader is not None:
         fader, soft = detector.fader, detector.fader.soft_masker
@@ -243,14 +285,8 @@ def describe(
     return description
 
 
-def export_onnx(
-    module: AnomalyModule,
-    output: str | Path,
-    image_size: tuple[int, int],
-    opset: int = DEFAULT_OPSET,
-    embed_masks: bool = False,
-) -> dict[str, Any]:
-    """Export a stage module to ONNX (checked with ``onnx.checker``) and write its side-car ``.json``.
+def trace_onnx(detector: ExportableDetector, description: dict[str, Any], opset: int) -> onnx.ModelProto:
+    """Export the detector to an ONNX model (checked with ``onnx.checker``) with a dynamic batch axis.
 
     The graph is traced at batch size 1 with static shapes and its batch axis is then declared dynamic
     (``batch``). Tracing with ``dynamic_axes`` fails in the TorchScript exporter: the Prewitt kernels of the
@@ -260,23 +296,17 @@ def export_onnx(
     is valid for any batch size (the tests check batch sizes other than 1).
 
     Args:
-        module: Stage-1 or stage-2 module.
-        output: The ``.onnx`` file; the side-car is the same path with ``.json``.
-        image_size: Height and width of the graph.
+        detector: The detector (its inputs and outputs named by ``description``).
+        description: Its side-car description (see :func:`describe`).
         opset: ONNX opset.
-        embed_masks: Bake the masks into the graph (``checkerboard`` and ``none`` only).
 
     Returns:
-        The side-car description.
-
-    Raises:
-        ConfigError: When the size does not fit the model or masks cannot be embedded for this method.
+        The model.
     """
-    output = Path(output)
-    detector = build_detector(module, image_size, embed_masks)
-    description = describe(module, detector, image_size, opset)
-    images = torch.rand(1, 3, *image_size, generator=torch.Generator().manual_seed(0)).to(module.device)
-    args = (images,) if embed_masks else (images, ear_model(module).masks(images))
+    height, width = description["image_size"]
+    device = next(detector.parameters()).device
+    images = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
+    args = (images,) if detector.mask_graph is not None else (images, detector.ear.masks(images))
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         # Shape checks of the model turn into constants of this fixed-size graph, which is what is wanted.
@@ -295,10 +325,291 @@ def export_onnx(
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     del model.graph.value_info[:]  # intermediate shapes inferred for batch 1
     onnx.checker.check_model(model, full_check=True)
-    atomic_write_bytes(output, model.SerializeToString())
-    atomic_write_json(output.with_suffix(".json"), description)
-    log.info("exported %s (%dx%d, masks %s) to %s", module.stage, *image_size,
-             "embedded" if embed_masks else "as input", output)  # fmt: skip
+    return model
+
+
+def check_arguments(output: str | Path, fmt: str, masks: str, calibrated: bool) -> tuple[list[Path], Path]:
+    """Check the export arguments before any work and name the files the export writes.
+
+    Args:
+        output: The ``output=`` model file.
+        fmt: Export format.
+        masks: Mask mode.
+        calibrated: Whether calibration images (``calibration_dir``) are given.
+
+    Returns:
+        The model files (OpenVINO: the ``.xml``, then its ``.bin`` weights) and the side-car ``.json``.
+
+    Raises:
+        ConfigError: On an unknown format or mask mode; an ``output`` that is a folder, that the side-car or the
+            weights would overwrite, or (OpenVINO) that is not an ``.xml`` file; a file to write that is an
+            existing folder; ``onnx-int8`` without calibration images, or calibration images for another format;
+            ``openvino`` without the openvino package.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"format={fmt!r} is unknown; use one of {', '.join(FORMATS)}")
+    if masks not in MASK_MODES:
+        raise ConfigError(f"masks={masks!r} is unknown; use one of {', '.join(MASK_MODES)}")
+    if fmt == "onnx-int8" and not calibrated:
+        raise ConfigError(
+            "format=onnx-int8 needs calibration_dir=DIR, a folder of normal images (e.g. the training set's good "
+            "images) that calibrates the INT8 ranges"
+        )
+    if fmt != "onnx-int8" and calibrated:
+        raise ConfigError(f"calibration_dir is only used by format=onnx-int8; drop it for format={fmt}")
+    if fmt == "openvino" and importlib.util.find_spec("openvino") is None:
+        raise ConfigError(
+            "format=openvino needs the openvino package: pip install openvino (or the project's [deploy] extra)"
+        )
+    output, suffix = Path(output), FORMATS[fmt]
+    if output.is_dir():
+        raise ConfigError(
+            f"output={output} is a folder; name the {suffix} file to write, e.g. output={output}/model{suffix}"
+        )
+    sidecar = output.with_suffix(".json")
+    if sidecar == output:
+        raise ConfigError(f"output={output} would be overwritten by its own .json side-car; use a {suffix} name")
+    if fmt == "openvino" and output.suffix != ".xml":
+        raise ConfigError(
+            f"output={output}: format=openvino writes FILE.xml and its weights FILE.bin; name the .xml file, "
+            f"e.g. output={output.with_suffix('.xml')}"
+        )
+    files = [output, output.with_suffix(".bin")] if fmt == "openvino" else [output]
+    for path in (*files, sidecar):
+        if path.is_dir():
+            raise ConfigError(f"output={output} would replace the folder {path}; choose another output name")
+    return files, sidecar
+
+
+def calibration_paths(folder: str | Path) -> list[Path]:
+    """The INT8 calibration images of ``calibration_dir``.
+
+    Args:
+        folder: A folder of normal images (not recursive).
+
+    Returns:
+        At most :data:`MAX_CALIBRATION_IMAGES` image files, evenly spread over the sorted names.
+
+    Raises:
+        ConfigError: When the folder does not exist or holds no image.
+    """
+    folder = Path(folder)
+    paths = list_images(folder)
+    if not paths:
+        what = "holds no image (.png, .jpg, ...)" if folder.is_dir() else "is not a folder"
+        raise ConfigError(
+            f"calibration_dir={folder} {what}; point it to a folder of normal images, e.g. the training set's good "
+            "images"
+        )
+    if len(paths) > MAX_CALIBRATION_IMAGES:
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, MAX_CALIBRATION_IMAGES).round().astype(int)]
+    return paths
+
+
+def calibration_images(paths: Sequence[Path], image_size: tuple[int, int], interpolation: str) -> Tensor:
+    """Read calibration images, resized exactly like training.
+
+    Args:
+        paths: Image files (see :func:`calibration_paths`).
+        image_size: Height and width of the graph.
+        interpolation: The model's resize interpolation.
+
+    Returns:
+        Images ``(N, 3, H, W)`` in [0, 1].
+
+    Raises:
+        DataError: When an image cannot be read.
+    """
+    samples = [Sample(path, "calibration", NORMAL, "good", None, "calibration") for path in paths]
+    dataset = AnomalyDataset(samples, build_transform(image_size, interpolation))
+    return torch.stack([dataset[index]["image"] for index in range(len(dataset))])
+
+
+def calibration_feeds(detector: ExportableDetector, images: Tensor, batch_size: int = 4) -> list[dict[str, np.ndarray]]:
+    """The graph inputs of the calibration images, in batches.
+
+    Args:
+        detector: The exported detector (masks that are an input are computed with the model's mask method).
+        images: Images ``(N, 3, H, W)``.
+        batch_size: Images per batch.
+
+    Returns:
+        One ``{input name: array}`` dict per batch.
+    """
+    feeds = []
+    with torch.no_grad():
+        for batch in images.split(batch_size):
+            feed = {"images": batch.cpu().numpy()}
+            if detector.mask_graph is None:
+                feed["masks"] = detector.ear.masks(batch).cpu().numpy()
+            feeds.append(feed)
+    return feeds
+
+
+def write_onnx(model: onnx.ModelProto, files: Sequence[Path]) -> None:
+    """Write the float32 ONNX model.
+
+    Args:
+        model: The model.
+        files: The ``.onnx`` file.
+    """
+    atomic_write_bytes(files[0], model.SerializeToString())
+
+
+def write_openvino(model: onnx.ModelProto, files: Sequence[Path]) -> None:
+    """Convert the ONNX model to OpenVINO IR (float32 weights) and write the ``.xml`` and ``.bin``.
+
+    Args:
+        model: The model.
+        files: The ``.xml`` file and its ``.bin`` weights.
+    """
+    import openvino as ov
+
+    xml, weights = files
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "model.onnx"
+        source.write_bytes(model.SerializeToString())
+        ov.save_model(ov.convert_model(source), Path(tmp) / "model.xml", compress_to_fp16=False)
+        # the .xml finds its weights by name: the new weights land first, so a new .xml never meets old ones
+        atomic_write_bytes(weights, (Path(tmp) / "model.bin").read_bytes())
+        atomic_write_bytes(xml, (Path(tmp) / "model.xml").read_bytes())
+
+
+def unet_nodes(model: onnx.ModelProto, detector: ExportableDetector) -> list[str]:
+    """Names of the exported nodes that belong to the U-Net.
+
+    The exporter names a node after the chain of sub-modules called to reach it. The U-Net runs through its
+    ``encode``/``decode`` methods, so its own name does not appear and its nodes start with the name of one of its
+    children (``/encoder_blocks.0/...``, ``/head/Conv``); the mask graph, scorer and FADeR predictor have names of
+    their own.
+
+    Args:
+        model: The exported model.
+        detector: The detector it was exported from.
+
+    Returns:
+        The node names.
+    """
+    children = {name for name, _ in detector.ear.unet.named_children()}
+    return [node.name for node in model.graph.node if node.name.lstrip("/").split("/")[0].split(".")[0] in children]
+
+
+def inline_constant_identities(model: onnx.ModelProto) -> None:
+    """Let the consumers of ``Identity(initializer)`` nodes read the initializer itself, and drop those nodes.
+
+    The exporter shares equal constants (biases of several convolutions) through ``Identity`` nodes; the quantiser
+    only quantises a bias, and ONNX Runtime only fuses a quantised convolution, when the bias is an initializer.
+
+    Args:
+        model: The model, changed in place.
+    """
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    outputs = {value.name for value in model.graph.output}
+    aliases = {
+        node.output[0]: node.input[0]
+        for node in model.graph.node
+        if node.op_type == "Identity" and node.input[0] in initializers and node.output[0] not in outputs
+    }
+    for node in model.graph.node:
+        node.input[:] = [aliases.get(name, name) for name in node.input]
+    kept = [node for node in model.graph.node if not (node.op_type == "Identity" and node.output[0] in aliases)]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+
+
+def write_onnx_int8(
+    model: onnx.ModelProto, files: Sequence[Path], feeds: Sequence[dict[str, np.ndarray]], nodes: Sequence[str]
+) -> None:
+    """Quantise the given nodes of the ONNX model to INT8 (static, QDQ) and write it.
+
+    Weights are symmetric int8 per output channel, activations uint8 per tensor with MinMax ranges calibrated on
+    ``feeds``.
+
+    Args:
+        model: The float32 model.
+        files: The ``.onnx`` file.
+        feeds: Calibration inputs, one dict of input name to array per batch.
+        nodes: Names of the nodes to quantise (see :func:`unet_nodes`).
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.pending = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.pending, None)
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    inline_constant_identities(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "model.int8.onnx"
+        quantize_static(
+            model,
+            target,
+            Feeds(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_quantize=list(nodes),
+        )
+        atomic_write_bytes(files[0], target.read_bytes())
+
+
+def export_model(
+    module: AnomalyModule,
+    output: str | Path,
+    image_size: tuple[int, int],
+    fmt: str = "onnx",
+    masks: str = "auto",
+    opset: int = DEFAULT_OPSET,
+    calibration: Tensor | None = None,
+) -> dict[str, Any]:
+    """Export a stage module in one format and write its side-car ``.json``.
+
+    Args:
+        module: Stage-1 or stage-2 module.
+        output: The model file (``.onnx``; ``.xml`` for OpenVINO); the side-car is the same path with ``.json``.
+        image_size: Height and width of the graph.
+        fmt: ``onnx``, ``onnx-int8`` or ``openvino``.
+        masks: ``auto``, ``input`` or ``embedded`` (see :func:`build_detector`).
+        opset: ONNX opset.
+        calibration: Normal images ``(N, 3, H, W)`` that calibrate ``onnx-int8`` (see :func:`calibration_images`).
+
+    Returns:
+        The side-car description.
+
+    Raises:
+        ConfigError: On a bad argument (see :func:`check_arguments`), a size that does not fit the model, or
+            ``masks=embedded`` for a method whose masks cannot be computed in a graph.
+    """
+    files, sidecar = check_arguments(output, fmt, masks, calibration is not None)
+    detector = build_detector(module, image_size, masks)
+    description = describe(module, detector, image_size, opset, fmt)
+    model = trace_onnx(detector, description, opset)
+    description["files"] = [path.name for path in files]
+    if fmt == "onnx":
+        write_onnx(model, files)
+    elif fmt == "openvino":
+        write_openvino(model, files)
+        description["openvino"] = {
+            "compile_config": dict(OPENVINO_CONFIG),
+            "description": "float32 like the other formats; OpenVINO's CPU plugin otherwise runs in bfloat16 on "
+            "CPUs that support it (AMX, AVX512-BF16), which changes anomaly maps by about 1e-2",
+        }
+    else:
+        write_onnx_int8(model, files, calibration_feeds(detector, calibration), unet_nodes(model, detector))
+        description["quantization"] = {
+            "method": "static, QDQ, MinMax calibration",
+            "weights": "int8, symmetric, per output channel",
+            "activations": "uint8, per tensor",
+            "quantized": "U-Net convolutions; masks, scoring and FADeR's predictor stay float32",
+            "calibration_images": len(calibration),
+        }
+    atomic_write_json(sidecar, description)
+    mode = "in the graph" if detector.mask_graph is not None else "as input"
+    log.info("exported %s (%dx%d, %s, masks %s) to %s", module.stage, *image_size, fmt, mode, files[0])
     return description
 
 
@@ -306,58 +617,61 @@ def export_checkpoint(
     ckpt: str | Path,
     output: str | Path,
     fmt: str = "onnx",
-    masks: str = "input",
+    masks: str = "auto",
     image_size: str | None = None,
     opset: int = DEFAULT_OPSET,
     vit_weights: str | None = None,
     force: bool = False,
+    calibration_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint and export it (what ``fader-export`` runs).
 
+    Every argument is checked before the checkpoint is read.
+
     Args:
         ckpt: Stage-1 or stage-2 checkpoint.
-        output: The ``.onnx`` file.
-        fmt: Export format (``format=``); only ``onnx``.
-        masks: ``input`` (masks are a model input) or ``embedded`` (``checkerboard``/``none`` only).
+        output: The model file.
+        fmt: Export format (``format=``): ``onnx``, ``onnx-int8`` or ``openvino``.
+        masks: ``auto``, ``input`` or ``embedded``.
         image_size: ``N`` or ``H,W``; ``None``: the checkpoint's size.
         opset: ONNX opset.
         vit_weights: ViT state dict for a model with attention masking.
         force: Accept an ``image_size`` that differs from the checkpoint's.
+        calibration_dir: Folder of normal images that calibrates ``onnx-int8`` (required there, refused otherwise).
 
     Returns:
         The side-car description.
 
     Raises:
-        ConfigError: On an unknown format or mask mode, or a size that does not fit the model.
+        ConfigError: On an unknown format or mask mode, a bad output or calibration folder, or a size that does
+            not fit the model.
         CheckpointError: When the checkpoint cannot be loaded.
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"format={fmt!r} is unknown; use one of {', '.join(FORMATS)}")
-    if masks not in MASK_MODES:
-        raise ConfigError(f"masks={masks!r} is unknown; use one of {', '.join(MASK_MODES)}")
-    output = Path(output)
-    if output.is_dir():
-        raise ConfigError(f"output={output} is a folder; name the .onnx file to write, e.g. output={output}/model.onnx")
-    if output.suffix == ".json":
-        raise ConfigError(f"output={output} would be overwritten by its own .json side-car; use a .onnx name")
-    writable_folder(output.parent, "output's folder")
+    files, _ = check_arguments(output, fmt, masks, calibration_dir is not None)
+    paths = None if calibration_dir is None else calibration_paths(calibration_dir)
+    writable_folder(files[0].parent, "output's folder")
     module = load_module(ckpt, "cpu", vit_weights)
     size = resolve_image_size(image_size, module, run_entry(ckpt, module.stage), force)
-    return export_onnx(module, output, size, opset, embed_masks=masks == "embedded")
+    calibration = None if paths is None else calibration_images(paths, size, module.preprocessing["interpolation"])
+    return export_model(module, output, size, fmt, masks, opset, calibration)
 
 
 def _command(args: dict[str, str]) -> int:
-    export_checkpoint(
+    description = export_checkpoint(
         args["ckpt"],
         args["output"],
         args.get("format", "onnx"),
-        args.get("masks", "input"),
+        args.get("masks", "auto"),
         args.get("image_size"),
         to_int("opset", args.get("opset", str(DEFAULT_OPSET)), minimum=7),
         args.get("vit_weights"),
         to_bool("force", args.get("force", "false")),
+        args.get("calibration_dir"),
     )
-    sys.stdout.write(f"wrote {args['output']} and {Path(args['output']).with_suffix('.json')}\n")
+    output = Path(args["output"])
+    written = ", ".join(str(output.with_name(name)) for name in description["files"])
+    masks = "computed in the graph" if description["masking"]["in_graph"] else "an input"
+    sys.stdout.write(f"wrote {written} and {output.with_suffix('.json')} (masks {masks})\n")
     return 0
 
 

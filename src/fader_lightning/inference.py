@@ -180,7 +180,19 @@ def ear_model(module: AnomalyModule) -> EARModel:
     Returns:
         Its :class:`~fader_lightning.models.EARModel`.
     """
-    return module.ear if isinstance(module, FADeRModule) else module.model
+    return module.inpainter
+
+
+def stage1_settings(module: AnomalyModule) -> dict[str, Any]:
+    """The stage-1 hyper-parameters of a stage module (masking, fill, scoring, ...), under FADeR its frozen model's.
+
+    Args:
+        module: A stage-1 or stage-2 module.
+
+    Returns:
+        The settings.
+    """
+    return dict(module.stage1_hparams if isinstance(module, FADeRModule) else module.hparams)
 
 
 def load_module(path: str | Path, device: str = "cpu", vit_weights: str | None = None) -> AnomalyModule:

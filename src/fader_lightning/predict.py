@@ -4,24 +4,31 @@ Usage:
     fader-predict ckpt=PATH input=IMAGE|FOLDER|GLOB output=DIR [threshold=FLOAT|auto] [normal_dir=DIR]
         [quantile=1.0] [image_size=N|H,W [force=true]] [batch_size=8] [device=auto|cpu|cuda] [vit_weights=PATH]
 
-Stage 1 (EAR) and stage 2 (FADeR) checkpoints are told apart automatically. ``input`` is one image, a folder
-(its png/jpg/bmp/tif files, not recursive) or a quoted glob (``'data/**/*.png'``). Images are resized as in
+Stage 1 (EAR) and stage 2 (FADeR) checkpoints are told apart automatically. ``input`` is one image, a folder (its
+png/jpg/bmp/tif files, sub-folders included) or a quoted glob (``'data/**/*.png'``). Images are resized as in
 training, to the image size and with the interpolation stored in the checkpoint; ``image_size=`` may only repeat
 that size unless ``force=true`` (checkpoints that predate stored sizes fall back to the training run's
-``metrics.json``, else 256). Written under ``output``, all at that model resolution:
+``metrics.json``, else 256). Written under ``output``, mirroring the input's sub-folders (relative to the input
+folder, or to the deepest folder every match of a glob shares), all at that model resolution:
 
-* ``maps/<stem>.png``: the anomaly map as a JET heat map from 0 (blue) to the threshold (red);
-* ``overlays/<stem>.png``: image | (no ground truth) | heat map | region above the threshold (red) [| FADeR's soft
-  mask];
-* ``scores.csv``: ``path,score,label`` with ``label`` 1 (anomalous) when ``score > threshold``, else 0.
+* ``maps/<sub-folders>/<stem>.png``: the anomaly map as a JET heat map on a fixed scale: blue is the lowest map
+  value of the normal calibration images, green the pixel threshold, red as far above it as the normal values
+  spread below it (checkpoints without stored calibration: 0 (blue) to the image threshold (red));
+* ``overlays/<sub-folders>/<stem>.png``: image | I' (what the inpainting network sees) | reconstruction | heat map
+  | region above the pixel threshold (red) [| FADeR's soft mask] | colour bar, over a caption with the score, the
+  threshold and the decision;
+* ``scores.csv``: ``path,status,score,normalized_score,label,map,overlay,reason``, one row per input file:
+  ``status`` ok with ``label`` 1 (anomalous) when ``score > threshold``, else 0, ``normalized_score`` the score on
+  [0, 1] with the threshold at 0.5 (empty for checkpoints without calibration lows), ``map`` and ``overlay`` the
+  written files relative to ``output``; or ``status`` skipped with the ``reason`` (an unreadable file).
 
-Stems used twice get ``_1``, ``_2``, ... appended. The image threshold comes from, in this order:
+Stems used twice in a folder get ``_1``, ``_2``, ... appended. The image threshold comes from, in this order:
 ``threshold=FLOAT``; ``threshold=auto`` (or just ``normal_dir=DIR``): the ``quantile`` (default 1.0, the maximum,
 so that every calibration image is normal; calibration sets are small) of the scores of the normal images in
 ``normal_dir``; the threshold the checkpoint carries (the largest score of the normal images held out of training,
 measured when training ended); else, for checkpoints that predate it, the ORACLE threshold of the training run's
-``metrics.json`` (picked on the test labels, with a warning). Unreadable files are reported and skipped. Exit code 0
-when at least one image was scored, else 1.
+``metrics.json`` (picked on the test labels, with a warning). The pixel threshold is the checkpoint's (else the image
+threshold). Exit code 0 when at least one image was scored, else 1.
 ``vit_weights`` is the DINO ViT state dict of a model with attention masking: checkpoints do not store it, and
 loading one never downloads it.
 """
@@ -32,6 +39,7 @@ import csv
 import glob
 import io
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,17 +47,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from fader_lightning.callbacks.overlays import heatmap, overlay_panel
-from fader_lightning.data.dataset import AnomalyDataset
-from fader_lightning.data.samples import NORMAL, Sample, list_images
-from fader_lightning.data.transforms import build_transform
+from fader_lightning.api import Detector
+from fader_lightning.data.samples import IMAGE_EXTENSIONS
 from fader_lightning.errors import ConfigError, DataError
 from fader_lightning.inference import (
-    ear_model,
     load_module,
     resolve_image_size,
     run_cli,
@@ -58,8 +62,8 @@ from fader_lightning.inference import (
     to_float,
     to_int,
 )
-from fader_lightning.models.base_module import AnomalyModule
-from fader_lightning.utils.io import atomic_save, atomic_write_text, writable_folder
+from fader_lightning.utils.io import atomic_write_bytes, atomic_write_text, writable_folder
+from fader_lightning.visualize import MapScale, encode_png, heatmap, overlay_panel
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,8 @@ KEYS: tuple[str, ...] = (
 PROGRESS_MIN_IMAGES = 20
 """A progress bar is shown above this many images (and always when stderr is a terminal)."""
 ORACLE_KEY = "image_threshold_oracle"
+COLUMNS: tuple[str, ...] = ("path", "status", "score", "normalized_score", "label", "map", "overlay", "reason")
+"""Columns of ``scores.csv``."""
 
 
 @dataclass
@@ -77,115 +83,113 @@ class Prediction:
     """What :func:`predict` did.
 
     Attributes:
-        rows: ``(path, score, label)`` of every scored image, in input order.
-        skipped: ``(path, reason)`` of every unreadable file.
+        rows: One ``scores.csv`` row per input file (see :data:`COLUMNS`), in input order.
         threshold: The image threshold used.
         threshold_source: Where the threshold came from.
     """
 
-    rows: list[tuple[str, float, int]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
     threshold: float = 0.0
     threshold_source: str = ""
 
+    @property
+    def scored(self) -> list[dict[str, Any]]:
+        """The rows of the images that were scored."""
+        return [row for row in self.rows if row["status"] == "ok"]
 
-def resolve_inputs(spec: str) -> list[Path]:
-    """The image files named by ``input=``.
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        """The rows of the files that could not be read."""
+        return [row for row in self.rows if row["status"] == "skipped"]
+
+
+def resolve_inputs(spec: str) -> tuple[list[Path], Path]:
+    """The image files named by ``input=``, and the folder their output paths are relative to.
 
     Args:
-        spec: An image file, a folder (its image files, sorted, not recursive) or a glob (``**`` recurses).
+        spec: An image file, a folder (its image files, sub-folders included) or a glob (``**`` recurses).
 
     Returns:
-        The files, sorted.
+        The files, sorted, and their base folder (the folder itself, the file's folder, or the deepest folder every
+        match of the glob shares).
 
     Raises:
         DataError: When nothing matches.
     """
     path = Path(spec)
     if path.is_dir():
-        paths = list_images(path)
+        paths = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        base = path
     elif path.is_file():
-        paths = [path]
+        paths, base = [path], path.parent
     else:
         paths = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        base = Path(os.path.commonpath([p.parent.absolute() for p in paths])) if paths else Path()
     if not paths:
         raise DataError(f"input={spec} matches no image file; give an image, a folder of images or a quoted glob")
-    return paths
+    return paths, base
 
 
-def unique_stems(paths: Sequence[Path]) -> dict[Path, str]:
-    """Output file names: each path's stem, with ``_1``, ``_2``, ... appended to repeats.
+def output_names(paths: Sequence[Path], base: Path) -> dict[Path, str]:
+    """Output file names: each path's sub-folders below ``base`` and its stem, ``_1``, ``_2``, ... on repeats.
 
     Args:
         paths: Input files.
+        base: Their base folder (see :func:`resolve_inputs`).
 
     Returns:
-        ``{path: name}``.
+        ``{path: "sub/folders/stem"}`` (POSIX separators).
     """
     names: dict[Path, str] = {}
     used: set[str] = set()
     for path in paths:
-        name, count = path.stem, 0
+        stem = path.absolute().relative_to(base.absolute()).with_suffix("").as_posix()
+        name, count = stem, 0
         while name in used:
             count += 1
-            name = f"{path.stem}_{count}"
+            name = f"{stem}_{count}"
         used.add(name)
         names[path] = name
     return names
 
 
 def infer_batches(
-    module: AnomalyModule,
-    paths: Sequence[Path],
-    image_size: tuple[int, int],
-    batch_size: int,
-    skipped: list[tuple[str, str]],
+    detector: Detector, paths: Sequence[Path], batch_size: int, skipped: Callable[[Path, str], None]
 ) -> Iterator[tuple[list[Path], Tensor, dict[str, Tensor]]]:
     """Read, resize (as in training) and infer images batch by batch, skipping unreadable files.
 
     Args:
-        module: The stage module (eval mode).
+        detector: The model with its preprocessing.
         paths: Image files.
-        image_size: Height and width the images are resized to.
         batch_size: Images per forward pass.
-        skipped: Receives ``(path, reason)`` of every unreadable file.
+        skipped: Called with the path and the reason of every unreadable file.
 
     Yields:
         The readable paths of a batch, their images ``(B, 3, H, W)`` and the module's outputs.
     """
-    # The training dataset is reused so that reading and resizing match training exactly; labels are unused.
-    transform = build_transform(image_size, module.preprocessing["interpolation"])
-    dataset = AnomalyDataset([Sample(path, "predict", NORMAL, "unknown", None, "predict") for path in paths], transform)
     show = len(paths) > PROGRESS_MIN_IMAGES or sys.stderr.isatty()
     with tqdm(total=len(paths), unit="image", disable=not show, file=sys.stderr) as progress:
         for start in range(0, len(paths), batch_size):
-            stop = min(start + batch_size, len(paths))
             kept, images = [], []
-            for index in range(start, stop):
+            for path in paths[start : start + batch_size]:
                 try:
-                    images.append(dataset[index]["image"])
-                    kept.append(paths[index])
+                    images.append(detector.preprocess(path))
+                    kept.append(path)
                 except DataError as err:
-                    log.warning("skipping %s: %s", paths[index], err)
-                    skipped.append((str(paths[index]), str(err)))
-            progress.update(stop - start)
-            if not images:
-                continue
-            batch = torch.stack(images).to(module.device)
-            with torch.inference_mode():
-                outputs = module.infer(batch)
-            yield kept, batch, outputs
+                    log.warning("skipping %s: %s", path, err)
+                    skipped(path, str(err))
+            progress.update(min(batch_size, len(paths) - start))
+            if images:
+                batch = torch.stack(images)
+                yield kept, batch, detector.infer(batch)
 
 
-def calibrate_threshold(
-    module: AnomalyModule, normal_dir: str | Path, image_size: tuple[int, int], batch_size: int, quantile: float
-) -> float:
+def calibrate_threshold(detector: Detector, normal_dir: str | Path, batch_size: int, quantile: float) -> float:
     """Image threshold from normal images: the ``quantile`` of their scores (1.0: the maximum).
 
     Args:
-        module: The stage module.
-        normal_dir: Folder of normal images.
-        image_size: Inference height and width.
+        detector: The model.
+        normal_dir: Folder of normal images (sub-folders included).
         batch_size: Images per forward pass.
         quantile: Quantile in ``(0, 1]``.
 
@@ -198,10 +202,15 @@ def calibrate_threshold(
     """
     if not 0 < quantile <= 1:
         raise ConfigError(f"quantile={quantile} is invalid; use a value in (0, 1], 1.0 being the maximum")
-    paths = list_images(Path(normal_dir))
-    if not paths:
-        raise DataError(f"normal_dir={normal_dir} holds no images (png, jpg, bmp, tif); point it at normal images")
-    scores = [out["score"].float().cpu() for _, _, out in infer_batches(module, paths, image_size, batch_size, [])]
+    if not Path(normal_dir).is_dir():
+        raise DataError(f"normal_dir={normal_dir} is not a folder; point it at a folder of normal images")
+    try:
+        paths, _ = resolve_inputs(str(normal_dir))
+    except DataError as err:
+        raise DataError(
+            f"normal_dir={normal_dir} holds no images (png, jpg, bmp, tif); point it at normal images"
+        ) from err
+    scores = [out["score"].float().cpu() for *_, out in infer_batches(detector, paths, batch_size, lambda *_: None)]
     if not scores:
         raise DataError(f"none of the {len(paths)} images in normal_dir={normal_dir} could be read")
     all_scores = torch.cat(scores)
@@ -258,37 +267,60 @@ def resolve_threshold(
     return float(oracle), f"oracle {ORACLE_KEY} of metrics.json"
 
 
+def heat_scale(detector: Detector) -> MapScale:
+    """The fixed heat-map scale of a detector (see the module docstring).
+
+    Args:
+        detector: The model with its thresholds.
+
+    Returns:
+        The calibrated scale, else ``0`` to the image threshold (whose region is then the one drawn).
+    """
+    scale = MapScale.calibrated(detector.pixel_threshold, detector.lows[1] if detector.lows else None)
+    return scale or MapScale(0.0, detector.image_threshold, detector.image_threshold)
+
+
 def write_images(
-    output: Path, names: Sequence[str], images: Tensor, outputs: Mapping[str, Tensor], threshold: float
+    output: Path, names: Sequence[str], images: Tensor, outputs: Mapping[str, Tensor], detector: Detector
 ) -> None:
     """Write the heat maps and overlays of a batch.
 
     Args:
         output: Output folder.
-        names: Output file stem of each image.
+        names: Output path (sub-folders and stem) of each image.
         images: The images ``(B, 3, H, W)``.
         outputs: The module's outputs for them.
-        threshold: Image threshold: the top of the heat-map colour scale and the overlay's region boundary.
+        detector: The model (its obfuscation for I', its thresholds).
     """
+    scale, threshold = heat_scale(detector), detector.image_threshold
+    masks = outputs.get("masks")
+    masked = detector.module.inpainter.obfuscation(images.to(masks.device), masks[:, :1]) if masks is not None else None
     for index, name in enumerate(names):
         amap = outputs["anomaly_map"][index, 0].float().cpu()
         extras = {"soft_mask": outputs["soft_mask"][index, 0].float().cpu()} if "soft_mask" in outputs else {}
-        atomic_save(output / "maps" / f"{name}.png", Image.fromarray(heatmap(amap, 0.0, threshold)).save)
-        panel = overlay_panel(images[index].cpu(), torch.zeros_like(amap), amap, threshold, (0.0, threshold), extras)
-        atomic_save(output / "overlays" / f"{name}.png", Image.fromarray(panel).save)
+        atomic_write_bytes(output / "maps" / f"{name}.png", encode_png(heatmap(amap, scale.low, scale.high)))
+        score = float(outputs["score"][index])
+        lines = [name, f"score {score:.4g} thr {threshold:.4g}: {'anomalous' if score > threshold else 'normal'}"]
+        panel = overlay_panel(
+            images[index].cpu(), None, amap, scale, extras,
+            masked_input=masked[index].float().cpu() if masked is not None else None,
+            recon=outputs["recon"][index].float().clamp(0, 1).cpu(), lines=lines,
+        )  # fmt: skip
+        atomic_write_bytes(output / "overlays" / f"{name}.png", encode_png(panel))
 
 
-def write_scores(path: Path, rows: Sequence[tuple[str, float, int]]) -> None:
+def write_scores(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write ``scores.csv`` atomically (scores with full float precision).
 
     Args:
         path: The file.
-        rows: ``(path, score, label)`` rows.
+        rows: Rows with the keys of :data:`COLUMNS` (missing ones are left empty).
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(("path", "score", "label"))
-    writer.writerows((image, repr(score), label) for image, score, label in rows)
+    writer = csv.DictWriter(buffer, COLUMNS, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({key: repr(value) if isinstance(value, float) else value for key, value in row.items()}
+                     for row in rows)  # fmt: skip
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -321,34 +353,42 @@ def predict(
         force: Accept an ``image_size`` that differs from the checkpoint's.
 
     Returns:
-        The scored rows, the skipped files and the threshold.
+        The rows of ``scores.csv`` and the threshold.
 
     Raises:
         ConfigError: On bad options, no threshold, or a size that does not fit the model.
         CheckpointError: When the checkpoint cannot be loaded.
         DataError: When the input matches no file or ``normal_dir`` has no readable image.
     """
-    paths = resolve_inputs(images)
+    paths, base = resolve_inputs(images)
     output = writable_folder(output, "output")
     module = load_module(ckpt, device, vit_weights)
     entry = run_entry(ckpt, module.stage)
     size = resolve_image_size(image_size, module, entry, force)
-    ear_model(module).unet.check_input_size(*size)
+    module.inpainter.unet.check_input_size(*size)
+    detector = Detector(module, size)
     result = Prediction()
     result.threshold, result.threshold_source = resolve_threshold(
         threshold,
         normal_dir,
-        lambda folder: calibrate_threshold(module, folder, size, batch_size, quantile),
+        lambda folder: calibrate_threshold(detector, folder, batch_size, quantile),
         entry,
-        module.scorer.image_threshold,
+        detector.image_threshold,
     )
-    names = unique_stems(paths)
-    for kept, batch, outputs in infer_batches(module, paths, size, batch_size, result.skipped):
-        write_images(output, [names[path] for path in kept], batch, outputs, result.threshold)
-        scores = outputs["score"].float().cpu().tolist()
-        result.rows += [
-            (str(path), score, int(score > result.threshold)) for path, score in zip(kept, scores, strict=True)
-        ]
+    detector = Detector(module, size, image_threshold=result.threshold)
+    names = output_names(paths, base)
+    rows: dict[Path, dict[str, Any]] = {}
+
+    def skip(path: Path, reason: str) -> None:
+        rows[path] = {"path": str(path), "status": "skipped", "reason": reason}
+
+    for kept, batch, outputs in infer_batches(detector, paths, batch_size, skip):
+        write_images(output, [names[path] for path in kept], batch, outputs, detector)
+        for path, found in zip(kept, detector.detections(outputs, [str(p) for p in kept]), strict=True):
+            rows[path] = {"path": str(path), "status": "ok", "score": found.score, "label": int(found.label),
+                          "normalized_score": found.normalized_score if found.normalized_score is not None else "",
+                          "map": f"maps/{names[path]}.png", "overlay": f"overlays/{names[path]}.png"}  # fmt: skip
+    result.rows = [rows[path] for path in paths]
     write_scores(output / "scores.csv", result.rows)
     return result
 
@@ -367,16 +407,16 @@ def _command(args: dict[str, str]) -> int:
         vit_weights=args.get("vit_weights"),
         force=to_bool("force", args.get("force", "false")),
     )
-    anomalous = sum(label for _, _, label in result.rows)
+    anomalous = sum(row["label"] for row in result.scored)
     lines = [
-        f"scored {len(result.rows)} image(s): {anomalous} anomalous at threshold {result.threshold:.6g} "
+        f"scored {len(result.scored)} image(s): {anomalous} anomalous at threshold {result.threshold:.6g} "
         f"({result.threshold_source}); results in {args['output']}"
     ]
     if result.skipped:
-        lines.append(f"skipped {len(result.skipped)} unreadable file(s):")
-        lines += [f"  {path}: {reason}" for path, reason in result.skipped]
+        lines.append(f"skipped {len(result.skipped)} unreadable file(s) (listed in scores.csv):")
+        lines += [f"  {row['path']}: {row['reason']}" for row in result.skipped]
     sys.stdout.write("\n".join(lines) + "\n")
-    return 0 if result.rows else 1
+    return 0 if result.scored else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

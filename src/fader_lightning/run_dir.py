@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fader_lightning.errors import ConfigError
 from fader_lightning.results import METRICS_FILE
-from fader_lightning.utils.io import check_links_stay_inside
+from fader_lightning.utils.io import check_links_stay_inside, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,10 @@ def run_lock(output_dir: Path) -> Iterator[Path]:
         The lock file.
 
     Raises:
-        ConfigError: When another live job (or a job on another host) holds the folder.
+        ConfigError: When the folder is a file or not writable, or another live job (or a job on another host) holds
+            it.
     """
-    output_dir.mkdir(parents=True, exist_ok=True)
+    writable_folder(output_dir, "the run folder (hydra.run.dir, paths.output_dir)")
     lock = output_dir / LOCK_FILE
     me = f"{os.getpid()} {socket.gethostname()}"
     for attempt in (0, 1):

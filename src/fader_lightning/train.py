@@ -12,6 +12,7 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.errors import CheckpointError, ConfigError, FaderError
 from fader_lightning.masking import MASKING_METHODS
 from fader_lightning.models import InpaintingModule
+from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.results import record_stage
 from fader_lightning.run_dir import prepare_run_dir, run_lock
 from fader_lightning.stage1_store import stage1_key
@@ -204,23 +206,49 @@ def run_stage(
         )
         if reuse and rank_zero_only.rank == 0:
             stage1_store.save(cfg.paths.stage1_store, key, checkpoint)
-    if cfg.get("test", True):
-        if trainer.world_size > 1:
-            # Metrics need every test image in one store: test on one device, on rank 0 only.
-            if not trainer.is_global_zero:
-                return entry
-            trainer = build(cfg.trainer, devices=1, num_nodes=1, strategy="auto", logger=build_loggers(cfg) or False,
-                            callbacks=[c for c in build_callbacks(cfg, stage, output_dir)
-                                       if not isinstance(c, ModelCheckpoint)])  # fmt: skip
-        start = time.perf_counter()
-        trainer.test(model, datamodule=datamodule, verbose=False)
-        test_seconds = time.perf_counter() - start
-        entry["metrics"] = model.test_metrics
-        entry["diagnostics"] = model.test_diagnostics
-        entry["test_images"] = len(datamodule.test_samples)
-        entry["test_ms_per_image"] = round(1000 * test_seconds / max(len(datamodule.test_samples), 1), 3)
+    if cfg.get("test", True):  # under DDP every rank tests its share; the metrics gather every rank's images
+        entry.update(test_stage(trainer, model, datamodule))
     entry["calibration"] = model.calibration  # thresholds on normal images, never on test labels
     return entry
+
+
+def test_trainer(cfg: DictConfig, stage: str, output_dir: Path) -> L.Trainer:
+    """A trainer with the configured loggers and every callback but checkpointing, for a test pass of its own.
+
+    Args:
+        cfg: Full config (``trainer``, ``logger``, ``callbacks``).
+        stage: Stage being tested.
+        output_dir: Run folder.
+
+    Returns:
+        The trainer.
+    """
+    callbacks = [c for c in build_callbacks(cfg, stage, output_dir) if not isinstance(c, ModelCheckpoint)]
+    return build(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks)
+
+
+def test_stage(trainer: L.Trainer, model: AnomalyModule, datamodule: AnomalyDataModule) -> dict[str, Any]:
+    """Run the test split and return what a results entry records of it.
+
+    Args:
+        trainer: The trainer.
+        model: The stage module.
+        datamodule: The data.
+
+    Returns:
+        ``metrics``, ``diagnostics``, ``test_images``, ``test_ms_per_image`` and ``calibration``.
+    """
+    start = time.perf_counter()
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    test_seconds = time.perf_counter() - start
+    images = len(datamodule.test_samples)
+    return {
+        "metrics": model.test_metrics,
+        "diagnostics": model.test_diagnostics,
+        "test_images": images,
+        "test_ms_per_image": round(1000 * test_seconds / max(images, 1), 3),
+        "calibration": model.calibration,
+    }
 
 
 def stage_checkpoint(output_dir: Path, stage: str) -> Path:
@@ -248,15 +276,11 @@ def check_launch(cfg: DictConfig) -> None:
         )
 
 
-def provenance(cfg: DictConfig, stage: str, output_dir: Path) -> dict[str, Any]:
-    """What a results entry needs to be traced: category, method, seed, config, commit, run folder."""
+def job_provenance(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """What every results entry records of its job: data, seed, config, overrides, environment, threads."""
     return {
-        "stage": stage,
         "dataset": cfg.data._target_.rsplit(".", 1)[-1],
         "category": cfg.data.category,
-        "masking": cfg.masking.name,
-        "fader": stage == "fader" and bool(cfg.fader.enabled),
-        "fill": cfg.model.fill.fill,
         "seed": cfg.seed,
         "run_dir": str(output_dir),
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
@@ -267,6 +291,17 @@ def provenance(cfg: DictConfig, stage: str, output_dir: Path) -> dict[str, Any]:
             "threads": torch.get_num_threads(),  # what the job really ran with
             "interop_threads": torch.get_num_interop_threads(),
         },
+    }
+
+
+def provenance(cfg: DictConfig, stage: str, output_dir: Path) -> dict[str, Any]:
+    """What a training entry needs to be traced: the stage, its method and the job (:func:`job_provenance`)."""
+    return {
+        "stage": stage,
+        "masking": cfg.masking.name,
+        "fader": stage == "fader" and bool(cfg.fader.enabled),
+        "fill": cfg.model.fill.fill,
+        **job_provenance(cfg, output_dir),
     }
 
 
@@ -349,17 +384,17 @@ def record(output_dir: Path, stage: str, entry: dict[str, Any]) -> None:
     record_stage(output_dir, stage, entry)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point; a project error ends the job with its message, not a traceback.
+def run_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> None:
+    """Run a Hydra job; a project error ends it with its message, not a traceback.
 
-    In a multirun a failed job is recorded and the sweep goes on with the next job.
+    In a multirun a failed job is logged and the sweep goes on with the next job.
 
     Args:
+        job: What the job does with its config.
         cfg: Composed config.
     """
     try:
-        train(cfg)
+        job(cfg)
     except FaderError as err:
         log.error("%s: %s", type(err).__name__, err)
         if HydraConfig.get().mode != RunMode.MULTIRUN:
@@ -368,6 +403,12 @@ def main(cfg: DictConfig) -> None:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
         log.error("job failed; the sweep goes on:\n%s", traceback.format_exc())
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point of ``fader-train`` (see :func:`run_job`)."""
+    run_job(train, cfg)
 
 
 if __name__ == "__main__":

@@ -126,3 +126,20 @@ def test_augmentation_moves_image_and_mask_together_on_training_images_only(synt
         first, second = next(iter(getattr(plain, split)())), next(iter(getattr(flipped, split)()))
         assert torch.equal(first.image, second.image) and torch.equal(first.mask, second.mask)
     assert _paths(plain.normal_samples) == _paths(plain.train_samples) | _paths(plain.val_samples)
+
+
+def test_under_ddp_each_test_image_is_served_once_over_the_ranks(
+    synthetic_mvtec: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch.distributed as dist
+
+    dm = MVTecADDataModule(root=synthetic_mvtec, category="synth_object", image_size=32, eval_batch_size=2)
+    dm.setup("test")
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 3)
+    served = []
+    for rank in range(3):
+        monkeypatch.setattr(dist, "get_rank", lambda rank=rank: rank)
+        served += [path for batch in dm.test_dataloader() for path in batch.path]
+    assert sorted(served) == sorted(str(sample.image_path) for sample in dm.test_samples)  # none repeated or lost
+    assert len(dm.test_samples) % 3 != 0  # an uneven split, which a padding sampler would fill with repeats

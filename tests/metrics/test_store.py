@@ -45,7 +45,7 @@ def fill(store: AnomalyScoreStore, batches: int = 3, channel: bool = False) -> t
 def test_compute_matches_functional_metrics():
     store = AnomalyScoreStore()
     scores, labels, maps, masks = fill(store)
-    result = store.compute(fpr_limit=0.3)
+    result = store.compute()
     assert set(result) == PIXEL_KEYS
     assert result["image_auroc"] == pytest.approx(image_auroc(scores, labels), abs=1e-3)
     assert result["pixel_auroc"] == pytest.approx(pixel_auroc(maps, masks), abs=1e-3)

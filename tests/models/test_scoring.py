@@ -212,7 +212,7 @@ def test_statistics_travel_in_the_state_dict_and_old_checkpoints_load() -> None:
 def test_rebuilt_scorer_keeps_statistics_only_while_the_map_is_the_same() -> None:
     scorer = AnomalyScorer(normalize="zscore")
     scorer.set_statistics(torch.ones(1, 1, 8, 8), torch.ones(1, 1, 8, 8))
-    scorer.set_thresholds(2.5, 3.5)
+    scorer.set_thresholds(2.5, 3.5, 0.5, 0.0)
     assert (scorer.image_threshold, scorer.pixel_threshold) == (2.5, 3.5)
     same_map = rebuild_scorer(scorer, {"normalize": "mean", "pooling": "topk_mean"})
     assert same_map.map_mean.shape == (1, 1, 8, 8) and same_map.pooling == "topk_mean"
@@ -221,6 +221,21 @@ def test_rebuilt_scorer_keeps_statistics_only_while_the_map_is_the_same() -> Non
     assert (same_scale.image_threshold, same_scale.pixel_threshold) == (2.5, 3.5)
     other_map = rebuild_scorer(scorer, {"normalize": "zscore", "kernel_size": 5})
     assert other_map.needs_statistics and other_map.image_threshold is None
+
+
+def test_normalised_scores_put_the_threshold_at_one_half() -> None:
+    scorer = AnomalyScorer()
+    assert scorer.normalized_scores(torch.ones(2)) is None  # not calibrated
+    scorer.set_thresholds(3.0, 5.0, 1.0, 2.0)
+    scores = torch.tensor([0.0, 1.0, 2.0, 3.0, 3.5, 5.0, 9.0])
+    # independent arithmetic: low 1 -> 0, threshold 3 -> 0.5, threshold + (3 - 1) -> 1, clipped outside
+    expected = torch.tensor([0.0, 0.0, 0.25, 0.5, 0.625, 1.0, 1.0])
+    torch.testing.assert_close(scorer.normalized_scores(scores), expected)
+    assert torch.equal(scorer.normalized_scores(scores) > 0.5, scores > 3.0)
+    torch.testing.assert_close(scorer.normalized_maps(torch.tensor([2.0, 5.0, 8.0])), torch.tensor([0.0, 0.5, 1.0]))
+    older = AnomalyScorer()
+    older.load_state_dict({**scorer.state_dict(), "thresholds": torch.tensor([3.0, 5.0])})
+    assert older.image_threshold == 3.0 and older.normalized_scores(scores) is None
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"normalize": "minmax"}, "minmax"), ({"std_floor": 0.0}, "std_floor")])

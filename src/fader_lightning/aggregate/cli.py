@@ -26,6 +26,7 @@ def aggregate(
     include_aupro: bool = False,
     use_wandb: bool = False,
     include_diagnostics: bool = False,
+    latex_metrics: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Collect the sweeps and write ``table.md``, ``table.csv``, ``table.tex``, ``chart.png`` and ``provenance.json``.
 
@@ -36,6 +37,7 @@ def aggregate(
         include_aupro: Show AUPRO next to image and pixel AUROC.
         use_wandb: Log to W&B (also done when a W&B run is already active).
         include_diagnostics: Tabulate the FADeR test-pass diagnostics next to the AUROCs.
+        latex_metrics: The metrics ``table.tex`` shows (``None``: all of the table's).
 
     Returns:
         ``{"markdown", "csv", "latex", "chart", "provenance"}`` → path written.
@@ -51,7 +53,7 @@ def aggregate(
     paths = {
         "markdown": write_markdown(table, out_dir / "table.md"),
         "csv": write_csv(table, out_dir / "table.csv"),
-        "latex": write_latex(table, out_dir / "table.tex"),
+        "latex": write_latex(table, out_dir / "table.tex", name, latex_metrics),
         "chart": write_chart(table, out_dir / "chart.png"),
         "provenance": atomic_write_json(out_dir / "provenance.json", provenance(table)),
     }
@@ -73,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--diagnostics", action="store_true", help="also show FADeR's test-pass diagnostics (docs/METHOD.md)"
     )
+    parser.add_argument(
+        "--latex-metrics",
+        type=lambda text: [metric.strip() for metric in text.split(",") if metric.strip()],
+        default=None,
+        metavar="M1,M2",
+        help="metrics of table.tex, e.g. image_auroc,aupro (default: all the table shows)",
+    )
     parser.add_argument("--wandb", action="store_true", help="log the table and files to W&B (offline without a key)")
     return parser
 
@@ -90,8 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         paths = aggregate(
-            args.sweep_dirs, args.name, args.out, args.aupro, use_wandb=args.wandb, include_diagnostics=args.diagnostics
-        )
+            args.sweep_dirs, args.name, args.out, args.aupro, use_wandb=args.wandb,
+            include_diagnostics=args.diagnostics, latex_metrics=args.latex_metrics,
+        )  # fmt: skip
     except FaderError as err:
         sys.stderr.write(f"fader-aggregate: {type(err).__name__}: {err}\n")
         return 2

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from itertools import product
@@ -18,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
 
 from fader_lightning.aggregate.table import (
     DEFAULT_VARIANT,
@@ -34,6 +36,8 @@ from fader_lightning.errors import DataError
 from fader_lightning.results import METRICS_FILE, load_results
 
 log = logging.getLogger(__name__)
+OVERRIDE_PARSER = OverridesParser.create()
+"""Hydra's own override grammar (sweeps, lists, quoting), so the tables read overrides as Hydra ran them."""
 
 # the stages a job runs for each value of ``stage=`` (as in fader_lightning.train, which imports torch)
 JOB_STAGES = {"ear": ("ear",), "fader": ("fader",), "both": ("ear", "fader")}
@@ -77,24 +81,42 @@ def _lookup(config: Any, dotted: str) -> Any:
     return None if isinstance(config, str) and config.startswith("${") else config
 
 
-def _clean_value(value: Any) -> str:
-    """An override value without quotes or blanks in a list or dict (``[0, 1]`` and ``[0,1]`` are one value)."""
-    text = str(value).strip().strip("'\"")
-    return re.sub(r"\s+", "", text) if text.startswith(("[", "{")) else text
+def _clean_value(text: str) -> str:
+    """An override value as Hydra's parser prints it, without the quotes of a quoted string."""
+    return text[1:-1] if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"" else text
+
+
+def _parse(item: str, source: Path | None = None) -> Override | None:
+    """One override parsed by Hydra's own grammar; ``None`` (with a warning) when it does not parse."""
+    try:
+        return OVERRIDE_PARSER.parse_override(item)
+    except (HydraException, ValueError) as err:
+        log.warning("%s: cannot parse the override %r (%s); it is left out", source or "overrides", item, err)
+        return None
+
+
+def _key(override: Override) -> str:
+    return f"{override.key_or_group}@{override.package}" if override.package else override.key_or_group
 
 
 def parse_overrides(overrides: Iterable[Any]) -> dict[str, str]:
-    """Hydra ``key=value`` overrides as a dict (``+``/``++``/``~`` prefixes and quotes removed)."""
+    """Hydra ``key=value`` overrides as a dict of normalised values (``+``/``++`` dropped, ``~`` deletions skipped).
+
+    Values are printed by Hydra's parser, so ``[0, 1]`` and ``[0,1]`` (or ``'a'`` and ``a``) are one value; sweeps
+    keep their text (see :func:`sweep_values`).
+    """
     parsed = {}
     for item in map(str, overrides):
-        if "=" in item:
-            key, value = item.split("=", 1)
-            parsed[key.strip().lstrip("+~")] = _clean_value(value)
+        override = _parse(item)
+        if override is None or override.is_delete():
+            continue
+        text = item.split("=", 1)[1] if override.is_sweep_override() else override.get_value_element_as_str()
+        parsed[_key(override)] = _clean_value(text)
     return parsed
 
 
 def _is_variant_key(key: str) -> bool:
-    top = re.split(r"[./@]", key, maxsplit=1)[0]
+    top = key.replace("/", ".").replace("@", ".").split(".", 1)[0]
     return key not in AXIS_KEYS and key not in NON_VARIANT_KEYS and top not in NON_VARIANT_KEYS
 
 
@@ -238,30 +260,28 @@ def wandb_group(sweep_dirs: Sequence[Path]) -> str | None:
     return groups.pop() if len(groups) == 1 else None
 
 
-def _split_top_level(text: str) -> list[str] | None:
-    """``a,[0,1],b`` → ``["a", "[0,1]", "b"]``; ``None`` when the brackets do not balance."""
-    parts, depth, start = [], 0, 0
-    for i, char in enumerate(text):
-        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
-        if depth < 0:
-            return None
-        if char == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    return [*parts, text[start:]] if depth == 0 else None
+def sweep_values(key: str, raw: Any, source: Path) -> list[str]:
+    """The values a swept key takes (``a,b``, ``range(0,3)``, ``choice(...)``), expanded by Hydra's parser.
 
+    Args:
+        key: The key.
+        raw: Its sweep text.
+        source: The ``multirun.yaml`` it comes from, for the warning.
 
-def _sweep_values(key: str, raw: Any, source: Path) -> list[str]:
-    text = str(raw).strip()
-    if match := re.fullmatch(r"range\(([-\d,\s]+)\)", text):
-        return [str(value) for value in range(*(int(part) for part in match.group(1).split(",")))]
-    if match := re.fullmatch(r"choice\((.*)\)", text):
-        text = match.group(1)
-    parts = None if re.search(r"[()*]", text) else _split_top_level(text)
-    if parts is None:
-        log.warning("%s: cannot expand %s=%s; jobs of that sweep that never started are not listed", source, key, text)
+    Returns:
+        The values as printed by Hydra; empty (with a warning) for sweeps that have no fixed values (``glob``,
+        ``interval``) or text that does not parse.
+    """
+    override = _parse(f"{key}={raw}", source)
+    if override is None:
         return []
-    return [_clean_value(value) for value in parts]
+    if not override.is_sweep_override():
+        return [_clean_value(override.get_value_element_as_str())]
+    try:
+        return [_clean_value(value) for value in override.sweep_string_iterator()]
+    except HydraException:
+        log.warning("%s: cannot expand %s=%s; jobs of that sweep that never started are not listed", source, key, raw)
+        return []
 
 
 def sweep_grid(multirun_file: Path) -> list[dict[str, Any]]:
@@ -282,11 +302,11 @@ def sweep_grid(multirun_file: Path) -> list[dict[str, Any]]:
         **parse_overrides((hydra_cfg.get("overrides") or {}).get("task") or []),
     }
     axes = {
-        axis: _sweep_values(key, swept[key], multirun_file) if key in swept else [_lookup(config, path)]
+        axis: sweep_values(key, swept[key], multirun_file) if key in swept else [_lookup(config, path)]
         for axis, (key, path) in AXES.items()
     }
     axes["stage"] = list(dict.fromkeys(s for value in axes["stage"] for s in JOB_STAGES.get(str(value), ())))
-    others = {key: _sweep_values(key, value, multirun_file) for key, value in swept.items() if _is_variant_key(key)}
+    others = {key: sweep_values(key, value, multirun_file) for key, value in swept.items() if _is_variant_key(key)}
     grid = []
     for combo, setting in product(product(*axes.values()), product(*others.values())):
         grid.append({**dict(zip(axes, combo, strict=True)), "overrides": dict(zip(others, setting, strict=True))})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Callable, Iterable, Sequence
 from itertools import product
 from pathlib import Path
@@ -25,6 +26,7 @@ from fader_lightning.aggregate.table import (
     Table,
     variant_sort_key,
 )
+from fader_lightning.errors import ConfigError
 from fader_lightning.utils.io import atomic_write_text
 
 STD_NOTE = "sample standard deviation over seeds (ddof=1); empty when n < 2"
@@ -147,29 +149,68 @@ def _header_rows(columns: Sequence[Column], label: Callable[[Column], tuple[str,
     return [" & ".join(["", *cells]) + r" \\", rules]
 
 
-def to_latex(table: Table) -> str:
-    r"""The table as a booktabs ``tabular`` with masking, variant (if any) and stage header rows (needs booktabs)."""
-    columns = table.columns
+def _bold_best(stats: Sequence[Stat], columns: Sequence[Column], texts: Sequence[str]) -> list[str]:
+    r"""``\textbf`` around the best value of each metric in a row (every metric is higher-is-better; ties all bold)."""
+    best: dict[str, float] = {}
+    for stat, column in zip(stats, columns, strict=True):
+        if stat.mean is not None:
+            best[column.metric] = max(best.get(column.metric, -math.inf), stat.mean)
+    return [
+        rf"\textbf{{{text}}}" if stat.mean is not None and stat.mean == best[column.metric] else text
+        for stat, column, text in zip(stats, columns, texts, strict=True)
+    ]
+
+
+def to_latex(table: Table, label: str = "results", metrics: Sequence[str] | None = None) -> str:
+    r"""The table as a booktabs ``tabular`` with masking, variant (if any) and stage header rows.
+
+    The best value of each metric in a row is bold, the table is shrunk to the text width when it is wider
+    (``adjustbox``), and ``\label{tab:<label>}`` lets a paper reference it. Needs the booktabs and adjustbox packages.
+
+    Args:
+        table: The table.
+        label: The label's suffix (``fader-aggregate --name``).
+        metrics: The metrics to show (e.g. ``["image_auroc", "aupro"]``); ``None``: all of the table's.
+
+    Returns:
+        The LaTeX source.
+
+    Raises:
+        ConfigError: When ``metrics`` names none of the table's metrics.
+    """
+    columns = [column for column in table.columns if metrics is None or column.metric in metrics]
+    if not columns:
+        shown = sorted({column.metric for column in table.columns})
+        raise ConfigError(f"--latex-metrics {list(metrics or [])} selects no column; the table has {', '.join(shown)}")
     header = _header_rows(columns, lambda column: (column.masking, column.masking))
     if table.has_variants:
         header += _header_rows(columns, lambda column: (column.masking, column.variant, f"[{column.variant}]"))
     header += _header_rows(columns, lambda column: (column.masking, column.variant, STAGE_LABELS[column.stage]))
-    metrics = [_tex(METRIC_LABELS.get(column.metric, column.metric)) for column in columns]
-    *body, mean = display_rows(table, LATEX)
+    names = [_tex(METRIC_LABELS.get(column.metric, column.metric)) for column in columns]
+    rows = [(_tex(category), [table.stat(category, column) for column in columns]) for category in table.categories]
+    rows.append(("Mean", [table.mean(column) for column in columns]))
+    body = [
+        " & ".join([name, *_bold_best(stats, columns, [format_stat(stat, LATEX) for stat in stats])]) + r" \\"
+        for name, stats in rows
+    ]
     lines = [
         r"\begin{table}[t]",
         r"\centering",
-        r"\caption{Results in \% (mean$\pm$std over seeds; --- no result; * incomplete).}",
+        r"\caption{Results in \% (mean$\pm$std over seeds; best per metric and row in bold; --- no result; "
+        r"* incomplete).}",
+        rf"\label{{tab:{_tex(label)}}}",
+        r"\begin{adjustbox}{max width=\linewidth}",
         rf"\begin{{tabular}}{{l{'c' * len(columns)}}}",
         r"\toprule",
         *header,
-        " & ".join(["Category", *metrics]) + r" \\",
+        " & ".join(["Category", *names]) + r" \\",
         r"\midrule",
-        *(" & ".join([_tex(row[0]), *row[1:]]) + r" \\" for row in body),
+        *body[:-1],
         r"\midrule",
-        " & ".join(["Mean", *mean[1:]]) + r" \\",
+        body[-1],
         r"\bottomrule",
         r"\end{tabular}",
+        r"\end{adjustbox}",
         r"\end{table}",
     ]
     return "\n".join(lines) + "\n"
@@ -243,9 +284,9 @@ def write_markdown(table: Table, path: Path) -> Path:
     return atomic_write_text(path, to_markdown(table))
 
 
-def write_latex(table: Table, path: Path) -> Path:
+def write_latex(table: Table, path: Path, label: str = "results", metrics: Sequence[str] | None = None) -> Path:
     """Write :func:`to_latex` atomically."""
-    return atomic_write_text(path, to_latex(table))
+    return atomic_write_text(path, to_latex(table, label, metrics))
 
 
 def write_csv(table: Table, path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""W&B table of test samples: image with GT and predicted masks, anomaly map, soft mask, score and labels."""
+"""W&B table of test samples: image with GT and predicted masks, I', Î, anomaly map, soft mask, score and labels."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import wandb
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
-from fader_lightning.callbacks.overlays import heatmap, to_uint8_rgb
-from fader_lightning.callbacks.samples import TestSampleCollector
+from fader_lightning.callbacks.samples import TestSampleCollector, map_scale
+from fader_lightning.visualize import colour_bar, heatmap, to_uint8_rgb
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["image", "anomaly_map", "soft_mask", "score", "label", "defect_type", "category", "masking", "stage"]
+COLUMNS = ["image", "masked_input", "reconstruction", "anomaly_map", "soft_mask", "score", "label", "defect_type",
+           "category", "masking", "stage"]  # fmt: skip
 CLASS_LABELS = {1: "defect"}
 
 
@@ -52,19 +53,22 @@ def masking_name(pl_module: L.LightningModule) -> str | None:
 
 
 class WandbSampleTable(TestSampleCollector):
-    """Logs a ``wandb.Table`` of test samples spread evenly over the test set, under ``test/samples_<stage>``.
+    """Logs a ``wandb.Table`` of test samples under ``test/samples_<stage>``.
 
-    The image column carries the ground-truth mask and the predicted mask: the anomaly map thresholded at the pixel
-    F1-max threshold, an ORACLE picked on the test labels (left out when that threshold is undefined). The anomaly
-    maps of a table share one colour range; the soft mask (FADeR only, else empty) spans [0, 1]. The callback does
-    nothing unless a :class:`~lightning.pytorch.loggers.WandbLogger` is among the trainer's loggers.
+    The image column carries the ground-truth mask and the predicted mask: the anomaly map above the calibrated
+    pixel threshold (models without one: the pixel F1-max threshold, an ORACLE picked on the test labels; left out
+    when undefined). ``masked_input`` is I', what the inpainting network sees, and ``reconstruction`` is Î. The
+    anomaly maps use the fixed scale of :mod:`fader_lightning.visualize`, drawn with its colour bar; the soft mask
+    (FADeR only, else empty) spans [0, 1]. The callback does nothing unless a
+    :class:`~lightning.pytorch.loggers.WandbLogger` is among the trainer's loggers.
 
     Args:
         num_samples: Number of samples in the table.
+        selection: ``spread`` or ``worst`` (see :data:`~fader_lightning.callbacks.samples.SELECTIONS`).
     """
 
-    def __init__(self, num_samples: int = 16) -> None:
-        super().__init__(num_samples)
+    def __init__(self, num_samples: int = 16, selection: str = "spread") -> None:
+        super().__init__(num_samples, selection)
         self._logger: WandbLogger | None = None
 
     def active(self, trainer: L.Trainer) -> bool:
@@ -76,13 +80,16 @@ class WandbSampleTable(TestSampleCollector):
         """Log the table once the module has computed its metrics (the threshold among them)."""
         if not self.picked or self._logger is None or not trainer.is_global_zero:
             return
-        threshold, map_range = self.threshold_and_range(pl_module)
+        scale = map_scale(pl_module, [sample["amap"] for sample in self.picked])
         stage = getattr(pl_module, "stage", "test")
         masking = masking_name(pl_module)
         rows = [
             [
-                image_with_masks(sample["image"], sample["mask"], sample["amap"], threshold),
-                wandb.Image(heatmap(sample["amap"], *map_range)),
+                image_with_masks(sample["image"], sample["mask"], sample["amap"], scale.threshold),
+                *(wandb.Image(to_uint8_rgb(sample[key])) if sample[key] is not None else None
+                  for key in ("masked_input", "recon")),
+                wandb.Image(np.concatenate([heatmap(sample["amap"], scale.low, scale.high),
+                                            colour_bar(sample["amap"].shape[0], scale)], axis=1)),
                 wandb.Image(heatmap(sample["soft_mask"], 0.0, 1.0)) if sample["soft_mask"] is not None else None,
                 sample["score"],
                 sample["label"],
@@ -92,7 +99,7 @@ class WandbSampleTable(TestSampleCollector):
                 stage,
             ]
             for sample in self.picked
-        ]
+        ]  # fmt: skip
         key = f"test/samples_{stage}"
         self._logger.log_table(key=key, columns=COLUMNS, data=rows)
         log.info("logged %d test samples to W&B as %s", len(rows), key)

@@ -1,4 +1,14 @@
-"""``fader-check-data``: decode and verify every file of a category, then print counts or the manual install steps."""
+"""``fader-check-data``: decode and verify every file of a category, then print counts or the manual install steps.
+
+Usage:
+    fader-check-data --dataset mvtec|visa --root DIR --category NAME [--mask-suffix _mask] [--split-csv FILE]
+        [--cache FILE] [--materialise DIR]
+
+``--mask-suffix`` is the MVTec-style mask suffix (``''`` for masks named ``<stem>.png``); ``--split-csv`` the VisA
+split file (default ``ROOT/split_csv/1cls.csv``); ``--cache`` a JSON file remembering files already decoded (by size
+and mtime); ``--materialise`` (VisA) writes an MVTec-style copy under DIR. Exit code 0 when the category is complete
+and readable, else 1 with the reason and the dataset's manual install steps.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         0 when the category is complete and readable, 1 otherwise.
     """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0].strip("`"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=("mvtec", "visa"), required=True)
     parser.add_argument("--root", type=Path, required=True, help="dataset root")
     parser.add_argument("--category", required=True)

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import albumentations as A
 import lightning as L
 import torch
+import torch.distributed as dist
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler
 
 from fader_lightning.data.dataset import AnomalyDataset, collate_batch
@@ -198,10 +200,14 @@ class AnomalyDataModule(L.LightningDataModule):
             self._datasets[split] = AnomalyDataset(samples, transform, cache=True, augment=augment)
         dataset = self._datasets[split]
         batch_size = self.train_batch_size if train else self.eval_batch_size
+        sampler = EpochSeededSampler(len(dataset), self.seed, batch_size) if train else None
+        if split == "test" and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # every test image exactly once over the ranks (Lightning's own sampler would repeat some to even them)
+            sampler = UnrepeatedDistributedSampler(dataset, dist.get_world_size(), dist.get_rank(), shuffle=False)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochSeededSampler(len(dataset), self.seed, batch_size) if train else None,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_batch,

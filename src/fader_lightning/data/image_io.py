@@ -103,13 +103,24 @@ def decode_info(path: Path) -> FileInfo:
         return FileInfo(image.size[0], image.size[1], image.format == "JPEG")
 
 
-def _scale_from_range(array: np.ndarray, path: Path) -> np.ndarray:
-    """Map a float or 32-bit integer array to ``uint8`` by the value range it lies in."""
+def scale_to_uint8(array: np.ndarray, source: Path | str) -> np.ndarray:
+    """Map a float or 32-bit integer array to ``uint8`` by the value range it lies in.
+
+    Values within [0, 1], [0, 255] or [0, 65535] are scaled by that range's top; any other range by its own minimum
+    and maximum, with a warning naming ``source``.
+
+    Args:
+        array: The pixel values.
+        source: Where they came from, for the warning.
+
+    Returns:
+        The ``uint8`` array.
+    """
     low, high = float(np.nanmin(array)), float(np.nanmax(array))
     for top in (1.0, 255.0, 65535.0):
         if low >= 0.0 and high <= top:
             return (np.nan_to_num(array) / top * 255.0).round().clip(0, 255).astype(np.uint8)
-    log.warning("image %s has values in [%g, %g]; scaled by its own minimum and maximum", path, low, high)
+    log.warning("image %s has values in [%g, %g]; scaled by its own minimum and maximum", source, low, high)
     return ((np.nan_to_num(array, nan=low) - low) / max(high - low, 1e-12) * 255.0).round().astype(np.uint8)
 
 
@@ -130,7 +141,7 @@ def read_image(path: Path) -> np.ndarray:
         array = np.asarray(image, dtype=np.float64)
         image = Image.fromarray((array / 65535.0 * 255.0).round().clip(0, 255).astype(np.uint8))
     elif image.mode in ("I", "F"):
-        image = Image.fromarray(_scale_from_range(np.asarray(image, dtype=np.float64), path))
+        image = Image.fromarray(scale_to_uint8(np.asarray(image, dtype=np.float64), path))
     return np.array(image.convert("RGB"), dtype=np.uint8)
 
 

@@ -37,11 +37,11 @@ def top_mass_tokens(attention: Tensor, theta: float) -> Tensor:
     ``theta``.
 
     Args:
-        attention (Tensor): Non-negative attention ``(B, N)`` (normalised here to sum to one per row).
-        theta (float): Attention mass to keep, in ``(0, 1]``.
+        attention: Non-negative attention ``(B, N)`` (normalised here to sum to one per row).
+        theta: Attention mass to keep, in ``(0, 1]``.
 
     Returns:
-        Tensor: Boolean ``(B, N)``, ``True`` for the kept tokens.
+        Boolean ``(B, N)``, ``True`` for the kept tokens.
     """
     probs = attention.double()
     probs = probs / probs.sum(dim=-1, keepdim=True)
@@ -69,11 +69,11 @@ class AttentionMask(MaskGenerator):
     are random (only useful for tests).
 
     Args:
-        theta (float): Attention mass to mask, in ``(0, 1]``.
-        model_name (str): timm ViT name with a fused-``qkv`` attention (``vit_*``, ``deit_*``).
-        image_size (int): Side of the square ViT input, a multiple of the patch size.
-        weights_path (str | Path | None): State dict file; ``None`` to use ``pretrained``.
-        pretrained (bool): Without ``weights_path``, download timm's pretrained weights (``True``) or keep a random
+        theta: Attention mass to mask, in ``(0, 1]``.
+        model_name: timm ViT name with a fused-``qkv`` attention (``vit_*``, ``deit_*``).
+        image_size: Side of the square ViT input, a multiple of the patch size.
+        weights_path: State dict file; ``None`` to use ``pretrained``.
+        pretrained: Without ``weights_path``, download timm's pretrained weights (``True``) or keep a random
             initialisation (``False``).
 
     Raises:
@@ -83,6 +83,10 @@ class AttentionMask(MaskGenerator):
 
     deterministic = True
     partitions = False
+    graph_masks_unavailable = (
+        "its masks come from a DINO ViT of its own (a second network, whose weights checkpoints do not store) "
+        "followed by a sort of the attention mass"
+    )
 
     def __init__(
         self,
@@ -114,7 +118,7 @@ class AttentionMask(MaskGenerator):
         """Build the ViT and load its weights.
 
         Args:
-            pretrained (bool): Whether to download timm's weights when there is no ``weights_path``.
+            pretrained: Whether to download timm's weights when there is no ``weights_path``.
 
         Returns:
             nn.Module: The timm ViT.
@@ -152,7 +156,7 @@ class AttentionMask(MaskGenerator):
         """Check that the model has what the attention hook needs.
 
         Args:
-            model (nn.Module): Freshly created timm model.
+            model: Freshly created timm model.
 
         Raises:
             ConfigError: If the model has no ViT blocks with fused ``qkv`` attention or ``image_size`` does not fit
@@ -177,8 +181,8 @@ class AttentionMask(MaskGenerator):
         """Load a state dict file into the model.
 
         Args:
-            model (nn.Module): The ViT.
-            path (Path): PyTorch (``torch.save``) or ``.safetensors`` state dict.
+            model: The ViT.
+            path: PyTorch (``torch.save``) or ``.safetensors`` state dict.
 
         Raises:
             CheckpointError: If the file is unreadable or does not match the architecture.
@@ -219,7 +223,7 @@ class AttentionMask(MaskGenerator):
         """Return the advice appended to weights errors.
 
         Returns:
-            str: How to point the config at usable weights.
+            How to point the config at usable weights.
         """
         return f"point masking.weights_path to a state dict of {self.model_name} or set it to null to download it"
 
@@ -227,10 +231,10 @@ class AttentionMask(MaskGenerator):
         """Set the training flag of this module while keeping the frozen ViT in eval mode.
 
         Args:
-            mode (bool): Training flag.
+            mode: Training flag.
 
         Returns:
-            AttentionMask: ``self``.
+            ``self``.
         """
         super().train(mode)
         self.model.eval()
@@ -241,10 +245,10 @@ class AttentionMask(MaskGenerator):
         """Compute the last block's CLS-to-patch attention, averaged over heads.
 
         Args:
-            images (Tensor): Images ``(B, 3, H, W)`` in ``[0, 1]``.
+            images: Images ``(B, 3, H, W)`` in ``[0, 1]``.
 
         Returns:
-            Tensor: Attention ``(B, grid_h, grid_w)``, float32, summing to one per image.
+            Attention ``(B, grid_h, grid_w)``, float32, summing to one per image.
         """
         check_images(images)
         inputs = F.interpolate(
@@ -273,10 +277,10 @@ class AttentionMask(MaskGenerator):
         """Mask the tokens holding the top ``theta`` of the attention mass.
 
         Args:
-            images (Tensor): Images ``(B, 3, H, W)`` in ``[0, 1]``.
+            images: Images ``(B, 3, H, W)`` in ``[0, 1]``.
 
         Returns:
-            Tensor: Masks ``(B, 1, H, W)``, float32 in ``{0, 1}``.
+            Masks ``(B, 1, H, W)``, float32 in ``{0, 1}``.
         """
         attention = self.attention_map(images)
         batch, grid_h, grid_w = attention.shape
@@ -288,7 +292,7 @@ class AttentionMask(MaskGenerator):
         """Return the settings that change the mask, the weights identified by a digest of their values.
 
         Returns:
-            dict[str, Any]: ``theta``, ``model_name``, ``image_size`` and ``weights`` (SHA-256 prefix).
+            ``theta``, ``model_name``, ``image_size`` and ``weights`` (SHA-256 prefix).
         """
         return {
             "theta": self.theta,
@@ -302,11 +306,11 @@ def _cls_attention(attention: nn.Module, tokens: Tensor) -> Tensor:
     """Recompute a timm attention layer's CLS attention row from its input, averaged over heads.
 
     Args:
-        attention (nn.Module): timm ``Attention`` (fused ``qkv`` linear, ``num_heads``, ``scale``, q/k norms).
-        tokens (Tensor): Its input ``(B, N, C)``, the first token being CLS.
+        attention: timm ``Attention`` (fused ``qkv`` linear, ``num_heads``, ``scale``, q/k norms).
+        tokens: Its input ``(B, N, C)``, the first token being CLS.
 
     Returns:
-        Tensor: Softmax attention of CLS over all ``N`` tokens ``(B, N)``, float32.
+        Softmax attention of CLS over all ``N`` tokens ``(B, N)``, float32.
     """
     batch, length, _ = tokens.shape
     qkv = attention.qkv(tokens).reshape(batch, length, 3, attention.num_heads, -1).permute(2, 0, 3, 1, 4)
@@ -319,12 +323,12 @@ def _unwrap_state_dict(state: Any, path: Path, fix: str) -> dict[str, Tensor]:
     """Extract a flat ``name -> tensor`` dict from a loaded weights file.
 
     Args:
-        state (Any): Loaded object.
-        path (Path): Its file, for messages.
-        fix (str): Advice appended to errors.
+        state: Loaded object.
+        path: Its file, for messages.
+        fix: Advice appended to errors.
 
     Returns:
-        dict[str, Tensor]: State dict with ``module.`` / ``backbone.`` prefixes removed.
+        State dict with ``module.`` / ``backbone.`` prefixes removed.
 
     Raises:
         CheckpointError: If no state dict can be found.
@@ -347,10 +351,10 @@ def _state_digest(model: nn.Module) -> str:
     """Fingerprint the model weights, so cached masks of other weights are not reused.
 
     Args:
-        model (nn.Module): Model on the CPU.
+        model: Model on the CPU.
 
     Returns:
-        str: First 16 hex digits of the SHA-256 of every state tensor (names, shapes and values).
+        First 16 hex digits of the SHA-256 of every state tensor (names, shapes and values).
     """
     digest = hashlib.sha256()
     for name, value in model.state_dict().items():
@@ -363,11 +367,11 @@ def _preview(names: list[str], limit: int = 5) -> str:
     """Format a possibly long list of key names.
 
     Args:
-        names (list[str]): Key names.
-        limit (int): How many to show.
+        names: Key names.
+        limit: How many to show.
 
     Returns:
-        str: ``"[a, b, ...] (+n more)"`` or ``"none"``.
+        ``"[a, b, ...] (+n more)"`` or ``"none"``.
     """
     if not names:
         return "none"

@@ -3,6 +3,9 @@
 A mask generator turns a batch of images ``(B, 3, H, W)`` (float in ``[0, 1]``, not normalised) into binary masks
 ``(B, P, H, W)`` where ``1`` marks the pixels to hide from the inpainting network and ``P`` is the number of
 inpainting passes the method needs.
+
+Most methods can also compute their masks inside an exported (ONNX) graph: :meth:`MaskGenerator.graph_masks` returns a
+pure-torch module of fixed image size that maps images to the same masks, built from export-friendly operators only.
 """
 
 from __future__ import annotations
@@ -22,35 +25,58 @@ class MaskGenerator(nn.Module, ABC):
     """Base class of every masking method.
 
     Attributes:
-        name (str): Registry name of the method (set by :func:`fader_lightning.masking.registry.register`).
-        deterministic (bool): ``True`` when the mask depends only on the image, so it can be cached.
-        partitions (bool): ``True`` when the passes come in groups of :attr:`group_size` masks that partition the
+        name: Registry name of the method (set by :func:`fader_lightning.masking.registry.register`).
+        deterministic: ``True`` when the mask depends only on the image, so it can be cached.
+        partitions: ``True`` when the passes come in groups of :attr:`group_size` masks that partition the
             image (every pixel is masked in exactly one pass of each group).
+        image_independent: ``True`` when the masks depend on the image size only (not on the pixels), so
+            :meth:`graph_masks` can hold them as constants.
+        graph_masks_unavailable: Why :meth:`graph_masks` returns ``None`` for this method (read only then).
     """
 
     name: ClassVar[str]
     deterministic: ClassVar[bool]
     partitions: ClassVar[bool] = False
+    image_independent: ClassVar[bool] = False
+    graph_masks_unavailable: ClassVar[str] = "its masks have no export-friendly implementation"
 
     @abstractmethod
     def forward(self, images: Tensor) -> Tensor:
         """Compute the masks of a batch.
 
         Args:
-            images (Tensor): Images ``(B, 3, H, W)``, float in ``[0, 1]``.
+            images: Images ``(B, 3, H, W)``, float in ``[0, 1]``.
 
         Returns:
-            Tensor: Masks ``(B, P, H, W)``, float32 in ``{0, 1}`` on the images' device; ``1`` = masked.
+            Masks ``(B, P, H, W)``, float32 in ``{0, 1}`` on the images' device; ``1`` = masked.
         """
+
+    def graph_masks(self, image_size: tuple[int, int]) -> nn.Module | None:
+        """Return a module that computes the masks of :meth:`forward` inside an exported graph, if the method allows.
+
+        The module is pure torch, holds every constant it needs as a buffer and uses only operators that
+        ``torch.onnx.export`` and ONNX Runtime / OpenVINO support, for images of one fixed size and any batch size.
+        :meth:`forward` itself is unchanged (it is what training and the mask cache use); the module reproduces it
+        up to float rounding, so a mask cell whose score nearly ties with another may differ.
+
+        Args:
+            image_size: Height and width of the images the module will see.
+
+        Returns:
+            nn.Module | None: ``images (B, 3, H, W) -> masks (B, P, H, W)`` in eval mode (:class:`ConstantMasks`
+            for :attr:`image_independent` methods), or ``None`` when the masks cannot be computed by a fixed graph
+            (:attr:`graph_masks_unavailable` says why).
+        """
+        return ConstantMasks.of(self, image_size) if self.image_independent else None
 
     def training_masks(self, images: Tensor) -> Tensor:
         """Masks of one training mini-batch; the same as :meth:`forward` unless a method trains on a subset.
 
         Args:
-            images (Tensor): Images ``(B, 3, H, W)``, float in ``[0, 1]``.
+            images: Images ``(B, 3, H, W)``, float in ``[0, 1]``.
 
         Returns:
-            Tensor: Masks ``(B, P', H, W)`` whose passes form whole partition groups.
+            Masks ``(B, P', H, W)`` whose passes form whole partition groups.
         """
         return self(images)
 
@@ -69,14 +95,14 @@ class MaskGenerator(nn.Module, ABC):
         """Return the settings that change the mask, as JSON-serialisable values.
 
         Returns:
-            dict[str, Any]: Setting name to value.
+            Setting name to value.
         """
 
     def config_key(self) -> str:
         """Return a stable string of the method name and the settings that change the mask.
 
         Returns:
-            str: Canonical JSON text, usable as part of a cache key.
+            Canonical JSON text, usable as part of a cache key.
         """
         return json.dumps({"method": self.name, **self.settings()}, sort_keys=True, separators=(",", ":"))
 
@@ -84,16 +110,55 @@ class MaskGenerator(nn.Module, ABC):
         """Return the settings shown by ``repr``.
 
         Returns:
-            str: Comma-separated ``name=value`` pairs.
+            Comma-separated ``name=value`` pairs.
         """
         return ", ".join(f"{key}={value!r}" for key, value in self.settings().items())
+
+
+class ConstantMasks(nn.Module):
+    """Graph module of the methods whose masks do not depend on the image: the same masks for every image.
+
+    Args:
+        masks: Masks ``(1, P, H, W)`` of the fixed image size.
+    """
+
+    masks: Tensor
+
+    def __init__(self, masks: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("masks", masks.detach().to(torch.float32).contiguous())
+
+    @classmethod
+    def of(cls, generator: MaskGenerator, image_size: tuple[int, int]) -> ConstantMasks:
+        """The constant masks of an image-independent generator at one image size.
+
+        Args:
+            generator: A generator whose masks depend on the image size only.
+            image_size: Height and width.
+
+        Returns:
+            The module, in eval mode.
+        """
+        with torch.no_grad():
+            return cls(generator(torch.zeros(1, 3, *image_size))).eval()
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Return the masks for every image of the batch.
+
+        Args:
+            images: Images ``(B, 3, H, W)``.
+
+        Returns:
+            Masks ``(B, P, H, W)``.
+        """
+        return self.masks.expand(images.shape[0], *self.masks.shape[1:])
 
 
 def check_images(images: Tensor) -> None:
     """Check that a batch has the ``(B, 3, H, W)`` floating-point layout the generators expect.
 
     Args:
-        images (Tensor): Batch to check.
+        images: Batch to check.
 
     Raises:
         ValueError: If the batch is not a 4-D floating-point tensor with 3 channels.
@@ -108,11 +173,11 @@ def positive_int(key: str, value: Any) -> int:
     """Validate a positive integer setting.
 
     Args:
-        key (str): Config key, reported in the error (e.g. ``"masking.cell_size"``).
-        value (Any): Value to check.
+        key: Config key, reported in the error (e.g. ``"masking.cell_size"``).
+        value: Value to check.
 
     Returns:
-        int: The value as ``int``.
+        The value as ``int``.
 
     Raises:
         ConfigError: If the value is not an integer >= 1.
@@ -126,12 +191,12 @@ def unit_fraction(key: str, value: Any, *, allow_zero: bool = True) -> float:
     """Validate a fraction setting in ``[0, 1]`` (or ``(0, 1]``).
 
     Args:
-        key (str): Config key, reported in the error.
-        value (Any): Value to check.
-        allow_zero (bool): Whether ``0`` is accepted.
+        key: Config key, reported in the error.
+        value: Value to check.
+        allow_zero: Whether ``0`` is accepted.
 
     Returns:
-        float: The value as ``float``.
+        The value as ``float``.
 
     Raises:
         ConfigError: If the value is not a finite number in the accepted range.
@@ -148,13 +213,13 @@ def upsample_cells(cells: Tensor, cell_size: int, height: int, width: int) -> Te
     """Expand a per-cell grid to pixels (nearest), cropping the partial cells at the bottom/right border.
 
     Args:
-        cells (Tensor): Grid ``(..., ceil(H / cell_size), ceil(W / cell_size))``.
-        cell_size (int): Side of a cell in pixels.
-        height (int): Output height ``H``.
-        width (int): Output width ``W``.
+        cells: Grid ``(..., ceil(H / cell_size), ceil(W / cell_size))``.
+        cell_size: Side of a cell in pixels.
+        height: Output height ``H``.
+        width: Output width ``W``.
 
     Returns:
-        Tensor: ``(..., H, W)`` with every pixel holding the value of its cell.
+        ``(..., H, W)`` with every pixel holding the value of its cell.
     """
     pixels = cells.repeat_interleave(cell_size, dim=-2).repeat_interleave(cell_size, dim=-1)
     return pixels[..., :height, :width]
@@ -164,9 +229,9 @@ def to_mask(binary: Tensor) -> Tensor:
     """Convert a boolean / {0, 1} tensor to the float32 mask dtype.
 
     Args:
-        binary (Tensor): Boolean or numeric tensor holding only 0 and 1.
+        binary: Boolean or numeric tensor holding only 0 and 1.
 
     Returns:
-        Tensor: Same values as float32, contiguous.
+        Same values as float32, contiguous.
     """
     return binary.to(torch.float32).contiguous()

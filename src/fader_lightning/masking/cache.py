@@ -25,10 +25,10 @@ def pack_bits(mask: Tensor) -> Tensor:
     """Pack a binary tensor into bytes, 8 values per byte (most significant bit first).
 
     Args:
-        mask (Tensor): Tensor of 0/1 (or bool) values, any shape.
+        mask: Tensor of 0/1 (or bool) values, any shape.
 
     Returns:
-        Tensor: 1-D uint8 tensor of ``ceil(numel / 8)`` bytes on the same device.
+        1-D uint8 tensor of ``ceil(numel / 8)`` bytes on the same device.
     """
     flat = mask.flatten().to(torch.uint8)
     flat = F.pad(flat, (0, (-flat.numel()) % 8)).view(-1, 8)
@@ -39,11 +39,11 @@ def unpack_bits(packed: Tensor, shape: tuple[int, ...]) -> Tensor:
     """Invert :func:`pack_bits`.
 
     Args:
-        packed (Tensor): 1-D uint8 tensor from :func:`pack_bits`.
-        shape (tuple[int, ...]): Shape of the packed tensor.
+        packed: 1-D uint8 tensor from :func:`pack_bits`.
+        shape: Shape of the packed tensor.
 
     Returns:
-        Tensor: Boolean tensor of ``shape``.
+        Boolean tensor of ``shape``.
     """
     bits = (packed[:, None] >> _SHIFTS.to(packed.device)) & 1
     numel = 1
@@ -61,17 +61,17 @@ class MaskCache(nn.Module):
     are computed, in one batch. Non-deterministic generators are called directly and nothing is cached.
 
     Attributes:
-        generator (MaskGenerator): The wrapped generator.
-        cache_dir (Path | None): Folder of the disk cache, ``None`` for memory only.
-        max_memory_items (int): Capacity of the memory LRU (``0`` disables it).
-        hits (int): Images served from memory or disk.
-        misses (int): Images whose masks had to be computed.
+        generator: The wrapped generator.
+        cache_dir: Folder of the disk cache, ``None`` for memory only.
+        max_memory_items: Capacity of the memory LRU (``0`` disables it).
+        hits: Images served from memory or disk.
+        misses: Images whose masks had to be computed.
 
     Args:
-        generator (MaskGenerator): Generator to wrap.
-        cache_dir (str | Path | None): Disk cache folder (created on first write), ``None`` to keep masks in memory
+        generator: Generator to wrap.
+        cache_dir: Disk cache folder (created on first write), ``None`` to keep masks in memory
             only.
-        max_memory_items (int): Number of images whose masks stay in memory (about ``P * H * W / 8`` bytes each).
+        max_memory_items: Number of images whose masks stay in memory (about ``P * H * W / 8`` bytes each).
 
     Raises:
         ConfigError: If ``max_memory_items`` is negative.
@@ -121,10 +121,10 @@ class MaskCache(nn.Module):
         """Compute the cache key of every image of a batch.
 
         Args:
-            images (Tensor): Images ``(B, 3, H, W)``.
+            images: Images ``(B, 3, H, W)``.
 
         Returns:
-            list[str]: Hex SHA-256 keys, one per image.
+            Hex SHA-256 keys, one per image.
         """
         check_images(images)
         pixels = images.detach().to(dtype=torch.float16).cpu().contiguous()
@@ -135,10 +135,10 @@ class MaskCache(nn.Module):
         """Return the disk file of a key.
 
         Args:
-            key (str): Key from :meth:`keys`.
+            key: Key from :meth:`keys`.
 
         Returns:
-            Path: ``cache_dir/<key[:2]>/<key>.pt``.
+            ``cache_dir/<key[:2]>/<key>.pt``.
 
         Raises:
             ConfigError: If the cache has no ``cache_dir``.
@@ -151,10 +151,10 @@ class MaskCache(nn.Module):
         """Return the masks of a batch, computing only those not cached.
 
         Args:
-            images (Tensor): Images ``(B, 3, H, W)``.
+            images: Images ``(B, 3, H, W)``.
 
         Returns:
-            Tensor: Masks ``(B, P, H, W)``, float32 in ``{0, 1}``, on the images' device.
+            Masks ``(B, P, H, W)``, float32 in ``{0, 1}``, on the images' device.
         """
         if not self.generator.deterministic:
             return self.generator(images)
@@ -182,11 +182,11 @@ class MaskCache(nn.Module):
         """Find the packed mask of a key in memory, then on disk.
 
         Args:
-            key (str): Image key.
-            shape (tuple[int, int, int]): Expected ``(P, H, W)``.
+            key: Image key.
+            shape: Expected ``(P, H, W)``.
 
         Returns:
-            Tensor | None: Packed mask, or ``None`` on a miss (or an unreadable / mismatched disk entry).
+            Packed mask, or ``None`` on a miss (or an unreadable / mismatched disk entry).
         """
         packed = self._memory.get(key)
         if packed is not None:
@@ -217,9 +217,9 @@ class MaskCache(nn.Module):
         """Keep a packed mask in memory and write it to disk.
 
         Args:
-            key (str): Image key.
-            packed (Tensor): Packed mask on the CPU.
-            shape (tuple[int, int, int]): ``(P, H, W)`` of the mask.
+            key: Image key.
+            packed: Packed mask on the CPU.
+            shape: ``(P, H, W)`` of the mask.
 
         Raises:
             ConfigError: If the disk cache folder cannot be written.
@@ -248,8 +248,8 @@ class MaskCache(nn.Module):
         """Insert into the memory LRU, evicting the oldest entries beyond ``max_memory_items``.
 
         Args:
-            key (str): Image key.
-            packed (Tensor): Packed mask.
+            key: Image key.
+            packed: Packed mask.
         """
         if self.max_memory_items == 0:
             return
@@ -262,6 +262,6 @@ class MaskCache(nn.Module):
         """Return the settings shown by ``repr``.
 
         Returns:
-            str: Comma-separated ``name=value`` pairs.
+            Comma-separated ``name=value`` pairs.
         """
         return f"cache_dir={self.cache_dir}, max_memory_items={self.max_memory_items}"

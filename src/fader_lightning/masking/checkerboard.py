@@ -21,8 +21,8 @@ class CheckerboardMask(MaskGenerator):
     holds an even number of whole cells along one side; partial border cells make it differ slightly otherwise.
 
     Args:
-        cell_size (int): Side of a cell in pixels.
-        phase (int): ``0`` or ``1``, which of the two complementary boards to use.
+        cell_size: Side of a cell in pixels.
+        phase: ``0`` or ``1``, which of the two complementary boards to use.
 
     Raises:
         ConfigError: If ``cell_size`` is not a positive integer or ``phase`` is not 0 or 1.
@@ -30,6 +30,7 @@ class CheckerboardMask(MaskGenerator):
 
     deterministic = True
     partitions = False
+    image_independent = True
 
     def __init__(self, cell_size: int = 16, phase: int = 0) -> None:
         super().__init__()
@@ -42,10 +43,10 @@ class CheckerboardMask(MaskGenerator):
         """Return the checkerboard for the batch's image size.
 
         Args:
-            images (Tensor): Images ``(B, 3, H, W)``.
+            images: Images ``(B, 3, H, W)``.
 
         Returns:
-            Tensor: Masks ``(B, 1, H, W)``, float32 in ``{0, 1}``, identical for every image.
+            Masks ``(B, 1, H, W)``, float32 in ``{0, 1}``, identical for every image.
         """
         check_images(images)
         batch, _, height, width = images.shape
@@ -59,6 +60,6 @@ class CheckerboardMask(MaskGenerator):
         """Return the settings that change the mask.
 
         Returns:
-            dict[str, Any]: ``cell_size`` and ``phase``.
+            ``cell_size`` and ``phase``.
         """
         return {"cell_size": self.cell_size, "phase": self.phase}

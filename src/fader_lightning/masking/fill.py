@@ -19,11 +19,11 @@ def mosaic(images: Tensor, block: int) -> Tensor:
     multiple of ``block``) take the mean of the pixels they actually hold.
 
     Args:
-        images (Tensor): Images ``(B, C, H, W)``.
-        block (int): Tile side in pixels.
+        images: Images ``(B, C, H, W)``.
+        block: Tile side in pixels.
 
     Returns:
-        Tensor: Mosaic ``(B, C, H, W)``, same dtype as ``images``.
+        Mosaic ``(B, C, H, W)``, same dtype as ``images``.
     """
     height, width = images.shape[-2:]
     means = F.avg_pool2d(images, kernel_size=block, stride=block, ceil_mode=True)
@@ -34,11 +34,11 @@ def _check_fill(fill: str, block: int) -> int:
     """Validate the fill settings.
 
     Args:
-        fill (str): Fill mode.
-        block (int): Mosaic tile side.
+        fill: Fill mode.
+        block: Mosaic tile side.
 
     Returns:
-        int: ``block`` as int.
+        ``block`` as int.
 
     Raises:
         ConfigError: If ``fill`` is unknown or ``block`` is not a positive integer.
@@ -52,13 +52,13 @@ def obfuscate(images: Tensor, mask: Tensor, fill: str = "mosaic", block: int = 8
     """Hide the masked pixels: ``(1 - M) * I + M * F`` with ``F`` the mosaic of ``I`` or zero.
 
     Args:
-        images (Tensor): Images ``(B, C, H, W)``.
-        mask (Tensor): Mask ``(B, 1, H, W)`` or ``(B, H, W)``, ``1`` = hidden (soft values blend linearly).
-        fill (str): ``"mosaic"`` (block means, ``block`` x ``block``) or ``"zero"``.
-        block (int): Mosaic tile side in pixels (ignored for ``"zero"`` but still validated).
+        images: Images ``(B, C, H, W)``.
+        mask: Mask ``(B, 1, H, W)`` or ``(B, H, W)``, ``1`` = hidden (soft values blend linearly).
+        fill: ``"mosaic"`` (block means, ``block`` x ``block``) or ``"zero"``.
+        block: Mosaic tile side in pixels (ignored for ``"zero"`` but still validated).
 
     Returns:
-        Tensor: Obfuscated images, same shape and dtype as ``images``.
+        Obfuscated images, same shape and dtype as ``images``.
 
     Raises:
         ConfigError: If ``fill`` is unknown or ``block`` is invalid.
@@ -84,8 +84,8 @@ class Obfuscation(nn.Module):
     """Module form of :func:`obfuscate` with fixed settings.
 
     Args:
-        fill (str): ``"mosaic"`` or ``"zero"``.
-        block (int): Mosaic tile side in pixels.
+        fill: ``"mosaic"`` or ``"zero"``.
+        block: Mosaic tile side in pixels.
 
     Raises:
         ConfigError: If ``fill`` is unknown or ``block`` is invalid.
@@ -100,11 +100,11 @@ class Obfuscation(nn.Module):
         """Obfuscate the masked pixels.
 
         Args:
-            images (Tensor): Images ``(B, C, H, W)``.
-            mask (Tensor): Mask ``(B, 1, H, W)`` or ``(B, H, W)``.
+            images: Images ``(B, C, H, W)``.
+            mask: Mask ``(B, 1, H, W)`` or ``(B, H, W)``.
 
         Returns:
-            Tensor: Obfuscated images.
+            Obfuscated images.
         """
         return obfuscate(images, mask, self.fill, self.block)
 
@@ -112,6 +112,6 @@ class Obfuscation(nn.Module):
         """Return the settings shown by ``repr``.
 
         Returns:
-            str: Comma-separated ``name=value`` pairs.
+            Comma-separated ``name=value`` pairs.
         """
         return f"fill={self.fill!r}, block={self.block}"

@@ -17,15 +17,16 @@ class NoMask(MaskGenerator):
 
     deterministic = True
     partitions = False
+    image_independent = True
 
     def forward(self, images: Tensor) -> Tensor:
         """Return an empty mask.
 
         Args:
-            images (Tensor): Images ``(B, 3, H, W)``.
+            images: Images ``(B, 3, H, W)``.
 
         Returns:
-            Tensor: Zeros ``(B, 1, H, W)``, float32, on the images' device.
+            Zeros ``(B, 1, H, W)``, float32, on the images' device.
         """
         check_images(images)
         batch, _, height, width = images.shape
@@ -35,6 +36,6 @@ class NoMask(MaskGenerator):
         """Return the (empty) settings.
 
         Returns:
-            dict[str, Any]: Always empty.
+            Always empty.
         """
         return {}

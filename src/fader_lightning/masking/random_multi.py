@@ -28,9 +28,9 @@ class RandomMultiMask(MaskGenerator):
     the same sequence of calls (and image sizes) reproduce the same masks; :meth:`reset_rng` restarts the sequence.
 
     Args:
-        cell_sizes (Sequence[int]): Cell sides in pixels, one partition group per entry.
-        n (int): Number of disjoint masks per cell size (the group size), at least 2.
-        seed (int): Seed of the generator.
+        cell_sizes: Cell sides in pixels, one partition group per entry.
+        n: Number of disjoint masks per cell size (the group size), at least 2.
+        seed: Seed of the generator.
 
     Raises:
         ConfigError: If ``cell_sizes`` is empty or holds non-positive values, or ``n`` < 2.
@@ -38,6 +38,10 @@ class RandomMultiMask(MaskGenerator):
 
     deterministic = False
     partitions = True
+    graph_masks_unavailable = (
+        "it draws new random cell partitions (len(cell_sizes) * n passes) from its own random generator at every "
+        "call, which a fixed graph cannot reproduce"
+    )
 
     def __init__(self, cell_sizes: Sequence[int] = (2, 4, 8, 16), n: int = 3, seed: int = 0) -> None:
         super().__init__()
@@ -74,10 +78,10 @@ class RandomMultiMask(MaskGenerator):
         """Draw a new set of masks for the batch.
 
         Args:
-            images (Tensor): Images ``(B, 3, H, W)``.
+            images: Images ``(B, 3, H, W)``.
 
         Returns:
-            Tensor: Masks ``(B, len(cell_sizes) * n, H, W)``, float32 in ``{0, 1}``, the same for every image.
+            Masks ``(B, len(cell_sizes) * n, H, W)``, float32 in ``{0, 1}``, the same for every image.
         """
         return self._draw(images, self.cell_sizes)
 
@@ -85,10 +89,10 @@ class RandomMultiMask(MaskGenerator):
         """Masks of one training mini-batch: the ``n`` masks of one cell size, drawn from :attr:`cell_sizes`.
 
         Args:
-            images (Tensor): Images ``(B, 3, H, W)``.
+            images: Images ``(B, 3, H, W)``.
 
         Returns:
-            Tensor: Masks ``(B, n, H, W)`` that partition the image, the same for every image.
+            Masks ``(B, n, H, W)`` that partition the image, the same for every image.
         """
         pick = int(torch.randint(len(self.cell_sizes), (1,), generator=self._rng))
         return self._draw(images, self.cell_sizes[pick : pick + 1])
@@ -110,6 +114,6 @@ class RandomMultiMask(MaskGenerator):
         """Return the settings that change the masks.
 
         Returns:
-            dict[str, Any]: ``cell_sizes``, ``n`` and ``seed``.
+            ``cell_sizes``, ``n`` and ``seed``.
         """
         return {"cell_sizes": list(self.cell_sizes), "n": self.n, "seed": self.seed}

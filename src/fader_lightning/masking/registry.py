@@ -22,10 +22,10 @@ def register(name: str) -> Callable[[_G], _G]:
     """Class decorator that registers a masking method under ``name`` and sets its ``name`` attribute.
 
     Args:
-        name (str): Registry name (the value of ``masking.name`` in the config).
+        name: Registry name (the value of ``masking.name`` in the config).
 
     Returns:
-        Callable[[type], type]: The decorator, which returns the class unchanged apart from ``name``.
+        The decorator, which returns the class unchanged apart from ``name``.
 
     Raises:
         ValueError: If another class is already registered under ``name``.
@@ -46,7 +46,7 @@ def available_methods() -> list[str]:
     """Return the registered masking method names, sorted.
 
     Returns:
-        list[str]: Method names.
+        Method names.
     """
     return sorted(MASKING_METHODS)
 
@@ -55,11 +55,11 @@ def build_mask_generator(name: str, **kwargs: Any) -> MaskGenerator:
     """Construct a registered masking method.
 
     Args:
-        name (str): Method name, one of :func:`available_methods`.
-        **kwargs (Any): Constructor arguments of that method.
+        name: Method name, one of :func:`available_methods`.
+        **kwargs: Constructor arguments of that method.
 
     Returns:
-        MaskGenerator: The constructed generator.
+        The constructed generator.
 
     Raises:
         ConfigError: If the name is unknown or a keyword is not a setting of that method.

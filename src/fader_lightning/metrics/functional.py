@@ -17,7 +17,7 @@ from torchmetrics.functional.classification import binary_auroc
 
 from fader_lightning.errors import ConfigError, DataError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _EIGHT_CONNECTIVITY = np.ones((3, 3), dtype=bool)
 
@@ -26,11 +26,11 @@ def image_auroc(scores: Tensor, labels: Tensor) -> float:
     """Image-level area under the ROC curve.
 
     Args:
-        scores (Tensor): Anomaly score per image, shape ``[N]``.
-        labels (Tensor): Ground truth per image, shape ``[N]``; nonzero/True means anomalous.
+        scores: Anomaly score per image, shape ``[N]``.
+        labels: Ground truth per image, shape ``[N]``; nonzero/True means anomalous.
 
     Returns:
-        float: AUROC in ``[0, 1]``, or NaN (with a warning) when only one class is present.
+        AUROC in ``[0, 1]``, or NaN (with a warning) when only one class is present.
 
     Raises:
         DataError: If shapes differ or a score is not finite.
@@ -42,11 +42,11 @@ def pixel_auroc(maps: Tensor, masks: Tensor) -> float:
     """Pixel-level area under the ROC curve over all pixels of all images pooled together.
 
     Args:
-        maps (Tensor): Anomaly maps, any shape (e.g. ``[N, H, W]``); float16 input is computed in float32.
-        masks (Tensor): Ground-truth masks of the same shape; nonzero/True means anomalous.
+        maps: Anomaly maps, any shape (e.g. ``[N, H, W]``); float16 input is computed in float32.
+        masks: Ground-truth masks of the same shape; nonzero/True means anomalous.
 
     Returns:
-        float: AUROC in ``[0, 1]``, or NaN (with a warning) when only one class is present.
+        AUROC in ``[0, 1]``, or NaN (with a warning) when only one class is present.
 
     Raises:
         DataError: If shapes differ or a map value is not finite.
@@ -68,14 +68,14 @@ def aupro(maps: Tensor, masks: Tensor, fpr_limit: float = 0.3, num_thresholds: i
     ``num_thresholds=None`` every distinct score is a threshold and the result is exact.
 
     Args:
-        maps (Tensor): Anomaly maps, shape ``[N, H, W]``.
-        masks (Tensor): Ground-truth masks, shape ``[N, H, W]``; nonzero/True means anomalous.
-        fpr_limit (float): Upper FPR integration limit, in ``(0, 1]``.
-        num_thresholds (int | None): None for the exact curve over all distinct scores; otherwise the number of
+        maps: Anomaly maps, shape ``[N, H, W]``.
+        masks: Ground-truth masks, shape ``[N, H, W]``; nonzero/True means anomalous.
+        fpr_limit: Upper FPR integration limit, in ``(0, 1]``.
+        num_thresholds: None for the exact curve over all distinct scores; otherwise the number of
             thresholds evenly spaced between the highest and the lowest score (at least 2).
 
     Returns:
-        float: AUPRO in ``[0, 1]``, or NaN (with a warning) when there is no anomalous region or no normal pixel.
+        AUPRO in ``[0, 1]``, or NaN (with a warning) when there is no anomalous region or no normal pixel.
 
     Raises:
         ConfigError: If ``fpr_limit`` or ``num_thresholds`` is out of range.
@@ -93,7 +93,7 @@ def aupro(maps: Tensor, masks: Tensor, fpr_limit: float = 0.3, num_thresholds: i
     region_ids, num_regions = _label_regions(mask_np)
     num_normal = int(mask_np.size - np.count_nonzero(mask_np))
     if num_regions == 0 or num_normal == 0:
-        logger.warning(
+        log.warning(
             "AUPRO is undefined (%d anomalous regions, %d normal pixels); returning NaN.", num_regions, num_normal
         )
         return math.nan
@@ -123,11 +123,11 @@ def f1_max(scores: Tensor, labels: Tensor) -> tuple[float, float]:
     ``>= threshold``; every distinct score is tried (exact, one sort).
 
     Args:
-        scores (Tensor): Anomaly scores, any shape (images ``[N]`` or pixel maps ``[N, H, W]``).
-        labels (Tensor): Ground truth of the same shape; nonzero/True means anomalous.
+        scores: Anomaly scores, any shape (images ``[N]`` or pixel maps ``[N, H, W]``).
+        labels: Ground truth of the same shape; nonzero/True means anomalous.
 
     Returns:
-        tuple[float, float]: ``(best_f1, threshold)``; both NaN (with a warning) when only one class is present.
+        ``(best_f1, threshold)``; both NaN (with a warning) when only one class is present.
 
     Raises:
         DataError: If shapes differ or a score is not finite.
@@ -136,7 +136,7 @@ def f1_max(scores: Tensor, labels: Tensor) -> tuple[float, float]:
     label_np = _as_bool(labels).numpy().reshape(-1)
     num_positive = int(np.count_nonzero(label_np))
     if num_positive in (0, label_np.size):
-        logger.warning("F1-max is undefined: only one class among %d samples; returning NaN.", label_np.size)
+        log.warning("F1-max is undefined: only one class among %d samples; returning NaN.", label_np.size)
         return math.nan, math.nan
     order, sorted_scores = _sort_descending(score_np)
     cut = _cut_points(sorted_scores, None)
@@ -153,7 +153,7 @@ def _auroc(preds: Tensor, labels: Tensor, name: str) -> float:
     target = _as_bool(labels).reshape(-1)
     num_positive = int(target.sum())
     if num_positive in (0, target.numel()):
-        logger.warning("%s is undefined: only one class among %d samples; returning NaN.", name, target.numel())
+        log.warning("%s is undefined: only one class among %d samples; returning NaN.", name, target.numel())
         return math.nan
     # torchmetrics applies a sigmoid to inputs outside [0, 1], which saturates large raw scores into ties;
     # mapping them into [0, 1] first keeps the ranking intact.

@@ -1,21 +1,30 @@
-"""One compact, shared store of per-image scores, labels, anomaly maps and masks for every metric."""
+"""One compact, shared store of per-image scores, labels, anomaly maps and masks for every metric.
+
+It is a ``torchmetrics.Metric`` whose states are concatenated lists: under DDP each rank stores the test images it
+saw, and :meth:`AnomalyScoreStore.compute` gathers every rank's images before computing, so every rank returns the
+metrics of the whole test set.
+"""
 
 import logging
+from typing import Any
 
 import torch
 from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
 
 from fader_lightning.errors import ConfigError, DataError
 from fader_lightning.metrics.functional import aupro, f1_max, image_auroc, pixel_auroc
+from fader_lightning.metrics.sync import gather_on_cpu, state_batches
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _MODES = ("exact", "binned")
 _MAP_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 _MAX_BINS = 65536
 
 
-class AnomalyScoreStore:
+class AnomalyScoreStore(Metric):
     """Accumulates evaluation outputs on the CPU and computes all anomaly-detection metrics from them.
 
     Maps are stored once, compactly, and every metric reads the same copy:
@@ -27,18 +36,29 @@ class AnomalyScoreStore:
       and scores outside ``map_range`` are clipped to its ends (a warning says how many), so pixel metrics are
       approximations whose quality depends on how well ``map_range`` fits the scores.
 
-    Masks are kept as bool, image scores as float32 and image labels as bool.
+    Masks are kept as bool, image scores as float32 and image labels as bool. The states stay on the CPU whatever
+    the module's device, and are gathered from every rank before :meth:`compute` (see
+    :func:`~fader_lightning.metrics.sync.gather_on_cpu`); they are never saved in checkpoints.
 
     Args:
-        mode (str): ``"exact"`` or ``"binned"``.
-        map_dtype (str): Storage dtype of maps in exact mode, ``"float16"`` or ``"float32"``.
-        map_range (tuple[float, float] | None): ``(low, high)`` score bounds of the bins; required in binned mode,
+        mode: ``"exact"`` or ``"binned"``.
+        map_dtype: Storage dtype of maps in exact mode, ``"float16"`` or ``"float32"``.
+        map_range: ``(low, high)`` score bounds of the bins; required in binned mode,
             unused in exact mode.
-        num_bins (int): Number of quantisation bins in binned mode, 2 to 65536.
+        num_bins: Number of quantisation bins in binned mode, 2 to 65536.
+        fpr_limit: FPR integration limit of AUPRO.
 
     Raises:
         ConfigError: If an argument is unknown or out of range.
     """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = True
+    scores: list[Tensor]
+    labels: list[Tensor]
+    maps: list[Tensor]
+    masks: list[Tensor]
 
     def __init__(
         self,
@@ -46,7 +66,9 @@ class AnomalyScoreStore:
         map_dtype: str = "float16",
         map_range: tuple[float, float] | None = None,
         num_bins: int = 256,
+        fpr_limit: float = 0.3,
     ) -> None:
+        super().__init__(dist_sync_fn=gather_on_cpu)
         if mode not in _MODES:
             raise ConfigError(f"AnomalyScoreStore mode={mode!r} is unknown; valid values: {', '.join(_MODES)}.")
         if map_dtype not in _MAP_DTYPES:
@@ -67,37 +89,42 @@ class AnomalyScoreStore:
                     f"AnomalyScoreStore num_bins={num_bins} is out of range; valid values: 2 to {_MAX_BINS}."
                 )
             self.map_range = (float(map_range[0]), float(map_range[1]))
+        self.fpr_limit = fpr_limit
         self._storage_dtype = (
             _MAP_DTYPES[map_dtype] if mode == "exact" else torch.uint8 if num_bins <= 256 else torch.uint16
         )
-        self.reset()
-
-    def reset(self) -> None:
-        """Drop everything stored so far."""
-        self._scores: list[Tensor] = []
-        self._labels: list[Tensor] = []
-        self._maps: list[Tensor] = []
-        self._masks: list[Tensor] = []
+        for name in ("scores", "labels", "maps", "masks"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
         self._has_maps: bool | None = None
         self._clip_warned = False
 
+    def reset(self) -> None:
+        """Drop everything stored so far."""
+        super().reset()
+        self._has_maps = None
+        self._clip_warned = False
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "AnomalyScoreStore":
+        """Moving the module moves nothing: the stored batches stay on the CPU."""
+        return self
+
     def __len__(self) -> int:
-        return sum(chunk.numel() for chunk in self._scores)
+        return sum(chunk.numel() for chunk in state_batches(self.scores))
 
     @property
     def nbytes(self) -> int:
         """int: Bytes held by the stored scores, labels, maps and masks."""
-        chunks = (*self._scores, *self._labels, *self._maps, *self._masks)
-        return sum(chunk.numel() * chunk.element_size() for chunk in chunks)
+        states = (self.scores, self.labels, self.maps, self.masks)
+        return sum(chunk.numel() * chunk.element_size() for state in states for chunk in state_batches(state))
 
     def update(self, scores: Tensor, labels: Tensor, maps: Tensor | None = None, masks: Tensor | None = None) -> None:
         """Add one batch.
 
         Args:
-            scores (Tensor): Image anomaly scores, shape ``[B]``.
-            labels (Tensor): Image labels, shape ``[B]``; nonzero/True means anomalous.
-            maps (Tensor | None): Anomaly maps ``[B, H, W]`` or ``[B, 1, H, W]``, or None for image metrics only.
-            masks (Tensor | None): Ground-truth masks shaped like ``maps`` (nonzero/True means anomalous); given
+            scores: Image anomaly scores, shape ``[B]``.
+            labels: Image labels, shape ``[B]``; nonzero/True means anomalous.
+            maps: Anomaly maps ``[B, H, W]`` or ``[B, 1, H, W]``, or None for image metrics only.
+            masks: Ground-truth masks shaped like ``maps`` (nonzero/True means anomalous); given
                 exactly when ``maps`` is.
 
         Raises:
@@ -114,22 +141,19 @@ class AnomalyScoreStore:
             raise DataError("AnomalyScoreStore.update: every batch must have maps and masks, or none may.")
         if maps is not None and masks is not None:
             maps, masks = self._check_maps(maps, masks, batch_size=scores.numel())
-            self._maps.append(self._encode(maps))
-            self._masks.append((masks if masks.dtype == torch.bool else masks > 0.5).cpu())
+            self.maps.append(self._encode(maps))
+            self.masks.append((masks if masks.dtype == torch.bool else masks > 0.5).cpu())
         self._has_maps = has_maps
-        self._scores.append(scores.to(device="cpu", dtype=torch.float32))
-        self._labels.append((labels if labels.dtype == torch.bool else labels != 0).cpu())
+        self.scores.append(scores.to(device="cpu", dtype=torch.float32))
+        self.labels.append((labels if labels.dtype == torch.bool else labels != 0).cpu())
 
-    def compute(self, fpr_limit: float = 0.3) -> dict[str, float]:
-        """Compute every metric over all stored batches.
+    def compute(self) -> dict[str, float]:
+        """Compute every metric over all stored batches (of every rank, under DDP).
 
         Pixel metrics share one float32 copy of the maps, converted once and computed one after another.
 
-        Args:
-            fpr_limit (float): FPR integration limit of AUPRO.
-
         Returns:
-            dict[str, float]: ``image_auroc``, ``image_f1max_oracle``, ``image_threshold_oracle`` and, when maps
+            ``image_auroc``, ``image_f1max_oracle``, ``image_threshold_oracle`` and, when maps
             were stored, ``pixel_auroc``, ``aupro``, ``pixel_f1max_oracle`` and ``pixel_threshold_oracle``. The
             F1-max values and their thresholds are ORACLE numbers (picked on the test labels; never deploy
             them). Undefined metrics (one class only) are NaN.
@@ -137,19 +161,19 @@ class AnomalyScoreStore:
         Raises:
             DataError: If nothing was stored.
         """
-        if not self._scores:
+        if not state_batches(self.scores):
             raise DataError("AnomalyScoreStore.compute: no samples were stored; call update() first.")
-        scores, labels = torch.cat(self._scores), torch.cat(self._labels)
+        scores, labels = dim_zero_cat(self.scores), dim_zero_cat(self.labels)
         image_f1, image_threshold = f1_max(scores, labels)
         results = {
             "image_auroc": image_auroc(scores, labels),
             "image_f1max_oracle": image_f1,
             "image_threshold_oracle": image_threshold,
         }
-        if self._has_maps:
-            maps, masks = self._decoded_maps(), torch.cat(self._masks)
+        if state_batches(self.maps):
+            maps, masks = self._decoded_maps(), dim_zero_cat(self.masks)
             results["pixel_auroc"] = pixel_auroc(maps, masks)
-            results["aupro"] = aupro(maps, masks, fpr_limit=fpr_limit)
+            results["aupro"] = aupro(maps, masks, fpr_limit=self.fpr_limit)
             results["pixel_f1max_oracle"], results["pixel_threshold_oracle"] = f1_max(maps, masks)
         return results
 
@@ -162,10 +186,10 @@ class AnomalyScoreStore:
             )
         if maps.shape[0] != batch_size:
             raise DataError(f"AnomalyScoreStore.update: {maps.shape[0]} maps for {batch_size} scores.")
-        if self._maps and maps.shape[1:] != self._maps[0].shape[1:]:
+        if self.maps and maps.shape[1:] != self.maps[0].shape[1:]:
             raise DataError(
                 f"AnomalyScoreStore.update: map size {tuple(maps.shape[1:])} differs from the earlier "
-                f"{tuple(self._maps[0].shape[1:])}; resize maps to one size before storing."
+                f"{tuple(self.maps[0].shape[1:])}; resize maps to one size before storing."
             )
         return maps, masks
 
@@ -181,7 +205,7 @@ class AnomalyScoreStore:
         low, high = self.map_range
         outside = int(((maps < low) | (maps > high)).sum())
         if outside and not self._clip_warned:
-            logger.warning(
+            log.warning(
                 "AnomalyScoreStore: %d map values fall outside map_range=(%g, %g) and are clipped; "
                 "binned pixel metrics lose accuracy (widen map_range).",
                 outside,
@@ -195,10 +219,11 @@ class AnomalyScoreStore:
 
     def _decoded_maps(self) -> Tensor:
         """All maps as one float32 tensor, filled chunk by chunk so that no second full copy exists."""
-        total = sum(chunk.shape[0] for chunk in self._maps)
-        out = torch.empty((total, *self._maps[0].shape[1:]), dtype=torch.float32)
+        chunks = state_batches(self.maps)
+        total = sum(chunk.shape[0] for chunk in chunks)
+        out = torch.empty((total, *chunks[0].shape[1:]), dtype=torch.float32)
         start = 0
-        for chunk in self._maps:
+        for chunk in chunks:
             view = out[start : start + chunk.shape[0]]
             view.copy_(chunk)
             if self.mode == "binned":

@@ -42,7 +42,7 @@ class AnomalyModule(L.LightningModule):
     def __init__(self, fpr_limit: float = 0.3, map_storage: str = "float16") -> None:
         super().__init__()
         self.fpr_limit = fpr_limit
-        self.store = AnomalyScoreStore(map_dtype=map_storage)
+        self.store = AnomalyScoreStore(map_dtype=map_storage, fpr_limit=fpr_limit)
         self.test_metrics: dict[str, float] = {}
         self.diagnostics = TestDiagnostics()
         self.test_diagnostics: dict[str, float | None] = {}
@@ -57,8 +57,13 @@ class AnomalyModule(L.LightningModule):
             map_storage: Storage dtype of test maps.
         """
         self.fpr_limit = fpr_limit
-        self.store = AnomalyScoreStore(map_dtype=map_storage)
+        self.store = AnomalyScoreStore(map_dtype=map_storage, fpr_limit=fpr_limit)
         self.hparams.update({"fpr_limit": fpr_limit, "map_storage": map_storage})
+
+    @property
+    @abstractmethod
+    def inpainter(self) -> EARModel:
+        """The EAR model (masks, obfuscation, U-Net, scorer); frozen under FADeR."""
 
     @property
     @abstractmethod
@@ -211,8 +216,9 @@ class AnomalyModule(L.LightningModule):
 
         The normal images held out of training (``data.val_policy=from_train``) are used when there are any;
         otherwise the training images, whose scores are lower than those of unseen normals (a warning says so).
-        Never test images. The thresholds are stored in the scorer (so in the checkpoint) and in
-        :attr:`calibration`.
+        Never test images. The thresholds, and the smallest score and map value (the low end of the normalised
+        scale, see :func:`~fader_lightning.models.scoring.normalized`), are stored in the scorer (so in the checkpoint)
+        and in :attr:`calibration`.
         """
         datamodule = self.calibration_data()
         held_out = datamodule.val_policy == "from_train" and bool(datamodule.val_samples)
@@ -223,13 +229,18 @@ class AnomalyModule(L.LightningModule):
                 self.stage,
             )
         loader = datamodule.val_dataloader() if held_out else datamodule.normal_dataloader()
-        scores, peaks = [], []
+        scores, peaks, floors = [], [], []
         for out in self._maps(loader):
+            maps = out["anomaly_map"].float().flatten(1)
             scores.append(out["score"].float().cpu())
-            peaks.append(out["anomaly_map"].float().flatten(1).amax(1).cpu())
-        image, pixel = float(torch.cat(scores).max()), float(torch.cat(peaks).max())
-        self.scorer.set_thresholds(image, pixel)
-        self.calibration = {"image_threshold": image, "pixel_threshold": pixel, "normal_images": len(loader.dataset),
+            peaks.append(maps.amax(1).cpu())
+            floors.append(maps.amin(1).cpu())
+        scores = torch.cat(scores)
+        image, pixel = float(scores.max()), float(torch.cat(peaks).max())
+        image_low, pixel_low = float(scores.min()), float(torch.cat(floors).min())
+        self.scorer.set_thresholds(image, pixel, image_low, pixel_low)
+        self.calibration = {"image_threshold": image, "pixel_threshold": pixel, "image_min": image_low,
+                            "pixel_min": pixel_low, "normal_images": len(loader.dataset),
                             "split": "held_out" if held_out else "train"}  # fmt: skip
         log.info("%s: thresholds image %.6g, pixel %.6g from %d %s normal images", self.stage, image, pixel,
                  len(loader.dataset), "held-out" if held_out else "training")  # fmt: skip
@@ -289,7 +300,7 @@ class AnomalyModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Compute and log the metrics of the test pass."""
-        self.test_metrics = {key: float(value) for key, value in self.store.compute(fpr_limit=self.fpr_limit).items()}
+        self.test_metrics = {key: float(value) for key, value in self.store.compute().items()}
         self.store.reset()
         self.test_diagnostics = self.diagnostics.compute()
         self.log_dict({f"test/{k}": v for k, v in self.test_metrics.items() if not math.isnan(v)})

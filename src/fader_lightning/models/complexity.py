@@ -13,18 +13,18 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Counts the parameters of a module.
 
     Args:
-        module (nn.Module): The module.
-        trainable_only (bool): Count only parameters with ``requires_grad=True``.
+        module: The module.
+        trainable_only: Count only parameters with ``requires_grad=True``.
 
     Returns:
-        int: Number of scalar parameters.
+        Number of scalar parameters.
     """
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
@@ -33,12 +33,12 @@ def _layer_macs(layer: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) ->
     """MACs of one call of a hooked layer (biases are not counted).
 
     Args:
-        layer (nn.Module): A ``Conv2d``, ``ConvTranspose2d``, ``Linear`` or batch-norm layer.
-        inputs (tuple[Tensor, ...]): The positional inputs of the call.
-        output (Tensor): The output of the call.
+        layer: A ``Conv2d``, ``ConvTranspose2d``, ``Linear`` or batch-norm layer.
+        inputs: The positional inputs of the call.
+        output: The output of the call.
 
     Returns:
-        int: Multiply-accumulate operations of the call.
+        Multiply-accumulate operations of the call.
     """
     if isinstance(layer, nn.Conv2d):
         kernel_h, kernel_w = layer.kernel_size
@@ -64,15 +64,15 @@ def count_macs(
     The module is run once in eval mode under ``torch.no_grad()``; its training flag is restored afterwards.
 
     Args:
-        module (nn.Module): The model.
-        inputs (Tensor | Sequence[int]): An example input tensor, or its shape (``(C, H, W)`` gets a batch of 1
+        module: The model.
+        inputs: An example input tensor, or its shape (``(C, H, W)`` gets a batch of 1
             prepended). A shape is turned into zeros on the device and dtype of the module's first parameter.
-        run (Callable[[nn.Module, Tensor], object] | None): How to run the module on the input; defaults to
+        run: How to run the module on the input; defaults to
             ``module(inputs)``.
-        include_norm (bool): Also count one MAC per element of every ``BatchNorm`` output.
+        include_norm: Also count one MAC per element of every ``BatchNorm`` output.
 
     Returns:
-        int: Total MACs over the whole batch (Conv2d, ConvTranspose2d and Linear layers, plus batch norms if
+        Total MACs over the whole batch (Conv2d, ConvTranspose2d and Linear layers, plus batch norms if
         ``include_norm``).
     """
     if not isinstance(inputs, Tensor):
@@ -106,5 +106,5 @@ def count_macs(
         for handle in handles:
             handle.remove()
         module.train(was_training)
-    logger.debug("Measured %d MACs for %s on input %s", total, type(module).__name__, tuple(inputs.shape))
+    log.debug("Measured %d MACs for %s on input %s", total, type(module).__name__, tuple(inputs.shape))
     return total

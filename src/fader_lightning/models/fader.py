@@ -34,7 +34,7 @@ from fader_lightning.models.scoring import raw_anomaly_map
 if TYPE_CHECKING:
     from fader_lightning.models.ear import EARModel
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 SOURCES: tuple[str, ...] = ("skip_features", "pixels")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"leaky_relu": nn.LeakyReLU, "relu": nn.ReLU, "gelu": nn.GELU}
@@ -51,9 +51,9 @@ def _check_choice(value: str, choices: Sequence[str], key: str) -> None:
     """Checks that a string setting is one of its valid values.
 
     Args:
-        value (str): The setting.
-        choices (Sequence[str]): Valid values.
-        key (str): Config key, for the error message.
+        value: The setting.
+        choices: Valid values.
+        key: Config key, for the error message.
 
     Raises:
         ConfigError: If ``value`` is not in ``choices``.
@@ -66,9 +66,9 @@ def _check_patch_grid(height: int, width: int, patch_size: int) -> None:
     """Checks that an image of ``height x width`` pixels splits into whole ``patch_size`` patches.
 
     Args:
-        height (int): Image height in pixels.
-        width (int): Image width in pixels.
-        patch_size (int): Patch side in pixels.
+        height: Image height in pixels.
+        width: Image width in pixels.
+        patch_size: Patch side in pixels.
 
     Raises:
         ConfigError: If ``patch_size`` is not positive or does not divide both sides.
@@ -86,11 +86,11 @@ def _check_levels(levels: Sequence[int], num_levels: int) -> tuple[int, ...]:
     """Validates the skip levels to attenuate.
 
     Args:
-        levels (Sequence[int]): Skip level indices, ``0`` being the highest resolution.
-        num_levels (int): Number of skip tensors.
+        levels: Skip level indices, ``0`` being the highest resolution.
+        num_levels: Number of skip tensors.
 
     Returns:
-        tuple[int, ...]: The levels as a tuple of ints.
+        The levels as a tuple of ints.
 
     Raises:
         ConfigError: If ``levels`` is empty, has duplicates, or an entry is not an index in ``[0, num_levels)``.
@@ -114,13 +114,13 @@ def feature_dim(source: str, skip_channels: Sequence[int], patch_size: int, in_c
     """Channel count of the predictor input that :func:`patch_features` produces.
 
     Args:
-        source (str): ``"skip_features"`` or ``"pixels"``.
-        skip_channels (Sequence[int]): Channels of each skip tensor (used by ``"skip_features"``).
-        patch_size (int): Patch side in pixels (used by ``"pixels"``).
-        in_channels (int): Channels of the obfuscated image (used by ``"pixels"``).
+        source: ``"skip_features"`` or ``"pixels"``.
+        skip_channels: Channels of each skip tensor (used by ``"skip_features"``).
+        patch_size: Patch side in pixels (used by ``"pixels"``).
+        in_channels: Channels of the obfuscated image (used by ``"pixels"``).
 
     Returns:
-        int: ``sum(skip_channels)`` for ``"skip_features"``, ``in_channels * patch_size**2`` for ``"pixels"``.
+        ``sum(skip_channels)`` for ``"skip_features"``, ``in_channels * patch_size**2`` for ``"pixels"``.
 
     Raises:
         ConfigError: If ``source`` is unknown.
@@ -137,16 +137,16 @@ def patch_features(
     """Per-patch predictor input on the ``(H / P, W / P)`` patch grid.
 
     Args:
-        skips (Sequence[Tensor]): Skip tensors of the obfuscated image, highest resolution first (before any
+        skips: Skip tensors of the obfuscated image, highest resolution first (before any
             attenuation).
-        obfuscated (Tensor): Obfuscated images of shape ``(B, C, H, W)``.
-        patch_size (int): Patch side ``P`` in pixels; must divide ``H`` and ``W``.
-        source (str): ``"skip_features"``: every skip tensor adaptive-average-pooled to the patch grid and
+        obfuscated: Obfuscated images of shape ``(B, C, H, W)``.
+        patch_size: Patch side ``P`` in pixels; must divide ``H`` and ``W``.
+        source: ``"skip_features"``: every skip tensor adaptive-average-pooled to the patch grid and
             concatenated along channels; ``"pixels"``: the ``P x P x C`` pixels of each patch
             (:func:`torch.nn.functional.pixel_unshuffle`).
 
     Returns:
-        Tensor: Features of shape ``(B, D, H / P, W / P)`` with ``D`` given by :func:`feature_dim`.
+        Features of shape ``(B, D, H / P, W / P)`` with ``D`` given by :func:`feature_dim`.
 
     Raises:
         ConfigError: If ``source`` is unknown or ``patch_size`` does not divide the image size.
@@ -167,10 +167,10 @@ class PatchErrorPredictor(nn.Module):
     patch error (FADeR's heads).
 
     Args:
-        d_in (int): Feature channels per patch.
-        hidden (int): Hidden width.
-        activation (str): ``"leaky_relu"`` (negative slope 0.01), ``"relu"`` or ``"gelu"``.
-        outputs (int): Output channels.
+        d_in: Feature channels per patch.
+        hidden: Hidden width.
+        activation: ``"leaky_relu"`` (negative slope 0.01), ``"relu"`` or ``"gelu"``.
+        outputs: Output channels.
 
     Raises:
         ConfigError: If ``activation`` is unknown or a width is not positive.
@@ -191,10 +191,10 @@ class PatchErrorPredictor(nn.Module):
         """Predicts the error of every patch.
 
         Args:
-            features (Tensor): Patch features of shape ``(B, d_in, h, w)``.
+            features: Patch features of shape ``(B, d_in, h, w)``.
 
         Returns:
-            Tensor: Predicted patch errors of shape ``(B, outputs, h, w)``.
+            Predicted patch errors of shape ``(B, outputs, h, w)``.
         """
         return self.net(features)
 
@@ -207,7 +207,7 @@ class SoftMask(nn.Module):
     ``T = 1``. :meth:`forward` has no data-dependent control flow.
 
     Args:
-        mapping (str): ``"calibrated"`` (``tau`` and ``T`` from :meth:`calibrate`) or ``"literal"`` (fixed
+        mapping: ``"calibrated"`` (``tau`` and ``T`` from :meth:`calibrate`) or ``"literal"`` (fixed
             ``tau = 0``, ``T = 1``).
 
     Raises:
@@ -235,10 +235,10 @@ class SoftMask(nn.Module):
         """Computes the soft mask.
 
         Args:
-            pred (Tensor): Predicted patch errors, any shape.
+            pred: Predicted patch errors, any shape.
 
         Returns:
-            Tensor: Weights of the same shape in ``(0, 1]``: computed as ``sigmoid(-(pred - tau) / T)`` (equal to
+            Weights of the same shape in ``(0, 1]``: computed as ``sigmoid(-(pred - tau) / T)`` (equal to
             ``1 - sigmoid((pred - tau) / T)``) and clamped below at the smallest positive normal number of the dtype.
         """
         weights = torch.sigmoid((self.tau - pred) / self.temperature)
@@ -261,15 +261,15 @@ class SoftMask(nn.Module):
         ``mapping="literal"`` this is a no-op that returns the fixed ``(0, 1)``.
 
         Args:
-            preds (Tensor): Predicted patch errors of normal images, any shape.
-            quantile (float | str): Quantile giving ``tau``, in ``(0, 1]``; ``"max"`` is ``1.0``.
-            median_quantile (float): Reference quantile of the temperature, in ``[0, quantile]``.
-            temperature_scale (float): Positive factor of the quantile spread.
-            min_temperature (float): Positive floor of ``T`` (reached, with a warning, for near-constant
+            preds: Predicted patch errors of normal images, any shape.
+            quantile: Quantile giving ``tau``, in ``(0, 1]``; ``"max"`` is ``1.0``.
+            median_quantile: Reference quantile of the temperature, in ``[0, quantile]``.
+            temperature_scale: Positive factor of the quantile spread.
+            min_temperature: Positive floor of ``T`` (reached, with a warning, for near-constant
                 predictions).
 
         Returns:
-            tuple[float, float]: The ``(tau, T)`` in use.
+            The ``(tau, T)`` in use.
 
         Raises:
             ConfigError: If a calibration setting is out of range.
@@ -289,7 +289,7 @@ class SoftMask(nn.Module):
         if min_temperature <= 0:
             raise ConfigError(f"fader.min_temperature={min_temperature} is invalid; use a positive value like 1e-6")
         if self.mapping == "literal":
-            logger.info("SoftMask mapping 'literal' keeps tau=0, T=1; calibration skipped")
+            log.info("SoftMask mapping 'literal' keeps tau=0, T=1; calibration skipped")
             return float(self.tau), float(self.temperature)
         flat = preds.detach().reshape(-1).float()
         if flat.numel() == 0:
@@ -302,7 +302,7 @@ class SoftMask(nn.Module):
         tau = float(levels[0])
         temperature = temperature_scale * (tau - float(levels[1]))
         if temperature < min_temperature:
-            logger.warning(
+            log.warning(
                 "SoftMask calibration: predictions are (nearly) constant (q%g - q%g = %g); flooring T at %g",
                 quantile,
                 median_quantile,
@@ -313,7 +313,7 @@ class SoftMask(nn.Module):
         self.tau.fill_(tau)
         self.temperature.fill_(temperature)
         self.calibrated.fill_(True)
-        logger.info("SoftMask calibrated on %d predictions: tau=%g, T=%g", preds.numel(), tau, temperature)
+        log.info("SoftMask calibrated on %d predictions: tau=%g, T=%g", preds.numel(), tau, temperature)
         return tau, temperature
 
     def extra_repr(self) -> str:
@@ -325,12 +325,12 @@ def attenuate(skips: Sequence[Tensor], soft_mask: Tensor, levels: Sequence[int])
     """Multiplies selected skip tensors by the soft mask, resized (nearest) to each one's spatial size.
 
     Args:
-        skips (Sequence[Tensor]): Skip tensors, highest resolution first.
-        soft_mask (Tensor): Weights of shape ``(B, 1, h, w)`` on the patch grid.
-        levels (Sequence[int]): Indices of the skips to attenuate.
+        skips: Skip tensors, highest resolution first.
+        soft_mask: Weights of shape ``(B, 1, h, w)`` on the patch grid.
+        levels: Indices of the skips to attenuate.
 
     Returns:
-        list[Tensor]: The skips; those not in ``levels`` are the very same tensor objects.
+        The skips; those not in ``levels`` are the very same tensor objects.
 
     Raises:
         ConfigError: If ``levels`` is empty, has duplicates or an index outside the skips.
@@ -351,21 +351,21 @@ class FADeR(nn.Module):
     not detached).
 
     Args:
-        skip_channels (Sequence[int]): Channels of each skip tensor (``UNet.skip_channels``).
-        patch_size (int): Patch side ``P`` in pixels.
-        source (str): Predictor input, ``"skip_features"`` or ``"pixels"`` (see :func:`patch_features`).
-        hidden (int): Hidden width of the predictor.
-        activation (str): Predictor activation, ``"leaky_relu"``, ``"relu"`` or ``"gelu"``.
-        levels (Sequence[int]): Skip levels to attenuate (``0`` = highest resolution).
-        mapping (str): Soft-mask mapping, ``"calibrated"`` or ``"literal"``.
-        enabled (bool): When ``False``, :meth:`forward` returns the skips unchanged and :meth:`detect` equals the
+        skip_channels: Channels of each skip tensor (``UNet.skip_channels``).
+        patch_size: Patch side ``P`` in pixels.
+        source: Predictor input, ``"skip_features"`` or ``"pixels"`` (see :func:`patch_features`).
+        hidden: Hidden width of the predictor.
+        activation: Predictor activation, ``"leaky_relu"``, ``"relu"`` or ``"gelu"``.
+        levels: Skip levels to attenuate (``0`` = highest resolution).
+        mapping: Soft-mask mapping, ``"calibrated"`` or ``"literal"``.
+        enabled: When ``False``, :meth:`forward` returns the skips unchanged and :meth:`detect` equals the
             stage-1 model.
-        in_channels (int): Channels of the obfuscated image (for ``source="pixels"``).
-        use (str): ``"attenuate"``, ``"residual"`` or ``"both"`` (see the module docstring). Each use has its own
+        in_channels: Channels of the obfuscated image (for ``source="pixels"``).
+        use: ``"attenuate"``, ``"residual"`` or ``"both"`` (see the module docstring). Each use has its own
             output of the MLP (:attr:`heads`): the attenuation score is trained on ``fader.target``, the expected
             normal error on the stage-1 error of the clean image.
-        attenuate_masked (bool): Whether patches hidden by ``M`` may be attenuated.
-        residual_region (str): Where the expected normal error is subtracted: ``"all"`` pixels, or only the
+        attenuate_masked: Whether patches hidden by ``M`` may be attenuated.
+        residual_region: Where the expected normal error is subtracted: ``"all"`` pixels, or only the
             ``"masked"`` ones (inpainted regions, whose normal error the predictor models; visible pixels keep their
             copy error).
 
@@ -426,11 +426,11 @@ class FADeR(nn.Module):
         """Keeps the skips of hidden patches when ``attenuate_masked`` is ``False``.
 
         Args:
-            weights (Tensor): Soft mask ``(B, 1, h, w)`` on the patch grid.
-            masks (Tensor): Binary masks ``(B, 1, H, W)``, ``1`` = hidden.
+            weights: Soft mask ``(B, 1, h, w)`` on the patch grid.
+            masks: Binary masks ``(B, 1, H, W)``, ``1`` = hidden.
 
         Returns:
-            Tensor: ``1 - (1 - weights) * (1 - m)``, ``m`` being each patch's hidden fraction (``weights`` itself
+            ``1 - (1 - weights) * (1 - m)``, ``m`` being each patch's hidden fraction (``weights`` itself
             when hidden patches may be attenuated).
         """
         if self.attenuate_masked:
@@ -443,11 +443,11 @@ class FADeR(nn.Module):
         """Least-squares line ``error ~ slope * pred + intercept`` on training normals (for ``use=residual``).
 
         Args:
-            preds (Tensor): Predicted patch errors, any shape.
-            errors (Tensor): Raw patch errors (``1 - MSGMS`` patch means) of the same shape.
+            preds: Predicted patch errors, any shape.
+            errors: Raw patch errors (``1 - MSGMS`` patch means) of the same shape.
 
         Returns:
-            tuple[float, float]: ``(slope, intercept)``, also kept in the ``residual_fit`` buffer.
+            ``(slope, intercept)``, also kept in the ``residual_fit`` buffer.
 
         Raises:
             ValueError: If the shapes differ or there are fewer than two values.
@@ -468,11 +468,11 @@ class FADeR(nn.Module):
         """Raw error that normal content is expected to have, from the fitted line, at pixel resolution.
 
         Args:
-            pred (Tensor): Predicted patch errors ``(B, 1, h, w)``.
-            size (Sequence[int]): Image size ``(H, W)``.
+            pred: Predicted patch errors ``(B, 1, h, w)``.
+            size: Image size ``(H, W)``.
 
         Returns:
-            Tensor: ``(B, 1, H, W)`` offset for :func:`~fader_lightning.models.scoring.anomaly_map`.
+            ``(B, 1, H, W)`` offset for :func:`~fader_lightning.models.scoring.anomaly_map`.
         """
         line = self.residual_fit.to(pred.dtype)
         return F.interpolate(line[0] * pred + line[1], size=tuple(size), mode="nearest")
@@ -481,12 +481,12 @@ class FADeR(nn.Module):
         """One-pass inference of EAR + FADeR: obfuscate, encode, predict, attenuate, decode, score.
 
         Args:
-            ear (EARModel): The frozen stage-1 model (single mask).
-            images (Tensor): Images ``(B, 3, H, W)`` in ``[0, 1]``.
-            masks (Tensor): Their masks ``(B, 1, H, W)``, ``1`` = hidden.
+            ear: The frozen stage-1 model (single mask).
+            images: Images ``(B, 3, H, W)`` in ``[0, 1]``.
+            masks: Their masks ``(B, 1, H, W)``, ``1`` = hidden.
 
         Returns:
-            dict[str, Tensor]: ``recon``, ``anomaly_map`` ``(B, 1, H, W)``, ``score`` ``(B,)``, ``pred_error`` (the
+            ``recon``, ``anomaly_map`` ``(B, 1, H, W)``, ``score`` ``(B,)``, ``pred_error`` (the
             first head: the attenuation score, or the expected normal error for ``use=residual``) and ``soft`` (the
             weights applied, ``(B, 1, H / P, W / P)``; all ones when nothing is attenuated).
         """
@@ -512,11 +512,11 @@ class FADeR(nn.Module):
         """Predicts the error of every patch.
 
         Args:
-            skips (Sequence[Tensor]): Encoder skips of ``obfuscated``, before attenuation.
-            obfuscated (Tensor): Obfuscated images of shape ``(B, C, H, W)``.
+            skips: Encoder skips of ``obfuscated``, before attenuation.
+            obfuscated: Obfuscated images of shape ``(B, C, H, W)``.
 
         Returns:
-            Tensor: Predictions of shape ``(B, len(heads), H / P, W / P)``, one channel per head.
+            Predictions of shape ``(B, len(heads), H / P, W / P)``, one channel per head.
 
         Raises:
             ConfigError: If ``patch_size`` does not divide the image size.
@@ -527,10 +527,10 @@ class FADeR(nn.Module):
         """Soft mask of predicted patch errors (see :class:`SoftMask`).
 
         Args:
-            pred (Tensor): Predicted patch errors of shape ``(B, 1, h, w)``.
+            pred: Predicted patch errors of shape ``(B, 1, h, w)``.
 
         Returns:
-            Tensor: Weights of the same shape in ``(0, 1]``.
+            Weights of the same shape in ``(0, 1]``.
         """
         return self.soft_masker(pred)
 
@@ -546,11 +546,11 @@ def patch_mask_fraction(masks: Tensor, patch_size: int) -> Tensor:
     """Hidden fraction of every patch.
 
     Args:
-        masks (Tensor): Binary masks ``(B, 1, H, W)``, ``1`` = hidden.
-        patch_size (int): Patch side ``P``; must divide ``H`` and ``W``.
+        masks: Binary masks ``(B, 1, H, W)``, ``1`` = hidden.
+        patch_size: Patch side ``P``; must divide ``H`` and ``W``.
 
     Returns:
-        Tensor: Fractions in ``[0, 1]`` of shape ``(B, 1, H / P, W / P)``.
+        Fractions in ``[0, 1]`` of shape ``(B, 1, H / P, W / P)``.
 
     Raises:
         ConfigError: If ``patch_size`` does not divide the mask size.
@@ -566,16 +566,16 @@ def gt_patch_targets(
     """Per-patch reconstruction error used as the predictor's ranking target (no gradient).
 
     Args:
-        image (Tensor): Images of shape ``(B, C, H, W)`` in ``[0, 1]``.
-        recon (Tensor): Reconstructions of the same shape.
-        patch_size (int): Patch side ``P``; must divide ``H`` and ``W``.
-        measure (str): ``"msgms"``: patch mean of the unsmoothed ``1 - MSGMS`` map
+        image: Images of shape ``(B, C, H, W)`` in ``[0, 1]``.
+        recon: Reconstructions of the same shape.
+        patch_size: Patch side ``P``; must divide ``H`` and ``W``.
+        measure: ``"msgms"``: patch mean of the unsmoothed ``1 - MSGMS`` map
             (:func:`~fader_lightning.models.scoring.raw_anomaly_map`); ``"mse"``: patch mean of the squared
             error averaged over channels.
-        num_scales (int): MSGMS scales (``"msgms"`` only).
+        num_scales: MSGMS scales (``"msgms"`` only).
 
     Returns:
-        Tensor: Targets of shape ``(B, 1, H / P, W / P)``.
+        Targets of shape ``(B, 1, H / P, W / P)``.
 
     Raises:
         ConfigError: If ``measure`` is unknown or ``patch_size`` does not divide the image size.
@@ -598,14 +598,14 @@ def ranking_loss_pairs(
     carry no gradient.
 
     Args:
-        pred_i (Tensor): Predictions of the first members, shape ``(N,)``.
-        pred_j (Tensor): Predictions of the second members, shape ``(N,)``.
-        target_i (Tensor): Targets of the first members, shape ``(N,)``.
-        target_j (Tensor): Targets of the second members, shape ``(N,)``.
-        margin (float): Margin ``xi``, non-negative.
+        pred_i: Predictions of the first members, shape ``(N,)``.
+        pred_j: Predictions of the second members, shape ``(N,)``.
+        target_i: Targets of the first members, shape ``(N,)``.
+        target_j: Targets of the second members, shape ``(N,)``.
+        margin: Margin ``xi``, non-negative.
 
     Returns:
-        Tensor: Scalar loss; a zero connected to the predictions' graph when no pair has distinct targets.
+        Scalar loss; a zero connected to the predictions' graph when no pair has distinct targets.
 
     Raises:
         ConfigError: If ``margin`` is negative.
@@ -625,13 +625,13 @@ def ranking_loss(pred: Tensor, target: Tensor, margin: float = 1.0, generator: t
     (self-pairs dropped); see :func:`ranking_loss_pairs`.
 
     Args:
-        pred (Tensor): Predicted patch errors, e.g. ``(B, 1, h, w)``.
-        target (Tensor): Target patch errors of the same shape.
-        margin (float): Margin ``xi``, non-negative.
-        generator (torch.Generator | None): Random generator of the pairing (for reproducibility).
+        pred: Predicted patch errors, e.g. ``(B, 1, h, w)``.
+        target: Target patch errors of the same shape.
+        margin: Margin ``xi``, non-negative.
+        generator: Random generator of the pairing (for reproducibility).
 
     Returns:
-        Tensor: Scalar loss.
+        Scalar loss.
 
     Raises:
         ValueError: If ``pred`` and ``target`` differ in shape.

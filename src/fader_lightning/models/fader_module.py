@@ -18,6 +18,7 @@ from fader_lightning.data.transforms import as_hw
 from fader_lightning.errors import CheckpointError, ConfigError
 from fader_lightning.metrics.diagnostics import TestDiagnostics
 from fader_lightning.models.base_module import AnomalyModule
+from fader_lightning.models.ear import EARModel
 from fader_lightning.models.fader import (
     FADeR,
     gt_patch_targets,
@@ -265,7 +266,7 @@ class FADeRModule(AnomalyModule):
                 f"fader.calibration.split={self.calibration_split!r} is unknown; use one of "
                 f"{', '.join(CALIBRATION_SPLITS)}"
             )
-        self.calibration = calibration
+        self.soft_mask_settings = calibration  # keyword arguments of SoftMask.calibrate
         self.synthetic = {**SYNTHETIC_DEFAULTS, **synthetic}
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -280,6 +281,11 @@ class FADeRModule(AnomalyModule):
         self.ear.scorer = rebuild_scorer(self.ear.scorer, plain(scoring))
         self.stage1_hparams["scoring"] = plain(scoring)
         self.hparams["stage1_settings"] = self.stage1_hparams
+
+    @property
+    def inpainter(self) -> EARModel:
+        """The frozen stage-1 EAR model."""
+        return self.ear
 
     @property
     def scorer(self) -> AnomalyScorer:
@@ -419,7 +425,7 @@ class FADeRModule(AnomalyModule):
             scores = preds[:, :1]
             attenuable = scores if self.fader.attenuate_masked else scores[rows.hidden < 0.5]
             tau, temperature = self.fader.soft_masker.calibrate(
-                attenuable if attenuable.numel() else scores, **self.calibration
+                attenuable if attenuable.numel() else scores, **self.soft_mask_settings
             )
             self.log_dict({"calib/tau": tau, "calib/temperature": temperature})
         if "residual" in self.fader.heads:

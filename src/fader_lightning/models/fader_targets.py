@@ -65,14 +65,14 @@ def synthetic_defects(
     state gives the same defects.
 
     Args:
-        images (Tensor): Normal images ``(B, C, H, W)`` in ``[0, 1]``.
-        generator (torch.Generator): CPU random generator.
-        kinds (Sequence[str]): Defect kinds to draw from (``"cutpaste"``, ``"blob"``).
-        min_side (float): Smallest defect side as a fraction of the image side, in ``(0, max_side]``.
-        max_side (float): Largest defect side as a fraction of the image side, in ``[min_side, 1]``.
+        images: Normal images ``(B, C, H, W)`` in ``[0, 1]``.
+        generator: CPU random generator.
+        kinds: Defect kinds to draw from (``"cutpaste"``, ``"blob"``).
+        min_side: Smallest defect side as a fraction of the image side, in ``(0, max_side]``.
+        max_side: Largest defect side as a fraction of the image side, in ``[min_side, 1]``.
 
     Returns:
-        tuple[Tensor, Tensor]: Corrupted images (same shape, in ``[0, 1]``) and defect masks ``(B, 1, H, W)`` in
+        Corrupted images (same shape, in ``[0, 1]``) and defect masks ``(B, 1, H, W)`` in
         {0, 1}.
 
     Raises:
@@ -119,15 +119,15 @@ def synthetic_targets(
     wherever the defect changes nothing.
 
     Args:
-        ear (EARModel): Frozen stage-1 model.
-        clean (Tensor): Normal images ``(B, 3, H, W)``.
-        corrupted (Tensor): The same images with synthetic defects.
-        masks (Tensor): Masks of the clean images ``(B, 1, H, W)``.
-        patch_size (int): Patch side ``P``.
-        tie_below (float): Added errors up to this value count as none.
+        ear: Frozen stage-1 model.
+        clean: Normal images ``(B, 3, H, W)``.
+        corrupted: The same images with synthetic defects.
+        masks: Masks of the clean images ``(B, 1, H, W)``.
+        patch_size: Patch side ``P``.
+        tie_below: Added errors up to this value count as none.
 
     Returns:
-        tuple[list[Tensor], Tensor, Tensor]: Skips of the corrupted ``I'``, that ``I'`` and the targets
+        Skips of the corrupted ``I'``, that ``I'`` and the targets
         ``(B, 1, H / P, W / P)``.
     """
     baseline = gt_patch_targets(clean, ear.reconstruct(clean, masks), patch_size)
@@ -142,14 +142,14 @@ def complement_targets(ear: EARModel, images: Tensor, masks: Tensor, recon: Tens
     """Error of every patch when it is inpainted: ``M`` from this pass, ``1 - M`` from a second one.
 
     Args:
-        ear (EARModel): Frozen stage-1 model.
-        images (Tensor): Images ``(B, 3, H, W)``.
-        masks (Tensor): Their masks ``(B, 1, H, W)``.
-        recon (Tensor): The reconstruction with ``masks``.
-        patch_size (int): Patch side ``P``.
+        ear: Frozen stage-1 model.
+        images: Images ``(B, 3, H, W)``.
+        masks: Their masks ``(B, 1, H, W)``.
+        recon: The reconstruction with ``masks``.
+        patch_size: Patch side ``P``.
 
     Returns:
-        Tensor: ``(B, 1, H / P, W / P)``.
+        ``(B, 1, H / P, W / P)``.
     """
     complement = 1 - masks
     recon_complement = ear.reconstruct(images, complement)

@@ -12,7 +12,7 @@ from torch import Tensor
 from fader_lightning.data.dataset import Batch
 from fader_lightning.data.transforms import as_hw
 from fader_lightning.models.base_module import AnomalyModule
-from fader_lightning.models.ear import build_ear_model
+from fader_lightning.models.ear import EARModel, build_ear_model
 from fader_lightning.models.fit_check import available_bytes, check_memory, training_step_bytes
 from fader_lightning.models.losses import InpaintingLoss
 from fader_lightning.models.scoring import AnomalyScorer, rebuild_scorer
@@ -106,6 +106,11 @@ class InpaintingModule(AnomalyModule):
         super().set_evaluation(scoring, fpr_limit, map_storage)
         self.model.scorer = rebuild_scorer(self.model.scorer, plain(scoring))
         self.hparams["scoring"] = plain(scoring)
+
+    @property
+    def inpainter(self) -> EARModel:
+        """The trained EAR model."""
+        return self.model
 
     @property
     def scorer(self) -> AnomalyScorer:

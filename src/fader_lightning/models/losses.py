@@ -1,6 +1,6 @@
 """Image similarity measures and the inpainting training loss.
 
-* :func:`ssim` follows torchmetrics' ``structural_similarity_index_measure`` (Gaussian window, reflection padding,
+* :func:`ssim` is torchmetrics' ``structural_similarity_index_measure`` (Gaussian window, reflection padding,
   mean over every pixel, ``K1 = 0.01``, ``K2 = 0.03``).
 * :func:`gms_map` / :func:`msgms_map` are the (multi-scale) gradient magnitude similarity maps of RIAD, computed per
   channel with 3x3 Prewitt kernels.
@@ -14,10 +14,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from fader_lightning.errors import ConfigError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _GMS_EPS = 1e-12
 
@@ -26,9 +27,9 @@ def _check_pair(x: Tensor, y: Tensor, name: str) -> None:
     """Checks that two image batches are 4-D and of equal shape.
 
     Args:
-        x (Tensor): First batch.
-        y (Tensor): Second batch.
-        name (str): Name of the calling function, for the error message.
+        x: First batch.
+        y: Second batch.
+        name: Name of the calling function, for the error message.
 
     Raises:
         ValueError: If the shapes differ or are not ``(B, C, H, W)``.
@@ -37,24 +38,6 @@ def _check_pair(x: Tensor, y: Tensor, name: str) -> None:
         raise ValueError(
             f"{name} expects two tensors of equal shape (B, C, H, W), got {tuple(x.shape)} and {tuple(y.shape)}"
         )
-
-
-def _gaussian_window(window_size: int, sigma: float, channels: int, like: Tensor) -> Tensor:
-    """Builds a normalised depthwise 2-D Gaussian window.
-
-    Args:
-        window_size (int): Odd side length of the window.
-        sigma (float): Standard deviation of the Gaussian in pixels.
-        channels (int): Number of channels (one window per channel).
-        like (Tensor): Tensor whose device and dtype the window takes.
-
-    Returns:
-        Tensor: Window of shape ``(channels, 1, window_size, window_size)``.
-    """
-    dist = torch.arange((1 - window_size) / 2, (1 + window_size) / 2, 1.0, dtype=like.dtype, device=like.device)
-    gauss = torch.exp(-((dist / sigma) ** 2) / 2)
-    gauss = (gauss / gauss.sum()).unsqueeze(0)
-    return (gauss.t() @ gauss).expand(channels, 1, window_size, window_size)
 
 
 def ssim(
@@ -67,27 +50,25 @@ def ssim(
     k1: float = 0.01,
     k2: float = 0.03,
 ) -> Tensor:
-    """Structural similarity index with a Gaussian window.
+    """Structural similarity index with a Gaussian window: torchmetrics' ``structural_similarity_index_measure``.
 
-    Matches torchmetrics' ``structural_similarity_index_measure(x, y, sigma=sigma, data_range=data_range)``:
-    both images are reflection-padded by ``window_size // 2``, local statistics come from a depthwise Gaussian
-    convolution, variances are clamped at zero and the SSIM map is averaged over all channels and pixels. Note that
-    torchmetrics derives the window size from sigma (``int(3.5 * sigma + 0.5) * 2 + 1``, i.e. 11 for 1.5) whereas
-    here it is given explicitly.
+    Both images are reflection-padded by ``window_size // 2``, local statistics come from a depthwise Gaussian
+    convolution and the SSIM map is averaged over all channels and pixels. The window size is given explicitly
+    (torchmetrics would otherwise derive it from sigma).
 
     Args:
-        x (Tensor): Images of shape ``(B, C, H, W)``.
-        y (Tensor): Images of the same shape.
-        window_size (int): Odd side length of the Gaussian window; reflection padding needs
+        x: Images of shape ``(B, C, H, W)``.
+        y: Images of the same shape.
+        window_size: Odd side length of the Gaussian window; reflection padding needs
             ``window_size // 2 < min(H, W)``.
-        sigma (float): Standard deviation of the Gaussian window.
-        data_range (float): Value range of the images (``1.0`` for ``[0, 1]``).
-        reduction (Literal["mean", "none"]): ``"mean"`` returns a scalar, ``"none"`` one value per image.
-        k1 (float): SSIM luminance constant.
-        k2 (float): SSIM contrast constant.
+        sigma: Standard deviation of the Gaussian window.
+        data_range: Value range of the images (``1.0`` for ``[0, 1]``).
+        reduction: ``"mean"`` returns a scalar, ``"none"`` one value per image.
+        k1: SSIM luminance constant.
+        k2: SSIM contrast constant.
 
     Returns:
-        Tensor: Scalar SSIM, or SSIM per image of shape ``(B,)``.
+        Scalar SSIM, or SSIM per image of shape ``(B,)``.
 
     Raises:
         ValueError: If the inputs do not fit, the window is not odd and positive, sigma is not positive, the
@@ -100,39 +81,26 @@ def ssim(
         raise ValueError(f"ssim sigma must be positive, got {sigma}")
     if reduction not in ("mean", "none"):
         raise ValueError(f"ssim reduction must be 'mean' or 'none', got {reduction!r}")
-    pad = window_size // 2
-    if pad >= min(x.shape[-2:]):
+    if window_size // 2 >= min(x.shape[-2:]):
         raise ValueError(
             f"ssim window_size {window_size} is too large for images of size {tuple(x.shape[-2:])}; "
             f"use an odd window of at most {2 * min(x.shape[-2:]) - 1}"
         )
-    channels = x.shape[1]
-    window = _gaussian_window(window_size, sigma, channels, x)
-    padded = F.pad(torch.cat((x, y, x * x, y * y, x * y)), (pad, pad, pad, pad), mode="reflect")
-    mu_x, mu_y, e_xx, e_yy, e_xy = F.conv2d(padded, window, groups=channels).split(x.shape[0])
-
-    mu_xx = mu_x * mu_x
-    mu_yy = mu_y * mu_y
-    mu_xy = mu_x * mu_y
-    var_x = torch.clamp(e_xx - mu_xx, min=0.0)
-    var_y = torch.clamp(e_yy - mu_yy, min=0.0)
-    cov_xy = e_xy - mu_xy
-    c1 = (k1 * data_range) ** 2
-    c2 = (k2 * data_range) ** 2
-    ssim_map = ((2 * mu_xy + c1) * (2 * cov_xy + c2)) / ((mu_xx + mu_yy + c1) * (var_x + var_y + c2))
-    per_image = ssim_map.flatten(1).mean(dim=1)
-    return per_image.mean() if reduction == "mean" else per_image
+    return structural_similarity_index_measure(
+        x, y, gaussian_kernel=True, sigma=sigma, kernel_size=window_size, data_range=data_range,
+        reduction="elementwise_mean" if reduction == "mean" else "none", k1=k1, k2=k2,
+    )  # fmt: skip
 
 
 def _prewitt_kernels(channels: int, like: Tensor) -> Tensor:
     """Builds depthwise Prewitt kernels (x then y for every channel), divided by 3.
 
     Args:
-        channels (int): Number of channels.
-        like (Tensor): Tensor whose device and dtype the kernels take.
+        channels: Number of channels.
+        like: Tensor whose device and dtype the kernels take.
 
     Returns:
-        Tensor: Kernels of shape ``(2 * channels, 1, 3, 3)``.
+        Kernels of shape ``(2 * channels, 1, 3, 3)``.
     """
     kx = torch.tensor([[1.0, 0.0, -1.0]] * 3, dtype=like.dtype, device=like.device) / 3.0
     return torch.stack((kx, kx.t())).unsqueeze(1).repeat(channels, 1, 1, 1)
@@ -142,10 +110,10 @@ def _gradient_magnitude(x: Tensor) -> Tensor:
     """Per-channel Prewitt gradient magnitude with zero padding.
 
     Args:
-        x (Tensor): Images of shape ``(B, C, H, W)``.
+        x: Images of shape ``(B, C, H, W)``.
 
     Returns:
-        Tensor: Gradient magnitude of shape ``(B, C, H, W)``.
+        Gradient magnitude of shape ``(B, C, H, W)``.
     """
     channels = x.shape[1]
     grad = F.conv2d(x, _prewitt_kernels(channels, x), padding=1, groups=channels)
@@ -161,12 +129,12 @@ def gms_map(x: Tensor, y: Tensor, c: float = 0.0026) -> Tensor:
     divided by 3, zero padding) of each channel. Identical inputs give exactly 1 everywhere.
 
     Args:
-        x (Tensor): Images of shape ``(B, C, H, W)``.
-        y (Tensor): Images of the same shape.
-        c (float): Stabilising constant.
+        x: Images of shape ``(B, C, H, W)``.
+        y: Images of the same shape.
+        c: Stabilising constant.
 
     Returns:
-        Tensor: Similarity map of shape ``(B, C, H, W)`` in ``(0, 1]``.
+        Similarity map of shape ``(B, C, H, W)`` in ``(0, 1]``.
 
     Raises:
         ValueError: If the shapes differ or are not 4-D.
@@ -184,13 +152,13 @@ def msgms_map(x: Tensor, y: Tensor, num_scales: int = 4, c: float = 0.0026) -> T
     computed and bilinearly up-sampled (``align_corners=False``) to the input size; the maps are averaged.
 
     Args:
-        x (Tensor): Images of shape ``(B, C, H, W)``.
-        y (Tensor): Images of the same shape.
-        num_scales (int): Number of scales; ``H`` and ``W`` must be at least ``2 ** (num_scales - 1)``.
-        c (float): Stabilising constant of :func:`gms_map`.
+        x: Images of shape ``(B, C, H, W)``.
+        y: Images of the same shape.
+        num_scales: Number of scales; ``H`` and ``W`` must be at least ``2 ** (num_scales - 1)``.
+        c: Stabilising constant of :func:`gms_map`.
 
     Returns:
-        Tensor: Similarity map of shape ``(B, C, H, W)``.
+        Similarity map of shape ``(B, C, H, W)``.
 
     Raises:
         ValueError: If the shapes differ, ``num_scales < 1`` or the images are too small for ``num_scales``.
@@ -216,13 +184,13 @@ def msgms_loss(x: Tensor, y: Tensor, num_scales: int = 4, c: float = 0.0026) -> 
     """Multi-scale GMS loss ``mean(1 - msgms_map(x, y))``.
 
     Args:
-        x (Tensor): Images of shape ``(B, C, H, W)``.
-        y (Tensor): Images of the same shape.
-        num_scales (int): Number of scales.
-        c (float): Stabilising constant.
+        x: Images of shape ``(B, C, H, W)``.
+        y: Images of the same shape.
+        num_scales: Number of scales.
+        c: Stabilising constant.
 
     Returns:
-        Tensor: Scalar loss.
+        Scalar loss.
     """
     return (1 - msgms_map(x, y, num_scales, c)).mean()
 
@@ -231,14 +199,14 @@ def ssim_loss(x: Tensor, y: Tensor, window_size: int = 11, sigma: float = 1.5, d
     """SSIM loss ``1 - ssim(x, y)``.
 
     Args:
-        x (Tensor): Images of shape ``(B, C, H, W)``.
-        y (Tensor): Images of the same shape.
-        window_size (int): Odd Gaussian window size.
-        sigma (float): Gaussian standard deviation.
-        data_range (float): Value range of the images.
+        x: Images of shape ``(B, C, H, W)``.
+        y: Images of the same shape.
+        window_size: Odd Gaussian window size.
+        sigma: Gaussian standard deviation.
+        data_range: Value range of the images.
 
     Returns:
-        Tensor: Scalar loss.
+        Scalar loss.
     """
     return 1 - ssim(x, y, window_size=window_size, sigma=sigma, data_range=data_range)
 
@@ -247,11 +215,11 @@ def l2_loss(x: Tensor, y: Tensor) -> Tensor:
     """Mean squared error.
 
     Args:
-        x (Tensor): Images of shape ``(B, C, H, W)``.
-        y (Tensor): Images of the same shape.
+        x: Images of shape ``(B, C, H, W)``.
+        y: Images of the same shape.
 
     Returns:
-        Tensor: Scalar loss.
+        Scalar loss.
     """
     _check_pair(x, y, "l2_loss")
     return F.mse_loss(x, y)
@@ -261,12 +229,12 @@ class InpaintingLoss(nn.Module):
     """Weighted sum of L2, SSIM and multi-scale GMS losses between a reconstruction and its target.
 
     Args:
-        l2 (float): Weight of the mean squared error.
-        ssim (float): Weight of ``1 - SSIM``.
-        msgms (float): Weight of ``mean(1 - MSGMS)``.
-        ssim_window (int): Odd SSIM Gaussian window size.
-        ssim_sigma (float): SSIM Gaussian standard deviation.
-        msgms_scales (int): Number of MSGMS scales.
+        l2: Weight of the mean squared error.
+        ssim: Weight of ``1 - SSIM``.
+        msgms: Weight of ``mean(1 - MSGMS)``.
+        ssim_window: Odd SSIM Gaussian window size.
+        ssim_sigma: SSIM Gaussian standard deviation.
+        msgms_scales: Number of MSGMS scales.
 
     Raises:
         ConfigError: If a weight is negative, all weights are zero, the SSIM window is not odd and positive or
@@ -302,11 +270,11 @@ class InpaintingLoss(nn.Module):
         """Computes the weighted loss and its unweighted terms.
 
         Args:
-            recon (Tensor): Reconstructions of shape ``(B, C, H, W)``.
-            target (Tensor): Target images of the same shape.
+            recon: Reconstructions of shape ``(B, C, H, W)``.
+            target: Target images of the same shape.
 
         Returns:
-            dict[str, Tensor]: ``"loss"`` (the weighted sum) and the unweighted terms ``"l2"``, ``"ssim"`` and
+            ``"loss"`` (the weighted sum) and the unweighted terms ``"l2"``, ``"ssim"`` and
             ``"msgms"``; a term whose weight is 0 is not computed and reported as 0.
         """
         terms = {

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from fader_lightning.errors import ConfigError
 from fader_lightning.models.losses import msgms_map
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 POOLINGS: tuple[str, ...] = ("max", "mean", "topk_mean")
 NORMALIZATIONS: tuple[str, ...] = ("none", "mean", "zscore")
@@ -34,8 +34,8 @@ def _check_odd_positive(value: int, key: str) -> None:
     """Checks that a kernel size is an odd positive integer.
 
     Args:
-        value (int): The kernel size.
-        key (str): Name of the setting, for the error message.
+        value: The kernel size.
+        key: Name of the setting, for the error message.
 
     Raises:
         ConfigError: If ``value`` is not odd and positive.
@@ -48,8 +48,8 @@ def _check_reference(reference_size: int, reference_kernel: int) -> None:
     """Validates the reference resolution and kernel size of the kernel scaling rule.
 
     Args:
-        reference_size (int): Image height at which ``reference_kernel`` applies.
-        reference_kernel (int): Kernel size at ``reference_size``.
+        reference_size: Image height at which ``reference_kernel`` applies.
+        reference_kernel: Kernel size at ``reference_size``.
 
     Raises:
         ConfigError: If ``reference_size`` is not positive or ``reference_kernel`` is not odd and positive.
@@ -66,12 +66,12 @@ def scaled_kernel_size(height: int, reference_size: int = 256, reference_kernel:
     integer in ``(x - 1, x + 1]`` (at least 1): 21 at 256, 11 at 128, 43 at 512, 5 at 64.
 
     Args:
-        height (int): Image height in pixels.
-        reference_size (int): Image height at which ``reference_kernel`` applies.
-        reference_kernel (int): Odd kernel size at ``reference_size``.
+        height: Image height in pixels.
+        reference_size: Image height at which ``reference_kernel`` applies.
+        reference_kernel: Odd kernel size at ``reference_size``.
 
     Returns:
-        int: Odd kernel size ``>= 1``.
+        Odd kernel size ``>= 1``.
 
     Raises:
         ConfigError: If ``reference_size`` is not positive or ``reference_kernel`` is not odd and positive.
@@ -85,11 +85,11 @@ def box_filter(amap: Tensor, kernel_size: int) -> Tensor:
     """Mean-filters a map with a square window, keeping its size (replicate padding).
 
     Args:
-        amap (Tensor): Maps of shape ``(B, C, H, W)``.
-        kernel_size (int): Odd window side.
+        amap: Maps of shape ``(B, C, H, W)``.
+        kernel_size: Odd window side.
 
     Returns:
-        Tensor: Filtered maps of shape ``(B, C, H, W)``.
+        Filtered maps of shape ``(B, C, H, W)``.
 
     Raises:
         ConfigError: If ``kernel_size`` is not odd and positive.
@@ -105,12 +105,12 @@ def raw_anomaly_map(image: Tensor, recon: Tensor, num_scales: int = 4) -> Tensor
     """Unsmoothed anomaly map ``1 - MSGMS`` averaged over channels.
 
     Args:
-        image (Tensor): Images of shape ``(B, C, H, W)`` in ``[0, 1]``.
-        recon (Tensor): Reconstructions of the same shape.
-        num_scales (int): Number of MSGMS scales.
+        image: Images of shape ``(B, C, H, W)`` in ``[0, 1]``.
+        recon: Reconstructions of the same shape.
+        num_scales: Number of MSGMS scales.
 
     Returns:
-        Tensor: Map of shape ``(B, 1, H, W)``; 0 where the reconstruction is exact, larger is more anomalous.
+        Map of shape ``(B, 1, H, W)``; 0 where the reconstruction is exact, larger is more anomalous.
     """
     return (1 - msgms_map(image, recon, num_scales=num_scales)).mean(dim=1, keepdim=True)
 
@@ -128,19 +128,19 @@ def anomaly_map(
     """Anomaly map ``1 - MSGMS`` averaged over channels, minus an optional offset, and (optionally) mean-filtered.
 
     Args:
-        image (Tensor): Images of shape ``(B, C, H, W)`` in ``[0, 1]``.
-        recon (Tensor): Reconstructions of the same shape.
-        kernel_size (int | None): Odd box-filter size; ``None`` scales ``reference_kernel`` with ``H`` (see
+        image: Images of shape ``(B, C, H, W)`` in ``[0, 1]``.
+        recon: Reconstructions of the same shape.
+        kernel_size: Odd box-filter size; ``None`` scales ``reference_kernel`` with ``H`` (see
             :func:`scaled_kernel_size`).
-        num_scales (int): Number of MSGMS scales.
-        reference_size (int): Image height at which ``reference_kernel`` applies.
-        reference_kernel (int): Odd box-filter size at ``reference_size``.
-        smooth (bool): Apply the box filter; ``False`` returns :func:`raw_anomaly_map` minus ``offset``.
-        offset (Tensor | None): Expected raw error of normal content, broadcastable to ``(B, 1, H, W)``, subtracted
+        num_scales: Number of MSGMS scales.
+        reference_size: Image height at which ``reference_kernel`` applies.
+        reference_kernel: Odd box-filter size at ``reference_size``.
+        smooth: Apply the box filter; ``False`` returns :func:`raw_anomaly_map` minus ``offset``.
+        offset: Expected raw error of normal content, broadcastable to ``(B, 1, H, W)``, subtracted
             before smoothing (FADeR's residual use); ``None`` subtracts nothing.
 
     Returns:
-        Tensor: Map of shape ``(B, 1, H, W)``.
+        Map of shape ``(B, 1, H, W)``.
 
     Raises:
         ConfigError: If a kernel size is not odd and positive.
@@ -159,8 +159,8 @@ def _check_pooling(pooling: str, topk_fraction: float) -> None:
     """Validates image-score pooling settings.
 
     Args:
-        pooling (str): Pooling name.
-        topk_fraction (float): Fraction of pixels for ``"topk_mean"``.
+        pooling: Pooling name.
+        topk_fraction: Fraction of pixels for ``"topk_mean"``.
 
     Raises:
         ConfigError: If ``pooling`` is unknown or ``topk_fraction`` is outside ``(0, 1]``.
@@ -175,13 +175,13 @@ def image_score(amap: Tensor, pooling: str = "max", topk_fraction: float = 0.01)
     """Pools anomaly maps into one score per image.
 
     Args:
-        amap (Tensor): Maps of shape ``(B, ...)`` (typically ``(B, 1, H, W)``).
-        pooling (str): ``"max"``, ``"mean"`` or ``"topk_mean"`` (mean of the ``ceil(topk_fraction * N)`` largest
+        amap: Maps of shape ``(B, ...)`` (typically ``(B, 1, H, W)``).
+        pooling: ``"max"``, ``"mean"`` or ``"topk_mean"`` (mean of the ``ceil(topk_fraction * N)`` largest
             of the ``N`` values per image, at least one).
-        topk_fraction (float): Fraction of values for ``"topk_mean"``, in ``(0, 1]``.
+        topk_fraction: Fraction of values for ``"topk_mean"``, in ``(0, 1]``.
 
     Returns:
-        Tensor: Scores of shape ``(B,)``.
+        Scores of shape ``(B,)``.
 
     Raises:
         ConfigError: If ``pooling`` is unknown or ``topk_fraction`` is outside ``(0, 1]``.
@@ -200,8 +200,8 @@ def _check_normalization(normalize: str, std_floor: float) -> None:
     """Validates map-normalisation settings.
 
     Args:
-        normalize (str): Normalisation name.
-        std_floor (float): Floor of the standard deviation, as a fraction of its mean.
+        normalize: Normalisation name.
+        std_floor: Floor of the standard deviation, as a fraction of its mean.
 
     Raises:
         ConfigError: If ``normalize`` is unknown or ``std_floor`` is not positive.
@@ -216,7 +216,7 @@ class MapStatistics:
     """Running per-pixel mean and standard deviation of anomaly maps of normal images (float64 sums).
 
     Args:
-        shape (tuple[int, int]): Map height and width.
+        shape: Map height and width.
     """
 
     def __init__(self, shape: tuple[int, int]) -> None:
@@ -228,7 +228,7 @@ class MapStatistics:
         """Adds a batch of maps.
 
         Args:
-            amap (Tensor): Maps of shape ``(B, 1, H, W)``.
+            amap: Maps of shape ``(B, 1, H, W)``.
         """
         values = amap.detach().squeeze(1).to("cpu", torch.float64)
         self.count += values.shape[0]
@@ -239,7 +239,7 @@ class MapStatistics:
         """Mean and standard deviation (population) per pixel.
 
         Returns:
-            tuple[Tensor, Tensor]: Both of shape ``(1, 1, H, W)``, float32.
+            Both of shape ``(1, 1, H, W)``, float32.
 
         Raises:
             ValueError: If no map was added.
@@ -260,16 +260,16 @@ class AnomalyScorer(nn.Module):
     :meth:`set_statistics` gives them, maps are not normalised.
 
     Args:
-        kernel_size (int | None): Odd box-filter size; ``None`` scales ``reference_kernel`` with the input height.
-        num_scales (int): Number of MSGMS scales.
-        reference_size (int): Image height at which ``reference_kernel`` applies.
-        reference_kernel (int): Odd box-filter size at ``reference_size``.
-        smooth (bool): Apply the box filter.
-        pooling (str): Image-score pooling, one of ``"max"``, ``"mean"``, ``"topk_mean"``.
-        topk_fraction (float): Fraction of pixels for ``"topk_mean"``.
-        normalize (str): ``"none"``, ``"mean"`` (subtract the normal mean map) or ``"zscore"`` (and divide by the
+        kernel_size: Odd box-filter size; ``None`` scales ``reference_kernel`` with the input height.
+        num_scales: Number of MSGMS scales.
+        reference_size: Image height at which ``reference_kernel`` applies.
+        reference_kernel: Odd box-filter size at ``reference_size``.
+        smooth: Apply the box filter.
+        pooling: Image-score pooling, one of ``"max"``, ``"mean"``, ``"topk_mean"``.
+        topk_fraction: Fraction of pixels for ``"topk_mean"``.
+        normalize: ``"none"``, ``"mean"`` (subtract the normal mean map) or ``"zscore"`` (and divide by the
             normal standard deviation map).
-        std_floor (float): Floor of the standard deviation of ``"zscore"``, as a fraction of its spatial mean.
+        std_floor: Floor of the standard deviation of ``"zscore"``, as a fraction of its spatial mean.
 
     Raises:
         ConfigError: If a kernel size, the pooling, ``topk_fraction`` or the normalisation is invalid.
@@ -320,8 +320,8 @@ class AnomalyScorer(nn.Module):
         """Stores the per-pixel statistics of normal maps (see :class:`MapStatistics`).
 
         Args:
-            mean (Tensor): Mean map ``(1, 1, H, W)``.
-            std (Tensor): Standard deviation map of the same shape.
+            mean: Mean map ``(1, 1, H, W)``.
+            std: Standard deviation map of the same shape.
         """
         self.map_mean = mean.to(self.map_mean.device, torch.float32)
         self.map_std = std.to(self.map_std.device, torch.float32)
@@ -336,14 +336,35 @@ class AnomalyScorer(nn.Module):
         """The calibrated pixel threshold, ``None`` before :meth:`set_thresholds`."""
         return float(self.thresholds[1]) if self.thresholds.numel() else None
 
-    def set_thresholds(self, image: float, pixel: float) -> None:
-        """Stores the image and pixel thresholds (calibrated on normal images, on this scorer's scale).
+    @property
+    def normal_lows(self) -> tuple[float, float] | None:
+        """The smallest image score and map value of the calibration images, ``None`` when not stored.
+
+        Checkpoints calibrated before they were stored hold thresholds only.
+        """
+        return (float(self.thresholds[2]), float(self.thresholds[3])) if self.thresholds.numel() == 4 else None
+
+    def set_thresholds(self, image: float, pixel: float, image_low: float, pixel_low: float) -> None:
+        """Stores the image and pixel thresholds and lows (calibrated on normal images, on this scorer's scale).
 
         Args:
-            image (float): Image-score threshold.
-            pixel (float): Anomaly-map threshold.
+            image: Image-score threshold (the largest score of the calibration images).
+            pixel: Anomaly-map threshold (their largest map value).
+            image_low: Their smallest score, which :func:`normalized` maps to 0.
+            pixel_low: Their smallest map value.
         """
-        self.thresholds = torch.tensor([image, pixel], dtype=torch.float32, device=self.thresholds.device)
+        values = [image, pixel, image_low, pixel_low]
+        self.thresholds = torch.tensor(values, dtype=torch.float32, device=self.thresholds.device)
+
+    def normalized_scores(self, scores: Tensor) -> Tensor | None:
+        """Image scores on the ``[0, 1]`` scale whose threshold is 0.5 (see :func:`normalized`), if calibrated."""
+        lows = self.normal_lows
+        return None if lows is None else normalized(scores, lows[0], self.image_threshold)
+
+    def normalized_maps(self, maps: Tensor) -> Tensor | None:
+        """Anomaly maps on the ``[0, 1]`` scale whose pixel threshold is 0.5 (see :func:`normalized`), if calibrated."""
+        lows = self.normal_lows
+        return None if lows is None else normalized(maps, lows[1], self.pixel_threshold)
 
     def clear_statistics(self) -> None:
         """Forgets the statistics, so that maps come out unnormalised (to measure new ones)."""
@@ -363,12 +384,12 @@ class AnomalyScorer(nn.Module):
         """The smoothed, unnormalised anomaly map (see :func:`anomaly_map`).
 
         Args:
-            image (Tensor): Images of shape ``(B, C, H, W)`` in ``[0, 1]``.
-            recon (Tensor): Reconstructions of the same shape.
-            offset (Tensor | None): Raw-map offset subtracted before smoothing.
+            image: Images of shape ``(B, C, H, W)`` in ``[0, 1]``.
+            recon: Reconstructions of the same shape.
+            offset: Raw-map offset subtracted before smoothing.
 
         Returns:
-            Tensor: Maps of shape ``(B, 1, H, W)``.
+            Maps of shape ``(B, 1, H, W)``.
         """
         return anomaly_map(
             image,
@@ -385,10 +406,10 @@ class AnomalyScorer(nn.Module):
         """Normalises smoothed maps (once statistics are set) and pools them into image scores.
 
         Args:
-            amap (Tensor): Smoothed maps of shape ``(B, 1, H, W)``.
+            amap: Smoothed maps of shape ``(B, 1, H, W)``.
 
         Returns:
-            tuple[Tensor, Tensor]: Maps of shape ``(B, 1, H, W)`` and scores of shape ``(B,)``.
+            Maps of shape ``(B, 1, H, W)`` and scores of shape ``(B,)``.
 
         Raises:
             ConfigError: If the statistics were measured at another map size.
@@ -408,12 +429,12 @@ class AnomalyScorer(nn.Module):
         """Computes anomaly maps and image scores.
 
         Args:
-            image (Tensor): Images of shape ``(B, C, H, W)`` in ``[0, 1]``.
-            recon (Tensor): Reconstructions of the same shape.
-            offset (Tensor | None): Raw-map offset subtracted before smoothing (see :func:`anomaly_map`).
+            image: Images of shape ``(B, C, H, W)`` in ``[0, 1]``.
+            recon: Reconstructions of the same shape.
+            offset: Raw-map offset subtracted before smoothing (see :func:`anomaly_map`).
 
         Returns:
-            tuple[Tensor, Tensor]: Maps of shape ``(B, 1, H, W)`` and scores of shape ``(B,)``.
+            Maps of shape ``(B, 1, H, W)`` and scores of shape ``(B,)``.
         """
         return self.finish(self.smoothed(image, recon, offset))
 
@@ -424,6 +445,25 @@ SCALE_SETTINGS: tuple[str, ...] = ("normalize", "std_floor", "pooling", "topk_fr
 """tuple[str, ...]: The other settings that change the scale of maps and scores, and so invalidate thresholds."""
 
 
+def normalized(values: Tensor, low: float, threshold: float) -> Tensor:
+    """Put scores on a ``[0, 1]`` scale where the threshold is 0.5, as anomalib reports them.
+
+    ``0.5 + 0.5 * (value - threshold) / (threshold - low)``, clipped to ``[0, 1]``: the calibration images' scores
+    (from ``low`` to ``threshold``) fill ``[0, 0.5]``, and a score as far above the threshold as their range reaches 1.
+    So ``normalized > 0.5`` exactly when ``value > threshold``.
+
+    Args:
+        values: Scores or maps.
+        low: Smallest score of the calibration images.
+        threshold: The threshold (their largest score).
+
+    Returns:
+        The normalised values, float32.
+    """
+    spread = max(threshold - low, 1e-12)
+    return (0.5 + 0.5 * (values.float() - threshold) / spread).clamp(0.0, 1.0)
+
+
 def rebuild_scorer(old: AnomalyScorer, settings: dict[str, Any]) -> AnomalyScorer:
     """A scorer with new settings that keeps what the old one measured while it still applies.
 
@@ -431,11 +471,11 @@ def rebuild_scorer(old: AnomalyScorer, settings: dict[str, Any]) -> AnomalyScore
     stay only while every setting is the same, since normalisation and pooling change the scale of the scores.
 
     Args:
-        old (AnomalyScorer): The scorer being replaced.
-        settings (dict[str, Any]): Keyword arguments of the new :class:`AnomalyScorer`.
+        old: The scorer being replaced.
+        settings: Keyword arguments of the new :class:`AnomalyScorer`.
 
     Returns:
-        AnomalyScorer: The new scorer.
+        The new scorer.
     """
     new = AnomalyScorer(**settings).to(old.map_mean.device)
     if old.map_mean.numel() and all(getattr(old, key) == getattr(new, key) for key in MAP_SETTINGS):

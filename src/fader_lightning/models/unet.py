@@ -14,16 +14,16 @@ from torch import Tensor, nn
 
 from fader_lightning.errors import ConfigError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 def check_input_size(height: int, width: int, stride: int) -> None:
     """Checks that an image size can pass through a U-Net with the given total stride.
 
     Args:
-        height (int): Image height in pixels.
-        width (int): Image width in pixels.
-        stride (int): Total down-sampling factor of the U-Net (``2 ** number_of_poolings``).
+        height: Image height in pixels.
+        width: Image width in pixels.
+        stride: Total down-sampling factor of the U-Net (``2 ** number_of_poolings``).
 
     Raises:
         ConfigError: If ``height`` or ``width`` is not a positive multiple of ``stride``.
@@ -41,9 +41,9 @@ def _conv_block(in_channels: int, out_channels: int, negative_slope: float) -> n
     """Builds two ``3x3 conv -> BatchNorm -> LeakyReLU`` stages.
 
     Args:
-        in_channels (int): Channels of the block input.
-        out_channels (int): Channels of both convolutions' outputs.
-        negative_slope (float): Negative slope of the LeakyReLU activations.
+        in_channels: Channels of the block input.
+        out_channels: Channels of both convolutions' outputs.
+        negative_slope: Negative slope of the LeakyReLU activations.
 
     Returns:
         nn.Sequential: The block.
@@ -68,10 +68,10 @@ class UNet(nn.Module):
     width to the skip's width. A final ``1x1`` convolution and a sigmoid produce the output.
 
     Args:
-        in_channels (int): Channels of the input image.
-        out_channels (int): Channels of the reconstruction.
-        widths (Sequence[int]): Channel widths of the encoder levels, shallow first; at least two entries.
-        negative_slope (float): Negative slope of the LeakyReLU activations.
+        in_channels: Channels of the input image.
+        out_channels: Channels of the reconstruction.
+        widths: Channel widths of the encoder levels, shallow first; at least two entries.
+        negative_slope: Negative slope of the LeakyReLU activations.
 
     Raises:
         ConfigError: If ``widths`` has fewer than two entries or a non-positive entry, or a channel count is
@@ -115,7 +115,7 @@ class UNet(nn.Module):
             self.upsamplers.append(nn.ConvTranspose2d(deep, deep, kernel_size=2, stride=2))
             self.decoder_blocks.append(_conv_block(deep + widths[level], widths[level], negative_slope))
         self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
-        logger.debug("Built UNet widths=%s with %d parameters", widths, sum(p.numel() for p in self.parameters()))
+        log.debug("Built UNet widths=%s with %d parameters", widths, sum(p.numel() for p in self.parameters()))
 
     @property
     def stride(self) -> int:
@@ -131,8 +131,8 @@ class UNet(nn.Module):
         """Checks that an image of ``height x width`` pixels fits this network's stride.
 
         Args:
-            height (int): Image height in pixels.
-            width (int): Image width in pixels.
+            height: Image height in pixels.
+            width: Image width in pixels.
 
         Raises:
             ConfigError: If a side is not a multiple of :attr:`stride`.
@@ -143,10 +143,10 @@ class UNet(nn.Module):
         """Runs the encoder.
 
         Args:
-            x (Tensor): Images of shape ``(B, in_channels, H, W)``; ``H`` and ``W`` multiples of :attr:`stride`.
+            x: Images of shape ``(B, in_channels, H, W)``; ``H`` and ``W`` multiples of :attr:`stride`.
 
         Returns:
-            tuple[list[Tensor], Tensor]: The skip tensors, highest resolution first (skip ``i`` has shape
+            The skip tensors, highest resolution first (skip ``i`` has shape
             ``(B, widths[i], H / 2**i, W / 2**i)``), and the bottleneck of shape
             ``(B, widths[-1], H / stride, W / stride)``.
 
@@ -168,12 +168,12 @@ class UNet(nn.Module):
         """Runs the decoder on a bottleneck and (possibly externally modified) skip tensors.
 
         Args:
-            bottleneck (Tensor): Tensor of shape ``(B, widths[-1], h, w)``.
-            skips (Sequence[Tensor]): Skip tensors, highest resolution first, with the shapes
+            bottleneck: Tensor of shape ``(B, widths[-1], h, w)``.
+            skips: Skip tensors, highest resolution first, with the shapes
                 :meth:`encode` produces for a bottleneck of size ``h x w``.
 
         Returns:
-            Tensor: Reconstruction of shape ``(B, out_channels, h * stride, w * stride)`` in ``[0, 1]``.
+            Reconstruction of shape ``(B, out_channels, h * stride, w * stride)`` in ``[0, 1]``.
 
         Raises:
             ValueError: If the bottleneck or the number or shape of the skips does not fit the network.
@@ -205,10 +205,10 @@ class UNet(nn.Module):
         """Reconstructs images.
 
         Args:
-            x (Tensor): Images of shape ``(B, in_channels, H, W)``.
+            x: Images of shape ``(B, in_channels, H, W)``.
 
         Returns:
-            Tensor: Reconstruction of shape ``(B, out_channels, H, W)`` in ``[0, 1]``.
+            Reconstruction of shape ``(B, out_channels, H, W)`` in ``[0, 1]``.
         """
         skips, bottleneck = self.encode(x)
         return self.decode(bottleneck, skips)

@@ -1,0 +1,289 @@
+"""Python API for notebooks and services: score images with a checkpoint, train from the packaged configs.
+
+Example:
+    >>> from fader_lightning.api import Detector, train
+    >>> results = train(["data=mvtec", "data.root=/data/mvtec_ad", "data.category=bottle", "stage=both"])
+    >>> detector = Detector.from_checkpoint(results["fader"]["checkpoint"])
+    >>> for detection in detector.predict(["a.png", "b.png"]):
+    ...     print(detection.score, detection.normalized_score, detection.label)
+
+A :class:`Detector` resizes every image exactly as training did (the checkpoint's image size and resize method)
+and decides with the thresholds the checkpoint carries (calibrated on normal images when training ended).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from omegaconf import OmegaConf, open_dict
+from PIL import Image
+from torch import Tensor
+
+from fader_lightning.configs import CONFIG_DIR
+from fader_lightning.data.image_io import read_image, scale_to_uint8
+from fader_lightning.data.transforms import build_transform
+from fader_lightning.errors import ConfigError, DataError
+from fader_lightning.inference import load_module, resolve_image_size, run_entry
+from fader_lightning.models.base_module import AnomalyModule
+from fader_lightning.models.scoring import normalized
+from fader_lightning.train import train as run_train
+
+log = logging.getLogger(__name__)
+
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor
+"""An image file, a PIL image, an ``(H, W[, C])`` array (uint8, 16-bit or float) or a ``(3, H, W)`` tensor in [0, 1]."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The verdict on one image.
+
+    Attributes:
+        score: Image anomaly score (higher is more anomalous), on the model's own scale.
+        normalized_score: The score on ``[0, 1]`` with the threshold at 0.5 (see
+            :func:`~fader_lightning.models.scoring.normalized`); ``None`` when the checkpoint has no calibration lows.
+        label: ``True`` (anomalous) when the score is above the image threshold; ``None`` without a threshold.
+        anomaly_map: ``(H, W)`` float32 map at the model's input size.
+        mask: ``(H, W)`` bool, the map above the pixel threshold; ``None`` without one.
+        source: The file the image came from, else ``None``.
+    """
+
+    score: float
+    normalized_score: float | None
+    label: bool | None
+    anomaly_map: np.ndarray
+    mask: np.ndarray | None
+    source: str | None = None
+
+
+def as_rgb_uint8(image: ImageLike) -> np.ndarray:
+    """An image as an ``(H, W, 3)`` RGB uint8 array, decoded as the datasets decode files.
+
+    Args:
+        image: See :data:`ImageLike`.
+
+    Returns:
+        The array.
+
+    Raises:
+        DataError: When a file cannot be read or an array does not have an image's shape.
+    """
+    if isinstance(image, str | os.PathLike):
+        return read_image(Path(image))
+    if isinstance(image, Image.Image):
+        return np.array(image.convert("RGB"), dtype=np.uint8)
+    if isinstance(image, Tensor):
+        if image.ndim != 3 or image.shape[0] not in (1, 3):
+            raise DataError(f"an image tensor must be (3, H, W) or (1, H, W) in [0, 1], got {tuple(image.shape)}")
+        image = image.detach().float().cpu().permute(1, 2, 0).numpy()
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
+        array = array[..., :3] if array.shape[-1] != 1 else array[..., 0]
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise DataError(f"an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {array.shape}")
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype == np.uint16:  # by the bit depth, as 16-bit files are read
+        return (array.astype(np.float64) / 65535.0 * 255.0).round().clip(0, 255).astype(np.uint8)
+    return scale_to_uint8(array.astype(np.float64), "the array")
+
+
+class Detector:
+    """A trained stage-1 or FADeR model with its preprocessing and thresholds.
+
+    Args:
+        module: The loaded stage module (:func:`~fader_lightning.inference.load_module`).
+        image_size: Height and width the images are resized to (the checkpoint's).
+        image_threshold: Replaces the checkpoint's image threshold.
+        pixel_threshold: Replaces the checkpoint's pixel threshold.
+    """
+
+    def __init__(
+        self,
+        module: AnomalyModule,
+        image_size: tuple[int, int],
+        image_threshold: float | None = None,
+        pixel_threshold: float | None = None,
+    ) -> None:
+        self.module = module.eval()
+        self.image_size = image_size
+        self.interpolation = module.preprocessing["interpolation"]
+        self.transform = build_transform(image_size, self.interpolation)
+        scorer = module.scorer
+        self.image_threshold = scorer.image_threshold if image_threshold is None else float(image_threshold)
+        self.pixel_threshold = scorer.pixel_threshold if pixel_threshold is None else float(pixel_threshold)
+        self.lows = scorer.normal_lows
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        device: str = "auto",
+        vit_weights: str | None = None,
+        image_threshold: float | None = None,
+        pixel_threshold: float | None = None,
+    ) -> Detector:
+        """Load a stage-1 or FADeR checkpoint (told apart automatically) for inference.
+
+        Args:
+            path: The checkpoint (``<run>/checkpoints/<ear|fader>/last.ckpt``, or a copy anywhere).
+            device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+            vit_weights: DINO ViT state dict of a model with attention masking (checkpoints do not store it).
+            image_threshold: Replaces the checkpoint's image threshold.
+            pixel_threshold: Replaces the checkpoint's pixel threshold.
+
+        Returns:
+            The detector.
+
+        Raises:
+            CheckpointError: When the file is missing or is not a checkpoint of either stage.
+        """
+        module = load_module(path, device, vit_weights)
+        size = resolve_image_size(None, module, run_entry(path, module.stage))
+        return cls(module, size, image_threshold, pixel_threshold)
+
+    @property
+    def stage(self) -> str:
+        """``ear`` (stage 1) or ``fader``."""
+        return self.module.stage
+
+    def preprocess(self, image: ImageLike) -> Tensor:
+        """Decode and resize one image exactly as training did.
+
+        Args:
+            image: See :data:`ImageLike`.
+
+        Returns:
+            ``(3, H, W)`` float32 in [0, 1] at :attr:`image_size`.
+
+        Raises:
+            DataError: When the image cannot be read.
+        """
+        resized = self.transform(image=as_rgb_uint8(image))["image"]
+        return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().div_(255.0)
+
+    @torch.inference_mode()
+    def infer(self, images: Tensor) -> dict[str, Tensor]:
+        """The model's raw outputs on preprocessed images.
+
+        Args:
+            images: ``(B, 3, H, W)`` from :meth:`preprocess`.
+
+        Returns:
+            ``anomaly_map``, ``score``, ``recon``, ``masks`` (and FADeR's ``soft_mask``), on the model's device.
+        """
+        return self.module.infer(images.to(self.module.device))
+
+    def detections(self, outputs: dict[str, Tensor], sources: Sequence[str | None]) -> list[Detection]:
+        """Turn a batch of outputs into :class:`Detection` objects.
+
+        Args:
+            outputs: What :meth:`infer` returned.
+            sources: The file of each image (``None`` for in-memory images).
+
+        Returns:
+            One detection per image.
+        """
+        scores = outputs["score"].float().cpu()
+        maps = outputs["anomaly_map"][:, 0].float().cpu()
+        calibrated = self.lows is not None and self.image_threshold is not None
+        norm = normalized(scores, self.lows[0], self.image_threshold) if calibrated else None
+        return [
+            Detection(
+                score=float(scores[i]),
+                normalized_score=float(norm[i]) if norm is not None else None,
+                label=bool(scores[i] > self.image_threshold) if self.image_threshold is not None else None,
+                anomaly_map=maps[i].numpy(),
+                mask=(maps[i] > self.pixel_threshold).numpy() if self.pixel_threshold is not None else None,
+                source=source,
+            )
+            for i, source in enumerate(sources)
+        ]
+
+    def predict(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 8) -> list[Detection]:
+        """Score images.
+
+        Args:
+            images: One image, a list of them, or a batch: a ``(B, 3, H, W)`` tensor or ``(B, H, W[, C])`` array.
+            batch_size: Images per forward pass.
+
+        Returns:
+            One :class:`Detection` per image, in order.
+
+        Raises:
+            DataError: When an image cannot be read.
+        """
+        results: list[Detection] = []
+        for chunk in _chunks(_as_list(images), batch_size):
+            batch = torch.stack([self.preprocess(image) for image in chunk])
+            sources = [str(image) if isinstance(image, str | os.PathLike) else None for image in chunk]
+            results += self.detections(self.infer(batch), sources)
+        return results
+
+
+def _as_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
+    if isinstance(images, Tensor) and images.ndim == 4:
+        return list(images)
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images)
+    if isinstance(images, str | os.PathLike | Image.Image | np.ndarray | Tensor):
+        return [images]
+    return list(images)
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    if size < 1:
+        raise ConfigError(f"batch_size={size} is invalid; use an integer >= 1")
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def train(overrides: Sequence[str] = (), output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train (and test) one job from the packaged configs, as ``fader-train`` with the same overrides would.
+
+    Args:
+        overrides: Command-line style overrides, e.g. ``["data.category=bottle", "stage=both"]``.
+        output_dir: The run folder; by default ``logs/<task_name>/runs/<time>`` under ``paths.root_dir`` (the current
+            folder unless ``FADER_ROOT`` is set).
+
+    Returns:
+        ``{stage: entry}`` as written to the run's ``metrics.json`` (each entry names its ``checkpoint``).
+
+    Raises:
+        ConfigError: On an override that does not compose, or a sweep (run sweeps with ``fader-train -m``).
+    """
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="train"):
+            cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    except HydraException as err:
+        raise ConfigError(f"the overrides {list(overrides)} do not compose: {err}") from err
+    if cfg.hydra.mode is not None and str(cfg.hydra.mode).endswith("MULTIRUN"):
+        raise ConfigError("train() runs one job; this config is a sweep: run it with fader-train -m")
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    with open_dict(cfg):
+        cfg.hydra.runtime.cwd = os.getcwd()
+        cfg.hydra.job.num, cfg.hydra.job.id = 0, "0"  # a single job, as in a fader-train run
+    HydraConfig.instance().set_config(cfg)  # resolves paths.* (they read hydra:runtime.cwd)
+    run_dir = Path(output_dir or Path(cfg.paths.log_dir) / cfg.task_name / "runs" / stamp).resolve()
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.paths.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # the job's config, as Hydra hands it to fader-train
+    log.info("training in %s", run_dir)
+    return run_train(cfg)

@@ -1,0 +1,168 @@
+"""``fader-eval``: test a trained checkpoint (stage 1 or FADeR) on any datamodule, like a training run's test pass.
+
+Examples:
+    fader-eval ckpt_path=logs/train/runs/<run>/checkpoints/fader/last.ckpt
+    fader-eval ckpt_path=<run>/checkpoints/ear/last.ckpt data=mvtec data.root=/data/mvtec_ad data.category=grid
+    fader-eval -m ckpt_path=<run>/checkpoints/fader/last.ckpt logger=wandb scoring.normalize=none,zscore
+
+Without ``data=``/``data.*`` overrides, a checkpoint still in its run folder is tested on the data its run was trained
+and tested with (from the run's ``metrics.json``), so its test metrics are reproduced; any data override chooses other
+data. The run folder (``logs/eval/runs/<time>``) gets ``metrics.json`` (one entry for the checkpoint's stage, with the
+checkpoint path), overlays and the configured loggers' files. The model's input size and resize method are the
+checkpoint's; its scoring, normal-map statistics and thresholds too, unless ``scoring.*`` replaces them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from fader_lightning.configs import CONFIG_DIR
+from fader_lightning.data.transforms import as_hw
+from fader_lightning.errors import ConfigError
+from fader_lightning.inference import load_module, run_entry, stage1_settings
+from fader_lightning.models.base_module import AnomalyModule
+from fader_lightning.run_dir import prepare_run_dir, run_lock
+from fader_lightning.train import build, job_provenance, record, run_job, test_stage, test_trainer
+from fader_lightning.utils.threads import apply_threads, plan_for_job
+from fader_lightning.utils.wandb_setup import finish_wandb, log_config
+
+log = logging.getLogger(__name__)
+
+
+def input_size(value: Any, module: AnomalyModule) -> tuple[int, int]:
+    """The test image size: the checkpoint's, which ``data.image_size`` may only repeat.
+
+    Args:
+        value: ``data.image_size`` (``null``, an int or ``[height, width]``).
+        module: The loaded checkpoint.
+
+    Returns:
+        Height and width.
+
+    Raises:
+        ConfigError: When ``data.image_size`` differs from the checkpoint's, or neither states a size.
+    """
+    given = as_hw(OmegaConf.to_object(value) if OmegaConf.is_list(value) else value) if value is not None else None
+    trained = module.trained_size
+    if trained is not None and given is not None and given != trained:
+        raise ConfigError(
+            f"data.image_size={list(given)} differs from the {list(trained)} the checkpoint was trained at: its "
+            "metrics would be meaningless; drop data.image_size (the checkpoint's size is used)"
+        )
+    if trained is None and given is None:
+        raise ConfigError(
+            "the checkpoint does not state its image size (it predates stored sizes); set data.image_size"
+        )
+    return trained or given
+
+
+def training_data(cfg: DictConfig, module: AnomalyModule) -> dict[str, Any] | None:
+    """The data config a checkpoint was trained and tested with, when the command line chooses none.
+
+    Args:
+        cfg: The eval config.
+        module: The loaded checkpoint.
+
+    Returns:
+        The ``data`` node of the training run's ``metrics.json`` (the checkpoint must still sit in its run folder),
+        or ``None`` when a ``data=``/``data.*`` override was given or there is no such run.
+    """
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    if any(override.lstrip("+~").startswith("data") for override in overrides):
+        return None
+    return run_entry(cfg.ckpt_path, module.stage).get("config", {}).get("data")
+
+
+def apply_checkpoint(cfg: DictConfig, module: AnomalyModule) -> None:
+    """Fill the config with what the checkpoint decides, then apply the scoring settings.
+
+    The checkpoint decides the data (see :func:`training_data`), the input size, the resize method and the masking
+    name.
+
+    Args:
+        cfg: The eval config (changed in place).
+        module: The loaded checkpoint.
+
+    Raises:
+        ConfigError: When ``data.image_size`` differs from the checkpoint's.
+    """
+    data = training_data(cfg, module)
+    if data is not None:
+        log.info("testing on the data of the checkpoint's training run (give data=... or data.* to choose other data)")
+        with open_dict(cfg):
+            cfg.data = OmegaConf.create(data)
+    height, width = input_size(cfg.data.image_size, module)
+    settings = stage1_settings(module)
+    with open_dict(cfg):
+        cfg.data.image_size = [height, width] if height != width else height
+        cfg.data.interpolation = cfg.data.interpolation or module.preprocessing["interpolation"]
+        cfg.masking.name = settings["masking"]["name"]
+    scoring = {key: value for key, value in (cfg.get("scoring") or {}).items() if value is not None}
+    fpr_limit = module.fpr_limit if cfg.fpr_limit is None else cfg.fpr_limit
+    map_storage = cfg.map_storage or module.hparams.get("map_storage", "float16")
+    module.set_evaluation({**settings.get("scoring", {}), **scoring}, fpr_limit, map_storage)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test a checkpoint on the configured data and record the result in the run folder's ``metrics.json``.
+
+    Args:
+        cfg: The composed ``eval.yaml`` config.
+
+    Returns:
+        The results entry (also written to ``metrics.json`` under the checkpoint's stage).
+
+    Raises:
+        ConfigError: On a missing ``ckpt_path``, a size that differs from the checkpoint's, or a run folder in use.
+        CheckpointError: When the checkpoint cannot be loaded.
+    """
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise ConfigError("fader-eval needs ckpt_path=<run>/checkpoints/<ear|fader>/last.ckpt")
+    apply_threads(plan_for_job(cfg))
+    output_dir = Path(cfg.paths.output_dir)
+    module = load_module(cfg.ckpt_path, "cpu", cfg.get("vit_weights"))
+    apply_checkpoint(cfg, module)
+    stage = module.stage
+    with run_lock(output_dir):
+        prepare_run_dir(output_dir, resume=False, overwrite=bool(cfg.get("overwrite", False)))
+        L.seed_everything(cfg.seed, workers=True)
+        datamodule = build(cfg.data)
+        trainer = test_trainer(cfg, stage, output_dir)
+        log_config(trainer.loggers, cfg, f"eval-{stage}")
+        try:
+            result = test_stage(trainer, module, datamodule)
+        except Exception:
+            finish_wandb(exit_code=1)
+            raise
+        finish_wandb()
+        settings = stage1_settings(module)
+        entry = {
+            "stage": stage,
+            "status": "ok",
+            "evaluated": True,
+            "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+            "masking": settings["masking"]["name"],
+            "fader": stage == "fader" and bool(module.hparams.get("enabled", True)),
+            "fill": settings.get("fill", {}).get("fill", "mosaic"),
+            **job_provenance(cfg, output_dir),
+            **result,
+        }
+        record(output_dir, stage, entry)
+    return entry
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point of ``fader-eval`` (see :func:`~fader_lightning.train.run_job`)."""
+    run_job(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()
