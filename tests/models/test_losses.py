@@ -26,6 +26,7 @@ def _pair(shape: tuple[int, ...], seed: int = 0, noise: float = 0.2) -> tuple[to
 
 def numpy_ssim(x: np.ndarray, y: np.ndarray, window: int, sigma: float, data_range: float) -> np.ndarray:
     """SSIM per image written out with scipy: Gaussian local statistics over a mirrored border."""
+
     def blur(values: np.ndarray) -> np.ndarray:
         return ndimage.gaussian_filter(values, sigma, mode="mirror", truncate=(window // 2) / sigma)
 
