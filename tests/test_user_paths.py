@@ -93,7 +93,7 @@ def test_outputs_never_follow_a_symlinked_sub_folder_out(tmp_path: Path) -> None
 
 def test_checkpoints_with_or_without_calibration_fit_a_fresh_model() -> None:
     from fader_lightning.models import InpaintingModule
-    from fader_lightning.utils.checkpoints import check_fits
+    from fader_lightning.models.checkpoints import check_fits
 
     unet = {"widths": [8, 16]}
     calibrated = InpaintingModule(unet=unet, masking={"name": "checkerboard"})

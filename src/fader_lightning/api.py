@@ -34,8 +34,9 @@ from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data.image_io import read_image, scale_to_uint8
 from fader_lightning.data.transforms import build_transform
 from fader_lightning.errors import ConfigError, DataError
-from fader_lightning.inference import load_module, resolve_image_size, run_entry
+from fader_lightning.inference import resolve_image_size
 from fader_lightning.models.base_module import AnomalyModule
+from fader_lightning.models.checkpoints import load_module, run_entry
 from fader_lightning.models.scoring import normalized
 from fader_lightning.train import train as run_train
 
@@ -105,7 +106,7 @@ class Detector:
     """A trained stage-1 or FADeR model with its preprocessing and thresholds.
 
     Args:
-        module: The loaded stage module (:func:`~fader_lightning.inference.load_module`).
+        module: The loaded stage module (:func:`~fader_lightning.models.checkpoints.load_module`).
         image_size: Height and width the images are resized to (the checkpoint's).
         image_threshold: Replaces the checkpoint's image threshold.
         pixel_threshold: Replaces the checkpoint's pixel threshold.

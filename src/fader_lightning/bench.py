@@ -33,7 +33,6 @@ import torch
 from fader_lightning.data import MVTecADDataModule
 from fader_lightning.data.synthetic import make_mvtec_tree
 from fader_lightning.export import FORMATS, export_model
-from fader_lightning.inference import ear_model
 from fader_lightning.masking import build_mask_generator
 from fader_lightning.models import FADeRModule, InpaintingModule
 from fader_lightning.models.complexity import count_macs, count_parameters
@@ -145,7 +144,7 @@ def deployed_ms(
     feeds = {"images": image.numpy()}
     if not description["masking"]["in_graph"]:
         with torch.inference_mode():
-            feeds["masks"] = ear_model(module).masks(image).numpy()
+            feeds["masks"] = module.inpainter.masks(image).numpy()
     if fmt == "openvino":
         compiled = openvino.Core().compile_model(str(path), "CPU", description["openvino"]["compile_config"])
         return median_ms(lambda: compiled(feeds))

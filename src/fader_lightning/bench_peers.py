@@ -246,7 +246,7 @@ def run_ear(spec: dict[str, Any], stage: str) -> dict[str, Any]:
         the checkpoint; ``own_metrics`` are the run's own test metrics (the same functions, float16 map storage).
     """
     from fader_lightning.api import train
-    from fader_lightning.inference import load_module
+    from fader_lightning.models.checkpoints import load_module
     from fader_lightning.train import build
 
     entry = train(ear_overrides(spec, stage), output_dir=Path(spec["folder"]) / f"{stage}_run")[stage]

@@ -26,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data.transforms import as_hw
 from fader_lightning.errors import ConfigError
-from fader_lightning.inference import load_module, run_entry, stage1_settings
 from fader_lightning.models.base_module import AnomalyModule
+from fader_lightning.models.checkpoints import load_module, run_entry
 from fader_lightning.run_dir import prepare_run_dir, run_lock
 from fader_lightning.train import build, job_provenance, record, run_job, test_stage, test_trainer
 from fader_lightning.utils.threads import apply_threads, plan_for_job
@@ -99,7 +99,7 @@ def apply_checkpoint(cfg: DictConfig, module: AnomalyModule) -> None:
         with open_dict(cfg):
             cfg.data = OmegaConf.create(data)
     height, width = input_size(cfg.data.image_size, module)
-    settings = stage1_settings(module)
+    settings = module.stage1_hparams
     with open_dict(cfg):
         cfg.data.image_size = [height, width] if height != width else height
         cfg.data.interpolation = cfg.data.interpolation or module.preprocessing["interpolation"]
@@ -142,7 +142,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             finish_wandb(exit_code=1)
             raise
         finish_wandb()
-        settings = stage1_settings(module)
+        settings = module.stage1_hparams
         entry = {
             "stage": stage,
             "status": "ok",

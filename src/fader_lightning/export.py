@@ -59,18 +59,11 @@ from fader_lightning.data.dataset import AnomalyDataset
 from fader_lightning.data.samples import NORMAL, Sample, list_images
 from fader_lightning.data.transforms import build_transform
 from fader_lightning.errors import ConfigError
-from fader_lightning.inference import (
-    ear_model,
-    load_module,
-    resolve_image_size,
-    run_cli,
-    run_entry,
-    to_bool,
-    to_int,
-)
+from fader_lightning.inference import resolve_image_size, run_cli, to_bool, to_int
 from fader_lightning.masking import MaskGenerator
 from fader_lightning.models import EARModel, FADeR, FADeRModule
 from fader_lightning.models.base_module import AnomalyModule
+from fader_lightning.models.checkpoints import load_module, run_entry
 from fader_lightning.models.scoring import scaled_kernel_size
 from fader_lightning.utils.io import atomic_write_bytes, atomic_write_json, writable_folder
 
@@ -157,7 +150,7 @@ def build_detector(module: AnomalyModule, image_size: tuple[int, int], masks: st
             masks cannot be computed in a graph, or FADeR's patch size is not a multiple of its deepest skip's
             stride (ONNX cannot pool those skips).
     """
-    ear = ear_model(module)
+    ear = module.inpainter
     ear.unet.check_input_size(*image_size)
     generator = mask_generator(ear)
     mask_graph = None if masks == "input" else generator.graph_masks(image_size)

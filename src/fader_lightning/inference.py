@@ -1,9 +1,8 @@
 """Shared pieces of the deployment commands (``fader-predict``, ``fader-export``).
 
 * :func:`run_cli` parses Hydra-style ``key=value`` arguments and turns project errors into exit code 1;
-* :func:`load_module` rebuilds a stage-1 or stage-2 module from its checkpoint, whichever it is;
-* :func:`run_entry` and :func:`resolve_image_size` read the training run's ``metrics.json`` when the checkpoint
-  still sits in its run folder (``<run>/checkpoints/<stage>/*.ckpt``).
+* :func:`resolve_image_size` takes the inference size from the checkpoint (or, for older checkpoints, from the
+  training run's ``metrics.json``, see :func:`~fader_lightning.models.checkpoints.run_entry`).
 """
 
 from __future__ import annotations
@@ -12,24 +11,14 @@ import logging
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import torch
-
 from fader_lightning.data.transforms import as_hw
-from fader_lightning.errors import CheckpointError, ConfigError, FaderError
-from fader_lightning.models import EARModel, FADeRModule, InpaintingModule
+from fader_lightning.errors import ConfigError, FaderError
 from fader_lightning.models.base_module import AnomalyModule
-from fader_lightning.results import load_results
-from fader_lightning.utils.checkpoints import read_checkpoint, stage1_overrides, weights_only
 
 log = logging.getLogger(__name__)
 
-STAGE_MODULES: dict[str, type[AnomalyModule]] = {"ear": InpaintingModule, "fader": FADeRModule}
-"""Module class of each stage, by the stage name used in run folders and ``metrics.json``."""
-STAGE_KEYS: dict[str, tuple[str, ...]] = {"fader": ("ckpt_path", "patch_size"), "ear": ("unet", "masking")}
-"""Hyper-parameters that identify the checkpoint of each stage (FADeR is checked first)."""
 DEFAULT_IMAGE_SIZE = 256
 """Image side used when neither ``image_size=`` nor the run's ``metrics.json`` gives one."""
 
@@ -147,113 +136,6 @@ def run_cli(
     except FaderError as err:
         log.error("%s: %s", type(err).__name__, err)
         return 1
-
-
-def checkpoint_stage(hparams: Mapping[str, Any], path: Path) -> str:
-    """Tell a stage-2 (FADeR) checkpoint from a stage-1 (EAR) one by its hyper-parameters.
-
-    Args:
-        hparams: The checkpoint's ``hyper_parameters``.
-        path: The checkpoint, for the message.
-
-    Returns:
-        ``"fader"`` or ``"ear"``.
-
-    Raises:
-        CheckpointError: When the hyper-parameters fit neither stage.
-    """
-    for stage, keys in STAGE_KEYS.items():
-        if all(key in hparams for key in keys):
-            return stage
-    raise CheckpointError(
-        f"{path} is neither a stage-1 (EAR) nor a stage-2 (FADeR) checkpoint: its hyper-parameters "
-        f"{sorted(hparams)} lack {' / '.join('+'.join(keys) for keys in STAGE_KEYS.values())}"
-    )
-
-
-def ear_model(module: AnomalyModule) -> EARModel:
-    """The EAR model inside a stage module (frozen under FADeR).
-
-    Args:
-        module: A stage-1 or stage-2 module.
-
-    Returns:
-        Its :class:`~fader_lightning.models.EARModel`.
-    """
-    return module.inpainter
-
-
-def stage1_settings(module: AnomalyModule) -> dict[str, Any]:
-    """The stage-1 hyper-parameters of a stage module (masking, fill, scoring, ...), under FADeR its frozen model's.
-
-    Args:
-        module: A stage-1 or stage-2 module.
-
-    Returns:
-        The settings.
-    """
-    return dict(module.stage1_hparams if isinstance(module, FADeRModule) else module.hparams)
-
-
-def load_module(path: str | Path, device: str = "cpu", vit_weights: str | None = None) -> AnomalyModule:
-    """Load a stage-1 or stage-2 checkpoint for inference.
-
-    The module is put in eval mode on ``device``; its mask cache keeps masks in memory only, so inference never
-    writes to the training run's disk cache (or to any folder the checkpoint names), and nothing is downloaded.
-
-    Args:
-        path: Checkpoint file (``<run>/checkpoints/<stage>/last.ckpt``).
-        device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
-        vit_weights: ViT state dict for a model with attention masking (checkpoints do not store it).
-
-    Returns:
-        The module (``stage`` is ``"ear"`` or ``"fader"``).
-
-    Raises:
-        CheckpointError: When the file is missing, unreadable, of neither stage or does not fit its settings
-            (a FADeR checkpoint also needs its stage-1 checkpoint at the path it was trained from).
-        ConfigError: When ``device`` is unknown or CUDA is asked for but unavailable.
-    """
-    path = Path(path)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"device={device!r} is unknown; use cpu, cuda or auto")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but CUDA is not available here; use device=cpu")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass ckpt=<run>/checkpoints/<stage>/last.ckpt")
-    hparams = read_checkpoint(path, "pass ckpt=<run>/checkpoints/<stage>/last.ckpt").get("hyper_parameters", {})
-    stage = checkpoint_stage(hparams, path)
-    if stage == "ear":
-        overrides = stage1_overrides(hparams, path, None, vit_weights)
-    else:
-        overrides = {"mask_cache_dir": None, "vit_weights": vit_weights, "allow_download": False}
-    try:
-        module = STAGE_MODULES[stage].load_from_checkpoint(
-            path, map_location="cpu", weights_only=weights_only(), **overrides
-        )
-    except RuntimeError as err:
-        raise CheckpointError(f"{path} does not fit its own {stage} settings: {err}") from err
-    log.info("loaded %s checkpoint %s on %s", stage, path, device)
-    return module.eval().to(device)
-
-
-def run_entry(ckpt: str | Path, stage: str) -> dict[str, Any]:
-    """The ``metrics.json`` entry of the run a checkpoint was written by.
-
-    Args:
-        ckpt: Checkpoint file; only ``<run>/checkpoints/<stage>/<name>.ckpt`` has a run folder.
-        stage: Stage whose entry to return.
-
-    Returns:
-        The entry (``config``, ``metrics``, ...), empty when the checkpoint is not in a run folder or the run has no
-        ``metrics.json``.
-    """
-    ckpt = Path(ckpt).resolve()
-    if ckpt.parent.parent.name != "checkpoints":
-        return {}
-    return load_results(ckpt.parents[2]).get(stage, {})
 
 
 def resolve_image_size(

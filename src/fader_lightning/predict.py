@@ -53,15 +53,8 @@ from tqdm import tqdm
 from fader_lightning.api import Detector
 from fader_lightning.data.samples import IMAGE_EXTENSIONS
 from fader_lightning.errors import ConfigError, DataError
-from fader_lightning.inference import (
-    load_module,
-    resolve_image_size,
-    run_cli,
-    run_entry,
-    to_bool,
-    to_float,
-    to_int,
-)
+from fader_lightning.inference import resolve_image_size, run_cli, to_bool, to_float, to_int
+from fader_lightning.models.checkpoints import load_module, run_entry
 from fader_lightning.utils.io import atomic_write_bytes, atomic_write_text, writable_folder
 from fader_lightning.visualize import MapScale, encode_png, heatmap, overlay_panel
 

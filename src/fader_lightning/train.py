@@ -32,18 +32,18 @@ from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.errors import CheckpointError, ConfigError, FaderError
 from fader_lightning.masking import MASKING_METHODS
-from fader_lightning.models import InpaintingModule
 from fader_lightning.models.base_module import AnomalyModule
+from fader_lightning.models.checkpoints import (
+    check_fits,
+    load_stage1,
+    read_checkpoint,
+    save_atomically,
+    stage_checkpoint,
+    weights_only,
+)
 from fader_lightning.results import record_stage
 from fader_lightning.run_dir import prepare_run_dir, run_lock
 from fader_lightning.stage1_store import stage1_key
-from fader_lightning.utils.checkpoints import (
-    check_fits,
-    read_checkpoint,
-    save_atomically,
-    stage1_overrides,
-    weights_only,
-)
 from fader_lightning.utils.provenance import environment
 from fader_lightning.utils.threads import apply_threads, plan_for_job
 from fader_lightning.utils.wandb_setup import finish_wandb, log_config
@@ -153,12 +153,10 @@ def run_stage(
     key = stage1_key(cfg) if reuse else None
     stored = stage1_store.lookup(cfg.paths.stage1_store, key) if reuse else None
     if stored:
-        hint = f"delete it from the stage-1 store {cfg.paths.stage1_store} to train it again"
-        hparams = read_checkpoint(stored, hint).get("hyper_parameters", {})
         masking = cfg.model.masking
-        overrides = stage1_overrides(hparams, stored, cfg.model.mask_cache_dir, masking.get("weights_path"),
-                                     bool(masking.get("pretrained", False)), "masking.weights_path")  # fmt: skip
-        model = InpaintingModule.load_from_checkpoint(stored, weights_only=weights_only(), **overrides)
+        hint = f"delete it from the stage-1 store {cfg.paths.stage1_store} to train it again"
+        model = load_stage1(stored, "paths.stage1_store", None, cfg.model.mask_cache_dir, masking.get("weights_path"),
+                            bool(masking.get("pretrained", False)), "masking.weights_path", hint)  # fmt: skip
     else:
         model = build(spec)
     model.set_evaluation(cfg.model.scoring, cfg.model.fpr_limit, cfg.model.map_storage)
@@ -249,11 +247,6 @@ def test_stage(trainer: L.Trainer, model: AnomalyModule, datamodule: AnomalyData
         "test_ms_per_image": round(1000 * test_seconds / max(images, 1), 3),
         "calibration": model.calibration,
     }
-
-
-def stage_checkpoint(output_dir: Path, stage: str) -> Path:
-    """Where a stage's final checkpoint lives in its run folder (``checkpoints/<stage>/last.ckpt``)."""
-    return output_dir / "checkpoints" / stage / "last.ckpt"
 
 
 def check_launch(cfg: DictConfig) -> None:

@@ -48,8 +48,7 @@ def masking_name(pl_module: L.LightningModule) -> str | None:
     Returns:
         The method name, ``None`` when the module has none.
     """
-    hparams = getattr(pl_module, "stage1_hparams", pl_module.hparams)
-    return (hparams.get("masking") or {}).get("name")
+    return (pl_module.stage1_hparams.get("masking") or {}).get("name")
 
 
 class WandbSampleTable(TestSampleCollector):

@@ -16,10 +16,10 @@ from fader_lightning.data.dataset import Batch
 from fader_lightning.errors import ConfigError, TrainingError
 from fader_lightning.metrics import AnomalyScoreStore
 from fader_lightning.metrics.diagnostics import TestDiagnostics
+from fader_lightning.models.checkpoints import STAGE_KEY, refresh_weights, register_stage, restore_frozen, strip_frozen
 from fader_lightning.models.ear import EARModel
 from fader_lightning.models.fit_check import check_minimum_size
 from fader_lightning.models.scoring import AnomalyScorer, MapStatistics
-from fader_lightning.utils.checkpoints import refresh_weights
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,12 @@ class AnomalyModule(L.LightningModule):
     """
 
     stage: str = "?"
+    frozen_prefix: str = "?"
+    """State-dict prefix of the frozen mask generator, left out of checkpoints and rebuilt from the settings."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_stage(cls)
 
     def __init__(self, fpr_limit: float = 0.3, map_storage: str = "float16") -> None:
         super().__init__()
@@ -59,6 +65,11 @@ class AnomalyModule(L.LightningModule):
         self.fpr_limit = fpr_limit
         self.store = AnomalyScoreStore(map_dtype=map_storage, fpr_limit=fpr_limit)
         self.hparams.update({"fpr_limit": fpr_limit, "map_storage": map_storage})
+
+    @property
+    @abstractmethod
+    def stage1_hparams(self) -> dict[str, Any]:
+        """The stage-1 hyper-parameters (masking, fill, scoring, ...); under FADeR its frozen model's."""
 
     @property
     @abstractmethod
@@ -270,6 +281,19 @@ class AnomalyModule(L.LightningModule):
         elif not self.calibration:
             self.calibration = {"image_threshold": self.scorer.image_threshold,
                                 "pixel_threshold": self.scorer.pixel_threshold, "split": "checkpoint"}  # fmt: skip
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """State the stage and leave the frozen mask generator's weights out (a DINO ViT: 87 MB).
+
+        They are rebuilt from the masking settings in the hyper-parameters, and the mask cache key holds a digest
+        of them.
+        """
+        checkpoint[STAGE_KEY] = self.stage
+        checkpoint["state_dict"] = strip_frozen(checkpoint["state_dict"], self.frozen_prefix)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put the freshly built mask generator's weights back, so strict loading still checks everything else."""
+        restore_frozen(checkpoint["state_dict"], self.state_dict(), self.frozen_prefix)
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """Infer a test batch and add it to the score store."""

@@ -6,7 +6,6 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,9 +14,10 @@ from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
 from fader_lightning.data.transforms import as_hw
-from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.errors import ConfigError
 from fader_lightning.metrics.diagnostics import TestDiagnostics
 from fader_lightning.models.base_module import AnomalyModule
+from fader_lightning.models.checkpoints import VIT_KEYS, load_stage1, restore_frozen, stage1_overrides
 from fader_lightning.models.ear import EARModel
 from fader_lightning.models.fader import (
     FADeR,
@@ -29,7 +29,6 @@ from fader_lightning.models.fader import (
 from fader_lightning.models.fader_targets import TARGETS, complement_targets, synthetic_defects, synthetic_targets
 from fader_lightning.models.inpainting_module import InpaintingModule, Optimizer, Scheduler, plain
 from fader_lightning.models.scoring import AnomalyScorer, rebuild_scorer
-from fader_lightning.utils.checkpoints import read_checkpoint, stage1_overrides, weights_only
 
 log = logging.getLogger(__name__)
 
@@ -87,66 +86,6 @@ class PatchRows:
             return PatchRows(*(torch.cat(parts) for parts in zip(*(r.tensors() for r in rows), strict=True)))
 
 
-VIT_KEYS = "fader.vit_weights (training) or vit_weights= (predict, export)"
-
-
-def load_stage1(
-    ckpt_path: str | Path,
-    expected_unet: Mapping[str, Any] | None = None,
-    mask_cache_dir: str | None = None,
-    vit_weights: str | None = None,
-    allow_download: bool = False,
-) -> InpaintingModule:
-    """Load a stage-1 checkpoint and check that it fits the configured U-Net.
-
-    Args:
-        ckpt_path: Checkpoint written by stage 1 (``checkpoints/ear/last.ckpt`` of its run).
-        expected_unet: U-Net settings the config asks for; any key that differs from the checkpoint's
-            is an error. ``None`` skips the check.
-        mask_cache_dir: The job's mask cache folder (never the checkpoint's).
-        vit_weights: The job's ViT weights for attention masking (see
-            :func:`~fader_lightning.utils.checkpoints.stage1_overrides`).
-        allow_download: Whether the job allows timm to fetch pretrained ViT weights.
-
-    Returns:
-        The stage-1 module, on CPU.
-
-    Raises:
-        CheckpointError: When the file is missing, is not a stage-1 checkpoint, or does not match.
-    """
-    path = Path(ckpt_path)
-    if path.is_dir():
-        raise CheckpointError(
-            f"fader.ckpt_path={path} is a folder; point it at the stage-1 checkpoint file inside it, e.g. "
-            f"{path}/checkpoints/ear/last.ckpt"
-        )
-    if not path.is_file():
-        raise CheckpointError(
-            f"stage-1 checkpoint {path} does not exist; train stage 1 first (stage=ear) and set "
-            "fader.ckpt_path to its checkpoints/ear/last.ckpt, or run stage=both"
-        )
-    checkpoint = read_checkpoint(path, "point fader.ckpt_path at a stage-1 checkpoint")
-    hparams = checkpoint.get("hyper_parameters", {})
-    if "unet" not in hparams or "masking" not in hparams:
-        raise CheckpointError(f"{path} is not a stage-1 (EAR) checkpoint: it has no U-Net or masking settings")
-    for key, value in (expected_unet or {}).items():
-        stored = hparams["unet"].get(key)
-        if stored is not None and list(_as_list(stored)) != list(_as_list(value)):
-            raise CheckpointError(
-                f"stage-1 checkpoint {path} was trained with model.unet.{key}={stored} but the config asks for "
-                f"{value}; drop the override or point fader.ckpt_path at a matching checkpoint"
-            )
-    overrides = stage1_overrides(hparams, path, mask_cache_dir, vit_weights, allow_download, VIT_KEYS)
-    try:
-        return InpaintingModule.load_from_checkpoint(path, map_location="cpu", weights_only=weights_only(), **overrides)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path} does not fit its own U-Net settings {hparams['unet']}: {err}") from err
-
-
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
 class FADeRModule(AnomalyModule):
     """FADeR stage 2: a two-layer patch MLP that attenuates the skips of a frozen EAR model.
 
@@ -198,6 +137,7 @@ class FADeRModule(AnomalyModule):
     """
 
     stage = "fader"
+    frozen_prefix = "ear.masker."
 
     def __init__(
         self,
@@ -240,7 +180,8 @@ class FADeRModule(AnomalyModule):
         expected_unet, synthetic = plain(expected_unet), plain(synthetic)
         levels = tuple(int(level) for level in levels)
         if stage1_settings is None:
-            stage1 = load_stage1(ckpt_path, expected_unet, mask_cache_dir, vit_weights, allow_download)
+            key = "fader.ckpt_path"
+            stage1 = load_stage1(ckpt_path, key, expected_unet, mask_cache_dir, vit_weights, allow_download)
             stage1_settings = plain(stage1.hparams)
         else:  # a FADeR checkpoint being loaded: its state dict holds the stage-1 weights
             own = stage1_overrides(stage1_settings, ckpt_path, mask_cache_dir, vit_weights, allow_download, VIT_KEYS)
@@ -259,7 +200,7 @@ class FADeRModule(AnomalyModule):
             self.ear.unet.skip_channels, patch_size, source, hidden, activation, levels, mapping, enabled,
             use=use, attenuate_masked=attenuate_masked, residual_region=residual_region,
         )  # fmt: skip
-        self.stage1_hparams = dict(stage1_settings)
+        self._stage1_hparams = dict(stage1_settings)
         self.calibration_split = calibration.pop("split", "auto")
         if self.calibration_split not in CALIBRATION_SPLITS:
             raise ConfigError(
@@ -281,6 +222,11 @@ class FADeRModule(AnomalyModule):
         self.ear.scorer = rebuild_scorer(self.ear.scorer, plain(scoring))
         self.stage1_hparams["scoring"] = plain(scoring)
         self.hparams["stage1_settings"] = self.stage1_hparams
+
+    @property
+    def stage1_hparams(self) -> dict[str, Any]:
+        """The frozen stage-1 model's hyper-parameters (stored in this checkpoint as ``stage1_settings``)."""
+        return self._stage1_hparams
 
     @property
     def inpainter(self) -> EARModel:
@@ -452,17 +398,7 @@ class FADeRModule(AnomalyModule):
         """Adam (or the configured optimizer and schedule) on the FADeR MLP only."""
         return self.optimizers_with_schedule(self.fader.parameters(), default_lr=1e-3)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the stage-1 masker's frozen weights out (they are rebuilt from the stage-1 checkpoint)."""
-        checkpoint["state_dict"] = {
-            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("ear.masker.")
-        }
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the masker's weights from the freshly loaded stage-1 model, for strict loading.
-
-        Checkpoints written before the residual use existed get its (unused) zero line.
-        """
-        for key, value in self.state_dict().items():
-            if key.startswith("ear.masker.") or key == "fader.residual_fit":
-                checkpoint["state_dict"].setdefault(key, value)
+        """Restore the frozen masker's weights; checkpoints older than the residual use get its (unused) zero line."""
+        super().on_load_checkpoint(checkpoint)
+        restore_frozen(checkpoint["state_dict"], self.state_dict(), "fader.residual_fit")

@@ -65,6 +65,7 @@ class InpaintingModule(AnomalyModule):
     """
 
     stage = "ear"
+    frozen_prefix = "model.masker."
 
     def __init__(
         self,
@@ -106,6 +107,11 @@ class InpaintingModule(AnomalyModule):
         super().set_evaluation(scoring, fpr_limit, map_storage)
         self.model.scorer = rebuild_scorer(self.model.scorer, plain(scoring))
         self.hparams["scoring"] = plain(scoring)
+
+    @property
+    def stage1_hparams(self) -> dict[str, Any]:
+        """This model's own hyper-parameters."""
+        return dict(self.hparams)
 
     @property
     def inpainter(self) -> EARModel:
@@ -155,22 +161,6 @@ class InpaintingModule(AnomalyModule):
         masks = self.model.masks(images)
         recon, amap, score = self.model.evaluate(images, masks)
         return {"recon": recon, "anomaly_map": amap, "score": score, "masks": masks}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Leave the frozen mask generator's weights (a DINO ViT: 87 MB) out of checkpoints.
-
-        They are rebuilt from the masking settings in the hyper-parameters, and the mask cache key
-        holds a digest of them.
-        """
-        checkpoint["state_dict"] = {
-            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(MASKER_PREFIX)
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put the freshly built mask generator's weights back, so strict loading still checks the U-Net."""
-        for key, value in self.state_dict().items():
-            if key.startswith(MASKER_PREFIX):
-                checkpoint["state_dict"].setdefault(key, value)
 
     def configure_optimizers(self) -> Any:
         """Adam (or the configured optimizer and schedule) on the U-Net only; the mask generator stays frozen."""

@@ -1,0 +1,384 @@
+"""Checkpoints in one place: safe reading, the stage they hold, where runs keep them, and loading either stage.
+
+* Reading is weights-only everywhere, so a checkpoint can never run code, unless the user opts in: every load path
+  (stage 2's stage-1 checkpoint, resuming, the stage-1 store, ``fader-eval``, ``fader-predict``, ``fader-export``,
+  the Python API) reads with :func:`read_checkpoint` and hands :func:`weights_only` to Lightning, whatever torch's
+  own default is. Set ``FADER_TRUST_CHECKPOINTS=1`` to load a file you trust that holds pickled objects.
+* Every checkpoint states its stage (``checkpoint["stage"]``, written by the stage modules); files written before
+  that are told apart by their hyper-parameters (:func:`checkpoint_stage`).
+* A run keeps the final checkpoint of each stage at ``<run>/checkpoints/<stage>/last.ckpt`` (:func:`stage_checkpoint`),
+  next to its ``metrics.json`` (:func:`run_entry`).
+* :func:`load_module` loads a checkpoint of either stage for inference; :func:`load_stage1` loads and checks a
+  stage-1 checkpoint for stage 2 and the stage-1 store.
+* The frozen mask generator's weights (a DINO ViT: 87 MB) are left out of every checkpoint and rebuilt from the
+  settings (:func:`strip_frozen`, :func:`restore_frozen`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.results import load_results
+from fader_lightning.utils.io import atomic_save
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from fader_lightning.models.base_module import AnomalyModule
+    from fader_lightning.models.inpainting_module import InpaintingModule
+
+log = logging.getLogger(__name__)
+
+TRUST_ENV = "FADER_TRUST_CHECKPOINTS"
+STAGE_KEY = "stage"
+"""Key of the stage name in a checkpoint dictionary."""
+STAGE_MODULES: dict[str, type[AnomalyModule]] = {}
+"""Module class of each stage (``ear``, ``fader``); every stage module registers itself when defined."""
+LEGACY_STAGE_KEYS: dict[str, tuple[str, ...]] = {"fader": ("ckpt_path", "patch_size"), "ear": ("unet", "masking")}
+"""Hyper-parameters that tell the stage of a checkpoint written before checkpoints stated it (FADeR first)."""
+CHECKPOINT_HINT = "pass <run>/checkpoints/<ear|fader>/last.ckpt"
+VIT_KEYS = "fader.vit_weights (training) or vit_weights= (eval, predict, export)"
+
+
+def register_stage(cls: type[AnomalyModule]) -> None:
+    """Record the module class of a stage, for :func:`load_module`."""
+    STAGE_MODULES[cls.stage] = cls
+
+
+def stage_checkpoint(run_dir: str | os.PathLike[str], stage: str) -> Path:
+    """Where a run keeps a stage's final checkpoint: ``<run>/checkpoints/<stage>/last.ckpt``."""
+    return Path(run_dir) / "checkpoints" / stage / "last.ckpt"
+
+
+def run_entry(ckpt: str | os.PathLike[str], stage: str) -> dict[str, Any]:
+    """The ``metrics.json`` entry of the run a checkpoint was written by.
+
+    Args:
+        ckpt: Checkpoint file; only ``<run>/checkpoints/<stage>/<name>.ckpt`` has a run folder.
+        stage: Stage whose entry to return.
+
+    Returns:
+        The entry (``config``, ``metrics``, ...), empty when the checkpoint is not in a run folder or the run has no
+        ``metrics.json``.
+    """
+    ckpt = Path(ckpt).resolve()
+    if ckpt.parent.parent.name != "checkpoints":
+        return {}
+    return load_results(ckpt.parents[2]).get(stage, {})
+
+
+def weights_only() -> bool:
+    """bool: ``False`` only when ``FADER_TRUST_CHECKPOINTS`` is ``1``, ``true`` or ``yes``."""
+    return os.environ.get(TRUST_ENV, "").strip().lower() not in ("1", "true", "yes")
+
+
+def read_checkpoint(path: str | Path, hint: str) -> dict[str, Any]:
+    """Load a checkpoint file on the CPU, weights-only unless trusted.
+
+    Args:
+        path: The file.
+        hint: What the user should point the key at, for the error message.
+
+    Returns:
+        The checkpoint dictionary.
+
+    Raises:
+        CheckpointError: When the file cannot be read as a (weights-only) checkpoint; nothing in it has run.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only())
+    except Exception as err:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}); {hint}. "
+            f"Checkpoints load weights-only, so pickled code never runs; set {TRUST_ENV}=1 only for a file you "
+            "trust that holds other objects"
+        ) from err
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dictionary; {hint}")
+    return checkpoint
+
+
+def check_fits(checkpoint: dict[str, Any], module: torch.nn.Module, path: str | Path, key: str) -> None:
+    """Check that a checkpoint's weights fit a module before Lightning loads them.
+
+    The module's ``on_load_checkpoint`` (if any) first restores what its checkpoints leave out on purpose, such
+    as frozen weights rebuilt from settings, on a copy of the state dictionary.
+
+    Args:
+        checkpoint: The checkpoint dictionary (:func:`read_checkpoint`).
+        module: The module the job built from its config.
+        path: The checkpoint file, for the message.
+        key: The config key that named the file, for the message.
+
+    Raises:
+        CheckpointError: When a weight is missing, unexpected or of another shape, naming the first few, both
+            architectures' settings where the checkpoint records them, and the fix.
+    """
+    state = dict(checkpoint.get("state_dict", {}))
+    if hasattr(module, "on_load_checkpoint"):
+        module.on_load_checkpoint({**checkpoint, "state_dict": state})
+    # empty buffers (normal-map statistics, thresholds) are measured after fitting: any shape, or none, fits them
+    unfitted = {name for name, value in module.state_dict().items() if value.numel() == 0}
+    own = {name: value for name, value in module.state_dict().items() if name not in unfitted}
+    state = {name: value for name, value in state.items() if name not in unfitted}
+    problems = [f"{name}: {list(state[name].shape)} in the file, {list(own[name].shape)} here"
+                for name in state if name in own and state[name].shape != own[name].shape]  # fmt: skip
+    problems += [f"{name}: only in the file" for name in state if name not in own]
+    problems += [f"{name}: missing from the file" for name in own if name not in state]
+    if problems:
+        stored = checkpoint.get("hyper_parameters", {}).get("unet")
+        built = getattr(module, "hparams", {}).get("unet")
+        settings = f" It was trained with model.unet={stored}; this job builds {built}." if stored != built else ""
+        raise CheckpointError(
+            f"{key}={path} does not fit the model this job builds ({len(problems)} weights differ, e.g. "
+            f"{'; '.join(problems[:3])}).{settings} Resume with the settings it was trained with, or start a new "
+            f"run without {key}"
+        )
+
+
+def stage1_overrides(
+    hparams: Mapping[str, Any],
+    path: str | Path,
+    mask_cache_dir: str | None,
+    vit_weights: str | None = None,
+    allow_download: bool = False,
+    key: str = "vit_weights",
+) -> dict[str, Any]:
+    """Hyper-parameters the loading job decides for a stage-1 model, whatever its checkpoint says.
+
+    A checkpoint never decides where files are written (the mask cache folder is the job's) and never triggers a
+    download: attention masking's ViT weights are not stored in checkpoints, so they come from the job's
+    ``vit_weights``, else from the weights file the checkpoint names if it exists here, else from a download only
+    when the job allows it (``masking=attention`` with ``pretrained=true`` in a training job).
+
+    Args:
+        hparams: The stage-1 hyper-parameters (of a stage-1 checkpoint, or ``stage1_settings`` of a FADeR one).
+        path: The checkpoint, for messages.
+        mask_cache_dir: The job's mask cache folder (``None``: memory only).
+        vit_weights: The job's ViT state dict, if it gives one.
+        allow_download: Whether the job allows timm to fetch pretrained weights.
+        key: The option that sets ``vit_weights``, for messages.
+
+    Returns:
+        Overrides for ``load_from_checkpoint`` (``mask_cache_dir`` and ``masking``).
+
+    Raises:
+        CheckpointError: When attention masking has no weights here and the job does not allow a download.
+    """
+    masking = dict(hparams.get("masking") or {})
+    if masking.get("name") == "attention":
+        stored = masking.get("weights_path")
+        if vit_weights:
+            masking["weights_path"] = str(vit_weights)
+        elif stored and not Path(stored).expanduser().is_file():
+            raise CheckpointError(
+                f"{path} computes attention masks with the ViT weights {stored}, which do not exist here "
+                f"(checkpoints do not store them); pass {key}=<path of the same state dict>"
+            )
+        elif not stored and masking.get("pretrained", True) and not allow_download:
+            raise CheckpointError(
+                f"{path} computes attention masks with the pretrained {masking.get('model_name', 'ViT')}, whose "
+                f"weights checkpoints do not store, and loading a checkpoint never downloads; pass {key}=<a local "
+                "state dict of it>"
+            )
+    return {"mask_cache_dir": mask_cache_dir, "masking": masking}
+
+
+def save_atomically(
+    trainer: L.Trainer, filepath: str | os.PathLike[str], write: Callable[[str], None] | None = None
+) -> None:
+    """Write a checkpoint under a temporary name and rename it into place, from the global-zero process.
+
+    Every process calls this (Lightning's checkpoint writing is collective); only global zero writes and renames.
+
+    Args:
+        trainer: The trainer whose state is saved.
+        filepath: Destination file.
+        write: Writer of the checkpoint at a given path; ``trainer.save_checkpoint`` when ``None``.
+    """
+    tmp = f"{filepath}.{os.getpid()}.tmp"
+    try:
+        if write is None:
+            trainer.save_checkpoint(tmp, weights_only=False)  # resumable: optimizer and loop state included
+        else:
+            write(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, filepath)
+    finally:
+        if trainer.is_global_zero and os.path.exists(tmp):
+            os.remove(tmp)
+    trainer.strategy.barrier("atomic_checkpoint")
+
+
+def refresh_weights(trainer: L.Trainer, filepath: str | os.PathLike[str]) -> None:
+    """Rewrite a checkpoint's weights and buffers with the module's current ones, keeping its training state.
+
+    What a module measures after its last epoch (thresholds, normal-map statistics) then travels in the final
+    checkpoint, while its epoch, optimizer and loop state stay those of the last epoch, so resuming is unchanged.
+    Every process calls this; global zero rewrites the file atomically.
+
+    Args:
+        trainer: The trainer whose module is saved.
+        filepath: A checkpoint the trainer wrote.
+    """
+    if trainer.is_global_zero:
+        module = trainer.lightning_module
+        checkpoint = read_checkpoint(filepath, "the checkpoint this run has just written")
+        checkpoint["state_dict"] = module.state_dict()
+        module.on_save_checkpoint(checkpoint)  # what the module leaves out of its checkpoints, left out again
+        atomic_save(filepath, lambda tmp: torch.save(checkpoint, tmp))
+    trainer.strategy.barrier("refresh_weights")
+
+
+def strip_frozen(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """A state dict without the frozen weights under ``prefix`` (they are rebuilt from the settings)."""
+    return {key: value for key, value in state_dict.items() if not key.startswith(prefix)}
+
+
+def restore_frozen(state_dict: dict[str, Any], own: Mapping[str, Any], prefix: str) -> None:
+    """Put a freshly built module's frozen weights under ``prefix`` back into a loaded state dict (strict loading)."""
+    for key, value in own.items():
+        if key.startswith(prefix):
+            state_dict.setdefault(key, value)
+
+
+def checkpoint_stage(checkpoint: Mapping[str, Any], path: str | os.PathLike[str]) -> str:
+    """The stage a checkpoint holds: the one it states, else the one its hyper-parameters fit (older files).
+
+    Args:
+        checkpoint: The checkpoint dictionary (:func:`read_checkpoint`).
+        path: The file, for the message.
+
+    Returns:
+        ``"ear"`` or ``"fader"``.
+
+    Raises:
+        CheckpointError: When it states no known stage and its hyper-parameters fit neither.
+    """
+    stated = checkpoint.get(STAGE_KEY)
+    if stated in STAGE_MODULES:
+        return stated
+    hparams = checkpoint.get("hyper_parameters", {})
+    for stage, keys in LEGACY_STAGE_KEYS.items():
+        if all(key in hparams for key in keys):
+            return stage
+    raise CheckpointError(
+        f"{path} is neither a stage-1 (EAR) nor a stage-2 (FADeR) checkpoint: it states the stage {stated!r} and "
+        f"its hyper-parameters {sorted(hparams)} lack {' / '.join('+'.join(k) for k in LEGACY_STAGE_KEYS.values())}"
+    )
+
+
+def load_module(path: str | os.PathLike[str], device: str = "cpu", vit_weights: str | None = None) -> AnomalyModule:
+    """Load a stage-1 or stage-2 checkpoint for inference.
+
+    The module is put in eval mode on ``device``; its mask cache keeps masks in memory only, so inference never
+    writes to the training run's disk cache (or to any folder the checkpoint names), and nothing is downloaded.
+    A FADeR checkpoint is self-contained (it holds the frozen stage-1 weights and settings).
+
+    Args:
+        path: Checkpoint file (``<run>/checkpoints/<stage>/last.ckpt``, or a copy anywhere).
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
+        vit_weights: ViT state dict for a model with attention masking (checkpoints do not store it).
+
+    Returns:
+        The module (``stage`` is ``"ear"`` or ``"fader"``).
+
+    Raises:
+        CheckpointError: When the file is missing, unreadable, of neither stage or does not fit its settings.
+        ConfigError: When ``device`` is unknown or CUDA is asked for but unavailable.
+    """
+    path = Path(path)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"device={device!r} is unknown; use cpu, cuda or auto")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but CUDA is not available here; use device=cpu")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; {CHECKPOINT_HINT}")
+    checkpoint = read_checkpoint(path, CHECKPOINT_HINT)
+    stage = checkpoint_stage(checkpoint, path)
+    hparams = checkpoint.get("hyper_parameters", {})
+    if stage == "ear":
+        overrides = stage1_overrides(hparams, path, None, vit_weights)
+    else:
+        overrides = {"mask_cache_dir": None, "vit_weights": vit_weights, "allow_download": False}
+    try:
+        module = STAGE_MODULES[stage].load_from_checkpoint(
+            path, map_location="cpu", weights_only=weights_only(), **overrides
+        )
+    except RuntimeError as err:
+        raise CheckpointError(f"{path} does not fit its own {stage} settings: {err}") from err
+    log.info("loaded %s checkpoint %s on %s", stage, path, device)
+    return module.eval().to(device)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def load_stage1(
+    path: str | os.PathLike[str],
+    key: str,
+    expected_unet: Mapping[str, Any] | None = None,
+    mask_cache_dir: str | None = None,
+    vit_weights: str | None = None,
+    allow_download: bool = False,
+    vit_key: str = VIT_KEYS,
+    hint: str | None = None,
+) -> InpaintingModule:
+    """Load a stage-1 checkpoint for stage 2 or the stage-1 store, checking that it fits the configured U-Net.
+
+    Args:
+        path: Checkpoint written by stage 1 (``checkpoints/ear/last.ckpt`` of its run).
+        key: The config key that named the file, for messages (``fader.ckpt_path``, ``paths.stage1_store``).
+        expected_unet: U-Net settings the config asks for; any key that differs from the checkpoint's is an error.
+            ``None`` skips the check.
+        mask_cache_dir: The job's mask cache folder (never the checkpoint's).
+        vit_weights: The job's ViT weights for attention masking (see :func:`stage1_overrides`).
+        allow_download: Whether the job allows timm to fetch pretrained ViT weights.
+        vit_key: The option that sets ``vit_weights``, for messages.
+        hint: What to do when the file cannot be read (default: point ``key`` at a stage-1 checkpoint).
+
+    Returns:
+        The stage-1 module, on CPU.
+
+    Raises:
+        CheckpointError: When the file is missing, is not a stage-1 checkpoint, or does not match.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"{key}={path} is a folder; point it at the stage-1 checkpoint file inside it, e.g. "
+            f"{stage_checkpoint(path, 'ear')}"
+        )
+    if not path.is_file():
+        raise CheckpointError(
+            f"stage-1 checkpoint {path} does not exist; train stage 1 first (stage=ear) and set {key} to its "
+            "checkpoints/ear/last.ckpt, or run stage=both"
+        )
+    checkpoint = read_checkpoint(path, hint or f"point {key} at a stage-1 checkpoint")
+    hparams = checkpoint.get("hyper_parameters", {})
+    if checkpoint.get(STAGE_KEY, "ear") != "ear" or "unet" not in hparams or "masking" not in hparams:
+        raise CheckpointError(f"{path} is not a stage-1 (EAR) checkpoint: it has no U-Net or masking settings")
+    for name, value in (expected_unet or {}).items():
+        stored = hparams["unet"].get(name)
+        if stored is not None and _as_list(stored) != _as_list(value):
+            raise CheckpointError(
+                f"stage-1 checkpoint {path} was trained with model.unet.{name}={stored} but the config asks for "
+                f"{value}; drop the override or point {key} at a matching checkpoint"
+            )
+    overrides = stage1_overrides(hparams, path, mask_cache_dir, vit_weights, allow_download, vit_key)
+    try:
+        return STAGE_MODULES["ear"].load_from_checkpoint(
+            path, map_location="cpu", weights_only=weights_only(), **overrides
+        )
+    except RuntimeError as err:
+        raise CheckpointError(f"{path} does not fit its own U-Net settings {hparams['unet']}: {err}") from err
