@@ -23,7 +23,7 @@ from fader_lightning.models import FADeRModule
 
 SIZE = 48
 OVERRIDES = ["data.category=synth_object", f"data.image_size={SIZE}", "data.n_train=8", "data.n_test_good=2",
-             "data.n_test_defect=1", TINY_UNET, "stage=both", "trainer.max_epochs=1", "fader.max_epochs=1",
+             "data.n_test_defect=1", TINY_UNET, "stage=both", "trainer.max_epochs=1", "fader.trainer.max_epochs=1",
              "logger=none", "trainer.enable_progress_bar=false", "callbacks.overlays.num_samples=0"]  # fmt: skip
 
 

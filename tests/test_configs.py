@@ -94,7 +94,7 @@ def test_multi_device_jobs_are_refused_in_a_local_multirun(tmp_path: Path) -> No
     from omegaconf import OmegaConf
 
     from fader_lightning.errors import ConfigError
-    from fader_lightning.train import check_launch
+    from fader_lightning.stages import check_launch
 
     cfg = compose_train_cfg(tmp_path, ["trainer=ddp"])
     check_launch(cfg)  # a single run may launch its DDP ranks

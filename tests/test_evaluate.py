@@ -14,7 +14,7 @@ from fader_lightning.train import train
 DATA = ["data.category=synth_object", "data.image_size=48", "data.n_train=24", "data.n_test_defect=4",
         "data.val_policy=from_train", "logger=none", "trainer.enable_progress_bar=false"]  # fmt: skip
 TRAIN = [*DATA, TINY_UNET, "masking=checkerboard", "masking.cell_size=8", "model.scoring.normalize=zscore",
-         "trainer.max_epochs=3", "model.optimizer.lr=1e-3", "stage=both", "fader.max_epochs=3"]  # fmt: skip
+         "trainer.max_epochs=3", "model.optimizer.lr=1e-3", "stage=both", "fader.trainer.max_epochs=3"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

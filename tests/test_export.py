@@ -27,7 +27,7 @@ from fader_lightning.models import FADeR, FADeRModule, InpaintingModule
 from fader_lightning.train import train
 
 RUN = ["data.category=synth_object", "data.image_size=64", "data.n_train=8", "data.size=64", TINY_UNET,
-       "stage=both", "trainer.max_epochs=1", "fader.max_epochs=1", "test=false", "logger=none",
+       "stage=both", "trainer.max_epochs=1", "fader.trainer.max_epochs=1", "test=false", "logger=none",
        "trainer.enable_progress_bar=false"]  # fmt: skip
 MODULES = {"ear": InpaintingModule, "fader": FADeRModule}
 

@@ -15,7 +15,7 @@ from fader_lightning.train import train
 RUN = ["data.category=synth_object", "data.image_size=64", "data.n_train=32", "data.n_test_defect=8", TINY_UNET,
        "masking=checkerboard", "masking.cell_size=16", "trainer.max_epochs=10", "model.optimizer.lr=1e-3",
        "data.val_policy=from_train", "data.val_ratio=0.25", "logger=none", "trainer.enable_progress_bar=false",
-       "callbacks.overlays.num_samples=0", "stage=both", "fader.max_epochs=20"]  # fmt: skip
+       "callbacks.overlays.num_samples=0", "stage=both", "fader.trainer.max_epochs=20"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ def test_multirun_with_a_failing_job_then_aggregate(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "fader_lightning.train", "-m",
            "data.category=synth_texture,synth_object,no_such_category", "masking=saliency,checkerboard",
            "stage=both", "data.image_size=32", "data.n_train=8", "data.n_test_good=3", "data.n_test_defect=2",
-           "data.size=48", "model.unet.widths=[8,16,32,64]", "trainer.max_epochs=1", "fader.max_epochs=1",
+           "data.size=48", "model.unet.widths=[8,16,32,64]", "trainer.max_epochs=1", "fader.trainer.max_epochs=1",
            "logger=none", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}",
            f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}",
            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]  # fmt: skip

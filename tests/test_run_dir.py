@@ -20,11 +20,11 @@ SMALL = ["data.image_size=32", "data.n_train=8", "data.n_test_good=4", "data.n_t
 
 
 def test_rerun_into_a_used_folder_is_refused_and_changes_nothing(tmp_path: Path) -> None:
-    cfg = compose_train_cfg(tmp_path, [*SMALL, "stage=both", "fader.max_epochs=1"])
+    cfg = compose_train_cfg(tmp_path, [*SMALL, "stage=both", "fader.trainer.max_epochs=1"])
     first = train(cfg)
     before = (tmp_path / "out/metrics.json").read_bytes()
     weights = (tmp_path / "out/checkpoints/ear/last.ckpt").read_bytes()
-    again = compose_train_cfg(tmp_path, [*SMALL, "stage=both", "fader.max_epochs=1", "seed=1"])
+    again = compose_train_cfg(tmp_path, [*SMALL, "stage=both", "fader.trainer.max_epochs=1", "seed=1"])
     with pytest.raises(ConfigError, match=r"already holds a run.*overwrite=true"):
         train(again)
     assert (tmp_path / "out/metrics.json").read_bytes() == before
@@ -78,7 +78,7 @@ def test_resume_is_allowed_into_its_own_folder(tmp_path: Path) -> None:
 @pytest.mark.parametrize("pooling", ["max", "mean"])
 def test_reused_stage1_is_evaluated_with_the_jobs_settings(tmp_path: Path, pooling: str) -> None:
     store = tmp_path.parent / "shared_store"
-    base = [*SMALL, "reuse_stage1=true", "stage=both", "fader.max_epochs=1", f"model.scoring.pooling={pooling}",
+    base = [*SMALL, "reuse_stage1=true", "stage=both", "fader.trainer.max_epochs=1", f"model.scoring.pooling={pooling}",
             "model.fpr_limit=0.2"]  # fmt: skip
     cfg = compose_train_cfg(tmp_path, base, data_root=tmp_path.parent / "shared_data")
     cfg.paths.stage1_store = str(store)

@@ -181,7 +181,7 @@ def test_resume_reaches_the_same_weights(tmp_path: Path) -> None:
 
 def test_stage1_store_reuses_identical_stage1(tmp_path: Path) -> None:
     base = [*SMALL_DATA, TINY_UNET, "logger=none", "trainer.max_epochs=1", "reuse_stage1=true", "stage=both",
-            "fader.max_epochs=1"]  # fmt: skip
+            "fader.trainer.max_epochs=1"]  # fmt: skip
     first = train(compose_train_cfg(tmp_path / "a", base, data_root=tmp_path / "data"))
     cfg = compose_train_cfg(tmp_path / "b", [*base, "fader.patch_size=4"], data_root=tmp_path / "data")
     cfg.paths.stage1_store = str(tmp_path / "a/logs/stage1_store")

@@ -21,7 +21,7 @@ STAGE1 = ["data.category=synth_object", "data.image_size=64", "data.n_train=24",
 @pytest.fixture(scope="module")
 def both_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     tmp = tmp_path_factory.mktemp("both")
-    cfg = compose_train_cfg(tmp, [*STAGE1, "stage=both", "fader.max_epochs=15"])
+    cfg = compose_train_cfg(tmp, [*STAGE1, "stage=both", "fader.trainer.max_epochs=15"])
     return tmp, train(cfg)
 
 
@@ -84,7 +84,8 @@ def test_disabled_fader_equals_stage1_exactly(both_run: tuple[Path, dict]) -> No
 def test_stage_fader_reuses_a_checkpoint(both_run: tuple[Path, dict], tmp_path: Path) -> None:
     _, results = both_run
     cfg = compose_train_cfg(tmp_path, [*STAGE1, "stage=fader", f"fader.ckpt_path={results['ear']['checkpoint']}",
-                                       "fader.max_epochs=2", "fader.mapping=literal", "fader.levels=[0]"])  # fmt: skip
+                                       "fader.trainer.max_epochs=2", "fader.mapping=literal",
+                                       "fader.levels=[0]"])  # fmt: skip
     out = train(cfg)
     assert set(out) == {"fader"} and not (tmp_path / "out/checkpoints/ear").exists()
 
@@ -131,7 +132,13 @@ def test_stage2_at_another_size_than_its_stage1_must_be_forced(both_run: tuple[P
     trained = InpaintingModule.load_from_checkpoint(stage1).trained_size
     other = trained[0] * 2
     data = [o for o in STAGE1 if not o.startswith(("data.image_size", "data.n_train"))] + ["data.n_train=4"]
-    overrides = [*data, "stage=fader", f"fader.ckpt_path={stage1}", f"data.image_size={other}", "fader.max_epochs=1"]
+    overrides = [
+        *data,
+        "stage=fader",
+        f"fader.ckpt_path={stage1}",
+        f"data.image_size={other}",
+        "fader.trainer.max_epochs=1",
+    ]
     with pytest.raises(ConfigError, match=rf"trained at image_size=\[{trained[0]}, {trained[1]}\] but data.image_size="
                        rf"\[{other}, {other}\].*fader.force_image_size=true"):  # fmt: skip
         train(compose_train_cfg(tmp_path / "refused", overrides))
@@ -141,7 +148,7 @@ def test_stage2_at_another_size_than_its_stage1_must_be_forced(both_run: tuple[P
 
 def test_both_stages_train_in_bf16_mixed_precision(tmp_path: Path) -> None:
     run = ["data.image_size=32", "data.n_train=8", "data.n_test_good=2", "data.n_test_defect=2", "data.size=64",
-           TINY_UNET, "stage=both", "trainer.max_epochs=2", "fader.max_epochs=2", "logger=none",
+           TINY_UNET, "stage=both", "trainer.max_epochs=2", "fader.trainer.max_epochs=2", "logger=none",
            "callbacks.overlays.num_samples=0", "model.optimizer.lr=1e-3"]  # fmt: skip
     full = train(compose_train_cfg(tmp_path / "fp32", run))
     mixed = train(compose_train_cfg(tmp_path / "bf16", [*run, "trainer.precision=bf16-mixed"]))

@@ -41,7 +41,7 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_both_stages_log_one_offline_run_each(offline_wandb: Path) -> None:
-    cfg = compose_train_cfg(offline_wandb, [*WANDB_RUN, "stage=both", "fader.max_epochs=1"])
+    cfg = compose_train_cfg(offline_wandb, [*WANDB_RUN, "stage=both", "fader.trainer.max_epochs=1"])
     group = f"train-{Path(cfg.hydra.run.dir).name}"
     train(cfg)
     assert wandb.run is None

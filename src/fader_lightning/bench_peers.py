@@ -193,7 +193,7 @@ def ear_overrides(spec: dict[str, Any], stage: str) -> list[str]:
     ]
     if stage == "fader":
         overrides += ["stage=fader", f"fader.ckpt_path={spec['stage1_ckpt']}",
-                      f"fader.max_epochs={spec['epochs']['ear_fader']}"]  # fmt: skip
+                      f"fader.trainer.max_epochs={spec['epochs']['ear_fader']}"]  # fmt: skip
     return overrides
 
 
@@ -247,7 +247,7 @@ def run_ear(spec: dict[str, Any], stage: str) -> dict[str, Any]:
     """
     from fader_lightning.api import train
     from fader_lightning.models.checkpoints import load_module
-    from fader_lightning.train import build
+    from fader_lightning.stages import build
 
     entry = train(ear_overrides(spec, stage), output_dir=Path(spec["folder"]) / f"{stage}_run")[stage]
     config = entry["config"]
@@ -338,7 +338,7 @@ def run_peer(spec: dict[str, Any], name: str) -> dict[str, Any]:
     import lightning as L
     from anomalib.engine import Engine
 
-    from fader_lightning.train import build
+    from fader_lightning.stages import build
 
     reference = spec["reference"]
     torch.set_num_threads(reference["threads"])

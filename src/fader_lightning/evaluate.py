@@ -29,7 +29,8 @@ from fader_lightning.errors import ConfigError
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.checkpoints import load_module, run_entry
 from fader_lightning.run_dir import prepare_run_dir, run_lock
-from fader_lightning.train import build, job_provenance, record, run_job, test_stage, test_trainer
+from fader_lightning.stages import build, job_provenance, record, test_stage, test_trainer
+from fader_lightning.train import run_job
 from fader_lightning.utils.threads import apply_threads, plan_for_job
 from fader_lightning.utils.wandb_setup import finish_wandb, log_config
 

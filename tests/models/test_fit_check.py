@@ -61,7 +61,7 @@ def test_stage2_checks_its_data_size_too(tmp_path: Path) -> None:
     stage2 = [
         "stage=fader",
         f"fader.ckpt_path={ckpt['ear']['checkpoint']}",
-        "fader.max_epochs=1",
+        "fader.trainer.max_epochs=1",
         "fader.force_image_size=true",
     ]  # past the size check: the minimum still holds
     cfg = compose_train_cfg(tmp_path / "b", [*SMALL_DATA, TINY_UNET, "data.image_size=16", "debug=fdr", *stage2])

@@ -41,7 +41,8 @@ def test_bad_schedule_names_its_settings() -> None:
 def test_presets_schedule_both_stages(tmp_path: Path) -> None:
     overrides = ["data.image_size=32", "data.n_train=8", "data.n_test_good=2", "data.n_test_defect=2",
                  "data.size=64", TINY_UNET, "logger=none", "callbacks.overlays.num_samples=0", "stage=both",
-                 "trainer.max_epochs=3", "fader.max_epochs=2", "model/scheduler=cosine", "fader/scheduler=cosine",
+                 "trainer.max_epochs=3", "fader.trainer.max_epochs=2", "model/scheduler=cosine",
+                 "fader/scheduler=cosine",
                  "model.scheduler.min_lr_ratio=0.1", "fader.scheduler.min_lr_ratio=0.2"]  # fmt: skip
     cfg = compose_train_cfg(tmp_path, overrides)
     assert cfg.model.scheduler.max_epochs == 3 and cfg.fader.scheduler.max_epochs == 2

@@ -19,7 +19,7 @@ def warmup_cosine(
 
     Args:
         optimizer: The optimizer whose learning rates are scaled.
-        max_epochs: Epochs of the stage (``trainer.max_epochs`` or ``fader.max_epochs``).
+        max_epochs: Epochs of the stage (``trainer.max_epochs`` or ``fader.trainer.max_epochs``).
         warmup_epochs: Epochs of linear warm-up (0: none).
         min_lr_ratio: Final learning rate as a fraction of the configured one.
 

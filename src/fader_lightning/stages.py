@@ -1,0 +1,330 @@
+"""Stage orchestration: build the trainer, loggers and callbacks, fit and test each stage, record the results.
+
+:func:`run_stages` runs the stages of ``cfg.stage`` in a prepared run folder (see :mod:`fader_lightning.train`);
+:func:`test_stage` is the test pass that ``fader-eval`` shares.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from fader_lightning import stage1_store
+from fader_lightning.data.datamodule import AnomalyDataModule
+from fader_lightning.errors import CheckpointError, ConfigError, FaderError
+from fader_lightning.masking import MASKING_METHODS
+from fader_lightning.models.base_module import AnomalyModule
+from fader_lightning.models.checkpoints import (
+    check_fits,
+    load_stage1,
+    read_checkpoint,
+    save_atomically,
+    stage_checkpoint,
+    weights_only,
+)
+from fader_lightning.results import record_stage
+from fader_lightning.stage1_store import stage1_key
+from fader_lightning.utils.provenance import environment
+from fader_lightning.utils.threads import plan_for_job
+from fader_lightning.utils.wandb_setup import finish_wandb, log_config
+
+log = logging.getLogger(__name__)
+
+STAGES = {"ear": ("ear",), "fader": ("fader",), "both": ("ear", "fader")}
+
+
+def build(spec: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets project errors through unwrapped, so users see their message.
+
+    Args:
+        spec: Config node with a ``_target_``.
+        **kwargs: Extra arguments.
+
+    Returns:
+        The object.
+
+    Raises:
+        FaderError: The project error raised by the target's constructor.
+    """
+    try:
+        return instantiate(spec, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, FaderError):
+            raise err.__cause__ from None
+        raise
+
+
+def build_callbacks(cfg: DictConfig, stage: str, output_dir: Path) -> list[L.Callback]:
+    """Instantiate the configured callbacks; checkpoints of each stage go to their own folder.
+
+    Args:
+        cfg: Full config.
+        stage: Stage being run.
+        output_dir: Run folder.
+
+    Returns:
+        The callbacks.
+    """
+    callbacks = []
+    for name, spec in (cfg.get("callbacks") or {}).items():
+        callback = build(spec)
+        if isinstance(callback, ModelCheckpoint):
+            callback.dirpath = str(output_dir / "checkpoints" / stage)
+        log.debug("callback %s: %s", name, type(callback).__name__)
+        callbacks.append(callback)
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    """Instantiate the configured experiment loggers (none for ``logger=none``)."""
+    return [build(spec) for spec in (cfg.get("logger") or {}).values()]
+
+
+def stage_model_spec(cfg: DictConfig, stage: str, stage1_ckpt: str | None) -> tuple[DictConfig, dict[str, Any]]:
+    """The module config of a stage and the trainer settings it brings (stage 2's ``fader.trainer`` node).
+
+    Args:
+        cfg: Full config.
+        stage: ``ear`` or ``fader``.
+        stage1_ckpt: Stage-1 checkpoint produced in this run (for ``stage=both``), else ``None``.
+
+    Returns:
+        The node to instantiate and extra trainer arguments.
+
+    Raises:
+        ConfigError: When stage 2 has no stage-1 checkpoint to start from.
+    """
+    if stage == "ear":
+        return cfg.model, {}
+    spec = cfg.fader.copy()
+    with open_dict(spec):
+        trainer = OmegaConf.to_container(spec.pop("trainer"), resolve=True)
+        spec.ckpt_path = stage1_ckpt or spec.ckpt_path
+    if not spec.ckpt_path:
+        raise ConfigError("stage=fader needs fader.ckpt_path=<stage-1 checkpoints/ear/last.ckpt>, or use stage=both")
+    return spec, trainer
+
+
+def run_stage(
+    cfg: DictConfig, stage: str, datamodule: AnomalyDataModule, output_dir: Path, stage1_ckpt: str | None = None
+) -> dict[str, Any]:
+    """Fit and test one stage.
+
+    Args:
+        cfg: Full config.
+        stage: ``ear`` or ``fader``.
+        datamodule: The data.
+        output_dir: Run folder.
+        stage1_ckpt: For stage 2, the stage-1 checkpoint of this run (overrides ``fader.ckpt_path``).
+
+    Returns:
+        The stage's results entry (metrics, timing, checkpoint).
+    """
+    L.seed_everything(cfg.seed, workers=True)  # each stage starts from the same RNG state, however it is reached
+    spec, trainer_overrides = stage_model_spec(cfg, stage, stage1_ckpt)
+    reuse = stage == "ear" and cfg.get("reuse_stage1", False)
+    key = stage1_key(cfg) if reuse else None
+    stored = stage1_store.lookup(cfg.paths.stage1_store, key) if reuse else None
+    if stored:
+        masking = cfg.model.masking
+        hint = f"delete it from the stage-1 store {cfg.paths.stage1_store} to train it again"
+        model = load_stage1(stored, "paths.stage1_store", None, cfg.model.mask_cache_dir, masking.get("weights_path"),
+                            bool(masking.get("pretrained", False)), "masking.weights_path", hint)  # fmt: skip
+    else:
+        model = build(spec)
+    model.set_evaluation(cfg.model.scoring, cfg.model.fpr_limit, cfg.model.map_storage)
+    trainer: L.Trainer = build(
+        cfg.trainer,
+        callbacks=build_callbacks(cfg, stage, output_dir),
+        logger=build_loggers(cfg) or False,
+        **trainer_overrides,
+    )
+    log_config(trainer.loggers, cfg, stage)
+    entry: dict[str, Any] = {"status": "ok"}
+    if stage == "fader":  # what stage 2 really ran on: the stage-1 checkpoint's settings, not the config's
+        entry["masking"] = model.stage1_hparams["masking"]["name"]
+        entry["fill"] = model.stage1_hparams["fill"].get("fill", "mosaic")
+    if stored:
+        log.info("reusing stage-1 checkpoint %s (reuse_stage1=true)", stored)
+        entry.update({"train_seconds": 0.0, "checkpoint": str(stored), "reused": True})
+    else:
+        epochs_key = "fader.trainer.max_epochs" if stage == "fader" else "trainer.max_epochs"
+        log.info("%s: training for up to %s epochs (%s), time budget %s (trainer.max_time)", stage,
+                 trainer.max_epochs, epochs_key, cfg.trainer.get("max_time") or "none")  # fmt: skip
+        start = time.perf_counter()
+        resume = cfg.get("ckpt_path") if stage == "ear" else None
+        if resume:
+            if not Path(resume).is_file():
+                raise CheckpointError(
+                    f"ckpt_path={resume} does not exist; point it at the run's checkpoints/ear/last.ckpt to resume it"
+                )
+            hint = "point ckpt_path at the run's checkpoints/ear/last.ckpt to resume it"
+            check_fits(read_checkpoint(resume, hint), model, resume, "ckpt_path")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=weights_only())
+        # the file the checkpoint callback wrote, never a name guessed from the folder
+        callback = trainer.checkpoint_callback
+        written = (callback.last_model_path or callback.best_model_path) if callback else ""
+        checkpoint = Path(written) if written else stage_checkpoint(output_dir, stage)
+        if not written:  # fast_dev_run and other checkpoint-free runs: keep the final weights anyway
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            save_atomically(trainer, checkpoint)
+        entry.update(
+            {
+                "train_seconds": round(time.perf_counter() - start, 3),
+                "epochs": trainer.current_epoch,
+                "checkpoint": str(checkpoint),
+            }
+        )
+        if reuse and rank_zero_only.rank == 0:
+            stage1_store.save(cfg.paths.stage1_store, key, checkpoint)
+    if cfg.get("test", True):  # under DDP every rank tests its share; the metrics gather every rank's images
+        entry.update(test_stage(trainer, model, datamodule))
+    entry["calibration"] = model.calibration  # thresholds on normal images, never on test labels
+    return entry
+
+
+def test_trainer(cfg: DictConfig, stage: str, output_dir: Path) -> L.Trainer:
+    """A trainer with the configured loggers and every callback but checkpointing, for a test pass of its own.
+
+    Args:
+        cfg: Full config (``trainer``, ``logger``, ``callbacks``).
+        stage: Stage being tested.
+        output_dir: Run folder.
+
+    Returns:
+        The trainer.
+    """
+    callbacks = [c for c in build_callbacks(cfg, stage, output_dir) if not isinstance(c, ModelCheckpoint)]
+    return build(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks)
+
+
+def test_stage(trainer: L.Trainer, model: AnomalyModule, datamodule: AnomalyDataModule) -> dict[str, Any]:
+    """Run the test split and return what a results entry records of it.
+
+    Args:
+        trainer: The trainer.
+        model: The stage module.
+        datamodule: The data.
+
+    Returns:
+        ``metrics``, ``diagnostics``, ``test_images``, ``test_ms_per_image`` and ``calibration``.
+    """
+    start = time.perf_counter()
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    test_seconds = time.perf_counter() - start
+    images = len(datamodule.test_samples)
+    return {
+        "metrics": model.test_metrics,
+        "diagnostics": model.test_diagnostics,
+        "test_images": images,
+        "test_ms_per_image": round(1000 * test_seconds / max(images, 1), 3),
+        "calibration": model.calibration,
+    }
+
+
+def check_launch(cfg: DictConfig) -> None:
+    """Refuse multi-device jobs that Lightning would launch by re-running this command.
+
+    Lightning starts DDP ranks by re-running ``sys.argv``; inside a local multirun that re-runs the
+    whole sweep. Under SLURM Lightning uses the scheduler's processes instead.
+
+    Raises:
+        ConfigError: For ``trainer.devices > 1`` (or ``num_nodes > 1``) in a local multirun.
+    """
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
+    multi_device = (isinstance(devices, int) and devices > 1) or devices in ("auto", -1) or nodes > 1
+    if multi_device and "Slurm" not in str(HydraConfig.get().launcher.get("_target_", "")):
+        raise ConfigError(
+            f"trainer.devices={devices} in a multirun: each sweep job must use one device (trainer=gpu), "
+            "or run the sweep on SLURM (hydra/launcher=slurm with hydra.launcher.tasks_per_node=trainer.devices)"
+        )
+
+
+def job_provenance(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """What every results entry records of its job: data, seed, config, overrides, environment, threads."""
+    return {
+        "dataset": cfg.data._target_.rsplit(".", 1)[-1],
+        "category": cfg.data.category,
+        "seed": cfg.seed,
+        "run_dir": str(output_dir),
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "environment": environment(),
+        "threads": {
+            **plan_for_job(cfg).as_dict(),
+            "threads": torch.get_num_threads(),  # what the job really ran with
+            "interop_threads": torch.get_num_interop_threads(),
+        },
+    }
+
+
+def provenance(cfg: DictConfig, stage: str, output_dir: Path) -> dict[str, Any]:
+    """What a training entry needs to be traced: the stage, its method and the job (:func:`job_provenance`)."""
+    return {
+        "stage": stage,
+        "masking": cfg.masking.name,
+        "fader": stage == "fader" and bool(cfg.fader.enabled),
+        "fill": cfg.model.fill.fill,
+        **job_provenance(cfg, output_dir),
+    }
+
+
+def run_stages(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """The stages of ``cfg.stage``, each recorded in ``metrics.json`` (see :func:`train`).
+
+    Args:
+        cfg: Full config.
+        output_dir: The run folder.
+
+    Returns:
+        ``{stage: entry}`` of the stages run.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    stages = STAGES[cfg.stage]
+    results: dict[str, Any] = {}
+    datamodule: AnomalyDataModule | None = None
+    for index, stage in enumerate(stages):
+        stage1_ckpt = results.get("ear", {}).get("checkpoint")
+        if stage == "fader" and "ear" in stages and MASKING_METHODS[cfg.masking.name].partitions:
+            reason = f"FADeR needs a single deterministic mask; masking={cfg.masking.name} makes several passes"
+            record(output_dir, stage, {**provenance(cfg, stage, output_dir), "status": "not_applicable",
+                                             "error": reason})  # fmt: skip
+            log.info("%s: skipped", reason)
+            continue
+        try:
+            datamodule = datamodule or build(cfg.data)
+            entry = run_stage(cfg, stage, datamodule, output_dir, stage1_ckpt)
+        except Exception as err:
+            for skipped in stages[index:]:  # later stages cannot run either; mark them so tables show it
+                failed = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+                trained = stage_checkpoint(output_dir, skipped)
+                if trained.is_file():  # what the failed stage trained before it stopped
+                    failed["checkpoint"] = str(trained)
+                record(output_dir, skipped, {**provenance(cfg, skipped, output_dir), **failed})
+            finish_wandb(exit_code=1)
+            raise
+        finally:
+            finish_wandb()
+        results[stage] = {**provenance(cfg, stage, output_dir), **entry}
+        record(output_dir, stage, results[stage])
+    return results
+
+
+@rank_zero_only
+def record(output_dir: Path, stage: str, entry: dict[str, Any]) -> None:
+    """Write a stage's entry to ``metrics.json``, from the global-zero process only (DDP runs one per device)."""
+    record_stage(output_dir, stage, entry)
