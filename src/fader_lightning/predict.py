@@ -244,7 +244,7 @@ def resolve_threshold(
             raise ConfigError("normal_dir= is only used with threshold=auto; drop one of threshold= and normal_dir=")
         return to_float("threshold", threshold), "threshold="
     if calibrated is not None:
-        return calibrated, "the checkpoint's, calibrated on normal training images"
+        return calibrated, "the checkpoint's, calibrated on normal images when training ended"
     oracle = entry.get("metrics", {}).get(ORACLE_KEY)
     if oracle is None:
         raise ConfigError(
