@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from fader_lightning.bench import markdown, median_ms, save_stage1, stage1
-from fader_lightning.models import FADeRModule, InpaintingModule
+from fader_lightning.models import EARModule, FADeRModule
 
 
 def test_median_ms_measures_a_sleep() -> None:
@@ -20,7 +20,7 @@ def test_saved_untrained_stage1_loads_in_both_stages(tmp_path: Path, monkeypatch
     monkeypatch.setattr(bench, "UNET", {"widths": [8, 16, 32, 64]})
     module = stage1({"name": "checkerboard"})
     path = save_stage1(module, tmp_path / "s1.ckpt")
-    reloaded = InpaintingModule.load_from_checkpoint(path)
+    reloaded = EARModule.load_from_checkpoint(path)
     for a, b in zip(module.state_dict().values(), reloaded.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)  # uncalibrated thresholds are NaN
     assert FADeRModule(str(path)).fader.patch_size == 8

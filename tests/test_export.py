@@ -23,13 +23,13 @@ from fader_lightning.data.samples import ANOMALOUS, NORMAL, Sample, list_images
 from fader_lightning.data.transforms import build_transform
 from fader_lightning.errors import CheckpointError, ConfigError
 from fader_lightning.export import FORMATS, export_checkpoint, export_model, main
-from fader_lightning.models import FADeR, FADeRModule, InpaintingModule
+from fader_lightning.models import EARModule, FADeRModel, FADeRModule
 from fader_lightning.train import train
 
 RUN = ["data.category=synth_object", "data.image_size=64", "data.n_train=8", "data.size=64", TINY_UNET,
        "stage=both", "trainer.max_epochs=1", "fader.trainer.max_epochs=1", "test=false", "logger=none",
        "trainer.enable_progress_bar=false"]  # fmt: skip
-MODULES = {"ear": InpaintingModule, "fader": FADeRModule}
+MODULES = {"ear": EARModule, "fader": FADeRModule}
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_onnx_matches_torch(checkpoints: dict[str, Path], tmp_path: Path, stage:
 
 
 def test_embedded_checkerboard_masks(tmp_path: Path) -> None:
-    module = InpaintingModule(unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 16})
+    module = EARModule(unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 16})
     module.eval()
     output = tmp_path / "checker.onnx"
     sidecar = export_model(module, output, (64, 64), masks="embedded")
@@ -97,7 +97,7 @@ def test_embedded_checkerboard_masks(tmp_path: Path) -> None:
 
 def test_masks_of_a_random_method_stay_an_input(tmp_path: Path) -> None:
     masking = {"name": "random_multi", "cell_sizes": [8], "n": 2}
-    module = InpaintingModule(unet={"widths": [8, 16, 32, 64]}, masking=masking).eval()
+    module = EARModule(unet={"widths": [8, 16, 32, 64]}, masking=masking).eval()
     with pytest.raises(ConfigError, match="masks=embedded cannot compute the masks of masking=random_multi"):
         export_model(module, tmp_path / "x.onnx", (64, 64), masks="embedded")
     assert not list(tmp_path.iterdir())
@@ -125,7 +125,7 @@ def test_onnx_matches_torch_with_residual_and_visible_only_attenuation(
 ) -> None:
     module = FADeRModule.load_from_checkpoint(checkpoints["fader"]).eval()
     trained = module.fader
-    module.fader = FADeR(trained.skip_channels, trained.patch_size, levels=trained.levels, use="both",
+    module.fader = FADeRModel(trained.skip_channels, trained.patch_size, levels=trained.levels, use="both",
                          attenuate_masked=False, residual_region="masked").eval()  # fmt: skip
     module.fader.soft_masker.calibrate(torch.randn(500, generator=torch.Generator().manual_seed(3)))
     module.fader.residual_fit.copy_(torch.tensor([0.02, 0.01]))
@@ -177,9 +177,9 @@ def run_onnxruntime_alone(model: Path, images: torch.Tensor, folder: Path) -> li
         return [outputs[f"arr_{index}"] for index in range(len(outputs.files))]
 
 
-def checkerboard_modules(folder: Path) -> dict[str, InpaintingModule | FADeRModule]:
+def checkerboard_modules(folder: Path) -> dict[str, EARModule | FADeRModule]:
     """Untrained stage-1 and FADeR modules with checkerboard masks."""
-    stage1 = InpaintingModule(unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 8})
+    stage1 = EARModule(unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 8})
     checkpoint = save_stage1(stage1.eval(), folder / "checkerboard.ckpt")
     return {"ear": stage1, "fader": FADeRModule(str(checkpoint)).eval()}
 

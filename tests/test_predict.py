@@ -19,7 +19,7 @@ from fader_lightning.data.synthetic import make_mvtec_tree
 from fader_lightning.data.transforms import build_transform
 from fader_lightning.errors import ConfigError
 from fader_lightning.inference import parse_key_values
-from fader_lightning.models import FADeRModule, InpaintingModule
+from fader_lightning.models import EARModule, FADeRModule
 from fader_lightning.predict import main, predict
 from fader_lightning.results import load_results
 from fader_lightning.train import train
@@ -96,7 +96,7 @@ def test_folder_with_corrupt_file(run: dict[str, Path], tmp_path: Path, capsys: 
 
 def test_auto_threshold_single_image_and_glob(run: dict[str, Path], tmp_path: Path) -> None:
     normals = sorted(run["normals"].glob("*.png"))
-    normal_scores = independent_scores(InpaintingModule.load_from_checkpoint(run["ear"]), normals)
+    normal_scores = independent_scores(EARModule.load_from_checkpoint(run["ear"]), normals)
     result = predict(run["ear"], str(run["normals"] / "*.png"), tmp_path / "glob", normal_dir=str(run["normals"]))
     assert result.threshold == pytest.approx(max(normal_scores.values()), abs=1e-5)
     assert [row["path"] for row in result.rows] == [str(p) for p in normals]
@@ -117,7 +117,7 @@ def test_the_calibrated_threshold_travels_with_the_checkpoint(run: dict[str, Pat
     # the largest score of the run's own normal training images, recomputed here
     datamodule = instantiate(compose_train_cfg(run["tmp"], RUN).data)
     datamodule.setup("fit")
-    module = InpaintingModule.load_from_checkpoint(run["ear"])
+    module = EARModule.load_from_checkpoint(run["ear"])
     normals = independent_scores(module, [sample.image_path for sample in datamodule.normal_samples])
     assert result.threshold == pytest.approx(max(normals.values()), abs=1e-5)
 
@@ -159,7 +159,7 @@ def test_a_checkpoint_moved_out_of_its_run_is_served_at_its_own_size(run: dict[s
     image = sorted(run["inputs"].glob("good_*.png"))[0]
     predict(moved, str(image), tmp_path / "out", threshold="0.5")
     assert Image.open(tmp_path / "out" / "maps" / f"{image.stem}.png").size == (TRAIN_SIZE, TRAIN_SIZE)
-    module = InpaintingModule.load_from_checkpoint(moved)
+    module = EARModule.load_from_checkpoint(moved)
     assert module.trained_size == (TRAIN_SIZE, TRAIN_SIZE)
     with pytest.raises(ConfigError, match=r"image_size=32 differs from the \[64, 64\].*force=true"):
         predict(moved, str(image), tmp_path / "other", threshold="0.5", image_size="32")

@@ -13,7 +13,7 @@ import torch
 from conftest import TINY_UNET, compose_train_cfg
 from fader_lightning.errors import ConfigError, TrainingError
 from fader_lightning.masking import available_methods
-from fader_lightning.models import InpaintingModule
+from fader_lightning.models import EARModule
 from fader_lightning.results import load_results
 from fader_lightning.train import train
 
@@ -57,7 +57,7 @@ def test_stage1_learns_on_generated_data(tmp_path: Path) -> None:
     assert len(overlays) == 4
     ckpt = torch.load(results["checkpoint"], weights_only=False)
     assert not any(k.startswith("model.masker.") for k in ckpt["state_dict"])
-    reloaded = InpaintingModule.load_from_checkpoint(results["checkpoint"])
+    reloaded = EARModule.load_from_checkpoint(results["checkpoint"])
     assert reloaded.hparams.masking["name"] == "saliency"
 
 
@@ -77,7 +77,7 @@ def test_same_seed_same_masks_and_metrics(tmp_path: Path) -> None:
         overrides = [*SMALL_DATA, TINY_UNET, "trainer.max_epochs=2", "logger=none", f"seed={seed}"]
         cfg = compose_train_cfg(tmp_path / folder, overrides, data_root=tmp_path / "data")
         metrics = train(cfg)["ear"]["metrics"]
-        module = InpaintingModule.load_from_checkpoint(tmp_path / folder / "out/checkpoints/ear/last.ckpt")
+        module = EARModule.load_from_checkpoint(tmp_path / folder / "out/checkpoints/ear/last.ckpt")
         return metrics, module.state_dict()
 
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -121,7 +121,7 @@ def test_attention_weights_path_errors(tmp_path: Path) -> None:
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = compose_train_cfg(tmp_path, [*SMALL_DATA, TINY_UNET, "trainer.max_epochs=3", "logger=none"])
-    original = InpaintingModule._losses
+    original = EARModule._losses
 
     def poisoned(self, batch, masks, skip_transform=None):
         losses = original(self, batch, masks, skip_transform)
@@ -129,7 +129,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch: p
             losses["loss"] = losses["loss"] * math.nan
         return losses
 
-    monkeypatch.setattr(InpaintingModule, "_losses", poisoned)
+    monkeypatch.setattr(EARModule, "_losses", poisoned)
     with pytest.raises(TrainingError, match=r"became nan at epoch 1.*last\.ckpt"):
         train(cfg)
     last = tmp_path / "out/checkpoints/ear/last.ckpt"
@@ -237,7 +237,7 @@ def test_normalised_scoring_measures_normal_statistics_once_and_they_travel(tmp_
         return train(cfg)["ear"]
 
     zscore = run("zscore", "model.scoring.normalize=zscore")
-    module = InpaintingModule.load_from_checkpoint(zscore["checkpoint"])
+    module = EARModule.load_from_checkpoint(zscore["checkpoint"])
     assert module.scorer.normalize == "zscore" and module.scorer.map_mean.shape == (1, 1, 32, 32)
     # the statistics are those of the model's own unnormalised maps of every normal training image
     datamodule = compose_and_build_data(tmp_path)
@@ -245,7 +245,7 @@ def test_normalised_scoring_measures_normal_statistics_once_and_they_travel(tmp_
     with torch.no_grad():
         maps = torch.cat([module.infer(b.image)["anomaly_map"] for b in datamodule.normal_dataloader()])
     assert len(maps) == 8
-    stored = InpaintingModule.load_from_checkpoint(zscore["checkpoint"]).scorer
+    stored = EARModule.load_from_checkpoint(zscore["checkpoint"]).scorer
     torch.testing.assert_close(stored.map_mean, maps.mean(0, keepdim=True), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(stored.map_std, maps.std(0, unbiased=False, keepdim=True), rtol=1e-3, atol=1e-5)
     # the stored model evaluated without normalisation scores differently; with it again, exactly the same

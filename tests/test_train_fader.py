@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from conftest import TINY_UNET, compose_train_cfg
 from fader_lightning.errors import CheckpointError, ConfigError
-from fader_lightning.models import FADeRModule, InpaintingModule
+from fader_lightning.models import EARModule, FADeRModule
 from fader_lightning.results import load_results
 from fader_lightning.train import train
 
@@ -38,7 +38,7 @@ def test_both_writes_one_entry_per_stage(both_run: tuple[Path, dict]) -> None:
 
 def test_stage1_weights_bit_identical_after_stage2(both_run: tuple[Path, dict]) -> None:
     _tmp, results = both_run
-    stage1 = InpaintingModule.load_from_checkpoint(results["ear"]["checkpoint"]).model.unet.state_dict()
+    stage1 = EARModule.load_from_checkpoint(results["ear"]["checkpoint"]).model.unet.state_dict()
     stage2 = FADeRModule.load_from_checkpoint(results["fader"]["checkpoint"])
     assert stage2.fader.soft_masker.is_calibrated
     after = stage2.ear.unet.state_dict()
@@ -72,7 +72,7 @@ def test_fader_attenuates_defect_patches_more(both_run: tuple[Path, dict]) -> No
 
 def test_disabled_fader_equals_stage1_exactly(both_run: tuple[Path, dict]) -> None:
     _tmp, results = both_run
-    stage1 = InpaintingModule.load_from_checkpoint(results["ear"]["checkpoint"]).eval()
+    stage1 = EARModule.load_from_checkpoint(results["ear"]["checkpoint"]).eval()
     disabled = FADeRModule(results["ear"]["checkpoint"], enabled=False).eval()
     images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -129,7 +129,7 @@ def test_fader_checkpoint_loads_without_the_stage1_file(both_run: tuple[Path, di
 def test_stage2_at_another_size_than_its_stage1_must_be_forced(both_run: tuple[Path, dict], tmp_path: Path) -> None:
     _, results = both_run
     stage1 = results["ear"]["checkpoint"]
-    trained = InpaintingModule.load_from_checkpoint(stage1).trained_size
+    trained = EARModule.load_from_checkpoint(stage1).trained_size
     other = trained[0] * 2
     data = [o for o in STAGE1 if not o.startswith(("data.image_size", "data.n_train"))] + ["data.n_train=4"]
     overrides = [

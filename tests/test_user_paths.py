@@ -92,14 +92,14 @@ def test_outputs_never_follow_a_symlinked_sub_folder_out(tmp_path: Path) -> None
 
 
 def test_checkpoints_with_or_without_calibration_fit_a_fresh_model() -> None:
-    from fader_lightning.models import InpaintingModule
+    from fader_lightning.models import EARModule
     from fader_lightning.models.checkpoints import check_fits
 
     unet = {"widths": [8, 16]}
-    calibrated = InpaintingModule(unet=unet, masking={"name": "checkerboard"})
+    calibrated = EARModule(unet=unet, masking={"name": "checkerboard"})
     calibrated.scorer.set_statistics(torch.zeros(1, 1, 32, 32), torch.ones(1, 1, 32, 32))
     calibrated.scorer.set_thresholds(1.0, 2.0, 0.1, 0.0)
     state = calibrated.state_dict()
     older = {k: v for k, v in state.items() if not k.startswith("model.scorer.")}  # written before calibration
     for weights in (state, older):
-        check_fits({"state_dict": weights}, InpaintingModule(unet=unet, masking={"name": "checkerboard"}), "x", "key")
+        check_fits({"state_dict": weights}, EARModule(unet=unet, masking={"name": "checkerboard"}), "x", "key")

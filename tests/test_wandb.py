@@ -10,7 +10,7 @@ import wandb
 from conftest import TINY_UNET, compose_train_cfg
 from fader_lightning.callbacks.wandb_samples import COLUMNS, WandbSampleTable
 from fader_lightning.data.dataset import Batch
-from fader_lightning.models import InpaintingModule
+from fader_lightning.models import EARModule
 from fader_lightning.train import train
 from fader_lightning.utils.wandb_setup import RUN_LOCAL_FOLDERS, wandb_offline
 from test_train import SMALL_DATA
@@ -80,7 +80,7 @@ def test_failed_stage_finishes_its_run(offline_wandb: Path, monkeypatch: pytest.
     def fail(*_: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(InpaintingModule, "training_step", fail)
+    monkeypatch.setattr(EARModule, "training_step", fail)
     with pytest.raises(RuntimeError, match="boom"):
         train(compose_train_cfg(offline_wandb, WANDB_RUN))
     assert wandb.run is None

@@ -34,9 +34,9 @@ from fader_lightning.data import MVTecADDataModule
 from fader_lightning.data.synthetic import make_mvtec_tree
 from fader_lightning.export import FORMATS, export_model
 from fader_lightning.masking import build_mask_generator
-from fader_lightning.models import FADeRModule, InpaintingModule
+from fader_lightning.models import EARModule, FADeRModule
 from fader_lightning.models.complexity import count_macs, count_parameters
-from fader_lightning.models.fader import feature_dim, ranking_loss
+from fader_lightning.models.fader.model import feature_dim, ranking_loss
 from fader_lightning.results import load_results
 from fader_lightning.utils.io import atomic_write_json, atomic_write_text
 
@@ -83,7 +83,7 @@ def matmul_gflops(n: int = 1024) -> float:
     return 2 * n**3 / (median_ms(lambda: a @ b, repeats=20) / 1000) / 1e9
 
 
-def save_stage1(module: InpaintingModule, path: Path) -> Path:
+def save_stage1(module: EARModule, path: Path) -> Path:
     """Write a loadable stage-1 checkpoint of an untrained module."""
     state = {k: v for k, v in module.state_dict().items() if not k.startswith("model.masker.")}
     torch.save(
@@ -93,12 +93,12 @@ def save_stage1(module: InpaintingModule, path: Path) -> Path:
     return path
 
 
-def stage1(masking: dict[str, Any]) -> InpaintingModule:
+def stage1(masking: dict[str, Any]) -> EARModule:
     """An untrained stage-1 module with the default U-Net."""
-    return InpaintingModule(unet=dict(UNET), masking=masking).eval()
+    return EARModule(unet=dict(UNET), masking=masking).eval()
 
 
-def costs(image: torch.Tensor, ear: InpaintingModule, fader: FADeRModule) -> dict[str, dict[str, float]]:
+def costs(image: torch.Tensor, ear: EARModule, fader: FADeRModule) -> dict[str, dict[str, float]]:
     """Parameters and MACs of the U-Net, the FADeR MLP and the ViT mask generator."""
     unet = ear.model.unet
     grid = (SIZE // fader.fader.patch_size,) * 2
@@ -162,7 +162,7 @@ def latencies(image: torch.Tensor, folder: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     checkpoint = save_stage1(stage1({"name": "saliency"}), folder / "ear.ckpt")
     # both from the same checkpoint, so the stage-1 weights are loaded the same way in both
-    ear = InpaintingModule.load_from_checkpoint(checkpoint).eval()
+    ear = EARModule.load_from_checkpoint(checkpoint).eval()
     fader = FADeRModule(str(checkpoint)).eval()
     riad = stage1({"name": "random_multi"})
     weights = folder / "vit.pth"
@@ -251,9 +251,9 @@ def test_pass_rss(root: Path, category: str) -> dict[str, float]:
         "def status(key):\n"
         "    return int(re.search(key + r':\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1)) / 1024\n"
         "from fader_lightning.data import MVTecADDataModule\n"
-        "from fader_lightning.models import InpaintingModule\n"
+        "from fader_lightning.models import EARModule\n"
         f"dm = MVTecADDataModule({str(root)!r}, {category!r}, image_size={SIZE}, eval_batch_size=8)\n"
-        f"m = InpaintingModule(unet={UNET!r}, masking={{'name': 'saliency'}})\n"
+        f"m = EARModule(unet={UNET!r}, masking={{'name': 'saliency'}})\n"
         "Path('/proc/self/clear_refs').write_text('5')\n"
         "before = status('VmRSS')\n"
         "L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(m, dm, verbose=False)\n"

@@ -160,8 +160,14 @@ def backbone_weights(models: Iterable[str], mode: str) -> dict[str, str]:
     if mode == "random":
         loads = dict.fromkeys(needed, None)
     else:
-        with ThreadPoolExecutor(max(1, len(needed))) as pool:  # each failed download retries for about a minute
-            loads = dict(zip(needed, pool.map(pretrained_loads, needed), strict=True))
+        hub_log = logging.getLogger("huggingface_hub")
+        level = hub_log.level
+        hub_log.setLevel(logging.ERROR)  # else every retry of a failed download warns
+        try:
+            with ThreadPoolExecutor(max(1, len(needed))) as pool:  # a failed download retries for about a minute
+                loads = dict(zip(needed, pool.map(pretrained_loads, needed), strict=True))
+        finally:
+            hub_log.setLevel(level)
     labels = {True: PRETRAINED, False: NO_INTERNET, None: RANDOM_ASKED}
     return {name: labels[loads[b]] if b else FROM_SCRATCH for name, b in backbones.items()}
 
@@ -554,6 +560,8 @@ def run(
                   f"image AUROC {row['image_auroc']}, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
             if name == "ear":
                 spec.update(reference=rows["ear"], stage1_ckpt=rows["ear"]["checkpoint"])
+    for row in rows.values():
+        row.pop("checkpoint", None)  # in the scratch folder, gone now
     for key in ("train_s", "peak_rss_mb"):  # a pipeline: FADeR's stage 2 starts from EAR's stage 1
         if rows.get("ear_fader", {}).get("status") == "ok":
             rows["ear_fader"][f"stage2_{key}"] = rows["ear_fader"][key]

@@ -61,7 +61,7 @@ from fader_lightning.data.transforms import build_transform
 from fader_lightning.errors import ConfigError
 from fader_lightning.inference import resolve_image_size, run_cli, to_bool, to_int
 from fader_lightning.masking import MaskGenerator
-from fader_lightning.models import EARModel, FADeR, FADeRModule
+from fader_lightning.models import EARModel, FADeRModel, FADeRModule
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.checkpoints import load_module, run_entry
 from fader_lightning.models.scoring import scaled_kernel_size
@@ -97,7 +97,7 @@ class ExportableDetector(nn.Module):
             :meth:`forward` gets none, or ``None`` when the masks are an input.
     """
 
-    def __init__(self, ear: EARModel, fader: FADeR | None = None, mask_graph: nn.Module | None = None) -> None:
+    def __init__(self, ear: EARModel, fader: FADeRModel | None = None, mask_graph: nn.Module | None = None) -> None:
         super().__init__()
         self.ear = ear
         self.fader = fader
@@ -166,7 +166,7 @@ def build_detector(module: AnomalyModule, image_size: tuple[int, int], masks: st
         raise ConfigError(
             f"cannot export FADeR with patch_size={fader.patch_size}: its patch features average-pool every skip "
             f"(down to 1/{deepest_stride} resolution) to the patch grid with adaptive_avg_pool2d "
-            "(models/fader.py, patch_features), which ONNX only supports when the grid divides the skip size; "
+            "(models/fader/model.py, patch_features), which ONNX only supports when the grid divides the skip size; "
             f"this needs a patch size that is a multiple of {deepest_stride}"
         )
     return ExportableDetector(ear, fader, mask_graph).to(module.device).eval()

@@ -8,11 +8,11 @@ import torch
 from fader_lightning.callbacks.samples import TestSampleCollector
 from fader_lightning.data.dataset import Batch
 from fader_lightning.errors import ConfigError
-from fader_lightning.models import InpaintingModule
+from fader_lightning.models import EARModule
 
 
 def run_pass(collector: TestSampleCollector, scores: list[float], labels: list[int], batch_size: int = 3) -> None:
-    module = InpaintingModule(unet={"widths": [8, 16]}, masking={"name": "checkerboard", "cell_size": 8})
+    module = EARModule(unet={"widths": [8, 16]}, masking={"name": "checkerboard", "cell_size": 8})
     trainer = SimpleNamespace(test_dataloaders=[SimpleNamespace(dataset=[0] * len(scores))])
     collector.on_test_epoch_start(trainer, module)
     for start in range(0, len(scores), batch_size):

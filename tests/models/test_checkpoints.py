@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fader_lightning.errors import CheckpointError
-from fader_lightning.models import InpaintingModule
+from fader_lightning.models import EARModule
 from fader_lightning.models.checkpoints import (
     STAGE_KEY,
     checkpoint_stage,
@@ -16,7 +16,7 @@ from fader_lightning.models.checkpoints import (
 )
 
 
-def saved(module: InpaintingModule) -> dict:
+def saved(module: EARModule) -> dict:
     checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                   "pytorch-lightning_version": "2.6.0"}  # fmt: skip
     module.on_save_checkpoint(checkpoint)
@@ -24,7 +24,7 @@ def saved(module: InpaintingModule) -> dict:
 
 
 def test_a_checkpoint_states_its_stage_and_older_ones_are_recognised(tmp_path: Path) -> None:
-    module = InpaintingModule(unet={"widths": [8, 16]}, masking={"name": "attention", "pretrained": False},
+    module = EARModule(unet={"widths": [8, 16]}, masking={"name": "attention", "pretrained": False},
                               image_size=32)  # fmt: skip
     checkpoint = saved(module)
     assert checkpoint[STAGE_KEY] == "ear"
@@ -37,7 +37,7 @@ def test_a_checkpoint_states_its_stage_and_older_ones_are_recognised(tmp_path: P
     path = stage_checkpoint(tmp_path / "run", "ear")
     assert path == tmp_path / "run" / "checkpoints" / "ear" / "last.ckpt"
     path.parent.mkdir(parents=True)
-    plain = InpaintingModule(unet={"widths": [8, 16]}, masking={"name": "checkerboard"}, image_size=32)
+    plain = EARModule(unet={"widths": [8, 16]}, masking={"name": "checkerboard"}, image_size=32)
     torch.save(saved(plain), path)
     assert run_entry(path, "ear") == {}  # no metrics.json in that run folder
     loaded = load_module(path)

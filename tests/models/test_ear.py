@@ -4,7 +4,7 @@ import torch
 
 from fader_lightning.masking import Obfuscation, build_mask_generator
 from fader_lightning.masking.fill import obfuscate
-from fader_lightning.models.ear import EARModel
+from fader_lightning.models.ear.model import EARModel
 from fader_lightning.models.scoring import AnomalyScorer, anomaly_map, image_score
 from fader_lightning.models.unet import UNet
 

@@ -6,10 +6,10 @@ import torch
 
 from fader_lightning.errors import ConfigError
 from fader_lightning.masking import Obfuscation, build_mask_generator
-from fader_lightning.models import fader as fader_module
-from fader_lightning.models.ear import EARModel
-from fader_lightning.models.fader import (
-    FADeR,
+from fader_lightning.models.ear.model import EARModel
+from fader_lightning.models.fader import model as fader_model
+from fader_lightning.models.fader.model import (
+    FADeRModel,
     PatchErrorPredictor,
     SoftMask,
     attenuate,
@@ -120,8 +120,8 @@ def tiny_ear(net: UNet) -> EARModel:
     return EARModel(net, build_mask_generator("checkerboard", cell_size=4), Obfuscation(), AnomalyScorer())
 
 
-def detect_random(fader: FADeR, net: UNet, seed: int) -> tuple[EARModel, torch.Tensor, torch.Tensor, dict]:
-    """:meth:`FADeR.detect` on two random 64 px images: the EAR model, images, masks and outputs."""
+def detect_random(fader: FADeRModel, net: UNet, seed: int) -> tuple[EARModel, torch.Tensor, torch.Tensor, dict]:
+    """:meth:`FADeRModel.detect` on two random 64 px images: the EAR model, images, masks and outputs."""
     ear = tiny_ear(net)
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
     masks = ear.masks(images)
@@ -131,7 +131,7 @@ def detect_random(fader: FADeR, net: UNet, seed: int) -> tuple[EARModel, torch.T
 
 def test_detect_matches_parts(net: UNet) -> None:
     torch.manual_seed(2)
-    ear, fader = tiny_ear(net), FADeR(net.skip_channels, patch_size=8, hidden=16, levels=(0, 2))
+    ear, fader = tiny_ear(net), FADeRModel(net.skip_channels, patch_size=8, hidden=16, levels=(0, 2))
     images = torch.rand(2, 3, 64, 64)
     masks = ear.masks(images)
     with torch.no_grad():
@@ -154,7 +154,7 @@ def test_disabled_fader_is_identity(net: UNet) -> None:
     masks = ear.masks(images)
     with torch.no_grad():
         stage1 = ear.scorer(images, ear.reconstruct(images, masks))
-        fader = FADeR(net.skip_channels, enabled=False, use="both")
+        fader = FADeRModel(net.skip_channels, enabled=False, use="both")
         fader.residual_fit.copy_(torch.tensor([1.0, 0.5]))
         out = fader.detect(ear, images, masks)
     assert torch.equal(out["anomaly_map"], stage1[0]) and torch.equal(out["score"], stage1[1])
@@ -162,7 +162,7 @@ def test_disabled_fader_is_identity(net: UNet) -> None:
 
 
 def test_masked_patches_keep_their_skips(net: UNet) -> None:
-    fader = FADeR(net.skip_channels, patch_size=8, attenuate_masked=False)
+    fader = FADeRModel(net.skip_channels, patch_size=8, attenuate_masked=False)
     weights = torch.full((1, 1, 2, 2), 0.2)
     masks = torch.zeros(1, 1, 16, 16)
     masks[..., :8, :8] = 1  # patch (0, 0) fully hidden
@@ -174,7 +174,7 @@ def test_masked_patches_keep_their_skips(net: UNet) -> None:
 
 
 def test_residual_fit_recovers_a_line_and_is_subtracted(net: UNet) -> None:
-    fader = FADeR(net.skip_channels, patch_size=8, use="residual")
+    fader = FADeRModel(net.skip_channels, patch_size=8, use="residual")
     preds = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(5))
     slope, intercept = fader.fit_residual(preds, 0.3 * preds + 0.05)
     assert slope == pytest.approx(0.3, abs=1e-6) and intercept == pytest.approx(0.05, abs=1e-6)
@@ -192,7 +192,7 @@ def test_residual_fit_recovers_a_line_and_is_subtracted(net: UNet) -> None:
 
 def test_pixel_source_fader(net: UNet, encoded) -> None:
     x, skips, _ = encoded
-    fader = FADeR(net.skip_channels, patch_size=16, source="pixels", hidden=8)
+    fader = FADeRModel(net.skip_channels, patch_size=16, source="pixels", hidden=8)
     assert fader.predict(skips, x).shape == (2, 1, 4, 4)
     assert fader.predictor.net[0].in_channels == 3 * 16 * 16
 
@@ -242,7 +242,7 @@ def test_calibrate_matches_numpy_quantiles() -> None:
 
 
 def test_calibrate_subsamples_large_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fader_module, "QUANTILE_MAX_ELEMENTS", 1000)
+    monkeypatch.setattr(fader_model, "QUANTILE_MAX_ELEMENTS", 1000)
     preds = torch.randperm(10_000).float()
     tau, _ = SoftMask().calibrate(preds)
     subsample = preds.numpy()[::10].astype(np.float64)
@@ -252,7 +252,7 @@ def test_calibrate_subsamples_large_inputs(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_calibrate_constant_predictions(caplog: pytest.LogCaptureFixture) -> None:
     mask = SoftMask()
-    with caplog.at_level(logging.WARNING, logger="fader_lightning.models.fader"):
+    with caplog.at_level(logging.WARNING, logger="fader_lightning.models.fader.model"):
         tau, temperature = mask.calibrate(torch.full((3, 1, 4, 4), 0.7))
     assert tau == pytest.approx(0.7)
     assert temperature == pytest.approx(1e-6)
@@ -428,7 +428,7 @@ def test_gt_targets_carry_no_gradient() -> None:
 )
 def test_bad_fader_settings(kwargs: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        FADeR(SKIP_CHANNELS, **kwargs)
+        FADeRModel(SKIP_CHANNELS, **kwargs)
 
 
 def test_bad_function_settings(encoded) -> None:
@@ -451,9 +451,9 @@ def test_bad_function_settings(encoded) -> None:
 
 def test_both_reads_one_head_per_use(net: UNet) -> None:
     torch.manual_seed(8)
-    fader = FADeR(net.skip_channels, patch_size=8, hidden=16, use="both", attenuate_masked=False)
+    fader = FADeRModel(net.skip_channels, patch_size=8, hidden=16, use="both", attenuate_masked=False)
     assert fader.heads == ("attenuate", "residual") and fader.predictor.net[-1].out_channels == 2
-    assert FADeR(net.skip_channels, use="residual").heads == ("residual",)
+    assert FADeRModel(net.skip_channels, use="residual").heads == ("residual",)
     fader.residual_fit.copy_(torch.tensor([0.5, 0.1]))
     ear, images, masks, out = detect_random(fader, net, 9)
     with torch.no_grad():

@@ -5,9 +5,9 @@ import torch
 
 from fader_lightning.errors import ConfigError
 from fader_lightning.masking import Obfuscation, build_mask_generator
-from fader_lightning.models.ear import EARModel
-from fader_lightning.models.fader import gt_patch_targets
-from fader_lightning.models.fader_targets import complement_targets, synthetic_defects, synthetic_targets
+from fader_lightning.models.ear.model import EARModel
+from fader_lightning.models.fader.model import gt_patch_targets
+from fader_lightning.models.fader.targets import complement_targets, synthetic_defects, synthetic_targets
 from fader_lightning.models.scoring import AnomalyScorer, raw_anomaly_map
 from fader_lightning.models.unet import UNet
 

@@ -49,7 +49,7 @@ def test_activation_estimate_matches_a_measurement_at_full_size() -> None:
 
 
 def test_image_size_beyond_memory_is_refused_with_the_estimate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("fader_lightning.models.inpainting_module.available_bytes", lambda device: 2**20)
+    monkeypatch.setattr("fader_lightning.models.ear.module.available_bytes", lambda device: 2**20)
     cfg = compose_train_cfg(tmp_path, [*SMALL_DATA, TINY_UNET, "data.image_size=64", "debug=fdr"])
     with pytest.raises(ConfigError, match=r"data.image_size=64x64 with data.train_batch_size=8 needs about") as err:
         train(cfg)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fader_lightning.errors import ConfigError
-from fader_lightning.models import InpaintingModule
+from fader_lightning.models import EARModule
 from fader_lightning.models.skip_dropout import PatchSkipDropout
 from fader_lightning.models.unet import UNet
 
@@ -30,7 +30,7 @@ def test_no_dropout_and_bad_settings() -> None:
         PatchSkipDropout(p=1.0)
     with pytest.raises(ConfigError, match=r"model\.skip_dropout\.patch_size"):
         PatchSkipDropout(patch_size=0)
-    assert InpaintingModule(unet={"widths": [8, 16, 32, 64]}, skip_dropout={"p": 0.0}).skip_dropout is None
+    assert EARModule(unet={"widths": [8, 16, 32, 64]}, skip_dropout={"p": 0.0}).skip_dropout is None
     net = UNet(widths=(8, 16, 32, 64))
     x = torch.rand(1, 3, 32, 32)
     with pytest.raises(ConfigError, match=r"model\.skip_dropout\.levels=\[0, 3\].*\[0, 1, 2\]"):
@@ -39,7 +39,7 @@ def test_no_dropout_and_bad_settings() -> None:
 
 def test_stage1_uses_dropout_in_training_steps_only() -> None:
     torch.manual_seed(1)
-    module = InpaintingModule(
+    module = EARModule(
         unet={"widths": [8, 16, 32, 64]}, masking={"name": "none"}, skip_dropout={"p": 0.5, "levels": [0, 1, 2]}
     )
     images = torch.rand(2, 3, 32, 32)

@@ -1,9 +1,16 @@
-"""Pure-torch models (U-Net, EAR, losses, scoring) and the thin Lightning modules around them."""
+"""The two stages, each a pure-torch model next to its Lightning module, and the U-Net they share.
 
-from fader_lightning.models.ear import EARModel, build_ear_model
-from fader_lightning.models.fader import FADeR
-from fader_lightning.models.fader_module import FADeRModule
-from fader_lightning.models.inpainting_module import InpaintingModule
+* ``ear/``: :class:`EARModel` (masks, obfuscation, U-Net, scorer) and :class:`EARModule` (stage 1);
+* ``fader/``: :class:`FADeRModel` (patch MLP, soft mask, skip attenuation) and :class:`FADeRModule` (stage 2, on a
+  frozen EAR model), with the ranking targets in ``fader/targets.py``;
+* ``base_module.py``: what both Lightning modules share (test pass, calibration, thresholds, checkpoint hooks);
+  ``checkpoints.py``: reading, stage and loading of checkpoints.
+"""
+
+from fader_lightning.models.ear.model import EARModel, build_ear_model
+from fader_lightning.models.ear.module import EARModule
+from fader_lightning.models.fader.model import FADeRModel
+from fader_lightning.models.fader.module import FADeRModule
 from fader_lightning.models.unet import UNet
 
-__all__ = ["EARModel", "FADeR", "FADeRModule", "InpaintingModule", "UNet", "build_ear_model"]
+__all__ = ["EARModel", "EARModule", "FADeRModel", "FADeRModule", "UNet", "build_ear_model"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import math
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import lightning as L
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
@@ -17,11 +18,32 @@ from fader_lightning.errors import ConfigError, TrainingError
 from fader_lightning.metrics import AnomalyScoreStore
 from fader_lightning.metrics.diagnostics import TestDiagnostics
 from fader_lightning.models.checkpoints import STAGE_KEY, refresh_weights, register_stage, restore_frozen, strip_frozen
-from fader_lightning.models.ear import EARModel
+from fader_lightning.models.ear.model import EARModel
 from fader_lightning.models.fit_check import check_minimum_size
 from fader_lightning.models.scoring import AnomalyScorer, MapStatistics
 
 log = logging.getLogger(__name__)
+
+Optimizer = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+"""A partial optimizer (Hydra ``_partial_: true``): parameters in, optimizer out."""
+Scheduler = Callable[[torch.optim.Optimizer], Any]
+"""A partial learning-rate scheduler: optimizer in, scheduler out."""
+
+
+def plain(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Turn a (possibly Hydra) mapping into a plain dict, so checkpoints do not depend on OmegaConf.
+
+    Args:
+        settings: Mapping or ``None``.
+
+    Returns:
+        A plain dict (empty for ``None``).
+    """
+    if settings is None:
+        return {}
+    if isinstance(settings, DictConfig):
+        return OmegaConf.to_container(settings, resolve=True)
+    return dict(settings)
 
 
 class AnomalyModule(L.LightningModule):

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import lightning as L
 
     from fader_lightning.models.base_module import AnomalyModule
-    from fader_lightning.models.inpainting_module import InpaintingModule
+    from fader_lightning.models.ear.module import EARModule
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ def load_stage1(
     allow_download: bool = False,
     vit_key: str = VIT_KEYS,
     hint: str | None = None,
-) -> InpaintingModule:
+) -> EARModule:
     """Load a stage-1 checkpoint for stage 2 or the stage-1 store, checking that it fits the configured U-Net.
 
     Args:

@@ -14,13 +14,13 @@ import torch
 from torch import Tensor, nn
 
 from fader_lightning.errors import ConfigError
-from fader_lightning.models.fader import attenuate
+from fader_lightning.models.fader.model import attenuate
 
 
 class PatchSkipDropout(nn.Module):
     """Zeroes the skip features of random ``patch_size`` patches (the same patches on every chosen level).
 
-    A ``skip_transform`` for :meth:`~fader_lightning.models.ear.EARModel.inpaint`; draws from torch's global RNG,
+    A ``skip_transform`` for :meth:`~fader_lightning.models.ear.model.EARModel.inpaint`; draws from torch's global RNG,
     which Lightning seeds, so runs with one seed drop the same patches.
 
     Args:

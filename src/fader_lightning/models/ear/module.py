@@ -2,48 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
 from fader_lightning.data.transforms import as_hw
-from fader_lightning.models.base_module import AnomalyModule
-from fader_lightning.models.ear import EARModel, build_ear_model
+from fader_lightning.models.base_module import AnomalyModule, Optimizer, Scheduler, plain
+from fader_lightning.models.ear.model import EARModel, build_ear_model
 from fader_lightning.models.fit_check import available_bytes, check_memory, training_step_bytes
 from fader_lightning.models.losses import InpaintingLoss
 from fader_lightning.models.scoring import AnomalyScorer, rebuild_scorer
 from fader_lightning.models.skip_dropout import PatchSkipDropout
 
-MASKER_PREFIX = "model.masker."
-Optimizer = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
-Scheduler = Callable[[torch.optim.Optimizer], Any]
 
-
-def plain(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Turn a (possibly Hydra) mapping into a plain dict, so checkpoints do not depend on OmegaConf.
-
-    Args:
-        settings: Mapping or ``None``.
-
-    Returns:
-        A plain dict (empty for ``None``).
-    """
-    if settings is None:
-        return {}
-    if isinstance(settings, DictConfig):
-        return OmegaConf.to_container(settings, resolve=True)
-    return dict(settings)
-
-
-class InpaintingModule(AnomalyModule):
+class EARModule(AnomalyModule):
     """EAR stage 1: obfuscate with one deterministic mask, inpaint, score with MSGMS.
 
     Every argument but the optimizer and scheduler factories is a plain setting stored in the
-    checkpoint's hyper-parameters, so ``InpaintingModule.load_from_checkpoint(path)`` rebuilds the exact
+    checkpoint's hyper-parameters, so ``EARModule.load_from_checkpoint(path)`` rebuilds the exact
     model.
 
     Args:

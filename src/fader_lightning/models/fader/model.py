@@ -1,7 +1,7 @@
 """FADeR: feature attenuation on the skip connections of a frozen inpainting U-Net (stage 2).
 
 A small per-patch MLP (:class:`PatchErrorPredictor`) predicts, from the obfuscated image ``I'`` (by default from
-the frozen encoder's skip features of ``I'``), a score per patch (see :mod:`fader_lightning.models.fader_targets`
+the frozen encoder's skip features of ``I'``), a score per patch (see :mod:`fader_lightning.models.fader.targets`
 for what it learns). A soft mask
 ``s = 1 - sigmoid((pred - tau) / T)`` (:class:`SoftMask`) turns high predicted errors into small weights, and
 :func:`attenuate` multiplies the skip tensors by ``s`` so that the decoder rebuilds suspicious patches from the
@@ -13,7 +13,7 @@ How the prediction is used is a setting (``use``): ``attenuate`` (the paper's so
 anomaly map) or ``both``; each use reads its own output channel of the MLP. With ``attenuate_masked=False`` patches
 that the binary mask ``M`` hid keep their skips: they hold no defect to copy, only the mosaic hint.
 
-Everything here is pure torch; :meth:`FADeR.detect` is the whole one-pass inference shared by the Lightning module
+Everything here is pure torch; :meth:`FADeRModel.detect` is the whole one-pass inference shared by the Lightning module
 and the ONNX export.
 """
 
@@ -32,7 +32,7 @@ from fader_lightning.errors import ConfigError
 from fader_lightning.models.scoring import raw_anomaly_map
 
 if TYPE_CHECKING:
-    from fader_lightning.models.ear import EARModel
+    from fader_lightning.models.ear.model import EARModel
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +343,7 @@ def attenuate(skips: Sequence[Tensor], soft_mask: Tensor, levels: Sequence[int])
     return out
 
 
-class FADeR(nn.Module):
+class FADeRModel(nn.Module):
     """Predictor + soft mask + attenuation (+ residual map): the stage-2 model around a frozen EAR model.
 
     :meth:`detect` runs the whole one-pass inference. The predictor sees the skips of ``I'`` before attenuation;

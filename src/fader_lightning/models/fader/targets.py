@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fader_lightning.errors import ConfigError
-from fader_lightning.models.fader import gt_patch_targets
+from fader_lightning.models.fader.model import gt_patch_targets
 from fader_lightning.models.scoring import raw_anomaly_map
 
 if TYPE_CHECKING:
-    from fader_lightning.models.ear import EARModel
+    from fader_lightning.models.ear.model import EARModel
 
 TARGETS: tuple[str, ...] = ("msgms", "mse", "synthetic", "complement")
 DEFECT_KINDS: tuple[str, ...] = ("cutpaste", "blob")

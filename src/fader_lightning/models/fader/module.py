@@ -16,18 +16,18 @@ from fader_lightning.data.dataset import Batch
 from fader_lightning.data.transforms import as_hw
 from fader_lightning.errors import ConfigError
 from fader_lightning.metrics.diagnostics import TestDiagnostics
-from fader_lightning.models.base_module import AnomalyModule
+from fader_lightning.models.base_module import AnomalyModule, Optimizer, Scheduler, plain
 from fader_lightning.models.checkpoints import VIT_KEYS, load_stage1, restore_frozen, stage1_overrides
-from fader_lightning.models.ear import EARModel
-from fader_lightning.models.fader import (
-    FADeR,
+from fader_lightning.models.ear.model import EARModel
+from fader_lightning.models.ear.module import EARModule
+from fader_lightning.models.fader.model import (
+    FADeRModel,
     gt_patch_targets,
     patch_features,
     patch_mask_fraction,
     ranking_loss,
 )
-from fader_lightning.models.fader_targets import TARGETS, complement_targets, synthetic_defects, synthetic_targets
-from fader_lightning.models.inpainting_module import InpaintingModule, Optimizer, Scheduler, plain
+from fader_lightning.models.fader.targets import TARGETS, complement_targets, synthetic_defects, synthetic_targets
 from fader_lightning.models.scoring import AnomalyScorer, rebuild_scorer
 
 log = logging.getLogger(__name__)
@@ -106,11 +106,11 @@ class FADeRModule(AnomalyModule):
         mapping: ``calibrated`` soft mask, or ``literal`` (τ = 0, T = 1).
         enabled: ``False`` makes the model identical to stage 1 (ablation).
         target: What the MLP ranks: ``msgms``, ``mse``, ``synthetic`` or ``complement``
-            (see :mod:`fader_lightning.models.fader_targets`).
+            (see :mod:`fader_lightning.models.fader.targets`).
         margin: Ranking-loss margin ξ.
         calibration: ``split`` (``val``: the held-out normals of ``data.val_policy=from_train``; ``train``; ``auto``:
             ``val`` when the data holds normals out, else ``train``) plus the keyword arguments of
-            :meth:`~fader_lightning.models.fader.SoftMask.calibrate` (``quantile`` may be ``max``).
+            :meth:`~fader_lightning.models.fader.model.SoftMask.calibrate` (``quantile`` may be ``max``).
         optimizer: Partial optimizer; Adam(lr=1e-3) when ``None``.
         expected_unet: U-Net settings the checkpoint must match (``None``: no check).
         seed: Seed of the random pairing of patches and of the synthetic defects.
@@ -120,11 +120,11 @@ class FADeRModule(AnomalyModule):
         stage1_settings: Hyper-parameters of the stage-1 model. Filled in from ``ckpt_path`` on first
             construction and stored in the checkpoint, so a FADeR checkpoint loads on its own (its state
             dict holds the frozen stage-1 weights) even after the stage-1 file has moved.
-        use: ``attenuate``, ``residual`` or ``both`` (see :class:`~fader_lightning.models.fader.FADeR`).
+        use: ``attenuate``, ``residual`` or ``both`` (see :class:`~fader_lightning.models.fader.model.FADeRModel`).
         attenuate_masked: Whether patches hidden by the mask may be attenuated.
         synthetic: Settings of the ``synthetic`` target: ``copies`` per image, ``kinds``, ``min_side``,
-            ``max_side`` (see :func:`~fader_lightning.models.fader_targets.synthetic_defects`) and ``tie_below``.
-        residual_region: ``all`` or ``masked`` (see :class:`~fader_lightning.models.fader.FADeR`).
+            ``max_side`` (see :func:`~fader_lightning.models.fader.targets.synthetic_defects`) and ``tie_below``.
+        residual_region: ``all`` or ``masked`` (see :class:`~fader_lightning.models.fader.model.FADeRModel`).
         mask_cache_dir: The job's disk cache of stage-1 masks (``None``: memory only); a checkpoint's own folder is
             never used.
         vit_weights: ViT state dict for a stage 1 with attention masking (checkpoints do not store it).
@@ -185,7 +185,7 @@ class FADeRModule(AnomalyModule):
             stage1_settings = plain(stage1.hparams)
         else:  # a FADeR checkpoint being loaded: its state dict holds the stage-1 weights
             own = stage1_overrides(stage1_settings, ckpt_path, mask_cache_dir, vit_weights, allow_download, VIT_KEYS)
-            stage1 = InpaintingModule(**{**stage1_settings, **own})
+            stage1 = EARModule(**{**stage1_settings, **own})
         image_size = list(as_hw(image_size)) if image_size is not None else None
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.ear = stage1.model
@@ -196,7 +196,7 @@ class FADeRModule(AnomalyModule):
             )
         self.ear.requires_grad_(False)
         self.ear.eval()
-        self.fader = FADeR(
+        self.fader = FADeRModel(
             self.ear.unet.skip_channels, patch_size, source, hidden, activation, levels, mapping, enabled,
             use=use, attenuate_masked=attenuate_masked, residual_region=residual_region,
         )  # fmt: skip

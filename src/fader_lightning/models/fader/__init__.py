@@ -1,0 +1,1 @@
+"""Stage 2: the FADeR skip attenuation, its ranking targets and its Lightning module."""
