@@ -291,6 +291,9 @@ def test_bad_outputs_are_refused_before_any_work(tmp_path: Path, fmt: str) -> No
         cases[tmp_path / "model.bin"] = "name the .xml file"
     (tmp_path / "taken.json").mkdir()
     cases[tmp_path / f"taken{suffix}"] = "would replace the folder"
+    # a side-car describing another exported model (here a model.other) is never silently replaced
+    (tmp_path / "other.json").write_text(json.dumps({"files": ["other.model"]}))
+    cases[tmp_path / f"other{suffix}"] = r"the side-car of another exported model \(other\.model\)"
     before = sorted(tmp_path.rglob("*"))
     for output, message in cases.items():
         with pytest.raises(ConfigError, match=message):

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import logging
 import sys
 import tempfile
@@ -371,7 +372,21 @@ def check_arguments(output: str | Path, fmt: str, masks: str, calibrated: bool) 
     for path in (*files, sidecar):
         if path.is_dir():
             raise ConfigError(f"output={output} would replace the folder {path}; choose another output name")
+    described = _described_files(sidecar)
+    if described and described != {path.name for path in files}:
+        raise ConfigError(
+            f"output={output} would replace {sidecar}, the side-car of another exported model "
+            f"({', '.join(sorted(described))}); give this export another name, or delete that model first"
+        )
     return files, sidecar
+
+
+def _described_files(sidecar: Path) -> set[str]:
+    """The model files an existing side-car describes (empty when there is none, or it does not say)."""
+    try:
+        return set(json.loads(sidecar.read_text()).get("files") or ())
+    except (OSError, ValueError, AttributeError):
+        return set()
 
 
 def calibration_paths(folder: str | Path) -> list[Path]:
