@@ -64,8 +64,10 @@ class AnomalyModule(L.LightningModule):
     """State-dict prefix of the frozen mask generator, left out of checkpoints and rebuilt from the settings."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register a class that names a stage of its own as the module of that stage (for loading checkpoints)."""
         super().__init_subclass__(**kwargs)
-        register_stage(cls)
+        if "stage" in cls.__dict__:
+            register_stage(cls)
 
     def __init__(self, fpr_limit: float = 0.3, map_storage: str = "float16") -> None:
         super().__init__()
