@@ -29,6 +29,7 @@ import onnxruntime as ort
 import openvino
 import timm
 import torch
+import torch.utils.benchmark as benchmark
 
 from fader_lightning.data import MVTecADDataModule
 from fader_lightning.data.synthetic import make_mvtec_tree
@@ -50,7 +51,10 @@ DEPLOYED_IN_GRAPH = ("onnx_stage1_masks_in_graph", "openvino_stage1_masks_in_gra
 
 
 def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 3) -> float:
-    """Median wall time of a call in milliseconds.
+    """Median wall time of a call in milliseconds, timed with ``torch.utils.benchmark``.
+
+    The timer runs the call with torch's current thread count and synchronises CUDA around it, so GPU work is
+    timed to its end.
 
     Args:
         fn: The call.
@@ -60,14 +64,10 @@ def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 3) -> f
     Returns:
         The median in ms.
     """
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    if warmup:
+        timer.timeit(warmup)
+    return 1000 * statistics.median(timer.timeit(1).median for _ in range(repeats))
 
 
 def matmul_gflops(n: int = 1024) -> float:
