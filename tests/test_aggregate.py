@@ -237,13 +237,16 @@ def test_all_files_written(complete: tuple[list[Path], Sweep], tmp_path: Path) -
     dirs, _ = complete
     out = tmp_path / "results"
     paths = aggregate(dirs, "main", out_root=out, include_aupro=True)
-    names = {"table.md", "table.csv", "table.tex", "chart.png", "provenance.json"}
+    names = {"table.md", "table.csv", "table.tex", "chart.png", "chart.pdf", "chart.svg", "provenance.json"}
     assert {path.name for path in paths.values()} == names
     assert {path.name for path in (out / "main").iterdir()} == names  # no temporary files left behind
     with Image.open(paths["chart"]) as chart:
         assert chart.format == "PNG"
         assert 400 <= chart.width <= 4000 and 300 <= chart.height <= 1000
         assert len(chart.convert("RGB").getcolors(1 << 16)) > 4  # bars, text and legend were drawn
+    assert paths["chart_pdf"].read_bytes().startswith(b"%PDF") and b"<svg" in paths["chart_svg"].read_bytes()
+    svg = paths["chart_svg"].read_text()
+    assert "bottle" in svg and "grid" in svg  # the categories are text in the vector file
     latex = paths["latex"].read_text()
     assert r"\toprule" in latex and r"\bottomrule" in latex
     assert "bottle" in latex and "grid" in latex and "EAR+FADeR" in latex and "AUPRO" in latex

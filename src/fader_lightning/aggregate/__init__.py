@@ -4,9 +4,11 @@ Every job of a sweep (``fader-train -m ...``) leaves ``metrics.json`` (one entry
 folder. This package finds the jobs, groups them by (category, masking method, variant, stage), averages the seeds of
 a group (mean ± *sample* standard deviation, ``ddof=1``, with n) and writes, under ``<out>/<name>/``:
 
-* ``table.md`` and ``table.tex``: the paper's layout, categories × masking method × {EAR, EAR+FADeR} × metric, in %,
+* ``table.md`` and ``table.tex``: the paper's layout, categories × masking method × {EAR, EAR+FADeR} × metric, in %
+  (the LaTeX has a ``tab:<name>`` label, the best value per metric and row in bold, and fits the text width),
 * ``table.csv``: tidy, one line per category × masking × stage × metric, with the run folders, seeds and commits,
-* ``chart.png``: image AUROC per category, EAR vs EAR+FADeR for each masking method,
+* ``chart.png`` (and ``chart.pdf``, ``chart.svg`` for papers): image AUROC per category, EAR vs EAR+FADeR for each
+  masking method,
 * ``provenance.json``: for each cell, every run it came from (folder, seed, status, commit, overrides, error).
 
 Nothing is dropped: a failed job shows as ``failed``, a job without results as ``—``, and a cell or mean built from an

@@ -8,7 +8,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fader_lightning.aggregate.chart import write_chart
 from fader_lightning.aggregate.reading import collect, wandb_group
 from fader_lightning.aggregate.table import build_table
 from fader_lightning.aggregate.wandb_log import active_wandb_run, log_to_wandb
@@ -28,7 +27,7 @@ def aggregate(
     include_diagnostics: bool = False,
     latex_metrics: Sequence[str] | None = None,
 ) -> dict[str, Path]:
-    """Collect the sweeps and write ``table.md``, ``table.csv``, ``table.tex``, ``chart.png`` and ``provenance.json``.
+    """Collect the sweeps; write the tables (md, csv, tex), the chart (png, pdf, svg) and ``provenance.json``.
 
     Args:
         sweep_dirs: Sweep or run folders.
@@ -40,7 +39,7 @@ def aggregate(
         latex_metrics: The metrics ``table.tex`` shows (``None``: all of the table's).
 
     Returns:
-        ``{"markdown", "csv", "latex", "chart", "provenance"}`` → path written.
+        ``{"markdown", "csv", "latex", "chart", "chart_pdf", "chart_svg", "provenance"}`` → path written.
 
     Raises:
         ConfigError: When ``name`` is not a plain folder name.
@@ -50,11 +49,16 @@ def aggregate(
         raise ConfigError(f"--name {name!r} must be a plain folder name (results go to <out>/<name>/)")
     table = build_table(collect(sweep_dirs), include_aupro=include_aupro, include_diagnostics=include_diagnostics)
     out_dir = Path(out_root) / name
+    from fader_lightning.aggregate.chart import write_chart  # matplotlib loads only when a chart is drawn
+
+    charts = write_chart(table, out_dir / "chart.png")
     paths = {
         "markdown": write_markdown(table, out_dir / "table.md"),
         "csv": write_csv(table, out_dir / "table.csv"),
         "latex": write_latex(table, out_dir / "table.tex", name, latex_metrics),
-        "chart": write_chart(table, out_dir / "chart.png"),
+        "chart": charts["png"],
+        "chart_pdf": charts["pdf"],
+        "chart_svg": charts["svg"],
         "provenance": atomic_write_json(out_dir / "provenance.json", provenance(table)),
     }
     log.info("results of %d categories written to %s", len(table.categories), out_dir)
