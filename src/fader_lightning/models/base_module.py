@@ -101,9 +101,9 @@ class AnomalyModule(L.LightningModule):
         """The EAR model (masks, obfuscation, U-Net, scorer); frozen under FADeR."""
 
     @property
-    @abstractmethod
     def scorer(self) -> AnomalyScorer:
-        """The scorer whose maps this stage reports."""
+        """The scorer whose maps this stage reports: its EAR model's (under FADeR, measured on FADeR's maps)."""
+        return self.inpainter.scorer
 
     @abstractmethod
     def infer(self, images: Tensor) -> dict[str, Tensor]:

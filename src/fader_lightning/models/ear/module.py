@@ -13,7 +13,7 @@ from fader_lightning.models.base_module import AnomalyModule, Optimizer, Schedul
 from fader_lightning.models.ear.model import EARModel, build_ear_model
 from fader_lightning.models.fit_check import available_bytes, check_memory, training_step_bytes
 from fader_lightning.models.losses import InpaintingLoss
-from fader_lightning.models.scoring import AnomalyScorer, rebuild_scorer
+from fader_lightning.models.scoring import rebuild_scorer
 from fader_lightning.models.skip_dropout import PatchSkipDropout
 
 
@@ -95,11 +95,6 @@ class EARModule(AnomalyModule):
     def inpainter(self) -> EARModel:
         """The trained EAR model."""
         return self.model
-
-    @property
-    def scorer(self) -> AnomalyScorer:
-        """The EAR model's scorer."""
-        return self.model.scorer
 
     @property
     def preprocessing(self) -> dict[str, Any]:

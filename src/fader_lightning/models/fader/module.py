@@ -28,7 +28,7 @@ from fader_lightning.models.fader.model import (
     ranking_loss,
 )
 from fader_lightning.models.fader.targets import TARGETS, complement_targets, synthetic_defects, synthetic_targets
-from fader_lightning.models.scoring import AnomalyScorer, rebuild_scorer
+from fader_lightning.models.scoring import rebuild_scorer
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +232,6 @@ class FADeRModule(AnomalyModule):
     def inpainter(self) -> EARModel:
         """The frozen stage-1 EAR model."""
         return self.ear
-
-    @property
-    def scorer(self) -> AnomalyScorer:
-        """The frozen EAR model's scorer (its normal-map statistics are measured again on FADeR's maps)."""
-        return self.ear.scorer
 
     @property
     def preprocessing(self) -> dict[str, Any]:
