@@ -53,7 +53,7 @@ demo: install ## The main job on the embedded generated data: the demo table, en
 	$(MAKE) --no-print-directory reproduce-table DATASET=demo
 
 reproduce-table: install ## Sweep, then aggregate: DATASET=mvtec|visa|demo [DATA_DIR=..] [CATEGORIES=a,b] [MASKING=x,y]
-	$(PY) -m fader_lightning.train experiment=table_$(DATASET) hydra.sweep.dir=$(SWEEP_DIR) \
+	$(PY) -m fader_lightning.cli.train experiment=table_$(DATASET) hydra.sweep.dir=$(SWEEP_DIR) \
 		$(DATA_ROOT_ARG) $(CATEGORY_ARG) $(MASKING_ARG) $(EXTRA)
 	$(PY) -m fader_lightning.aggregate $(SWEEP_DIR) --name $(DATASET)
 
@@ -62,10 +62,10 @@ EVAL_DATA_ARG := $(if $(filter-out demo,$(DATASET)),data=$(DATASET),)
 
 eval: install ## Test a checkpoint on its run's data, or another: CKPT=<run>/checkpoints/<stage>/last.ckpt [DATASET=mvtec|visa DATA_DIR=.. CATEGORIES=x] [EXTRA=..]
 	@test -n "$(CKPT)" || { echo "make eval needs CKPT=<run>/checkpoints/<ear|fader>/last.ckpt"; exit 2; }
-	$(PY) -m fader_lightning.evaluate ckpt_path=$(abspath $(CKPT)) $(EVAL_DATA_ARG) $(DATA_ROOT_ARG) $(CATEGORY_ARG) $(EXTRA)
+	$(PY) -m fader_lightning.cli.evaluate ckpt_path=$(abspath $(CKPT)) $(EVAL_DATA_ARG) $(DATA_ROOT_ARG) $(CATEGORY_ARG) $(EXTRA)
 
 bench: install ## Measure costs, latencies, throughput and memory: results/bench.json and results/bench.md
-	$(PY) -m fader_lightning.bench --out results
+	$(PY) -m fader_lightning.cli.bench --out results
 
 clean: ## Remove caches and run outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache outputs multirun logs .lock-venv
@@ -84,4 +84,4 @@ $(PEERS_STAMP): pyproject.toml $(CONSTRAINTS) $(PEERS_REQUIREMENTS)
 	touch $(PEERS_STAMP)
 
 bench-peers: $(PEERS_STAMP) ## anomalib PatchCore/PaDiM/FastFlow/DRAEM vs EAR, EAR + FADeR (own venv): results/peers.{json,md} [DATA_DIR=.. CATEGORY=x IMAGE_SIZE=n] [EXTRA=..]
-	$(PEERS_VENV)/bin/python -m fader_lightning.bench_peers --out results $(PEERS_ARGS) $(EXTRA)
+	$(PEERS_VENV)/bin/python -m fader_lightning.cli.bench_peers --out results $(PEERS_ARGS) $(EXTRA)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data.synthetic import make_mvtec_tree, make_visa_tree
@@ -40,6 +44,8 @@ def synthetic_visa(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 TINY_UNET = "model.unet.widths=[8,16,32,64]"
+EVALUATION = {key: OmegaConf.load(Path(CONFIG_DIR) / "model" / "ear.yaml")[key] for key in ("fpr_limit", "map_storage")}
+"""The test-pass settings of ``conf/model/ear.yaml``, for stage-1 modules built without the config."""
 
 
 def compose_train_cfg(
@@ -68,3 +74,42 @@ def compose_train_cfg(
         cfg.hydra.job.id = "0"
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def command_cfg(config_name: str, **values: Any) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` (``predict``, ``export``) with ``values`` set, as ``key=value`` would.
+
+    Args:
+        config_name: The command's config.
+        **values: Keys of that config and their values (paths are turned into strings; unknown keys fail).
+
+    Returns:
+        The config.
+    """
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name)
+    for key, value in values.items():
+        cfg[key] = str(value) if isinstance(value, Path) else value
+    return cfg
+
+
+def run_command(main: Callable[[], None], args: list[str]) -> int:
+    """Run a Hydra app's ``main`` as its console script would, with ``args`` as its command line.
+
+    Args:
+        main: The ``@hydra.main`` function.
+        args: The arguments.
+
+    Returns:
+        The exit code: 0 when ``main`` returned, else the code it exited with.
+    """
+    argv, handlers, level = sys.argv, logging.root.handlers[:], logging.root.level
+    sys.argv = ["command", *args]
+    try:
+        main()
+    except SystemExit as stop:
+        return 0 if stop.code is None else int(stop.code)
+    finally:  # Hydra configured logging for the job; the next test gets pytest's handlers back
+        sys.argv = argv
+        logging.root.handlers[:], logging.root.level = handlers, level
+    return 0

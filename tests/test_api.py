@@ -143,7 +143,7 @@ def test_a_wheel_installed_elsewhere_trains_evaluates_and_predicts(tmp_path: Pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SCORED 4" in proc.stdout
     (ckpt,) = (work / "logs" / "train" / "runs").glob("*/checkpoints/fader/last.ckpt")
-    evaluate = [sys.executable, "-m", "fader_lightning.evaluate", f"ckpt_path={ckpt}", "logger=none",
+    evaluate = [sys.executable, "-m", "fader_lightning.cli.evaluate", f"ckpt_path={ckpt}", "logger=none",
                 "trainer.enable_progress_bar=false", "hydra.run.dir=eval_run"]  # fmt: skip
     proc = subprocess.run(evaluate, cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

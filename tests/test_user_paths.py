@@ -7,14 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY_UNET, compose_train_cfg
+from conftest import EVALUATION, TINY_UNET, command_cfg, compose_train_cfg
+from fader_lightning.cli.train import train
+from fader_lightning.deploy.export import export_checkpoint
+from fader_lightning.deploy.predict import predict
 from fader_lightning.errors import CheckpointError, ConfigError
-from fader_lightning.export import export_checkpoint
 from fader_lightning.models import FADeRModule
-from fader_lightning.predict import predict
 from fader_lightning.results import load_results, record_stage
 from fader_lightning.run_dir import prepare_run_dir
-from fader_lightning.train import train
 from fader_lightning.utils.io import writable_folder
 
 
@@ -42,7 +42,8 @@ def test_output_folder_that_is_a_file_or_read_only(tmp_path: Path) -> None:
     image = tmp_path / "image.png"
     Image.new("RGB", (8, 8)).save(image)
     with pytest.raises(ConfigError, match=r"output=.*out\.txt is a file"):
-        predict(tmp_path / "missing.ckpt", str(image), a_file)  # refused before the checkpoint is read
+        # refused before the checkpoint is read
+        predict(command_cfg("predict", ckpt=tmp_path / "missing.ckpt", input=image, output=a_file))
     if os.geteuid() != 0:  # root may write anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
@@ -52,9 +53,9 @@ def test_output_folder_that_is_a_file_or_read_only(tmp_path: Path) -> None:
 
 def test_export_output_that_would_clash(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"is a folder; name the \.onnx file"):
-        export_checkpoint(tmp_path / "missing.ckpt", tmp_path)
+        export_checkpoint(command_cfg("export", ckpt=tmp_path / "missing.ckpt", output=tmp_path))
     with pytest.raises(ConfigError, match=r"overwritten by its own \.json side-car"):
-        export_checkpoint(tmp_path / "missing.ckpt", tmp_path / "model.json")
+        export_checkpoint(command_cfg("export", ckpt=tmp_path / "missing.ckpt", output=tmp_path / "model.json"))
 
 
 def test_resume_ckpt_path_missing_or_of_another_architecture(tmp_path: Path) -> None:
@@ -96,10 +97,12 @@ def test_checkpoints_with_or_without_calibration_fit_a_fresh_model() -> None:
     from fader_lightning.models.checkpoints import check_fits
 
     unet = {"widths": [8, 16]}
-    calibrated = EARModule(unet=unet, masking={"name": "checkerboard"})
+    calibrated = EARModule(**EVALUATION, unet=unet, masking={"name": "checkerboard"})
     calibrated.scorer.set_statistics(torch.zeros(1, 1, 32, 32), torch.ones(1, 1, 32, 32))
     calibrated.scorer.set_thresholds(1.0, 2.0, 0.1, 0.0)
     state = calibrated.state_dict()
     older = {k: v for k, v in state.items() if not k.startswith("model.scorer.")}  # written before calibration
     for weights in (state, older):
-        check_fits({"state_dict": weights}, EARModule(unet=unet, masking={"name": "checkerboard"}), "x", "key")
+        check_fits(
+            {"state_dict": weights}, EARModule(**EVALUATION, unet=unet, masking={"name": "checkerboard"}), "x", "key"
+        )

@@ -30,15 +30,15 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 from torch import Tensor
 
+from fader_lightning.cli.train import train as run_train
 from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data.image_io import read_image, scale_to_uint8
 from fader_lightning.data.transforms import build_transform
+from fader_lightning.deploy.sizing import resolve_image_size
 from fader_lightning.errors import ConfigError, DataError
-from fader_lightning.inference import resolve_image_size
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.checkpoints import load_module, run_entry
 from fader_lightning.models.scoring import normalized
-from fader_lightning.train import train as run_train
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class Detector:
             CheckpointError: When the file is missing or is not a checkpoint of either stage.
         """
         module = load_module(path, device, vit_weights)
-        size = resolve_image_size(None, module, run_entry(path, module.stage))
+        size = resolve_image_size(None, module, run_entry(path, module.stage), force=False)
         return cls(module, size, image_threshold, pixel_threshold)
 
     @property

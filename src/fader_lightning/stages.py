@@ -1,6 +1,6 @@
 """Stage orchestration: build the trainer, loggers and callbacks, fit and test each stage, record the results.
 
-:func:`run_stages` runs the stages of ``cfg.stage`` in a prepared run folder (see :mod:`fader_lightning.train`);
+:func:`run_stages` runs the stages of ``cfg.stage`` in a prepared run folder (see :mod:`fader_lightning.cli.train`);
 :func:`test_stage` is the test pass that ``fader-eval`` shares.
 """
 
@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fader_lightning import stage1_store
 from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.errors import CheckpointError, ConfigError, FaderError
-from fader_lightning.masking import MASKING_METHODS
+from fader_lightning.keys import EAR, FADER, JOB_STAGES
+from fader_lightning.masking import single_mask_problem
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.checkpoints import (
     check_fits,
@@ -41,8 +42,6 @@ from fader_lightning.utils.threads import plan_for_job
 from fader_lightning.utils.wandb_setup import finish_wandb, log_config
 
 log = logging.getLogger(__name__)
-
-STAGES = {"ear": ("ear",), "fader": ("fader",), "both": ("ear", "fader")}
 
 
 def build(spec: DictConfig, **kwargs: Any) -> Any:
@@ -106,7 +105,7 @@ def stage_model_spec(cfg: DictConfig, stage: str, stage1_ckpt: str | None) -> tu
     Raises:
         ConfigError: When stage 2 has no stage-1 checkpoint to start from.
     """
-    if stage == "ear":
+    if stage == EAR:
         return cfg.model, {}
     spec = cfg.fader.copy()
     with open_dict(spec):
@@ -134,7 +133,7 @@ def run_stage(
     """
     L.seed_everything(cfg.seed, workers=True)  # each stage starts from the same RNG state, however it is reached
     spec, trainer_overrides = stage_model_spec(cfg, stage, stage1_ckpt)
-    reuse = stage == "ear" and cfg.get("reuse_stage1", False)
+    reuse = stage == EAR and cfg.get("reuse_stage1", False)
     key = stage1_key(cfg) if reuse else None
     stored = stage1_store.lookup(cfg.paths.stage1_store, key) if reuse else None
     if stored:
@@ -153,18 +152,18 @@ def run_stage(
     )
     log_config(trainer.loggers, cfg, stage)
     entry: dict[str, Any] = {"status": "ok"}
-    if stage == "fader":  # what stage 2 really ran on: the stage-1 checkpoint's settings, not the config's
+    if stage == FADER:  # what stage 2 really ran on: the stage-1 checkpoint's settings, not the config's
         entry["masking"] = model.stage1_hparams["masking"]["name"]
         entry["fill"] = model.stage1_hparams["fill"].get("fill", "mosaic")
     if stored:
         log.info("reusing stage-1 checkpoint %s (reuse_stage1=true)", stored)
         entry.update({"train_seconds": 0.0, "checkpoint": str(stored), "reused": True})
     else:
-        epochs_key = "fader.trainer.max_epochs" if stage == "fader" else "trainer.max_epochs"
+        epochs_key = "fader.trainer.max_epochs" if stage == FADER else "trainer.max_epochs"
         log.info("%s: training for up to %s epochs (%s), time budget %s (trainer.max_time)", stage,
                  trainer.max_epochs, epochs_key, cfg.trainer.get("max_time") or "none")  # fmt: skip
         start = time.perf_counter()
-        resume = cfg.get("ckpt_path") if stage == "ear" else None
+        resume = cfg.get("ckpt_path") if stage == EAR else None
         if resume:
             if not Path(resume).is_file():
                 raise CheckpointError(
@@ -277,7 +276,7 @@ def provenance(cfg: DictConfig, stage: str, output_dir: Path) -> dict[str, Any]:
     return {
         "stage": stage,
         "masking": cfg.masking.name,
-        "fader": stage == "fader" and bool(cfg.fader.enabled),
+        "fader": stage == FADER and bool(cfg.fader.enabled),
         "fill": cfg.model.fill.fill,
         **job_provenance(cfg, output_dir),
     }
@@ -294,13 +293,13 @@ def run_stages(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         ``{stage: entry}`` of the stages run.
     """
     L.seed_everything(cfg.seed, workers=True)
-    stages = STAGES[cfg.stage]
+    stages = JOB_STAGES[cfg.stage]
     results: dict[str, Any] = {}
     datamodule: AnomalyDataModule | None = None
     for index, stage in enumerate(stages):
-        stage1_ckpt = results.get("ear", {}).get("checkpoint")
-        if stage == "fader" and "ear" in stages and MASKING_METHODS[cfg.masking.name].partitions:
-            reason = f"FADeR needs a single deterministic mask; masking={cfg.masking.name} makes several passes"
+        stage1_ckpt = results.get(EAR, {}).get("checkpoint")
+        reason = single_mask_problem(cfg.masking.name) if stage == FADER and EAR in stages else None
+        if reason:
             record(output_dir, stage, {**provenance(cfg, stage, output_dir), "status": "not_applicable",
                                              "error": reason})  # fmt: skip
             log.info("%s: skipped", reason)

@@ -14,7 +14,7 @@ def _paths(samples):
 
 @pytest.mark.parametrize("policy", ["none", "from_train", "same_as_test"])
 def test_splits_never_share_a_file(synthetic_mvtec: Path, policy: str) -> None:
-    dm = MVTecADDataModule(synthetic_mvtec, "synth_object", val_policy=policy, val_ratio=0.25)
+    dm = MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=256, val_policy=policy, val_ratio=0.25)
     dm.setup()
     train, val, test = _paths(dm.train_samples), _paths(dm.val_samples), _paths(dm.test_samples)
     assert train and test
@@ -29,7 +29,9 @@ def test_splits_never_share_a_file(synthetic_mvtec: Path, policy: str) -> None:
 
 def test_from_train_split_is_seeded(synthetic_mvtec: Path) -> None:
     def val_of(seed: int) -> set:
-        dm = MVTecADDataModule(synthetic_mvtec, "synth_object", val_policy="from_train", val_ratio=0.25, seed=seed)
+        dm = MVTecADDataModule(
+            synthetic_mvtec, "synth_object", image_size=256, val_policy="from_train", val_ratio=0.25, seed=seed
+        )
         dm.setup()
         return _paths(dm.val_samples)
 
@@ -49,9 +51,11 @@ def test_train_shuffle_is_seeded(synthetic_mvtec: Path) -> None:
 
 def test_bad_policy_and_ratio(synthetic_mvtec: Path) -> None:
     with pytest.raises(ConfigError, match="val_policy='test'"):
-        MVTecADDataModule(synthetic_mvtec, "synth_object", val_policy="test")
+        MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=256, val_policy="test")
     with pytest.raises(ConfigError, match="val_ratio"):
-        MVTecADDataModule(synthetic_mvtec, "synth_object", val_policy="from_train", val_ratio=0.01).setup()
+        MVTecADDataModule(
+            synthetic_mvtec, "synth_object", image_size=256, val_policy="from_train", val_ratio=0.01
+        ).setup()
     with pytest.raises(ConfigError, match="image_size"):
         MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=(0, 4))
 
@@ -79,9 +83,9 @@ def test_folder_without_masks_and_bad_dirs(synthetic_mvtec: Path, tmp_path: Path
     dm.setup()
     assert sum(s.label for s in dm.test_samples) == 3
     with pytest.raises(DataError, match="normal_dir"):
-        FolderDataModule(tmp_path / "missing").setup()
+        FolderDataModule(tmp_path / "missing", image_size=256).setup()
     with pytest.raises(DataError, match="has no mask"):
-        FolderDataModule(cat / "train/good", cat / "test/spot", cat / "ground_truth/spot").setup()
+        FolderDataModule(cat / "train/good", cat / "test/spot", cat / "ground_truth/spot", image_size=256).setup()
 
 
 def test_generated_tree_is_built_once_and_rebuilt_on_new_settings(tmp_path: Path) -> None:

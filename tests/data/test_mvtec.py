@@ -55,7 +55,7 @@ def test_mask_suffix_configurable(synthetic_mvtec: Path, tmp_path: Path) -> None
     for mask in (root / "obj/ground_truth").rglob("*_mask.png"):
         mask.rename(mask.with_name(mask.name.replace("_mask", "")))
     with pytest.raises(DataError, match="has no mask"):
-        MVTecADDataModule(root, "obj").setup()
+        MVTecADDataModule(root, "obj", image_size=256).setup()
     samples = make_mvtec_samples(root, "obj", mask_suffix="")
     assert all(s.mask_path is not None for s in samples if s.label == 1)
 
@@ -91,7 +91,7 @@ def test_anomalous_image_without_mask(synthetic_mvtec: Path, tmp_path: Path) -> 
     root = _copy_category(synthetic_mvtec, tmp_path)
     (root / "synth_object/ground_truth/spot/001_mask.png").unlink()
     with pytest.raises(DataError, match=r"spot/001.png has no mask"):
-        MVTecADDataModule(root, "synth_object").setup()
+        MVTecADDataModule(root, "synth_object", image_size=256).setup()
 
 
 def test_mask_size_mismatch(synthetic_mvtec: Path, tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_mask_size_mismatch(synthetic_mvtec: Path, tmp_path: Path) -> None:
     mask_path = root / "synth_object/ground_truth/spot/000_mask.png"
     Image.new("L", (10, 10)).save(mask_path)
     with pytest.raises(DataError, match="10x10") as err:
-        MVTecADDataModule(root, "synth_object").setup()
+        MVTecADDataModule(root, "synth_object", image_size=256).setup()
     assert str(mask_path) in str(err.value)
 
 
@@ -117,7 +117,7 @@ def test_empty_or_garbage_image_file(
     path = root / "synth_object" / relative
     path.write_bytes(content)
     with pytest.raises(DataError, match=message) as err:
-        MVTecADDataModule(root, "synth_object").setup()
+        MVTecADDataModule(root, "synth_object", image_size=256).setup()
     assert str(path) in str(err.value)
 
 

@@ -34,4 +34,4 @@ def test_downscaling_a_fine_texture_gives_grey_not_moire() -> None:
 
 def test_unknown_interpolation_names_the_key(synthetic_mvtec) -> None:
     with pytest.raises(ConfigError, match=r"data.interpolation='bicubic' is unknown; use one of area, linear, cubic"):
-        MVTecADDataModule(synthetic_mvtec, "synth_object", interpolation="bicubic")
+        MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=256, interpolation="bicubic")

@@ -31,7 +31,7 @@ def test_materialised_copy_is_mvtec_layout(synthetic_visa: Path, tmp_path: Path)
     masks = sorted((out / "ground_truth/bad").glob("*_mask.png"))
     assert len(masks) == 4
     assert set(np.unique(np.asarray(Image.open(masks[0]))).tolist()) == {0, 255}
-    dm = MVTecADDataModule(tmp_path / "mvtec_style", "synth_texture")
+    dm = MVTecADDataModule(tmp_path / "mvtec_style", "synth_texture", image_size=256)
     dm.setup()
     assert len(dm.train_samples) == 9 and len(dm.test_samples) == 7
     assert not list(tmp_path.glob("mvtec_style/.*"))  # no staging left behind

@@ -1,13 +1,17 @@
+from pathlib import Path
+
 import pytest
 import timm
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.errors import CheckpointError, ConfigError
 from fader_lightning.masking import AttentionMask, build_mask_generator
-from fader_lightning.masking.attention import DEFAULT_MODEL, top_mass_tokens
+from fader_lightning.masking.attention import top_mass_tokens
 
 TINY = "vit_tiny_patch16_224"
 
@@ -118,8 +122,9 @@ def test_built_by_name_with_weights_digest_in_config_key(tiny_weights, tiny_mask
 def test_default_dino_architecture_with_random_weights(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "dino_vits8.pth"
-    torch.save(timm.create_model(DEFAULT_MODEL, pretrained=False).state_dict(), path)
-    generator = AttentionMask(weights_path=path)
+    configured = OmegaConf.load(Path(CONFIG_DIR) / "masking" / "attention.yaml").model_name  # the DINO ViT-S/8
+    torch.save(timm.create_model(configured, pretrained=False).state_dict(), path)
+    generator = AttentionMask(model_name=configured, weights_path=path)
     images = _images(1, 224, 224)
     masks = generator(images)
     assert masks.shape == (1, 1, 224, 224)

@@ -1,12 +1,14 @@
 """Checkpoints state their stage, leave the frozen mask generator out, and older files are still told apart."""
 
+import functools
 from pathlib import Path
 
 import pytest
 import torch
 
-from fader_lightning.errors import CheckpointError
-from fader_lightning.models import EARModule
+from conftest import EVALUATION
+from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.models import EARModule, FADeRModule
 from fader_lightning.models.checkpoints import (
     STAGE_KEY,
     checkpoint_stage,
@@ -24,8 +26,8 @@ def saved(module: EARModule) -> dict:
 
 
 def test_a_checkpoint_states_its_stage_and_older_ones_are_recognised(tmp_path: Path) -> None:
-    module = EARModule(unet={"widths": [8, 16]}, masking={"name": "attention", "pretrained": False},
-                              image_size=32)  # fmt: skip
+    attention = {"name": "attention", "model_name": "vit_tiny_patch16_224", "pretrained": False}
+    module = EARModule(**EVALUATION, unet={"widths": [8, 16]}, masking=attention, image_size=32)
     checkpoint = saved(module)
     assert checkpoint[STAGE_KEY] == "ear"
     assert not any(key.startswith("model.masker.") for key in checkpoint["state_dict"])  # the ViT stays out
@@ -37,10 +39,23 @@ def test_a_checkpoint_states_its_stage_and_older_ones_are_recognised(tmp_path: P
     path = stage_checkpoint(tmp_path / "run", "ear")
     assert path == tmp_path / "run" / "checkpoints" / "ear" / "last.ckpt"
     path.parent.mkdir(parents=True)
-    plain = EARModule(unet={"widths": [8, 16]}, masking={"name": "checkerboard"}, image_size=32)
+    plain = EARModule(**EVALUATION, unet={"widths": [8, 16]}, masking={"name": "checkerboard"}, image_size=32)
     torch.save(saved(plain), path)
     assert run_entry(path, "ear") == {}  # no metrics.json in that run folder
     loaded = load_module(path)
     assert loaded.stage == "ear" and loaded.trained_size == (32, 32)
     for key, value in plain.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_a_module_built_without_an_optimizer_refuses_to_train(tmp_path: Path) -> None:
+    module = EARModule(**EVALUATION, unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard"})
+    with pytest.raises(ConfigError, match=r"EARModule has no optimizer to train with.*model\.optimizer"):
+        module.configure_optimizers()  # learning rates live in the optimizer nodes of conf/, nowhere else
+    module.optimizer_factory = functools.partial(torch.optim.SGD, lr=0.5)
+    assert module.configure_optimizers().param_groups[0]["lr"] == 0.5
+    torch.save(saved(module), tmp_path / "ear.ckpt")
+    stage2 = FADeRModule(str(tmp_path / "ear.ckpt"))
+    with pytest.raises(ConfigError, match=r"FADeRModule has no optimizer to train with.*fader\.optimizer"):
+        stage2.configure_optimizers()
+    assert (stage2.fpr_limit, stage2.hparams.fpr_limit) == (EVALUATION["fpr_limit"], None)  # None: stage 1's

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from conftest import TINY_UNET, compose_train_cfg
+from fader_lightning.cli.train import train
 from fader_lightning.errors import ConfigError
 from fader_lightning.models import fit_check
 from fader_lightning.models.losses import InpaintingLoss
 from fader_lightning.models.unet import UNet
-from fader_lightning.train import train
 
 SMALL_DATA = ["data.n_train=8", "data.n_test_good=4", "data.n_test_defect=2", "data.size=64"]
 

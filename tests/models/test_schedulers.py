@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from conftest import TINY_UNET, compose_train_cfg
+from fader_lightning.cli.train import train
 from fader_lightning.errors import ConfigError
 from fader_lightning.models import FADeRModule
 from fader_lightning.models.schedulers import warmup_cosine
-from fader_lightning.train import train
 
 
 def _rates(max_epochs: int, warmup: int, ratio: float) -> list[float]:

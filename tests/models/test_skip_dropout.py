@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import EVALUATION
 from fader_lightning.errors import ConfigError
 from fader_lightning.models import EARModule
 from fader_lightning.models.skip_dropout import PatchSkipDropout
@@ -30,7 +31,11 @@ def test_no_dropout_and_bad_settings() -> None:
         PatchSkipDropout(p=1.0)
     with pytest.raises(ConfigError, match=r"model\.skip_dropout\.patch_size"):
         PatchSkipDropout(patch_size=0)
-    assert EARModule(unet={"widths": [8, 16, 32, 64]}, skip_dropout={"p": 0.0}).skip_dropout is None
+    masking = {"name": "checkerboard"}
+    assert (
+        EARModule(**EVALUATION, unet={"widths": [8, 16, 32, 64]}, masking=masking, skip_dropout={"p": 0.0}).skip_dropout
+        is None
+    )
     net = UNet(widths=(8, 16, 32, 64))
     x = torch.rand(1, 3, 32, 32)
     with pytest.raises(ConfigError, match=r"model\.skip_dropout\.levels=\[0, 3\].*\[0, 1, 2\]"):
@@ -40,7 +45,10 @@ def test_no_dropout_and_bad_settings() -> None:
 def test_stage1_uses_dropout_in_training_steps_only() -> None:
     torch.manual_seed(1)
     module = EARModule(
-        unet={"widths": [8, 16, 32, 64]}, masking={"name": "none"}, skip_dropout={"p": 0.5, "levels": [0, 1, 2]}
+        **EVALUATION,
+        unet={"widths": [8, 16, 32, 64]},
+        masking={"name": "none"},
+        skip_dropout={"p": 0.5, "levels": [0, 1, 2]},
     )
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():

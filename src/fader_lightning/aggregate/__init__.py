@@ -26,8 +26,8 @@ Examples:
     fader-aggregate sweep_a sweep_b --name ablation --wandb
 """
 
-from fader_lightning.aggregate.cli import aggregate, build_parser, main
 from fader_lightning.aggregate.reading import collect
+from fader_lightning.aggregate.report import aggregate
 from fader_lightning.aggregate.table import Cell, Row, Stat, Table, build_table, summarize
 from fader_lightning.aggregate.wandb_log import log_to_wandb, wandb_mode
 
@@ -37,11 +37,9 @@ __all__ = [
     "Stat",
     "Table",
     "aggregate",
-    "build_parser",
     "build_table",
     "collect",
     "log_to_wandb",
-    "main",
     "summarize",
     "wandb_mode",
 ]

@@ -2,7 +2,7 @@
 
 import sys
 
-from fader_lightning.aggregate.cli import main
+from fader_lightning.cli.aggregate import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,9 +24,10 @@ from fader_lightning.aggregate.table import (
     Table,
     group_label,
 )
+from fader_lightning.keys import EAR, FADER, IMAGE_AUROC
 from fader_lightning.utils.io import atomic_write_bytes
 
-CHART_METRIC, CHART_LABEL = "image_auroc", "image AUROC"
+CHART_METRIC, CHART_LABEL = IMAGE_AUROC, "image AUROC"
 CHART_TITLE = f"{CHART_LABEL} per category: EAR vs EAR+FADeR for each masking method"
 CHART_NOTES = "F failed, M missing, N not applicable; line: ±std over seeds"
 PALETTE = ("#1f77b4", "#d66000", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
@@ -55,7 +56,7 @@ def _series(table: Table) -> list[Series]:
     series = []
     for i, (masking, variant) in enumerate(table.groups):
         colour = PALETTE[i % len(PALETTE)]
-        series += [Series(masking, "ear", colour, 0.45, variant), Series(masking, "fader", colour, 1.0, variant)]
+        series += [Series(masking, EAR, colour, 0.45, variant), Series(masking, FADER, colour, 1.0, variant)]
     return series
 
 

@@ -33,14 +33,14 @@ from fader_lightning.aggregate.table import (
     Row,
 )
 from fader_lightning.errors import DataError
+from fader_lightning.keys import JOB_STAGES
 from fader_lightning.results import METRICS_FILE, load_results
 
 log = logging.getLogger(__name__)
 OVERRIDE_PARSER = OverridesParser.create()
 """Hydra's own override grammar (sweeps, lists, quoting), so the tables read overrides as Hydra ran them."""
 
-# the stages a job runs for each value of ``stage=`` (as in fader_lightning.train, which imports torch)
-JOB_STAGES = {"ear": ("ear",), "fader": ("fader",), "both": ("ear", "fader")}
+# the stages a job runs for each value of ``stage=`` (as in fader_lightning.cli.train, which imports torch)
 DEFAULT_STAGE = "ear"
 # where each axis of the grid lives: (Hydra override key, dotted path in the composed config)
 AXES = {

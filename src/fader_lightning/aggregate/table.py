@@ -22,10 +22,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from fader_lightning.keys import AUPRO, EAR, FADER, IMAGE_AUROC, PIXEL_AUROC
+
 OK, FAILED, MISSING, PARTIAL = "ok", "failed", "missing", "partial"
 NOT_APPLICABLE = "not_applicable"  # e.g. FADeR on the multi-pass random_multi baseline
 UNKNOWN = "?"
-STAGE_LABELS = {"ear": "EAR", "fader": "EAR+FADeR"}
+STAGE_LABELS = {EAR: "EAR", FADER: "EAR+FADeR"}
 DIAGNOSTIC_PREFIX = "diag."
 # the test-pass diagnostics tabulated by --diagnostics (fader_lightning.metrics.diagnostics), in percent like the rest
 DIAGNOSTIC_LABELS = {
@@ -36,8 +38,8 @@ DIAGNOSTIC_LABELS = {
     "diag.score_change_normal": "score change normal",
     "diag.score_change_anomalous": "score change anomalous",
 }
-METRIC_LABELS = {"image_auroc": "I-AUROC", "pixel_auroc": "P-AUROC", "aupro": "AUPRO", **DIAGNOSTIC_LABELS}
-DEFAULT_METRICS = ("image_auroc", "pixel_auroc")
+METRIC_LABELS = {IMAGE_AUROC: "I-AUROC", PIXEL_AUROC: "P-AUROC", AUPRO: "AUPRO", **DIAGNOSTIC_LABELS}
+DEFAULT_METRICS = (IMAGE_AUROC, PIXEL_AUROC)
 NO_VARIANT = ""  # the variant of every row when the collection has no varying keys
 DEFAULT_VARIANT = "default"  # jobs that set none of the varying keys, when others do
 
@@ -246,7 +248,7 @@ def build_table(
     Returns:
         The table.
     """
-    metrics = (*metrics, "aupro") if include_aupro and "aupro" not in metrics else tuple(metrics)
+    metrics = (*metrics, AUPRO) if include_aupro and AUPRO not in metrics else tuple(metrics)
     if include_diagnostics:
         metrics = (*metrics, *(key for key in DIAGNOSTIC_LABELS if key not in metrics))
     categories = tuple(sorted({row.category for row in rows}))

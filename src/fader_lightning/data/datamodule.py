@@ -123,7 +123,7 @@ class AnomalyDataModule(L.LightningDataModule):
     def __init__(
         self,
         category: str,
-        image_size: int | Sequence[int] = 256,
+        image_size: int | Sequence[int],
         train_batch_size: int = 16,
         eval_batch_size: int = 16,
         num_workers: int = 0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import albumentations as A
 import cv2
@@ -10,22 +11,25 @@ import cv2
 from fader_lightning.errors import ConfigError
 
 
-def as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+def as_hw(image_size: int | Sequence[int], key: str = "data.image_size") -> tuple[int, int]:
     """Normalise an ``image_size`` setting to (height, width).
 
     Args:
-        image_size: One int for square images or a (height, width) pair.
+        image_size: One int for square images or a (height, width) pair (a list config too).
+        key: The setting's name, for the message.
 
     Returns:
         Height and width.
 
     Raises:
-        ConfigError: When the value is not one or two positive ints.
+        ConfigError: When the value is not one positive int or a pair of them.
     """
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(v) for v in image_size)
-    if len(size) != 2 or min(size) <= 0:
-        raise ConfigError(f"data.image_size={image_size!r} must be a positive int or a [height, width] pair")
-    return size[0], size[1]
+    sides = [image_size] if isinstance(image_size, Integral | str) else list(image_size)
+    if not all(isinstance(side, Integral) and not isinstance(side, bool) for side in sides) or len(sides) not in (1, 2):
+        sides = [0]
+    if min(sides) <= 0:
+        raise ConfigError(f"{key}={image_size!r} is invalid; use a positive int N or a [height, width] pair")
+    return (int(sides[0]), int(sides[0])) if len(sides) == 1 else (int(sides[0]), int(sides[1]))
 
 
 INTERPOLATIONS: dict[str, int] = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}

@@ -10,7 +10,13 @@ from fader_lightning.masking.checkerboard import CheckerboardMask
 from fader_lightning.masking.fill import FILL_MODES, Obfuscation, mosaic, obfuscate
 from fader_lightning.masking.identity import NoMask
 from fader_lightning.masking.random_multi import RandomMultiMask
-from fader_lightning.masking.registry import MASKING_METHODS, available_methods, build_mask_generator, register
+from fader_lightning.masking.registry import (
+    MASKING_METHODS,
+    available_methods,
+    build_mask_generator,
+    register,
+    single_mask_problem,
+)
 from fader_lightning.masking.saliency import SpectralResidualSaliencyMask
 
 __all__ = [
@@ -29,4 +35,5 @@ __all__ = [
     "mosaic",
     "obfuscate",
     "register",
+    "single_mask_problem",
 ]

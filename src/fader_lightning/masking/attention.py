@@ -21,8 +21,8 @@ from fader_lightning.masking.registry import register
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "vit_small_patch8_224.dino"
-"""str: timm name of the DINO ViT-S/8 used by EAR."""
+EXAMPLE_MODEL = "vit_small_patch8_224.dino"
+"""str: A timm ViT that fits, named in error messages (the configured one is ``conf/masking/attention.yaml``'s)."""
 
 _STATE_DICT_WRAPPERS = ("state_dict", "model")
 _KEY_PREFIXES = ("module.", "backbone.")
@@ -90,8 +90,8 @@ class AttentionMask(MaskGenerator):
 
     def __init__(
         self,
+        model_name: str,
         theta: float = 0.6,
-        model_name: str = DEFAULT_MODEL,
         image_size: int = 224,
         weights_path: str | Path | None = None,
         pretrained: bool = True,
@@ -101,7 +101,7 @@ class AttentionMask(MaskGenerator):
         self.image_size = positive_int("masking.image_size", image_size)
         if not isinstance(model_name, str) or not timm.is_model(model_name):
             raise ConfigError(
-                f"masking.model_name={model_name!r} is not a timm model; set it to a timm ViT such as {DEFAULT_MODEL}"
+                f"masking.model_name={model_name!r} is not a timm model; set it to a timm ViT such as {EXAMPLE_MODEL}"
             )
         self.model_name = model_name
         self.weights_path = None if weights_path is None else Path(weights_path).expanduser()
@@ -135,7 +135,7 @@ class AttentionMask(MaskGenerator):
         except TypeError as exc:
             raise ConfigError(
                 f"masking.model_name={self.model_name!r} does not take an image size ({exc}); "
-                f"set it to a timm ViT such as {DEFAULT_MODEL}"
+                f"set it to a timm ViT such as {EXAMPLE_MODEL}"
             ) from exc
         except Exception as exc:
             if not download:
@@ -168,7 +168,7 @@ class AttentionMask(MaskGenerator):
         if not has_all or not hasattr(model, "patch_embed") or not hasattr(model, "num_prefix_tokens"):
             raise ConfigError(
                 f"masking.model_name={self.model_name!r} is not a ViT whose last block has a fused qkv attention; "
-                f"set it to a timm ViT such as {DEFAULT_MODEL}"
+                f"set it to a timm ViT such as {EXAMPLE_MODEL}"
             )
         patch = model.patch_embed.patch_size[0]
         if self.image_size % patch:

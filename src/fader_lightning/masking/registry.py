@@ -51,6 +51,21 @@ def available_methods() -> list[str]:
     return sorted(MASKING_METHODS)
 
 
+def single_mask_problem(name: str) -> str | None:
+    """Why FADeR cannot run on a masking method: it needs one deterministic mask per image.
+
+    Args:
+        name: A registered method name.
+
+    Returns:
+        The reason, naming the method and the ones that qualify; ``None`` when FADeR can run on it.
+    """
+    if not MASKING_METHODS[name].partitions:
+        return None
+    single = ", ".join(method for method in available_methods() if not MASKING_METHODS[method].partitions)
+    return f"FADeR needs a single deterministic mask; masking={name} makes several passes (use one of: {single})"
+
+
 def build_mask_generator(name: str, **kwargs: Any) -> MaskGenerator:
     """Construct a registered masking method.
 

@@ -14,6 +14,15 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from fader_lightning.errors import ConfigError, DataError
+from fader_lightning.keys import (
+    AUPRO,
+    IMAGE_AUROC,
+    IMAGE_F1MAX_ORACLE,
+    IMAGE_THRESHOLD_ORACLE,
+    PIXEL_AUROC,
+    PIXEL_F1MAX_ORACLE,
+    PIXEL_THRESHOLD_ORACLE,
+)
 from fader_lightning.metrics.functional import aupro, f1_max, image_auroc, pixel_auroc
 from fader_lightning.metrics.sync import gather_on_cpu, state_batches
 
@@ -166,15 +175,15 @@ class AnomalyScoreStore(Metric):
         scores, labels = dim_zero_cat(self.scores), dim_zero_cat(self.labels)
         image_f1, image_threshold = f1_max(scores, labels)
         results = {
-            "image_auroc": image_auroc(scores, labels),
-            "image_f1max_oracle": image_f1,
-            "image_threshold_oracle": image_threshold,
+            IMAGE_AUROC: image_auroc(scores, labels),
+            IMAGE_F1MAX_ORACLE: image_f1,
+            IMAGE_THRESHOLD_ORACLE: image_threshold,
         }
         if state_batches(self.maps):
             maps, masks = self._decoded_maps(), dim_zero_cat(self.masks)
-            results["pixel_auroc"] = pixel_auroc(maps, masks)
-            results["aupro"] = aupro(maps, masks, fpr_limit=self.fpr_limit)
-            results["pixel_f1max_oracle"], results["pixel_threshold_oracle"] = f1_max(maps, masks)
+            results[PIXEL_AUROC] = pixel_auroc(maps, masks)
+            results[AUPRO] = aupro(maps, masks, fpr_limit=self.fpr_limit)
+            results[PIXEL_F1MAX_ORACLE], results[PIXEL_THRESHOLD_ORACLE] = f1_max(maps, masks)
         return results
 
     def _check_maps(self, maps: Tensor, masks: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:

@@ -69,7 +69,7 @@ class AnomalyModule(L.LightningModule):
         if "stage" in cls.__dict__:
             register_stage(cls)
 
-    def __init__(self, fpr_limit: float = 0.3, map_storage: str = "float16") -> None:
+    def __init__(self, fpr_limit: float, map_storage: str) -> None:
         super().__init__()
         self.fpr_limit = fpr_limit
         self.store = AnomalyScoreStore(map_dtype=map_storage, fpr_limit=fpr_limit)
@@ -162,18 +162,26 @@ class AnomalyModule(L.LightningModule):
         check_minimum_size(height, width, ear.unet.stride, num_scales)
         return height, width
 
-    def optimizers_with_schedule(self, params: Any, default_lr: float) -> Any:
-        """The configured optimizer (Adam at ``default_lr`` without one) and, when configured, its epoch schedule.
+    def optimizers_with_schedule(self, params: Any) -> Any:
+        """The configured optimizer and, when configured, its epoch schedule.
 
         Args:
             params: Parameters to train.
-            default_lr: Learning rate of the fallback Adam.
 
         Returns:
             What ``configure_optimizers`` returns to Lightning.
+
+        Raises:
+            ConfigError: When the module was built without an optimizer (a checkpoint loaded for inference).
         """
         factory = getattr(self, "optimizer_factory", None)
-        optimizer = factory(params) if factory else torch.optim.Adam(params, lr=default_lr)
+        if factory is None:
+            group = "model" if self.stage == "ear" else self.stage
+            raise ConfigError(
+                f"{type(self).__name__} has no optimizer to train with; build it from the config ({group}.optimizer, "
+                "a partial torch optimizer) or pass optimizer=functools.partial(torch.optim.Adam, lr=...)"
+            )
+        optimizer = factory(params)
         scheduler = getattr(self, "scheduler_factory", None)
         if scheduler is None:
             return optimizer

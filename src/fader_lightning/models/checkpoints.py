@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.keys import EAR, FADER
 from fader_lightning.results import load_results
 from fader_lightning.utils.io import atomic_save
 
@@ -41,7 +42,7 @@ STAGE_KEY = "stage"
 """Key of the stage name in a checkpoint dictionary."""
 STAGE_MODULES: dict[str, type[AnomalyModule]] = {}
 """Module class of each stage (``ear``, ``fader``); every stage module registers itself when defined."""
-LEGACY_STAGE_KEYS: dict[str, tuple[str, ...]] = {"fader": ("ckpt_path", "patch_size"), "ear": ("unet", "masking")}
+LEGACY_STAGE_KEYS: dict[str, tuple[str, ...]] = {FADER: ("ckpt_path", "patch_size"), EAR: ("unet", "masking")}
 """Hyper-parameters that tell the stage of a checkpoint written before checkpoints stated it (FADeR first)."""
 CHECKPOINT_HINT = "pass <run>/checkpoints/<ear|fader>/last.ckpt"
 VIT_KEYS = "fader.vit_weights (training) or vit_weights= (eval, predict, export)"
@@ -306,7 +307,7 @@ def load_module(path: str | os.PathLike[str], device: str = "cpu", vit_weights: 
     checkpoint = read_checkpoint(path, CHECKPOINT_HINT)
     stage = checkpoint_stage(checkpoint, path)
     hparams = checkpoint.get("hyper_parameters", {})
-    if stage == "ear":
+    if stage == EAR:
         overrides = stage1_overrides(hparams, path, None, vit_weights)
     else:
         overrides = {"mask_cache_dir": None, "vit_weights": vit_weights, "allow_download": False}
@@ -366,7 +367,7 @@ def load_stage1(
         )
     checkpoint = read_checkpoint(path, hint or f"point {key} at a stage-1 checkpoint")
     hparams = checkpoint.get("hyper_parameters", {})
-    if checkpoint.get(STAGE_KEY, "ear") != "ear" or "unet" not in hparams or "masking" not in hparams:
+    if checkpoint.get(STAGE_KEY, EAR) != EAR or "unet" not in hparams or "masking" not in hparams:
         raise CheckpointError(f"{path} is not a stage-1 (EAR) checkpoint: it has no U-Net or masking settings")
     for name, value in (expected_unet or {}).items():
         stored = hparams["unet"].get(name)
@@ -377,7 +378,7 @@ def load_stage1(
             )
     overrides = stage1_overrides(hparams, path, mask_cache_dir, vit_weights, allow_download, vit_key)
     try:
-        return STAGE_MODULES["ear"].load_from_checkpoint(
+        return STAGE_MODULES[EAR].load_from_checkpoint(
             path, map_location="cpu", weights_only=weights_only(), **overrides
         )
     except RuntimeError as err:

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
 from fader_lightning.data.transforms import as_hw
+from fader_lightning.keys import EAR
 from fader_lightning.models.base_module import AnomalyModule, Optimizer, Scheduler, plain
 from fader_lightning.models.ear.model import EARModel, build_ear_model
 from fader_lightning.models.fit_check import available_bytes, check_memory, training_step_bytes
@@ -30,7 +31,7 @@ class EARModule(AnomalyModule):
         fill: Obfuscation settings (``fill``: ``mosaic``/``zero``, ``block``).
         loss: Loss weights and settings of :class:`~fader_lightning.models.losses.InpaintingLoss`.
         scoring: Settings of :class:`~fader_lightning.models.scoring.AnomalyScorer`.
-        optimizer: Partial optimizer (Hydra ``_partial_: true``); Adam(lr=1e-4) when ``None``.
+        optimizer: Partial optimizer (Hydra ``_partial_: true``); ``None`` for inference only (training refuses).
         scheduler: Optional partial learning-rate scheduler.
         mask_cache_dir: Disk cache of deterministic masks (``None``: memory only).
         fpr_limit: FPR limit of AUPRO.
@@ -39,24 +40,26 @@ class EARModule(AnomalyModule):
             ``levels``, ``patch_size``), applied in training steps only; ``None`` or ``p = 0`` trains without it.
         image_size: Input size the model is trained at (``data.image_size``): an int or ``[height, width]``. Saved
             in the checkpoint, so that stage 2, predict and export resize as training did.
-        interpolation: Resize method of the training images (``data.interpolation``).
+        interpolation: Resize method of the training images (``data.interpolation``); checkpoints written before it
+            was stored were trained with ``area``.
     """
 
-    stage = "ear"
+    stage = EAR
     frozen_prefix = "model.masker."
 
     def __init__(
         self,
+        *,
+        masking: Mapping[str, Any],
+        fpr_limit: float,
+        map_storage: str,
         unet: Mapping[str, Any] | None = None,
-        masking: Mapping[str, Any] | None = None,
         fill: Mapping[str, Any] | None = None,
         loss: Mapping[str, Any] | None = None,
         scoring: Mapping[str, Any] | None = None,
         optimizer: Optimizer | None = None,
         scheduler: Scheduler | None = None,
         mask_cache_dir: str | None = None,
-        fpr_limit: float = 0.3,
-        map_storage: str = "float16",
         skip_dropout: Mapping[str, Any] | None = None,
         image_size: int | Sequence[int] | None = None,
         interpolation: str = "area",
@@ -65,7 +68,6 @@ class EARModule(AnomalyModule):
         unet, masking, fill, loss, scoring, skip_dropout = (
             plain(s) for s in (unet, masking, fill, loss, scoring, skip_dropout)
         )
-        masking = masking or {"name": "saliency"}
         # Optimizer factories stay out of the hyper-parameters: checkpoints then hold only plain data and
         # load with torch's safe weights-only unpickler; the run's metrics.json keeps the full config.
         self.save_hyperparameters(
@@ -137,4 +139,4 @@ class EARModule(AnomalyModule):
 
     def configure_optimizers(self) -> Any:
         """Adam (or the configured optimizer and schedule) on the U-Net only; the mask generator stays frozen."""
-        return self.optimizers_with_schedule(self.model.unet.parameters(), default_lr=1e-4)
+        return self.optimizers_with_schedule(self.model.unet.parameters())

@@ -15,6 +15,8 @@ from torch import Tensor
 from fader_lightning.data.dataset import Batch
 from fader_lightning.data.transforms import as_hw
 from fader_lightning.errors import ConfigError
+from fader_lightning.keys import FADER
+from fader_lightning.masking import single_mask_problem
 from fader_lightning.metrics.diagnostics import TestDiagnostics
 from fader_lightning.models.base_module import AnomalyModule, Optimizer, Scheduler, plain
 from fader_lightning.models.checkpoints import VIT_KEYS, load_stage1, restore_frozen, stage1_overrides
@@ -111,12 +113,12 @@ class FADeRModule(AnomalyModule):
         calibration: ``split`` (``val``: the held-out normals of ``data.val_policy=from_train``; ``train``; ``auto``:
             ``val`` when the data holds normals out, else ``train``) plus the keyword arguments of
             :meth:`~fader_lightning.models.fader.model.SoftMask.calibrate` (``quantile`` may be ``max``).
-        optimizer: Partial optimizer; Adam(lr=1e-3) when ``None``.
+        optimizer: Partial optimizer; ``None`` for inference only (training refuses).
         expected_unet: U-Net settings the checkpoint must match (``None``: no check).
         seed: Seed of the random pairing of patches and of the synthetic defects.
         max_cached_images: Bound of the feature/target cache (augmented data never repeats).
-        fpr_limit: FPR limit of AUPRO.
-        map_storage: Storage dtype of test maps.
+        fpr_limit: FPR limit of AUPRO (``None``: the stage-1 model's).
+        map_storage: Storage dtype of test maps (``None``: the stage-1 model's).
         stage1_settings: Hyper-parameters of the stage-1 model. Filled in from ``ckpt_path`` on first
             construction and stored in the checkpoint, so a FADeR checkpoint loads on its own (its state
             dict holds the frozen stage-1 weights) even after the stage-1 file has moved.
@@ -136,7 +138,7 @@ class FADeRModule(AnomalyModule):
         force_image_size: Train at ``image_size`` even when the stage-1 model was trained at another size.
     """
 
-    stage = "fader"
+    stage = FADER
     frozen_prefix = "ear.masker."
 
     def __init__(
@@ -156,8 +158,8 @@ class FADeRModule(AnomalyModule):
         expected_unet: Mapping[str, Any] | None = None,
         seed: int = 0,
         max_cached_images: int = 20000,
-        fpr_limit: float = 0.3,
-        map_storage: str = "float16",
+        fpr_limit: float | None = None,
+        map_storage: str | None = None,
         stage1_settings: Mapping[str, Any] | None = None,
         use: str = "attenuate",
         attenuate_masked: bool = False,
@@ -171,7 +173,6 @@ class FADeRModule(AnomalyModule):
         interpolation: str | None = None,
         force_image_size: bool = False,
     ) -> None:
-        super().__init__(fpr_limit=fpr_limit, map_storage=map_storage)
         if target not in TARGETS:
             raise ConfigError(f"fader.target={target!r} is unknown; use one of {', '.join(TARGETS)}")
         if margin < 0:
@@ -186,14 +187,16 @@ class FADeRModule(AnomalyModule):
         else:  # a FADeR checkpoint being loaded: its state dict holds the stage-1 weights
             own = stage1_overrides(stage1_settings, ckpt_path, mask_cache_dir, vit_weights, allow_download, VIT_KEYS)
             stage1 = EARModule(**{**stage1_settings, **own})
+        super().__init__(
+            fpr_limit=stage1_settings["fpr_limit"] if fpr_limit is None else fpr_limit,
+            map_storage=stage1_settings["map_storage"] if map_storage is None else map_storage,
+        )
         image_size = list(as_hw(image_size)) if image_size is not None else None
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.ear = stage1.model
-        if self.ear.masker.num_passes != 1:
-            raise ConfigError(
-                f"FADeR needs a single deterministic mask; masking={stage1.hparams.masking['name']} makes "
-                f"{self.ear.masker.num_passes} passes. Use attention, saliency, checkerboard or none"
-            )
+        problem = single_mask_problem(stage1.hparams.masking["name"])
+        if problem:
+            raise ConfigError(problem)
         self.ear.requires_grad_(False)
         self.ear.eval()
         self.fader = FADeRModel(
@@ -391,7 +394,7 @@ class FADeRModule(AnomalyModule):
 
     def configure_optimizers(self) -> Any:
         """Adam (or the configured optimizer and schedule) on the FADeR MLP only."""
-        return self.optimizers_with_schedule(self.fader.parameters(), default_lr=1e-3)
+        return self.optimizers_with_schedule(self.fader.parameters())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the frozen masker's weights; checkpoints older than the residual use get its (unused) zero line."""

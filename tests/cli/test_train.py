@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import TINY_UNET, compose_train_cfg
+from fader_lightning.cli.train import train
 from fader_lightning.errors import ConfigError, TrainingError
 from fader_lightning.masking import available_methods
 from fader_lightning.models import EARModule
 from fader_lightning.results import load_results
-from fader_lightning.train import train
 
 SMALL_DATA = ["data.image_size=32", "data.n_train=8", "data.n_test_good=4", "data.n_test_defect=2", "data.size=64"]
 
@@ -140,7 +140,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch: p
 
 def test_cli_overrides_as_documented(tmp_path: Path, synthetic_mvtec: Path) -> None:
     out = tmp_path / "OUT"
-    cmd = [sys.executable, "-m", "fader_lightning.train", "data=mvtec", f"data.root={synthetic_mvtec}",
+    cmd = [sys.executable, "-m", "fader_lightning.cli.train", "data=mvtec", f"data.root={synthetic_mvtec}",
            "data.category=synth_object", "data.image_size=128", "masking=saliency", "trainer.max_epochs=1",
            "logger=none", "seed=0", f"hydra.run.dir={out}", TINY_UNET, "trainer.enable_progress_bar=false",
            f"paths.log_dir={tmp_path / 'logs'}"]  # fmt: skip
@@ -154,7 +154,7 @@ def test_cli_overrides_as_documented(tmp_path: Path, synthetic_mvtec: Path) -> N
 
 
 def test_cli_bad_input_is_one_clear_line(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "fader_lightning.train", "data=mvtec", f"data.root={tmp_path / 'missing'}",
+    cmd = [sys.executable, "-m", "fader_lightning.cli.train", "data=mvtec", f"data.root={tmp_path / 'missing'}",
            "logger=none", f"hydra.run.dir={tmp_path / 'out'}", f"paths.log_dir={tmp_path / 'logs'}"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1

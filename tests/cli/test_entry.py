@@ -5,13 +5,14 @@ import sys
 
 import pytest
 
-from fader_lightning import entry
-from fader_lightning.export import __doc__ as EXPORT_DOC
+from conftest import run_command
+from fader_lightning.cli import entry
+from fader_lightning.cli.export import __doc__ as EXPORT_DOC
 
 PROBE = """
 import sys
 sys.argv = [{name!r}, "--help"]
-from fader_lightning import entry
+from fader_lightning.cli import entry
 try:
     entry.{function}()
 except SystemExit:
@@ -34,16 +35,16 @@ def test_help_answers_without_importing_torch(name: str, function: str, expected
     assert proc.stdout.strip().endswith("TORCH-FREE")
 
 
-def test_help_is_the_module_docstring(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "argv", ["fader-export", "-h"])
-    assert entry.export() == 0
-    assert capsys.readouterr().out.strip() == EXPORT_DOC.strip()
+def test_help_is_the_module_docstring_and_the_config(capsys: pytest.CaptureFixture) -> None:
+    assert run_command(entry.export, ["-h"]) == 0
+    usage, keys = capsys.readouterr().out.split("\n\nKeys and defaults (conf/export.yaml; ??? = required):\n\n")
+    assert usage.strip() == EXPORT_DOC.strip()
+    assert "ckpt: ???\noutput: ???\nformat: onnx\nmasks: auto\n" in keys and "opset: 17" in keys
 
 
-def test_other_arguments_run_the_command(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(sys, "argv", ["fader-predict", "ckpt=x.ckpt"])
-    assert entry.predict() == 1  # the real command ran: it names the missing keys
-    assert "missing input=..., output=..." in caplog.text
+def test_other_arguments_run_the_command(capsys: pytest.CaptureFixture) -> None:
+    assert run_command(entry.predict, ["ckpt=x.ckpt"]) == 1  # the real command ran: it names the missing keys
+    assert "missing input=..., output=..." in capsys.readouterr().err
 
 
 def test_check_data_runs_its_command(monkeypatch: pytest.MonkeyPatch, tmp_path, capsys: pytest.CaptureFixture) -> None:

@@ -12,6 +12,7 @@ sweep one job at a time and two at once (``threads=auto``, and every core per jo
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -30,10 +31,12 @@ import openvino
 import timm
 import torch
 import torch.utils.benchmark as benchmark
+from omegaconf import OmegaConf
 
+from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data import MVTecADDataModule
 from fader_lightning.data.synthetic import make_mvtec_tree
-from fader_lightning.export import FORMATS, export_model
+from fader_lightning.deploy.export import FORMATS, export_model
 from fader_lightning.masking import build_mask_generator
 from fader_lightning.models import EARModule, FADeRModule
 from fader_lightning.models.complexity import count_macs, count_parameters
@@ -45,7 +48,12 @@ log = logging.getLogger(__name__)
 
 SIZE = 256
 UNET = {"widths": [64, 128, 256, 512]}
-VIT = "vit_small_patch8_224.dino"
+VIT = OmegaConf.load(Path(CONFIG_DIR) / "masking" / "attention.yaml").model_name
+"""The DINO ViT of ``masking=attention``."""
+EAR_CONFIG = OmegaConf.load(Path(CONFIG_DIR) / "model" / "ear.yaml")
+EVALUATION = {"fpr_limit": EAR_CONFIG.fpr_limit, "map_storage": EAR_CONFIG.map_storage}
+"""The test-pass settings of ``conf/model/ear.yaml``."""
+FADER_LR = OmegaConf.load(Path(CONFIG_DIR) / "fader" / "default.yaml").optimizer.lr
 DEPLOYED_IN_GRAPH = ("onnx_stage1_masks_in_graph", "openvino_stage1_masks_in_graph", "onnx_int8_stage1_masks_in_graph")
 """Latency lines of the self-contained exports (saliency masks computed in the graph), each also a ratio to torch."""
 
@@ -95,7 +103,7 @@ def save_stage1(module: EARModule, path: Path) -> Path:
 
 def stage1(masking: dict[str, Any]) -> EARModule:
     """An untrained stage-1 module with the default U-Net."""
-    return EARModule(unet=dict(UNET), masking=masking).eval()
+    return EARModule(unet=dict(UNET), masking=masking, **EVALUATION).eval()
 
 
 def costs(image: torch.Tensor, ear: EARModule, fader: FADeRModule) -> dict[str, dict[str, float]]:
@@ -140,7 +148,8 @@ def deployed_ms(
     calibration = (
         torch.rand(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) if fmt == "onnx-int8" else None
     )
-    description = export_model(module, path, (SIZE, SIZE), fmt, masks, calibration=calibration)
+    opset = OmegaConf.load(Path(CONFIG_DIR) / "export.yaml").opset  # fader-export's
+    description = export_model(module, path, (SIZE, SIZE), fmt=fmt, masks=masks, opset=opset, calibration=calibration)
     feeds = {"images": image.numpy()}
     if not description["masking"]["in_graph"]:
         with torch.inference_mode():
@@ -175,7 +184,11 @@ def latencies(image: torch.Tensor, folder: Path) -> dict[str, float]:
         out["torch_stage1_fader"] = statistics.median(b for _, b in rounds)
         out["fader_overhead_paired"] = statistics.median(b / a for a, b in rounds)
         out["torch_random_multi"] = median_ms(lambda: riad.infer(image), repeats=5)
-        for name, settings in (("saliency", {}), ("checkerboard", {}), ("attention", {"weights_path": str(weights)})):
+        for name, settings in (
+            ("saliency", {}),
+            ("checkerboard", {}),
+            ("attention", {"model_name": VIT, "weights_path": str(weights)}),
+        ):
             generator = build_mask_generator(name, **settings).eval()
             out[f"torch_mask_{name}"] = median_ms(lambda g=generator: g(image))
         out["torch_unet"] = median_ms(lambda: ear.model.unet(image))
@@ -191,7 +204,7 @@ def train_throughput(folder: Path, batch: int = 4) -> dict[str, float]:
     """Images per second of a training step of each stage (stage 2 after its features are cached)."""
     ear = stage1({"name": "saliency"}).train()
     images = torch.rand(batch, 3, SIZE, SIZE)
-    optimizer = torch.optim.Adam(ear.model.unet.parameters(), 1e-4)
+    optimizer = torch.optim.Adam(ear.model.unet.parameters(), EAR_CONFIG.optimizer.lr)
 
     def stage1_step() -> None:
         loss = ear.loss_fn(ear.model.reconstruct(images, ear.model.training_masks(images)), images)["loss"]
@@ -199,7 +212,8 @@ def train_throughput(folder: Path, batch: int = 4) -> dict[str, float]:
         optimizer.step()
         optimizer.zero_grad()
 
-    fader = FADeRModule(str(save_stage1(ear.eval(), folder / "train.ckpt"))).train()
+    adam = functools.partial(torch.optim.Adam, lr=FADER_LR)
+    fader = FADeRModule(str(save_stage1(ear.eval(), folder / "train.ckpt")), optimizer=adam).train()
     fader_optimizer = fader.configure_optimizers()
     fader._features_and_targets(images)  # first epoch: frozen features and GT targets are cached
 
@@ -253,7 +267,7 @@ def test_pass_rss(root: Path, category: str) -> dict[str, float]:
         "from fader_lightning.data import MVTecADDataModule\n"
         "from fader_lightning.models import EARModule\n"
         f"dm = MVTecADDataModule({str(root)!r}, {category!r}, image_size={SIZE}, eval_batch_size=8)\n"
-        f"m = EARModule(unet={UNET!r}, masking={{'name': 'saliency'}})\n"
+        f"m = EARModule(unet={UNET!r}, masking={{'name': 'saliency'}}, **{EVALUATION!r})\n"
         "Path('/proc/self/clear_refs').write_text('5')\n"
         "before = status('VmRSS')\n"
         "L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(m, dm, verbose=False)\n"
@@ -283,7 +297,7 @@ def sweep_seconds(folder: Path, n_jobs: int, threads: str = "auto", name: str = 
         RuntimeError: When a job of the sweep did not finish with status ``ok``.
     """
     sweep = folder / f"sweep_{name}_j{n_jobs}_t{threads}"
-    cmd = [sys.executable, "-m", "fader_lightning.train", "-m", "data.category=synth_texture,synth_object",
+    cmd = [sys.executable, "-m", "fader_lightning.cli.train", "-m", "data.category=synth_texture,synth_object",
            "data.image_size=128", "data.size=128", "data.n_train=32", f"trainer.max_epochs={epochs}",
            f"threads={threads}", "logger=none", "callbacks.overlays.num_samples=0", "trainer.enable_progress_bar=false",
            f"paths.data_dir={folder / 'sweep_data'}", f"paths.log_dir={folder / 'sweep_logs'}",
@@ -388,7 +402,7 @@ def run(out_dir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m fader_lightning.bench [--out results]``."""
+    """Command line: ``python -m fader_lightning.cli.bench [--out results]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)

@@ -10,33 +10,22 @@ The stages themselves run in :mod:`fader_lightning.stages`.
 from __future__ import annotations
 
 import logging
-import sys
-import traceback
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
+from fader_lightning.cli.job import run_job
 from fader_lightning.configs import CONFIG_DIR
-from fader_lightning.errors import ConfigError, FaderError
+from fader_lightning.errors import ConfigError
+from fader_lightning.keys import JOB_STAGES
 from fader_lightning.run_dir import prepare_run_dir, run_lock
-from fader_lightning.stages import STAGES, check_launch, run_stages
+from fader_lightning.stages import check_launch, run_stages
 from fader_lightning.utils.threads import apply_threads, plan_for_job
 
 log = logging.getLogger(__name__)
-# conf/hydra/launcher/joblib.yaml deliberately shares the joblib plugin's name, so that
-# `hydra/launcher=joblib` picks our defaults; Hydra warns about that name match on every compose.
-warnings.filterwarnings(
-    "ignore", message=".*is validated against ConfigStore schema with the same name", category=UserWarning
-)
-# data.val_policy=none returns no validation loader on purpose.
-warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -54,8 +43,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         ConfigError: When ``cfg.stage`` is unknown.
     """
-    if cfg.stage not in STAGES:
-        raise ConfigError(f"stage={cfg.stage!r} is unknown; use one of {', '.join(STAGES)}")
+    if cfg.stage not in JOB_STAGES:
+        raise ConfigError(f"stage={cfg.stage!r} is unknown; use one of {', '.join(JOB_STAGES)}")
     if cfg.get("augmentation") not in cfg.get("augmentations", {}):
         raise ConfigError(
             f"augmentation={cfg.get('augmentation')!r} is not a preset; use one of "
@@ -69,27 +58,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     with run_lock(output_dir):  # first: a concurrent job must never see, let alone overwrite, this one's files
         prepare_run_dir(output_dir, resume=bool(cfg.get("ckpt_path")), overwrite=bool(cfg.get("overwrite", False)))
         return run_stages(cfg, output_dir)
-
-
-def run_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> None:
-    """Run a Hydra job; a project error ends it with its message, not a traceback.
-
-    In a multirun a failed job is logged and the sweep goes on with the next job.
-
-    Args:
-        job: What the job does with its config.
-        cfg: Composed config.
-    """
-    try:
-        job(cfg)
-    except FaderError as err:
-        log.error("%s: %s", type(err).__name__, err)
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            sys.exit(1)
-    except Exception:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            raise
-        log.error("job failed; the sweep goes on:\n%s", traceback.format_exc())
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -23,6 +23,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fader_lightning.cli.job import run_job
 from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data.transforms import as_hw
 from fader_lightning.errors import ConfigError
@@ -30,7 +31,6 @@ from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.checkpoints import load_module, run_entry
 from fader_lightning.run_dir import prepare_run_dir, run_lock
 from fader_lightning.stages import build, job_provenance, record, test_stage, test_trainer
-from fader_lightning.train import run_job
 from fader_lightning.utils.threads import apply_threads, plan_for_job
 from fader_lightning.utils.wandb_setup import finish_wandb, log_config
 
@@ -50,7 +50,7 @@ def input_size(value: Any, module: AnomalyModule) -> tuple[int, int]:
     Raises:
         ConfigError: When ``data.image_size`` differs from the checkpoint's, or neither states a size.
     """
-    given = as_hw(OmegaConf.to_object(value) if OmegaConf.is_list(value) else value) if value is not None else None
+    given = as_hw(value) if value is not None else None
     trained = module.trained_size
     if trained is not None and given is not None and given != trained:
         raise ConfigError(
@@ -161,7 +161,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point of ``fader-eval`` (see :func:`~fader_lightning.train.run_job`)."""
+    """Hydra entry point of ``fader-eval`` (see :func:`~fader_lightning.cli.job.run_job`)."""
     run_job(evaluate, cfg)
 
 

@@ -1,41 +1,7 @@
-"""``fader-export``: export the whole inference graph of a checkpoint as a self-contained deployment model.
+"""Export the whole inference graph of a checkpoint as a self-contained deployment model (``fader-export``).
 
-Usage:
-    fader-export ckpt=PATH output=FILE [format=onnx|onnx-int8|openvino] [masks=auto|input|embedded]
-        [calibration_dir=DIR] [image_size=N|H,W [force=true]] [opset=17] [vit_weights=PATH]
-
-The graph is masks -> obfuscation -> U-Net encoder -> (FADeR: patch-error prediction, soft mask, skip attenuation)
--> U-Net decoder -> anomaly map -> image score, for one fixed image size and a dynamic batch axis. Its input
-``images`` ``(B, 3, H, W)`` is RGB in [0, 1], resized like training (the side-car names the interpolation).
-
-Masks:
-
-* ``masks=auto`` (default): computed inside the graph when the mask method allows it (saliency, checkerboard,
-  none), so ``images`` is the only input and the runtime alone turns an image into its score; otherwise
-  (attention runs a DINO ViT of its own, random_multi draws new random passes at every call) they are an input,
-  as with ``masks=input``. The side-car says which: ``masking.in_graph``, and ``masking.reason`` when false.
-* ``masks=input``: the graph also takes ``masks`` ``(B, P, H, W)`` (``1`` = hidden pixel, ``P`` passes, 1 except
-  for random_multi), computed outside with the checkpoint's mask method and settings (see the side-car).
-* ``masks=embedded``: masks inside the graph, or an error when the method cannot have them there.
-
-Formats (``output`` names the model file; the side-car ``FILE.json`` is written next to it):
-
-* ``format=onnx`` (default): ``FILE.onnx``, float32, checked with ``onnx.checker``.
-* ``format=onnx-int8``: ``FILE.onnx`` whose U-Net convolutions are quantised to INT8 (static post-training
-  quantisation with ONNX Runtime: QDQ, per-channel weights, per-tensor uint8 activations), calibrated on the
-  normal images of ``calibration_dir=DIR`` (required; resized like training; at most 64, evenly spread over the
-  sorted file names). The masks, the scoring and FADeR's patch-error predictor stay float32.
-* ``format=openvino``: OpenVINO IR, ``FILE.xml`` (name it so) and its weights ``FILE.bin``, float32, converted
-  from the ONNX graph (needs the ``openvino`` package). Compile it with the side-car's ``openvino.compile_config``
-  (``INFERENCE_PRECISION_HINT=f32``): OpenVINO's CPU plugin otherwise computes in bfloat16 on CPUs that have it.
-
-Outputs: ``anomaly_map`` ``(B, 1, H, W)``, ``score`` ``(B,)`` and, for FADeR, ``soft_mask``
-``(B, 1, H / P, W / P)`` on the patch grid. The side-car describes format, inputs, outputs, mask method, fill,
-scoring and the soft-mask calibration (tau, T). The graph's size is the one stored in the checkpoint;
-``image_size=`` may only repeat it unless ``force=true`` (checkpoints that predate stored sizes fall back to the
-run's ``metrics.json``). ``vit_weights`` is the DINO ViT state dict of a model with attention masking
-(checkpoints do not store it). Nothing is written unless the whole export succeeds, and an existing model is
-replaced file by file (weights before the ``.xml``, side-car last).
+:func:`export_checkpoint` does the work of :mod:`fader_lightning.cli.export`, whose docstring describes the graph,
+the mask modes and the formats; :func:`export_model` exports a loaded module.
 """
 
 from __future__ import annotations
@@ -44,7 +10,6 @@ import importlib.util
 import io
 import json
 import logging
-import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -54,13 +19,14 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from fader_lightning.data.dataset import AnomalyDataset
 from fader_lightning.data.samples import NORMAL, Sample, list_images
 from fader_lightning.data.transforms import build_transform
+from fader_lightning.deploy.sizing import resolve_image_size
 from fader_lightning.errors import ConfigError
-from fader_lightning.inference import resolve_image_size, run_cli, to_bool, to_int
 from fader_lightning.masking import MaskGenerator
 from fader_lightning.models import EARModel, FADeRModel, FADeRModule
 from fader_lightning.models.base_module import AnomalyModule
@@ -73,10 +39,8 @@ log = logging.getLogger(__name__)
 FORMATS: dict[str, str] = {"onnx": ".onnx", "onnx-int8": ".onnx", "openvino": ".xml"}
 """Export formats and the suffix of their model file."""
 MASK_MODES: tuple[str, ...] = ("auto", "input", "embedded")
-KEYS: tuple[str, ...] = (
-    "ckpt", "output", "format", "masks", "calibration_dir", "image_size", "opset", "vit_weights", "force",
-)  # fmt: skip
-DEFAULT_OPSET = 17
+MIN_OPSET = 7
+"""The oldest ONNX opset accepted."""
 OPENVINO_CONFIG: dict[str, str] = {"INFERENCE_PRECISION_HINT": "f32"}
 """``compile_model`` settings that give float32 results, recorded in an OpenVINO export's side-car."""
 MAX_CALIBRATION_IMAGES = 64
@@ -569,9 +533,10 @@ def export_model(
     module: AnomalyModule,
     output: str | Path,
     image_size: tuple[int, int],
-    fmt: str = "onnx",
-    masks: str = "auto",
-    opset: int = DEFAULT_OPSET,
+    *,
+    fmt: str,
+    masks: str,
+    opset: int,
     calibration: Tensor | None = None,
 ) -> dict[str, Any]:
     """Export a stage module in one format and write its side-car ``.json``.
@@ -621,31 +586,14 @@ def export_model(
     return description
 
 
-def export_checkpoint(
-    ckpt: str | Path,
-    output: str | Path,
-    fmt: str = "onnx",
-    masks: str = "auto",
-    image_size: str | None = None,
-    opset: int = DEFAULT_OPSET,
-    vit_weights: str | None = None,
-    force: bool = False,
-    calibration_dir: str | Path | None = None,
-) -> dict[str, Any]:
+def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Load a checkpoint and export it (what ``fader-export`` runs).
 
-    Every argument is checked before the checkpoint is read.
+    Every option is checked before the checkpoint is read.
 
     Args:
-        ckpt: Stage-1 or stage-2 checkpoint.
-        output: The model file.
-        fmt: Export format (``format=``): ``onnx``, ``onnx-int8`` or ``openvino``.
-        masks: ``auto``, ``input`` or ``embedded``.
-        image_size: ``N`` or ``H,W``; ``None``: the checkpoint's size.
-        opset: ONNX opset.
-        vit_weights: ViT state dict for a model with attention masking.
-        force: Accept an ``image_size`` that differs from the checkpoint's.
-        calibration_dir: Folder of normal images that calibrates ``onnx-int8`` (required there, refused otherwise).
+        cfg: The ``conf/export.yaml`` config: ``ckpt``, ``output``, ``format``, ``masks``, ``calibration_dir``
+            (required by ``onnx-int8``, refused otherwise), ``image_size``, ``force``, ``opset`` and ``vit_weights``.
 
     Returns:
         The side-car description.
@@ -655,45 +603,15 @@ def export_checkpoint(
             not fit the model.
         CheckpointError: When the checkpoint cannot be loaded.
     """
-    files, _ = check_arguments(output, fmt, masks, calibration_dir is not None)
+    calibration_dir = cfg.calibration_dir
+    if isinstance(cfg.opset, bool) or not isinstance(cfg.opset, int) or cfg.opset < MIN_OPSET:
+        raise ConfigError(f"opset={cfg.opset!r} is invalid; use an integer >= {MIN_OPSET} (conf/export.yaml: 17)")
+    files, _ = check_arguments(cfg.output, cfg.format, cfg.masks, calibration_dir is not None)
     paths = None if calibration_dir is None else calibration_paths(calibration_dir)
     writable_folder(files[0].parent, "output's folder")
-    module = load_module(ckpt, "cpu", vit_weights)
-    size = resolve_image_size(image_size, module, run_entry(ckpt, module.stage), force)
+    module = load_module(cfg.ckpt, "cpu", cfg.vit_weights)
+    size = resolve_image_size(cfg.image_size, module, run_entry(cfg.ckpt, module.stage), cfg.force)
     calibration = None if paths is None else calibration_images(paths, size, module.preprocessing["interpolation"])
-    return export_model(module, output, size, fmt, masks, opset, calibration)
-
-
-def _command(args: dict[str, str]) -> int:
-    description = export_checkpoint(
-        args["ckpt"],
-        args["output"],
-        args.get("format", "onnx"),
-        args.get("masks", "auto"),
-        args.get("image_size"),
-        to_int("opset", args.get("opset", str(DEFAULT_OPSET)), minimum=7),
-        args.get("vit_weights"),
-        to_bool("force", args.get("force", "false")),
-        args.get("calibration_dir"),
+    return export_model(
+        module, cfg.output, size, fmt=cfg.format, masks=cfg.masks, opset=cfg.opset, calibration=calibration
     )
-    output = Path(args["output"])
-    written = ", ".join(str(output.with_name(name)) for name in description["files"])
-    masks = "computed in the graph" if description["masking"]["in_graph"] else "an input"
-    sys.stdout.write(f"wrote {written} and {output.with_suffix('.json')} (masks {masks})\n")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (see the module docstring).
-
-    Args:
-        argv: Arguments (defaults to ``sys.argv[1:]``).
-
-    Returns:
-        0 on success, 1 when a bad argument, checkpoint or size stopped the export.
-    """
-    return run_cli(argv, __doc__, KEYS, ("ckpt", "output"), _command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,20 +15,24 @@ import openvino as ov
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 
-from conftest import TINY_UNET, compose_train_cfg
-from fader_lightning.bench import save_stage1
+from conftest import EVALUATION, TINY_UNET, command_cfg, compose_train_cfg, run_command
+from fader_lightning.cli.bench import save_stage1
+from fader_lightning.cli.export import main
+from fader_lightning.cli.train import train
 from fader_lightning.data.dataset import AnomalyDataset
 from fader_lightning.data.samples import ANOMALOUS, NORMAL, Sample, list_images
 from fader_lightning.data.transforms import build_transform
+from fader_lightning.deploy.export import FORMATS, export_checkpoint, export_model
 from fader_lightning.errors import CheckpointError, ConfigError
-from fader_lightning.export import FORMATS, export_checkpoint, export_model, main
 from fader_lightning.models import EARModule, FADeRModel, FADeRModule
-from fader_lightning.train import train
 
 RUN = ["data.category=synth_object", "data.image_size=64", "data.n_train=8", "data.size=64", TINY_UNET,
        "stage=both", "trainer.max_epochs=1", "fader.trainer.max_epochs=1", "test=false", "logger=none",
        "trainer.enable_progress_bar=false"]  # fmt: skip
+OPSET = 17
+"""The opset of conf/export.yaml."""
 MODULES = {"ear": EARModule, "fader": FADeRModule}
 
 
@@ -54,7 +58,7 @@ def test_onnx_matches_torch(checkpoints: dict[str, Path], tmp_path: Path, stage:
     output = tmp_path / f"{stage}.onnx"
     force = ["force=true"] if size != 64 else []  # trained at 64 px: another size only when forced
     args = [f"ckpt={checkpoints[stage]}", "format=onnx", "masks=input", f"output={output}", f"image_size={size}"]
-    assert main([*args, *force]) == 0
+    assert run_command(main, [*args, *force]) == 0
     module = MODULES[stage].load_from_checkpoint(checkpoints[stage]).eval()
     # batch 3, not the traced batch of 1: the batch axis must really be dynamic
     images = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(size))
@@ -82,10 +86,12 @@ def test_onnx_matches_torch(checkpoints: dict[str, Path], tmp_path: Path, stage:
 
 
 def test_embedded_checkerboard_masks(tmp_path: Path) -> None:
-    module = EARModule(unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 16})
+    module = EARModule(
+        **EVALUATION, unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 16}
+    )
     module.eval()
     output = tmp_path / "checker.onnx"
-    sidecar = export_model(module, output, (64, 64), masks="embedded")
+    sidecar = export_model(module, output, (64, 64), fmt="onnx", masks="embedded", opset=OPSET)
     assert [entry["name"] for entry in sidecar["inputs"]] == ["images"] and sidecar["masking"]["in_graph"]
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -97,11 +103,11 @@ def test_embedded_checkerboard_masks(tmp_path: Path) -> None:
 
 def test_masks_of_a_random_method_stay_an_input(tmp_path: Path) -> None:
     masking = {"name": "random_multi", "cell_sizes": [8], "n": 2}
-    module = EARModule(unet={"widths": [8, 16, 32, 64]}, masking=masking).eval()
+    module = EARModule(**EVALUATION, unet={"widths": [8, 16, 32, 64]}, masking=masking).eval()
     with pytest.raises(ConfigError, match="masks=embedded cannot compute the masks of masking=random_multi"):
-        export_model(module, tmp_path / "x.onnx", (64, 64), masks="embedded")
+        export_model(module, tmp_path / "x.onnx", (64, 64), fmt="onnx", masks="embedded", opset=OPSET)
     assert not list(tmp_path.iterdir())
-    sidecar = export_model(module, tmp_path / "auto.onnx", (64, 64))
+    sidecar = export_model(module, tmp_path / "auto.onnx", (64, 64), fmt="onnx", masks="auto", opset=OPSET)
     assert [entry["name"] for entry in sidecar["inputs"]] == ["images", "masks"]
     assert sidecar["masking"]["in_graph"] is False and "random cell partitions" in sidecar["masking"]["reason"]
     assert [value.name for value in onnx.load(str(tmp_path / "auto.onnx")).graph.input] == ["images", "masks"]
@@ -110,13 +116,13 @@ def test_masks_of_a_random_method_stay_an_input(tmp_path: Path) -> None:
 def test_fader_patch_size_that_onnx_cannot_pool(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     module = FADeRModule(str(checkpoints["ear"]), patch_size=2).eval()
     with pytest.raises(ConfigError, match="multiple of 4"):
-        export_model(module, tmp_path / "x.onnx", (64, 64))
+        export_model(module, tmp_path / "x.onnx", (64, 64), fmt="onnx", masks="auto", opset=OPSET)
 
 
 def test_bad_format(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="format='tflite' is unknown; use one of onnx"):
-        export_checkpoint(checkpoints["ear"], tmp_path / "x.onnx", fmt="tflite")
-    assert main([f"ckpt={checkpoints['ear']}", "format=tflite", f"output={tmp_path / 'x.onnx'}"]) == 1
+        export_checkpoint(command_cfg("export", ckpt=checkpoints["ear"], output=tmp_path / "x.onnx", format="tflite"))
+    assert run_command(main, [f"ckpt={checkpoints['ear']}", "format=tflite", f"output={tmp_path / 'x.onnx'}"]) == 1
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -130,7 +136,7 @@ def test_onnx_matches_torch_with_residual_and_visible_only_attenuation(
     module.fader.soft_masker.calibrate(torch.randn(500, generator=torch.Generator().manual_seed(3)))
     module.fader.residual_fit.copy_(torch.tensor([0.02, 0.01]))
     output = tmp_path / "both.onnx"
-    export_model(module, output, (64, 64), masks="input")
+    export_model(module, output, (64, 64), fmt="onnx", masks="input", opset=OPSET)
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         expected = module.infer(images)
@@ -141,15 +147,15 @@ def test_onnx_matches_torch_with_residual_and_visible_only_attenuation(
 
 
 def test_the_checkpoint_decides_the_size_and_another_one_must_be_forced(
-    checkpoints: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     moved = tmp_path / "elsewhere" / "model.ckpt"  # out of its run folder: no metrics.json to read the size from
     moved.parent.mkdir()
     moved.write_bytes(checkpoints["fader"].read_bytes())
-    description = export_checkpoint(moved, tmp_path / "own.onnx")
+    description = export_checkpoint(command_cfg("export", ckpt=moved, output=tmp_path / "own.onnx"))
     assert description["image_size"] == [64, 64] and description["interpolation"] == "area"
-    assert main([f"ckpt={moved}", f"output={tmp_path / 'big.onnx'}", "image_size=128"]) == 1
-    assert "image_size=128 differs from the [64, 64] the checkpoint was trained at" in caplog.text
+    assert run_command(main, [f"ckpt={moved}", f"output={tmp_path / 'big.onnx'}", "image_size=128"]) == 1
+    assert "image_size=[128, 128] differs from the [64, 64] the checkpoint was trained at" in capsys.readouterr().err
     assert not (tmp_path / "big.onnx").exists()
 
 
@@ -179,7 +185,7 @@ def run_onnxruntime_alone(model: Path, images: torch.Tensor, folder: Path) -> li
 
 def checkerboard_modules(folder: Path) -> dict[str, EARModule | FADeRModule]:
     """Untrained stage-1 and FADeR modules with checkerboard masks."""
-    stage1 = EARModule(unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 8})
+    stage1 = EARModule(**EVALUATION, unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 8})
     checkpoint = save_stage1(stage1.eval(), folder / "checkerboard.ckpt")
     return {"ear": stage1, "fader": FADeRModule(str(checkpoint)).eval()}
 
@@ -201,11 +207,11 @@ def test_onnxruntime_alone_scores_images_with_the_masks_in_the_graph(
     """Within 1e-4 of eager ``infer`` (maps and scores), the only input being the images."""
     output = tmp_path / "model.onnx"
     if masking == "saliency":
-        assert main([f"ckpt={checkpoints[stage]}", f"output={output}"]) == 0  # masks=auto is the default
+        assert run_command(main, [f"ckpt={checkpoints[stage]}", f"output={output}"]) == 0  # masks=auto is the default
         module = MODULES[stage].load_from_checkpoint(checkpoints[stage]).eval()
     else:
         module = checkerboard_modules(tmp_path)[stage]
-        export_model(module, output, (64, 64))
+        export_model(module, output, (64, 64), fmt="onnx", masks="auto", opset=OPSET)
     sidecar = json.loads(output.with_suffix(".json").read_text())
     assert sidecar["masking"]["in_graph"] is True and "reason" not in sidecar["masking"]
     assert [entry["name"] for entry in sidecar["inputs"]] == ["images"]
@@ -224,7 +230,7 @@ def test_openvino_ir_matches_torch(checkpoints: dict[str, Path], tmp_path: Path)
     """FADeR (stage 1 inside it), compiled with the side-car's float32 setting: within 1e-4 of eager ``infer``."""
     stage = "fader"
     output = tmp_path / "model.xml"
-    assert main([f"ckpt={checkpoints[stage]}", "format=openvino", f"output={output}"]) == 0
+    assert run_command(main, [f"ckpt={checkpoints[stage]}", "format=openvino", f"output={output}"]) == 0
     sidecar = json.loads((tmp_path / "model.json").read_text())
     assert sidecar["format"] == "openvino" and sidecar["files"] == ["model.xml", "model.bin"]
     assert (tmp_path / "model.bin").stat().st_size > 0 and sidecar["masking"]["in_graph"]
@@ -248,14 +254,14 @@ def test_int8_model_keeps_the_ranking_of_the_float_model(checkpoints: dict[str, 
     """Calibrated on the training images: image AUROC within 0.05 of float, maps correlated >= 0.99."""
     data = checkpoints["data"]
     float_model, int8_model = tmp_path / "float.onnx", tmp_path / "int8.onnx"
-    assert main([f"ckpt={checkpoints['ear']}", f"output={float_model}"]) == 0
+    assert run_command(main, [f"ckpt={checkpoints['ear']}", f"output={float_model}"]) == 0
     args = [
         f"ckpt={checkpoints['ear']}",
         "format=onnx-int8",
         f"output={int8_model}",
         f"calibration_dir={data}/train/good",
     ]
-    assert main(args) == 0
+    assert run_command(main, args) == 0
     sidecar = json.loads((tmp_path / "int8.json").read_text())
     assert sidecar["format"] == "onnx-int8" and sidecar["quantization"]["calibration_images"] == 8
     ops = {node.op_type for node in onnx.load(str(int8_model)).graph.node}
@@ -277,7 +283,7 @@ def test_int8_model_keeps_the_ranking_of_the_float_model(checkpoints: dict[str, 
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_bad_outputs_are_refused_before_any_work(tmp_path: Path, fmt: str) -> None:
     missing = tmp_path / "missing.ckpt"  # every check comes first: passing them would only reach this checkpoint
-    calibration = {"calibration_dir": tmp_path / "normal"} if fmt == "onnx-int8" else {}
+    calibration = {"calibration_dir": str(tmp_path / "normal")} if fmt == "onnx-int8" else {}
     (tmp_path / "normal").mkdir()
     (tmp_path / "normal" / "a.png").write_bytes(b"")  # listed, never read: the checks do not decode images
     suffix = FORMATS[fmt]
@@ -295,31 +301,45 @@ def test_bad_outputs_are_refused_before_any_work(tmp_path: Path, fmt: str) -> No
     (tmp_path / "other.json").write_text(json.dumps({"files": ["other.model"]}))
     cases[tmp_path / f"other{suffix}"] = r"the side-car of another exported model \(other\.model\)"
     before = sorted(tmp_path.rglob("*"))
+
+    def export_cfg(ckpt: Path, output: Path) -> DictConfig:
+        return command_cfg("export", ckpt=ckpt, output=output, format=fmt, **calibration)
+
     for output, message in cases.items():
         with pytest.raises(ConfigError, match=message):
-            export_checkpoint(missing, output, fmt, **calibration)
+            export_checkpoint(export_cfg(missing, output))
     if os.geteuid() != 0:  # root may write anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         with pytest.raises(ConfigError, match="not writable"):
-            export_checkpoint(missing, locked / f"model{suffix}", fmt, **calibration)
+            export_checkpoint(
+                command_cfg("export", ckpt=missing, output=locked / f"model{suffix}", format=fmt, **calibration)
+            )
         locked.rmdir()
     assert sorted(tmp_path.rglob("*")) == before
     with pytest.raises(CheckpointError):
-        export_checkpoint(missing, tmp_path / f"model{suffix}", fmt, **calibration)
+        export_checkpoint(
+            command_cfg("export", ckpt=missing, output=tmp_path / f"model{suffix}", format=fmt, **calibration)
+        )
 
 
 def test_bad_masks_and_calibration_arguments(tmp_path: Path) -> None:
     missing, output = tmp_path / "missing.ckpt", tmp_path / "model.onnx"
     with pytest.raises(ConfigError, match="masks='outside' is unknown; use one of auto, input, embedded"):
-        export_checkpoint(missing, output, masks="outside")
+        export_checkpoint(command_cfg("export", ckpt=missing, output=output, masks="outside"))
     with pytest.raises(ConfigError, match="format=onnx-int8 needs calibration_dir=DIR"):
-        export_checkpoint(missing, output, "onnx-int8")
+        export_checkpoint(command_cfg("export", ckpt=missing, output=output, format="onnx-int8"))
     with pytest.raises(ConfigError, match="calibration_dir is only used by format=onnx-int8"):
-        export_checkpoint(missing, output, "onnx", calibration_dir=tmp_path)
+        export_checkpoint(command_cfg("export", ckpt=missing, output=output, calibration_dir=tmp_path))
     with pytest.raises(ConfigError, match=r"calibration_dir=.* holds no image"):
-        export_checkpoint(missing, output, "onnx-int8", calibration_dir=tmp_path)
+        export_checkpoint(
+            command_cfg("export", ckpt=missing, output=output, format="onnx-int8", calibration_dir=tmp_path)
+        )
     with pytest.raises(ConfigError, match=r"calibration_dir=.*nowhere is not a folder"):
-        export_checkpoint(missing, output, "onnx-int8", calibration_dir=tmp_path / "nowhere")
-    assert main([f"ckpt={missing}", f"output={output}", "format=onnx-int8"]) == 1
+        export_checkpoint(
+            command_cfg("export", ckpt=missing, output=output, format="onnx-int8", calibration_dir=tmp_path / "nowhere")
+        )
+    with pytest.raises(ConfigError, match="opset='new' is invalid; use an integer >= 7"):
+        export_checkpoint(command_cfg("export", ckpt=missing, output=output, opset="new"))
+    assert run_command(main, [f"ckpt={missing}", f"output={output}", "format=onnx-int8"]) == 1
     assert not output.exists()

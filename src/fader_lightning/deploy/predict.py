@@ -1,36 +1,7 @@
-"""``fader-predict``: score images with a trained checkpoint; write heat maps, overlays and ``scores.csv``.
+"""Score images with a trained checkpoint; write heat maps, overlays and ``scores.csv`` (``fader-predict``).
 
-Usage:
-    fader-predict ckpt=PATH input=IMAGE|FOLDER|GLOB output=DIR [threshold=FLOAT|auto] [normal_dir=DIR]
-        [quantile=1.0] [image_size=N|H,W [force=true]] [batch_size=8] [device=auto|cpu|cuda] [vit_weights=PATH]
-
-Stage 1 (EAR) and stage 2 (FADeR) checkpoints are told apart automatically. ``input`` is one image, a folder (its
-png/jpg/bmp/tif files, sub-folders included) or a quoted glob (``'data/**/*.png'``). Images are resized as in
-training, to the image size and with the interpolation stored in the checkpoint; ``image_size=`` may only repeat
-that size unless ``force=true`` (checkpoints that predate stored sizes fall back to the training run's
-``metrics.json``, else 256). Written under ``output``, mirroring the input's sub-folders (relative to the input
-folder, or to the deepest folder every match of a glob shares), all at that model resolution:
-
-* ``maps/<sub-folders>/<stem>.png``: the anomaly map as a JET heat map on a fixed scale: blue is the lowest map
-  value of the normal calibration images, green the pixel threshold, red as far above it as the normal values
-  spread below it (checkpoints without stored calibration: 0 (blue) to the image threshold (red));
-* ``overlays/<sub-folders>/<stem>.png``: image | I' (what the inpainting network sees) | reconstruction | heat map
-  | region above the pixel threshold (red) [| FADeR's soft mask] | colour bar, over a caption with the score, the
-  threshold and the decision;
-* ``scores.csv``: ``path,status,score,normalized_score,label,map,overlay,reason``, one row per input file:
-  ``status`` ok with ``label`` 1 (anomalous) when ``score > threshold``, else 0, ``normalized_score`` the score on
-  [0, 1] with the threshold at 0.5 (empty for checkpoints without calibration lows), ``map`` and ``overlay`` the
-  written files relative to ``output``; or ``status`` skipped with the ``reason`` (an unreadable file).
-
-Stems used twice in a folder get ``_1``, ``_2``, ... appended. The image threshold comes from, in this order:
-``threshold=FLOAT``; ``threshold=auto`` (or just ``normal_dir=DIR``): the ``quantile`` (default 1.0, the maximum,
-so that every calibration image is normal; calibration sets are small) of the scores of the normal images in
-``normal_dir``; the threshold the checkpoint carries (the largest score of the normal images held out of training,
-measured when training ended); else, for checkpoints that predate it, the ORACLE threshold of the training run's
-``metrics.json`` (picked on the test labels, with a warning). The pixel threshold is the checkpoint's (else the image
-threshold). Exit code 0 when at least one image was scored, else 1.
-``vit_weights`` is the DINO ViT state dict of a model with attention masking: checkpoints do not store it, and
-loading one never downloads it.
+:func:`predict` does the work of :mod:`fader_lightning.cli.predict`, whose docstring describes the outputs and where
+the threshold comes from.
 """
 
 from __future__ import annotations
@@ -39,6 +10,7 @@ import csv
 import glob
 import io
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,26 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 from tqdm import tqdm
 
 from fader_lightning.api import Detector
 from fader_lightning.data.samples import IMAGE_EXTENSIONS
+from fader_lightning.deploy.sizing import resolve_image_size
 from fader_lightning.errors import ConfigError, DataError
-from fader_lightning.inference import resolve_image_size, run_cli, to_bool, to_float, to_int
+from fader_lightning.keys import IMAGE_THRESHOLD_ORACLE
 from fader_lightning.models.checkpoints import load_module, run_entry
 from fader_lightning.utils.io import atomic_write_bytes, atomic_write_text, writable_folder
 from fader_lightning.visualize import MapScale, encode_png, heatmap, overlay_panel
 
 log = logging.getLogger(__name__)
 
-KEYS: tuple[str, ...] = (
-    "ckpt", "input", "output", "threshold", "normal_dir", "quantile", "image_size", "batch_size", "device",
-    "vit_weights", "force",
-)  # fmt: skip
 PROGRESS_MIN_IMAGES = 20
 """A progress bar is shown above this many images (and always when stderr is a terminal)."""
-ORACLE_KEY = "image_threshold_oracle"
 COLUMNS: tuple[str, ...] = ("path", "status", "score", "normalized_score", "label", "map", "overlay", "reason")
 """Columns of ``scores.csv``."""
 
@@ -214,16 +183,16 @@ def calibrate_threshold(detector: Detector, normal_dir: str | Path, batch_size: 
 
 
 def resolve_threshold(
-    threshold: str | None,
+    threshold: float | str | None,
     normal_dir: str | None,
     calibrate: Callable[[str], float],
     entry: Mapping[str, Any],
     calibrated: float | None = None,
 ) -> tuple[float, str]:
-    """Pick the image threshold (see the module docstring for the order).
+    """Pick the image threshold (in the order :mod:`fader_lightning.cli.predict` gives).
 
     Args:
-        threshold: ``threshold=`` text (a number or ``auto``), or ``None``.
+        threshold: ``threshold=``: a number, ``auto`` or ``None``.
         normal_dir: ``normal_dir=``, or ``None``.
         calibrate: Callable ``(normal_dir) -> float`` computing the threshold from normal images.
         entry: The training run's ``metrics.json`` entry (may be empty).
@@ -242,10 +211,14 @@ def resolve_threshold(
     if threshold is not None:
         if normal_dir is not None:
             raise ConfigError("normal_dir= is only used with threshold=auto; drop one of threshold= and normal_dir=")
-        return to_float("threshold", threshold), "threshold="
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold):
+            raise ConfigError(
+                f"threshold={threshold!r} is invalid; use a finite number, auto, or null (the checkpoint's)"
+            )
+        return float(threshold), "threshold="
     if calibrated is not None:
         return calibrated, "the checkpoint's, calibrated on normal images when training ended"
-    oracle = entry.get("metrics", {}).get(ORACLE_KEY)
+    oracle = entry.get("metrics", {}).get(IMAGE_THRESHOLD_ORACLE)
     if oracle is None:
         raise ConfigError(
             "no image threshold: pass threshold=<score>, or threshold=auto normal_dir=<folder of normal images> "
@@ -254,14 +227,14 @@ def resolve_threshold(
     log.warning(
         "using the training run's %s=%.6g: an ORACLE threshold picked on the test labels, not a deployable one; "
         "calibrate one with threshold=auto normal_dir=<folder of normal images>",
-        ORACLE_KEY,
+        IMAGE_THRESHOLD_ORACLE,
         oracle,
     )
-    return float(oracle), f"oracle {ORACLE_KEY} of metrics.json"
+    return float(oracle), f"oracle {IMAGE_THRESHOLD_ORACLE} of metrics.json"
 
 
 def heat_scale(detector: Detector) -> MapScale:
-    """The fixed heat-map scale of a detector (see the module docstring).
+    """The fixed heat-map scale of a detector (described in :mod:`fader_lightning.cli.predict`).
 
     Args:
         detector: The model with its thresholds.
@@ -317,33 +290,12 @@ def write_scores(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def predict(
-    ckpt: str | Path,
-    images: str,
-    output: str | Path,
-    threshold: str | None = None,
-    normal_dir: str | None = None,
-    quantile: float = 1.0,
-    image_size: str | None = None,
-    batch_size: int = 8,
-    device: str = "auto",
-    vit_weights: str | None = None,
-    force: bool = False,
-) -> Prediction:
+def predict(cfg: DictConfig) -> Prediction:
     """Score images and write maps, overlays and ``scores.csv`` (what ``fader-predict`` runs).
 
     Args:
-        ckpt: Stage-1 or stage-2 checkpoint.
-        images: ``input=``: an image, a folder or a glob.
-        output: Output folder.
-        threshold: A number, ``auto`` or ``None`` (see the module docstring).
-        normal_dir: Folder of normal images for ``threshold=auto``.
-        quantile: Quantile of the normal scores for ``threshold=auto``.
-        image_size: ``N`` or ``H,W``; ``None``: the checkpoint's size.
-        batch_size: Images per forward pass.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        vit_weights: ViT state dict for a model with attention masking.
-        force: Accept an ``image_size`` that differs from the checkpoint's.
+        cfg: The ``conf/predict.yaml`` config: ``ckpt``, ``input``, ``output``, ``threshold``, ``normal_dir``,
+            ``quantile``, ``image_size``, ``force``, ``batch_size``, ``device`` and ``vit_weights``.
 
     Returns:
         The rows of ``scores.csv`` and the threshold.
@@ -353,18 +305,18 @@ def predict(
         CheckpointError: When the checkpoint cannot be loaded.
         DataError: When the input matches no file or ``normal_dir`` has no readable image.
     """
-    paths, base = resolve_inputs(images)
-    output = writable_folder(output, "output")
-    module = load_module(ckpt, device, vit_weights)
-    entry = run_entry(ckpt, module.stage)
-    size = resolve_image_size(image_size, module, entry, force)
+    paths, base = resolve_inputs(str(cfg.input))
+    output = writable_folder(cfg.output, "output")
+    module = load_module(cfg.ckpt, cfg.device, cfg.vit_weights)
+    entry = run_entry(cfg.ckpt, module.stage)
+    size = resolve_image_size(cfg.image_size, module, entry, cfg.force)
     module.inpainter.unet.check_input_size(*size)
     detector = Detector(module, size)
     result = Prediction()
     result.threshold, result.threshold_source = resolve_threshold(
-        threshold,
-        normal_dir,
-        lambda folder: calibrate_threshold(detector, folder, batch_size, quantile),
+        cfg.threshold,
+        cfg.normal_dir,
+        lambda folder: calibrate_threshold(detector, folder, cfg.batch_size, cfg.quantile),
         entry,
         detector.image_threshold,
     )
@@ -375,7 +327,7 @@ def predict(
     def skip(path: Path, reason: str) -> None:
         rows[path] = {"path": str(path), "status": "skipped", "reason": reason}
 
-    for kept, batch, outputs in infer_batches(detector, paths, batch_size, skip):
+    for kept, batch, outputs in infer_batches(detector, paths, cfg.batch_size, skip):
         write_images(output, [names[path] for path in kept], batch, outputs, detector)
         for path, found in zip(kept, detector.detections(outputs, [str(p) for p in kept]), strict=True):
             rows[path] = {"path": str(path), "status": "ok", "score": found.score, "label": int(found.label),
@@ -384,45 +336,3 @@ def predict(
     result.rows = [rows[path] for path in paths]
     write_scores(output / "scores.csv", result.rows)
     return result
-
-
-def _command(args: dict[str, str]) -> int:
-    result = predict(
-        args["ckpt"],
-        args["input"],
-        args["output"],
-        threshold=args.get("threshold"),
-        normal_dir=args.get("normal_dir"),
-        quantile=to_float("quantile", args.get("quantile", "1.0")),
-        image_size=args.get("image_size"),
-        batch_size=to_int("batch_size", args.get("batch_size", "8")),
-        device=args.get("device", "auto"),
-        vit_weights=args.get("vit_weights"),
-        force=to_bool("force", args.get("force", "false")),
-    )
-    anomalous = sum(row["label"] for row in result.scored)
-    lines = [
-        f"scored {len(result.scored)} image(s): {anomalous} anomalous at threshold {result.threshold:.6g} "
-        f"({result.threshold_source}); results in {args['output']}"
-    ]
-    if result.skipped:
-        lines.append(f"skipped {len(result.skipped)} unreadable file(s) (listed in scores.csv):")
-        lines += [f"  {row['path']}: {row['reason']}" for row in result.skipped]
-    sys.stdout.write("\n".join(lines) + "\n")
-    return 0 if result.scored else 1
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (see the module docstring).
-
-    Args:
-        argv: Arguments (defaults to ``sys.argv[1:]``).
-
-    Returns:
-        0 when at least one image was scored, 1 otherwise or when a bad argument, checkpoint or input stopped it.
-    """
-    return run_cli(argv, __doc__, KEYS, ("ckpt", "input", "output"), _command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_UNET, compose_train_cfg
+from fader_lightning.cli.train import train
 from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.masking import single_mask_problem
 from fader_lightning.models import EARModule, FADeRModule
 from fader_lightning.results import load_results
-from fader_lightning.train import train
 
 # masking=none: the stage-1 mask misses every defect on purpose
 STAGE1 = ["data.category=synth_object", "data.image_size=64", "data.n_train=24", "data.n_test_defect=4", TINY_UNET,
@@ -156,3 +157,17 @@ def test_both_stages_train_in_bf16_mixed_precision(tmp_path: Path) -> None:
         assert mixed[stage]["status"] == "ok"
         for key in ("image_auroc", "pixel_auroc"):  # bfloat16 rounding moves the metrics only a little
             assert abs(mixed[stage]["metrics"][key] - full[stage]["metrics"][key]) < 0.1, (stage, key)
+
+
+def test_a_multi_pass_masking_is_not_applicable_for_the_same_reason_everywhere(tmp_path: Path) -> None:
+    reason = single_mask_problem("random_multi")
+    assert "masking=random_multi" in reason and "attention, checkerboard, none, saliency" in reason
+    assert all(single_mask_problem(name) is None for name in ("attention", "checkerboard", "none", "saliency"))
+    overrides = [*STAGE1, "masking=random_multi", "stage=both", "trainer.max_epochs=1", "data.n_train=4"]
+    results = train(compose_train_cfg(tmp_path, overrides))
+    stored = load_results(tmp_path / "out")
+    assert "fader" not in results and stored["fader"]["status"] == "not_applicable"
+    assert stored["fader"]["error"] == reason  # the sweep records it, and the module refuses with the same words
+    with pytest.raises(ConfigError) as refused:
+        FADeRModule(results["ear"]["checkpoint"])
+    assert str(refused.value) == reason

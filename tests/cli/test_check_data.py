@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from fader_lightning.data.check import main
+from fader_lightning.cli.check_data import main
 
 
 def test_check_ok_prints_counts(synthetic_mvtec: Path, capsys) -> None:

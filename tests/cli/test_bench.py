@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from fader_lightning.bench import markdown, median_ms, save_stage1, stage1
+from fader_lightning.cli.bench import markdown, median_ms, save_stage1, stage1
 from fader_lightning.models import EARModule, FADeRModule
 
 
@@ -15,7 +15,7 @@ def test_median_ms_measures_a_sleep() -> None:
 
 
 def test_saved_untrained_stage1_loads_in_both_stages(tmp_path: Path, monkeypatch) -> None:
-    import fader_lightning.bench as bench
+    import fader_lightning.cli.bench as bench
 
     monkeypatch.setattr(bench, "UNET", {"widths": [8, 16, 32, 64]})
     module = stage1({"name": "checkerboard"})

@@ -12,7 +12,7 @@ from fader_lightning.utils.threads import available_cores
 
 def test_multirun_with_a_failing_job_then_aggregate(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "fader_lightning.train", "-m",
+    cmd = [sys.executable, "-m", "fader_lightning.cli.train", "-m",
            "data.category=synth_texture,synth_object,no_such_category", "masking=saliency,checkerboard",
            "stage=both", "data.image_size=32", "data.n_train=8", "data.n_test_good=3", "data.n_test_defect=2",
            "data.size=48", "model.unet.widths=[8,16,32,64]", "trainer.max_epochs=1", "fader.trainer.max_epochs=1",

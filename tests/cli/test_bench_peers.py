@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import timm
 
-import fader_lightning.bench_peers as peers
-from fader_lightning.bench_peers import (
+import fader_lightning.cli.bench_peers as peers
+from fader_lightning.cli.bench_peers import (
     FROM_SCRATCH,
     NO_INTERNET,
     PRETRAINED,

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_UNET, compose_train_cfg
+from fader_lightning.cli.evaluate import evaluate
+from fader_lightning.cli.train import train
 from fader_lightning.errors import CheckpointError, ConfigError
-from fader_lightning.evaluate import evaluate
 from fader_lightning.results import load_results
-from fader_lightning.train import train
 
 DATA = ["data.category=synth_object", "data.image_size=48", "data.n_train=24", "data.n_test_defect=4",
         "data.val_policy=from_train", "logger=none", "trainer.enable_progress_bar=false"]  # fmt: skip

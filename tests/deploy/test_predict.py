@@ -13,16 +13,16 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from conftest import TINY_UNET, compose_train_cfg
+from conftest import TINY_UNET, command_cfg, compose_train_cfg, run_command
+from fader_lightning.cli.predict import main
+from fader_lightning.cli.train import train
 from fader_lightning.data.image_io import read_image
 from fader_lightning.data.synthetic import make_mvtec_tree
 from fader_lightning.data.transforms import build_transform
+from fader_lightning.deploy.predict import predict
 from fader_lightning.errors import ConfigError
-from fader_lightning.inference import parse_key_values
 from fader_lightning.models import EARModule, FADeRModule
-from fader_lightning.predict import main, predict
 from fader_lightning.results import load_results
-from fader_lightning.train import train
 from fader_lightning.visualize import BAR_WIDTH, TEXT_HEIGHT
 
 TRAIN_SIZE = 64
@@ -70,8 +70,8 @@ def test_folder_with_corrupt_file(run: dict[str, Path], tmp_path: Path, capsys: 
     expected = independent_scores(FADeRModule.load_from_checkpoint(run["fader"]), readable)
     threshold = float(np.median(list(expected.values())))
     out = tmp_path / "pred"
-    code = main([f"ckpt={run['fader']}", f"input={run['inputs']}", f"output={out}", f"threshold={threshold!r}",
-                 "batch_size=3"])  # fmt: skip
+    code = run_command(main, [f"ckpt={run['fader']}", f"input={run['inputs']}", f"output={out}",
+                              f"threshold={threshold!r}", "batch_size=3"])  # fmt: skip
     assert code == 0
     assert "broken.png" in capsys.readouterr().out
     rows = read_scores(out / "scores.csv")
@@ -97,12 +97,15 @@ def test_folder_with_corrupt_file(run: dict[str, Path], tmp_path: Path, capsys: 
 def test_auto_threshold_single_image_and_glob(run: dict[str, Path], tmp_path: Path) -> None:
     normals = sorted(run["normals"].glob("*.png"))
     normal_scores = independent_scores(EARModule.load_from_checkpoint(run["ear"]), normals)
-    result = predict(run["ear"], str(run["normals"] / "*.png"), tmp_path / "glob", normal_dir=str(run["normals"]))
+    result = predict(
+        command_cfg("predict", ckpt=run["ear"], input=str(run["normals"] / "*.png"), output=tmp_path / "glob",
+                    normal_dir=run["normals"])
+    )  # fmt: skip
     assert result.threshold == pytest.approx(max(normal_scores.values()), abs=1e-5)
     assert [row["path"] for row in result.rows] == [str(p) for p in normals]
     assert all(row["label"] == 0 for row in result.rows)  # the maximum is not above itself
     single = run["inputs"] / "good_000.png"
-    code = main([f"ckpt={run['ear']}", f"input={single}", f"output={tmp_path / 'one'}", "threshold=0.0"])
+    code = run_command(main, [f"ckpt={run['ear']}", f"input={single}", f"output={tmp_path / 'one'}", "threshold=0.0"])
     assert code == 0
     assert [row["label"] for row in read_scores(tmp_path / "one" / "scores.csv")] == ["1"]
     overlay = Image.open(tmp_path / "one" / "overlays" / "good_000.png")
@@ -110,7 +113,8 @@ def test_auto_threshold_single_image_and_glob(run: dict[str, Path], tmp_path: Pa
 
 
 def test_the_calibrated_threshold_travels_with_the_checkpoint(run: dict[str, Path], tmp_path: Path) -> None:
-    result = predict(run["ear"], str(run["inputs"] / "good_000.png"), tmp_path / "calibrated")
+    result = predict(command_cfg("predict", ckpt=run["ear"], input=run["inputs"] / "good_000.png",
+                                 output=tmp_path / "calibrated"))  # fmt: skip
     calibration = load_results(run["run_dir"])["ear"]["calibration"]
     assert result.threshold == pytest.approx(calibration["image_threshold"]) and "calibrated" in result.threshold_source
     assert calibration["split"] == "train" and calibration["normal_images"] == 8  # no held-out normals in this run
@@ -131,25 +135,31 @@ def test_older_checkpoints_fall_back_to_the_oracle_with_a_warning(
     torch.save(old, older)
     oracle = load_results(run["run_dir"])["ear"]["metrics"]["image_threshold_oracle"]
     with caplog.at_level(logging.WARNING):
-        result = predict(older, str(run["inputs"] / "good_000.png"), tmp_path / "oracle")
+        result = predict(command_cfg("predict", ckpt=older, input=run["inputs"] / "good_000.png",
+                                     output=tmp_path / "oracle"))  # fmt: skip
     assert result.threshold == oracle
     assert "ORACLE" in caplog.text
     moved = tmp_path / "elsewhere.ckpt"  # outside its run folder: no metrics.json, so a threshold is required
     shutil.copy(older, moved)
     with pytest.raises(ConfigError, match="no image threshold"):
-        predict(moved, str(run["inputs"]), tmp_path / "none")
+        predict(command_cfg("predict", ckpt=moved, input=run["inputs"], output=tmp_path / "none"))
 
 
 def test_nothing_readable_exits_1(run: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "bad"
-    assert main([f"ckpt={run['ear']}", f"input={run['inputs'] / 'broken.png'}", f"output={out}", "threshold=1"]) == 1
+    args = [f"ckpt={run['ear']}", f"input={run['inputs'] / 'broken.png'}", f"output={out}", "threshold=1"]
+    assert run_command(main, args) == 1
     assert [row["status"] for row in read_scores(out / "scores.csv")] == ["skipped"]
 
 
-def test_unknown_key_lists_valid_keys(run: dict[str, Path]) -> None:
-    assert main([f"ckpt={run['ear']}", "input=x", "output=y", "treshold=1"]) == 1
-    with pytest.raises(ConfigError, match="valid keys: ckpt, input, output, threshold"):
-        parse_key_values(["treshold=1"], ("ckpt", "input", "output", "threshold"))
+def test_unknown_and_missing_keys_are_named(run: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    assert run_command(main, [f"ckpt={run['ear']}", "input=x", "output=y", "treshold=1"]) == 1
+    assert "Key 'treshold' is not in struct" in capsys.readouterr().err
+    assert run_command(main, [f"ckpt={run['ear']}", "input=x"]) == 1
+    assert "missing output=...; fader-predict --help lists every key" in capsys.readouterr().err
+    for bad, named in (("threshold=high", "threshold='high' is invalid"), ("image_size=[0,4]", "image_size=")):
+        assert run_command(main, [f"ckpt={run['ear']}", f"input={run['inputs']}", "output=y", bad]) == 1
+        assert named in capsys.readouterr().err
 
 
 def test_a_checkpoint_moved_out_of_its_run_is_served_at_its_own_size(run: dict[str, Path], tmp_path: Path) -> None:
@@ -157,13 +167,16 @@ def test_a_checkpoint_moved_out_of_its_run_is_served_at_its_own_size(run: dict[s
     moved.parent.mkdir()
     moved.write_bytes(run["ear"].read_bytes())
     image = sorted(run["inputs"].glob("good_*.png"))[0]
-    predict(moved, str(image), tmp_path / "out", threshold="0.5")
+    predict(command_cfg("predict", ckpt=moved, input=image, output=tmp_path / "out", threshold=0.5))
     assert Image.open(tmp_path / "out" / "maps" / f"{image.stem}.png").size == (TRAIN_SIZE, TRAIN_SIZE)
     module = EARModule.load_from_checkpoint(moved)
     assert module.trained_size == (TRAIN_SIZE, TRAIN_SIZE)
-    with pytest.raises(ConfigError, match=r"image_size=32 differs from the \[64, 64\].*force=true"):
-        predict(moved, str(image), tmp_path / "other", threshold="0.5", image_size="32")
-    forced = predict(moved, str(image), tmp_path / "forced", threshold="0.5", image_size="32", force=True)
+    with pytest.raises(ConfigError, match=r"image_size=\[32, 32\] differs from the \[64, 64\].*force=true"):
+        predict(
+            command_cfg("predict", ckpt=moved, input=image, output=tmp_path / "other", threshold=0.5, image_size=32)
+        )
+    forced = predict(command_cfg("predict", ckpt=moved, input=image, output=tmp_path / "forced", threshold=0.5,
+                                 image_size=[32, 32], force=True))  # fmt: skip
     assert len(forced.scored) == 1
     assert Image.open(tmp_path / "forced" / "maps" / f"{image.stem}.png").size == (32, 32)
 
@@ -171,7 +184,7 @@ def test_a_checkpoint_moved_out_of_its_run_is_served_at_its_own_size(run: dict[s
 def test_outputs_mirror_the_input_folders_and_scores_are_also_normalised(run: dict[str, Path], tmp_path: Path) -> None:
     test_root = run["normals"].parents[1] / "test"  # good/, and one folder per defect type: stems repeat across them
     out = tmp_path / "mirrored"
-    result = predict(run["fader"], str(test_root), out)
+    result = predict(command_cfg("predict", ckpt=run["fader"], input=test_root, output=out))
     files = sorted(p for p in test_root.rglob("*.png"))
     assert [row["path"] for row in result.rows] == [str(p) for p in files]
     for row, path in zip(result.rows, files, strict=True):
