@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -12,10 +13,13 @@ from typing import Any
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fader_lightning.configs import CONFIG_DIR
+from fader_lightning.configs import CONFIG_DIR, literal_settings
+from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.data.synthetic import make_mvtec_tree, make_visa_tree
+from fader_lightning.models import FADeRModule
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FADER_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -44,8 +48,43 @@ def synthetic_visa(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 TINY_UNET = "model.unet.widths=[8,16,32,64]"
-EVALUATION = {key: OmegaConf.load(Path(CONFIG_DIR) / "model" / "ear.yaml")[key] for key in ("fpr_limit", "map_storage")}
-"""The test-pass settings of ``conf/model/ear.yaml``, for stage-1 modules built without the config."""
+EAR_SETTINGS = {
+    **{key: literal_settings("model/ear")[key] for key in ("fpr_limit", "map_storage")},
+    "interpolation": literal_settings("data/synthetic")["interpolation"],
+}
+"""The values ``conf/`` gives a stage-1 module besides its network and masking, for modules built in tests."""
+FADER_SETTINGS = {
+    **literal_settings("fader/default", exclude=("trainer", "ckpt_path")),
+    "seed": literal_settings("train")["seed"],
+    "allow_download": False,
+}
+"""``conf/fader/default.yaml``'s settings of a stage-2 module (the job's seed; tests never download)."""
+
+
+DATA_ARGUMENTS = ("root", "normal_dir", "abnormal_dir", "mask_dir", "split_csv")
+"""Where a datamodule's files are: given by each test."""
+
+
+def datamodule(kind: str, *args: Any, **settings: Any) -> AnomalyDataModule:
+    """A datamodule with ``conf/data/<kind>.yaml``'s settings and the job's seed, some replaced by ``settings``.
+
+    Args:
+        kind: ``mvtec``, ``visa``, ``folder`` or ``synthetic``.
+        *args: Its positional arguments (the root or folders, the category).
+        **settings: Settings that replace the config's, and the keyword arguments of :data:`DATA_ARGUMENTS`.
+
+    Returns:
+        The datamodule (not set up).
+    """
+    target = get_class(OmegaConf.load(Path(CONFIG_DIR) / "data" / f"{kind}.yaml")["_target_"])
+    given = list(inspect.signature(target).parameters)[: len(args)]  # the arguments given by position
+    config = literal_settings(f"data/{kind}", exclude=(*DATA_ARGUMENTS, *given))
+    return target(*args, **{**config, "seed": literal_settings("train")["seed"], **settings})
+
+
+def fader_module(ckpt: str | Path, **settings: Any) -> FADeRModule:
+    """A stage-2 module on a stage-1 checkpoint with ``conf/``'s settings, some replaced by ``settings``."""
+    return FADeRModule(str(ckpt), **{**FADER_SETTINGS, **settings})
 
 
 def compose_train_cfg(

@@ -6,10 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_UNET, compose_train_cfg
+from conftest import TINY_UNET, compose_train_cfg, fader_module
 from fader_lightning.cli.train import train
 from fader_lightning.errors import CheckpointError
-from fader_lightning.models import FADeRModule
 from fader_lightning.models.checkpoints import TRUST_ENV, load_module, read_checkpoint
 from fader_lightning.stage1_store import stage1_key
 
@@ -39,7 +38,7 @@ def malicious(tmp_path: Path) -> tuple[Path, Path]:
 def test_stage2_stage1_checkpoint(malicious: tuple[Path, Path]) -> None:
     path, marker = malicious
     with pytest.raises(CheckpointError, match=rf"{path.name} is not a readable checkpoint.*{TRUST_ENV}=1"):
-        FADeRModule(str(path))
+        fader_module(str(path))
     assert not marker.exists()
 
 
@@ -80,7 +79,7 @@ def test_checkpoint_hparams_never_decide_where_masks_are_written(tmp_path: Path)
     cfg = compose_train_cfg(tmp_path / "run", [*SMALL, "masking=saliency", f"model.mask_cache_dir={theirs}"])
     ckpt = train(cfg)["ear"]["checkpoint"]
     assert read_checkpoint(ckpt, "")["hyper_parameters"]["mask_cache_dir"] == str(theirs)
-    stage2 = FADeRModule(ckpt, mask_cache_dir=str(mine))
+    stage2 = fader_module(ckpt, mask_cache_dir=str(mine))
     assert stage2.ear.masker.cache_dir == mine
     stage2.ear.masks(torch.rand(2, 3, 32, 32))
     assert any(mine.rglob("*.pt"))
@@ -122,7 +121,7 @@ def test_loading_a_checkpoint_never_downloads(
 
     monkeypatch.setattr(timm, "create_model", recording)
     _rewrite_masking(ckpt, weights_path=None, pretrained=True)  # as trained with a hub download
-    for load in (load_module, FADeRModule):
+    for load in (load_module, fader_module):
         with pytest.raises(CheckpointError, match=r"loading a checkpoint never downloads; pass (fader.)?vit_weights"):
             load(str(ckpt))
     assert load_module(ckpt, vit_weights=str(weights)).model.masker.generator.weights_path == weights

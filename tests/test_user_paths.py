@@ -7,12 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import EVALUATION, TINY_UNET, command_cfg, compose_train_cfg
+from conftest import EAR_SETTINGS, TINY_UNET, command_cfg, compose_train_cfg, fader_module
 from fader_lightning.cli.train import train
 from fader_lightning.deploy.export import export_checkpoint
 from fader_lightning.deploy.predict import predict
 from fader_lightning.errors import CheckpointError, ConfigError
-from fader_lightning.models import FADeRModule
 from fader_lightning.results import load_results, record_stage
 from fader_lightning.run_dir import prepare_run_dir
 from fader_lightning.utils.io import writable_folder
@@ -20,7 +19,7 @@ from fader_lightning.utils.io import writable_folder
 
 def test_fader_ckpt_path_that_is_a_folder(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"fader\.ckpt_path=.* is a folder.*checkpoints/ear/last\.ckpt"):
-        FADeRModule(str(tmp_path))
+        fader_module(str(tmp_path))
 
 
 def test_corrupt_metrics_json_is_named(tmp_path: Path) -> None:
@@ -97,12 +96,12 @@ def test_checkpoints_with_or_without_calibration_fit_a_fresh_model() -> None:
     from fader_lightning.models.checkpoints import check_fits
 
     unet = {"widths": [8, 16]}
-    calibrated = EARModule(**EVALUATION, unet=unet, masking={"name": "checkerboard"})
+    calibrated = EARModule(**EAR_SETTINGS, unet=unet, masking={"name": "checkerboard"})
     calibrated.scorer.set_statistics(torch.zeros(1, 1, 32, 32), torch.ones(1, 1, 32, 32))
     calibrated.scorer.set_thresholds(1.0, 2.0, 0.1, 0.0)
     state = calibrated.state_dict()
     older = {k: v for k, v in state.items() if not k.startswith("model.scorer.")}  # written before calibration
     for weights in (state, older):
         check_fits(
-            {"state_dict": weights}, EARModule(**EVALUATION, unet=unet, masking={"name": "checkerboard"}), "x", "key"
+            {"state_dict": weights}, EARModule(**EAR_SETTINGS, unet=unet, masking={"name": "checkerboard"}), "x", "key"
         )

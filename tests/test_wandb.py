@@ -118,7 +118,7 @@ def test_logger_config_resolves(clean_env: Path) -> None:
 
 
 def test_sample_table_does_nothing_without_wandb_logger() -> None:
-    callback = WandbSampleTable(num_samples=2)
+    callback = WandbSampleTable(num_samples=2, selection="spread")
     trainer = SimpleNamespace(loggers=[], test_dataloaders=[], is_global_zero=True)
     callback.on_test_epoch_start(trainer, None)
     batch = Batch(torch.zeros(2, 3, 8, 8), torch.zeros(2, 1, 8, 8), torch.zeros(2), ["good"] * 2, ["a", "b"], ["c"] * 2)

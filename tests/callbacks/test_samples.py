@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import EVALUATION
+from conftest import EAR_SETTINGS
 from fader_lightning.callbacks.samples import TestSampleCollector
 from fader_lightning.data.dataset import Batch
 from fader_lightning.errors import ConfigError
@@ -13,7 +13,7 @@ from fader_lightning.models import EARModule
 
 
 def run_pass(collector: TestSampleCollector, scores: list[float], labels: list[int], batch_size: int = 3) -> None:
-    module = EARModule(**EVALUATION, unet={"widths": [8, 16]}, masking={"name": "checkerboard", "cell_size": 8})
+    module = EARModule(**EAR_SETTINGS, unet={"widths": [8, 16]}, masking={"name": "checkerboard", "cell_size": 8})
     trainer = SimpleNamespace(test_dataloaders=[SimpleNamespace(dataset=[0] * len(scores))])
     collector.on_test_epoch_start(trainer, module)
     for start in range(0, len(scores), batch_size):

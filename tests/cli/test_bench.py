@@ -4,8 +4,9 @@ from pathlib import Path
 
 import torch
 
+from conftest import fader_module
 from fader_lightning.cli.bench import markdown, median_ms, save_stage1, stage1
-from fader_lightning.models import EARModule, FADeRModule
+from fader_lightning.models import EARModule
 
 
 def test_median_ms_measures_a_sleep() -> None:
@@ -23,7 +24,7 @@ def test_saved_untrained_stage1_loads_in_both_stages(tmp_path: Path, monkeypatch
     reloaded = EARModule.load_from_checkpoint(path)
     for a, b in zip(module.state_dict().values(), reloaded.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)  # uncalibrated thresholds are NaN
-    assert FADeRModule(str(path)).fader.patch_size == 8
+    assert fader_module(str(path)).fader.patch_size == 8
 
 
 def test_markdown_lists_every_measurement() -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY_UNET, compose_train_cfg
+from conftest import TINY_UNET, compose_train_cfg, datamodule, fader_module
 from fader_lightning.cli.train import train
 from fader_lightning.errors import CheckpointError, ConfigError
 from fader_lightning.masking import single_mask_problem
@@ -62,10 +62,9 @@ def _soft_masks(module: FADeRModule, datamodule) -> tuple[torch.Tensor, torch.Te
 
 def test_fader_attenuates_defect_patches_more(both_run: tuple[Path, dict]) -> None:
     tmp, results = both_run
-    from fader_lightning.data.synthetic import SyntheticDataModule
 
     module = FADeRModule.load_from_checkpoint(results["fader"]["checkpoint"])
-    dm = SyntheticDataModule(tmp / "data/synthetic", "synth_object", image_size=64, n_train=24, n_test_defect=4)
+    dm = datamodule("synthetic", tmp / "data/synthetic", "synth_object", image_size=64, n_train=24, n_test_defect=4)
     dm.setup()
     defect, normal = _soft_masks(module, dm)
     assert defect.mean() < normal.mean() - 0.1
@@ -74,7 +73,7 @@ def test_fader_attenuates_defect_patches_more(both_run: tuple[Path, dict]) -> No
 def test_disabled_fader_equals_stage1_exactly(both_run: tuple[Path, dict]) -> None:
     _tmp, results = both_run
     stage1 = EARModule.load_from_checkpoint(results["ear"]["checkpoint"]).eval()
-    disabled = FADeRModule(results["ear"]["checkpoint"], enabled=False).eval()
+    disabled = fader_module(results["ear"]["checkpoint"], enabled=False).eval()
     images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         a, b = stage1.infer(images), disabled.infer(images)
@@ -94,13 +93,13 @@ def test_stage_fader_reuses_a_checkpoint(both_run: tuple[Path, dict], tmp_path: 
 def test_missing_and_incompatible_checkpoints(both_run: tuple[Path, dict], tmp_path: Path) -> None:
     _, results = both_run
     with pytest.raises(CheckpointError, match="does not exist; train stage 1 first"):
-        FADeRModule(str(tmp_path / "missing.ckpt"))
+        fader_module(str(tmp_path / "missing.ckpt"))
     with pytest.raises(CheckpointError, match=r"model.unet.widths=\[8, 16, 32, 64\] but the config asks for"):
-        FADeRModule(results["ear"]["checkpoint"], expected_unet={"widths": [64, 128, 256, 512]})
+        fader_module(results["ear"]["checkpoint"], expected_unet={"widths": [64, 128, 256, 512]})
     not_stage1 = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}}, not_stage1)
     with pytest.raises(CheckpointError, match="not a stage-1"):
-        FADeRModule(str(not_stage1))
+        fader_module(str(not_stage1))
     cfg = compose_train_cfg(tmp_path, [*STAGE1, "stage=fader"])
     with pytest.raises(ConfigError, match=r"fader\.ckpt_path"):
         train(cfg)
@@ -112,7 +111,7 @@ def test_fader_checkpoint_loads_without_the_stage1_file(both_run: tuple[Path, di
     _, results = both_run
     stage1_copy = tmp_path / "ear.ckpt"
     shutil.copyfile(results["ear"]["checkpoint"], stage1_copy)
-    module = FADeRModule(str(stage1_copy), max_cached_images=1)
+    module = fader_module(str(stage1_copy), max_cached_images=1)
     stage2_path = tmp_path / "fader.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                 "pytorch-lightning_version": "2.6.0"}, stage2_path)  # fmt: skip
@@ -169,5 +168,5 @@ def test_a_multi_pass_masking_is_not_applicable_for_the_same_reason_everywhere(t
     assert "fader" not in results and stored["fader"]["status"] == "not_applicable"
     assert stored["fader"]["error"] == reason  # the sweep records it, and the module refuses with the same words
     with pytest.raises(ConfigError) as refused:
-        FADeRModule(results["ear"]["checkpoint"])
+        fader_module(results["ear"]["checkpoint"])
     assert str(refused.value) == reason

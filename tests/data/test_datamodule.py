@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fader_lightning.data import FolderDataModule, MVTecADDataModule
+from conftest import datamodule
 from fader_lightning.errors import ConfigError, DataError
 
 
@@ -14,7 +14,7 @@ def _paths(samples):
 
 @pytest.mark.parametrize("policy", ["none", "from_train", "same_as_test"])
 def test_splits_never_share_a_file(synthetic_mvtec: Path, policy: str) -> None:
-    dm = MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=256, val_policy=policy, val_ratio=0.25)
+    dm = datamodule("mvtec", synthetic_mvtec, "synth_object", image_size=256, val_policy=policy, val_ratio=0.25)
     dm.setup()
     train, val, test = _paths(dm.train_samples), _paths(dm.val_samples), _paths(dm.test_samples)
     assert train and test
@@ -29,8 +29,8 @@ def test_splits_never_share_a_file(synthetic_mvtec: Path, policy: str) -> None:
 
 def test_from_train_split_is_seeded(synthetic_mvtec: Path) -> None:
     def val_of(seed: int) -> set:
-        dm = MVTecADDataModule(
-            synthetic_mvtec, "synth_object", image_size=256, val_policy="from_train", val_ratio=0.25, seed=seed
+        dm = datamodule(
+            "mvtec", synthetic_mvtec, "synth_object", image_size=256, val_policy="from_train", val_ratio=0.25, seed=seed
         )
         dm.setup()
         return _paths(dm.val_samples)
@@ -41,7 +41,7 @@ def test_from_train_split_is_seeded(synthetic_mvtec: Path) -> None:
 
 def test_train_shuffle_is_seeded(synthetic_mvtec: Path) -> None:
     def order(seed: int) -> list[str]:
-        dm = MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=16, train_batch_size=4, seed=seed)
+        dm = datamodule("mvtec", synthetic_mvtec, "synth_object", image_size=16, train_batch_size=4, seed=seed)
         dm.setup()
         return [p for batch in dm.train_dataloader() for p in batch.path]
 
@@ -51,18 +51,19 @@ def test_train_shuffle_is_seeded(synthetic_mvtec: Path) -> None:
 
 def test_bad_policy_and_ratio(synthetic_mvtec: Path) -> None:
     with pytest.raises(ConfigError, match="val_policy='test'"):
-        MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=256, val_policy="test")
+        datamodule("mvtec", synthetic_mvtec, "synth_object", image_size=256, val_policy="test")
     with pytest.raises(ConfigError, match="val_ratio"):
-        MVTecADDataModule(
-            synthetic_mvtec, "synth_object", image_size=256, val_policy="from_train", val_ratio=0.01
+        datamodule(
+            "mvtec", synthetic_mvtec, "synth_object", image_size=256, val_policy="from_train", val_ratio=0.01
         ).setup()
     with pytest.raises(ConfigError, match="image_size"):
-        MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=(0, 4))
+        datamodule("mvtec", synthetic_mvtec, "synth_object", image_size=(0, 4))
 
 
 def test_folder_datamodule(synthetic_mvtec: Path) -> None:
     cat = synthetic_mvtec / "synth_texture"
-    dm = FolderDataModule(
+    dm = datamodule(
+        "folder",
         cat / "train/good",
         cat / "test/spot",
         cat / "ground_truth/spot",
@@ -79,13 +80,13 @@ def test_folder_datamodule(synthetic_mvtec: Path) -> None:
 
 def test_folder_without_masks_and_bad_dirs(synthetic_mvtec: Path, tmp_path: Path) -> None:
     cat = synthetic_mvtec / "synth_texture"
-    dm = FolderDataModule(cat / "train/good", cat / "test/spot", image_size=32)
+    dm = datamodule("folder", cat / "train/good", cat / "test/spot", image_size=32)
     dm.setup()
     assert sum(s.label for s in dm.test_samples) == 3
     with pytest.raises(DataError, match="normal_dir"):
-        FolderDataModule(tmp_path / "missing", image_size=256).setup()
+        datamodule("folder", tmp_path / "missing", image_size=256).setup()
     with pytest.raises(DataError, match="has no mask"):
-        FolderDataModule(cat / "train/good", cat / "test/spot", cat / "ground_truth/spot", image_size=256).setup()
+        datamodule("folder", cat / "train/good", cat / "test/spot", cat / "ground_truth/spot", image_size=256).setup()
 
 
 def test_generated_tree_is_built_once_and_rebuilt_on_new_settings(tmp_path: Path) -> None:
@@ -104,7 +105,7 @@ def test_generated_tree_is_built_once_and_rebuilt_on_new_settings(tmp_path: Path
 
 def test_decoded_images_are_cached_per_split(synthetic_mvtec: Path, tmp_path: Path) -> None:
     root = Path(shutil.copytree(synthetic_mvtec, tmp_path / "copy"))
-    dm = MVTecADDataModule(root, "synth_object", image_size=32, train_batch_size=4)
+    dm = datamodule("mvtec", root, "synth_object", image_size=32, train_batch_size=4)
     dm.setup()
     first = next(iter(dm.test_dataloader()))
     for sample in dm.test_samples[: len(first)]:
@@ -117,8 +118,8 @@ def test_augmentation_moves_image_and_mask_together_on_training_images_only(synt
     import albumentations as A
 
     flip = A.HorizontalFlip(p=1.0)
-    plain = MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=32, val_policy="from_train", val_ratio=0.25)
-    flipped = MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=32, val_policy="from_train",
+    plain = datamodule("mvtec", synthetic_mvtec, "synth_object", image_size=32, val_policy="from_train", val_ratio=0.25)
+    flipped = datamodule("mvtec", synthetic_mvtec, "synth_object", image_size=32, val_policy="from_train",
                                 val_ratio=0.25, train_augmentations=[flip])  # fmt: skip
     for dm in (plain, flipped):
         dm.setup()
@@ -137,7 +138,7 @@ def test_under_ddp_each_test_image_is_served_once_over_the_ranks(
 ) -> None:
     import torch.distributed as dist
 
-    dm = MVTecADDataModule(root=synthetic_mvtec, category="synth_object", image_size=32, eval_batch_size=2)
+    dm = datamodule("mvtec", root=synthetic_mvtec, category="synth_object", image_size=32, eval_batch_size=2)
     dm.setup("test")
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda: 3)

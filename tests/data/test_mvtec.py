@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fader_lightning.data import MVTecADDataModule, make_mvtec_samples, split_counts
+from conftest import datamodule
+from fader_lightning.data import make_mvtec_samples, split_counts
 from fader_lightning.data.image_io import read_image
 from fader_lightning.data.synthetic import make_mvtec_tree
 from fader_lightning.errors import DataError
@@ -22,7 +23,7 @@ def test_synthetic_tree_counts_and_pairs(synthetic_mvtec: Path) -> None:
 
 
 def test_batches_are_typed_and_masks_binary(synthetic_mvtec: Path) -> None:
-    dm = MVTecADDataModule(synthetic_mvtec, "synth_texture", image_size=(32, 48), eval_batch_size=32)
+    dm = datamodule("mvtec", synthetic_mvtec, "synth_texture", image_size=(32, 48), eval_batch_size=32)
     dm.setup()
     batch = next(iter(dm.test_dataloader()))
     assert batch.image.shape == (10, 3, 32, 48)
@@ -42,7 +43,7 @@ def test_grayscale_source_becomes_rgb(tmp_path: Path) -> None:
         tmp_path, ["gray_texture"], n_train=2, n_test_good=1, n_test_defect=1, size=32, grayscale=True
     )
     assert Image.open(root / "gray_texture/train/good/000.png").mode == "L"
-    dm = MVTecADDataModule(root, "gray_texture", image_size=32)
+    dm = datamodule("mvtec", root, "gray_texture", image_size=32)
     dm.setup()
     image = next(iter(dm.train_dataloader())).image
     assert image.shape[1] == 3
@@ -55,7 +56,7 @@ def test_mask_suffix_configurable(synthetic_mvtec: Path, tmp_path: Path) -> None
     for mask in (root / "obj/ground_truth").rglob("*_mask.png"):
         mask.rename(mask.with_name(mask.name.replace("_mask", "")))
     with pytest.raises(DataError, match="has no mask"):
-        MVTecADDataModule(root, "obj", image_size=256).setup()
+        datamodule("mvtec", root, "obj", image_size=256).setup()
     samples = make_mvtec_samples(root, "obj", mask_suffix="")
     assert all(s.mask_path is not None for s in samples if s.label == 1)
 
@@ -91,7 +92,7 @@ def test_anomalous_image_without_mask(synthetic_mvtec: Path, tmp_path: Path) -> 
     root = _copy_category(synthetic_mvtec, tmp_path)
     (root / "synth_object/ground_truth/spot/001_mask.png").unlink()
     with pytest.raises(DataError, match=r"spot/001.png has no mask"):
-        MVTecADDataModule(root, "synth_object", image_size=256).setup()
+        datamodule("mvtec", root, "synth_object", image_size=256).setup()
 
 
 def test_mask_size_mismatch(synthetic_mvtec: Path, tmp_path: Path) -> None:
@@ -99,7 +100,7 @@ def test_mask_size_mismatch(synthetic_mvtec: Path, tmp_path: Path) -> None:
     mask_path = root / "synth_object/ground_truth/spot/000_mask.png"
     Image.new("L", (10, 10)).save(mask_path)
     with pytest.raises(DataError, match="10x10") as err:
-        MVTecADDataModule(root, "synth_object", image_size=256).setup()
+        datamodule("mvtec", root, "synth_object", image_size=256).setup()
     assert str(mask_path) in str(err.value)
 
 
@@ -117,7 +118,7 @@ def test_empty_or_garbage_image_file(
     path = root / "synth_object" / relative
     path.write_bytes(content)
     with pytest.raises(DataError, match=message) as err:
-        MVTecADDataModule(root, "synth_object", image_size=256).setup()
+        datamodule("mvtec", root, "synth_object", image_size=256).setup()
     assert str(path) in str(err.value)
 
 
@@ -125,7 +126,7 @@ def test_truncated_image_file(synthetic_mvtec: Path, tmp_path: Path) -> None:
     root = _copy_category(synthetic_mvtec, tmp_path)
     path = root / "synth_object/train/good/004.png"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    dm = MVTecADDataModule(root, "synth_object", image_size=32, train_batch_size=64)
+    dm = datamodule("mvtec", root, "synth_object", image_size=32, train_batch_size=64)
     with pytest.raises(DataError, match="corrupt or truncated") as err:
         dm.setup()  # every file is decoded at setup, before any training
     assert str(path) in str(err.value)

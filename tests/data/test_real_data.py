@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import shared_path
-from fader_lightning.data import MVTecADDataModule, VisADataModule, read_visa_split
+from conftest import datamodule, shared_path
+from fader_lightning.data import read_visa_split
 from fader_lightning.data.synthetic import _rng, _save, normal_image, paint_defect
 
 pytestmark = pytest.mark.real_data
@@ -24,7 +24,7 @@ VISA_TOTALS = {
 
 
 def test_bottle_counts_and_pairs() -> None:
-    dm = MVTecADDataModule(shared_path("mvtec_ad"), "bottle", image_size=64)
+    dm = datamodule("mvtec", shared_path("mvtec_ad"), "bottle", image_size=64)
     dm.setup()
     assert len(dm.train_samples) == 60
     assert len(dm.test_samples) == 83
@@ -39,7 +39,7 @@ def test_bottle_counts_and_pairs() -> None:
 def test_grid_grayscale_becomes_rgb() -> None:
     root = shared_path("mvtec_ad")
     assert Image.open(root / "grid/train/good/000.png").mode == "L"
-    dm = MVTecADDataModule(root, "grid", image_size=64, eval_batch_size=32)
+    dm = datamodule("mvtec", root, "grid", image_size=64, eval_batch_size=32)
     dm.setup()
     batch = next(iter(dm.test_dataloader()))
     assert batch.image.shape == (14, 3, 64, 64)
@@ -48,7 +48,7 @@ def test_grid_grayscale_becomes_rgb() -> None:
 
 
 def test_hazelnut_toy_plain_mask_names() -> None:
-    dm = MVTecADDataModule(shared_path(), "hazelnut_toy", mask_suffix="", image_size=64)
+    dm = datamodule("mvtec", shared_path(), "hazelnut_toy", mask_suffix="", image_size=64)
     dm.setup()
     anomalous = [s for s in dm.test_samples if s.label == 1]
     assert len(dm.train_samples) == 28 and len(anomalous) == 17
@@ -69,7 +69,7 @@ def test_visa_loads_generated_images_at_official_paths(tmp_path: Path) -> None:
     csv_path = shared_path("visa", "split_csv", "1cls.csv")
     written = populate_from_visa_csv(csv_path, tmp_path, "cashew", size=16)
     assert written == 600
-    dm = VisADataModule(tmp_path, "cashew", split_csv=csv_path, image_size=16, eval_batch_size=512)
+    dm = datamodule("visa", tmp_path, "cashew", split_csv=csv_path, image_size=16, eval_batch_size=512)
     dm.setup()
     official = [r for r in read_visa_split(csv_path) if r["object"] == "cashew"]
     assert len(dm.train_samples) == sum(r["split"] == "train" for r in official)

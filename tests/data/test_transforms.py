@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fader_lightning.data import MVTecADDataModule
+from conftest import datamodule
 from fader_lightning.data.transforms import build_transform
 from fader_lightning.errors import ConfigError
 
@@ -34,4 +34,4 @@ def test_downscaling_a_fine_texture_gives_grey_not_moire() -> None:
 
 def test_unknown_interpolation_names_the_key(synthetic_mvtec) -> None:
     with pytest.raises(ConfigError, match=r"data.interpolation='bicubic' is unknown; use one of area, linear, cubic"):
-        MVTecADDataModule(synthetic_mvtec, "synth_object", image_size=256, interpolation="bicubic")
+        datamodule("mvtec", synthetic_mvtec, "synth_object", image_size=256, interpolation="bicubic")

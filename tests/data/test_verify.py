@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fader_lightning.data import MVTecADDataModule, make_mvtec_samples, validate_samples, verify
+from conftest import datamodule
+from fader_lightning.data import make_mvtec_samples, validate_samples, verify
 from fader_lightning.errors import DataError
 
 
@@ -56,7 +57,7 @@ def test_truncated_mask_fails_at_setup_naming_it(category: Path) -> None:
     mask = next((category / "synth_object/ground_truth").rglob("*.png"))
     mask.write_bytes(mask.read_bytes()[:60])
     with pytest.raises(DataError, match="corrupt or truncated") as err:
-        MVTecADDataModule(category, "synth_object", image_size=32).setup()
+        datamodule("mvtec", category, "synth_object", image_size=32).setup()
     assert str(mask) in str(err.value)
 
 
@@ -71,7 +72,7 @@ def test_empty_test_split_is_an_error(category: Path) -> None:
     for folder in (category / "synth_object/test").iterdir():
         shutil.rmtree(folder)
     with pytest.raises(DataError, match="has no test images"):
-        MVTecADDataModule(category, "synth_object", image_size=32).setup()
+        datamodule("mvtec", category, "synth_object", image_size=32).setup()
 
 
 def test_test_split_without_anomalies_warns_once(category: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -79,7 +80,7 @@ def test_test_split_without_anomalies_warns_once(category: Path, caplog: pytest.
         if folder.name != "good":
             shutil.rmtree(folder)
     with caplog.at_level(logging.WARNING):
-        MVTecADDataModule(category, "synth_object", image_size=32).setup()
+        datamodule("mvtec", category, "synth_object", image_size=32).setup()
     warnings = [r.message for r in caplog.records if "no anomalous image" in r.message]
     assert len(warnings) == 1 and "null" in warnings[0]
 
@@ -93,7 +94,7 @@ def test_mixed_sizes_and_jpeg_masks_are_reported_once(category: Path, caplog: py
         Image.open(mask).convert("L").save(mask.with_suffix(".jpg"), quality=90)
         mask.unlink()
     with caplog.at_level(logging.WARNING):
-        dm = MVTecADDataModule(category, "synth_object", image_size=32)
+        dm = datamodule("mvtec", category, "synth_object", image_size=32)
         dm.setup()
     mixed = [r.message for r in caplog.records if "mixes" in r.message]
     assert len(mixed) == 1

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fader_lightning.data import MVTecADDataModule, VisADataModule, make_visa_samples, read_visa_split
+from conftest import datamodule
+from fader_lightning.data import make_visa_samples, read_visa_split
 from fader_lightning.data.visa import materialise_mvtec_layout
 from fader_lightning.errors import DataError
 
@@ -14,7 +15,7 @@ from fader_lightning.errors import DataError
 def test_raw_masks_are_not_255_but_load_binary(synthetic_visa: Path) -> None:
     raw = np.asarray(Image.open(synthetic_visa / "synth_object/Data/Masks/Anomaly/001.png"))
     assert raw.max() not in (0, 255)  # the generator mimics VisA's label-valued masks
-    dm = VisADataModule(synthetic_visa, "synth_object", image_size=48, eval_batch_size=64)
+    dm = datamodule("visa", synthetic_visa, "synth_object", image_size=48, eval_batch_size=64)
     dm.setup()
     batch = next(iter(dm.test_dataloader()))
     assert set(batch.mask.unique().tolist()) == {0.0, 1.0}
@@ -31,7 +32,7 @@ def test_materialised_copy_is_mvtec_layout(synthetic_visa: Path, tmp_path: Path)
     masks = sorted((out / "ground_truth/bad").glob("*_mask.png"))
     assert len(masks) == 4
     assert set(np.unique(np.asarray(Image.open(masks[0]))).tolist()) == {0, 255}
-    dm = MVTecADDataModule(tmp_path / "mvtec_style", "synth_texture", image_size=256)
+    dm = datamodule("mvtec", tmp_path / "mvtec_style", "synth_texture", image_size=256)
     dm.setup()
     assert len(dm.train_samples) == 9 and len(dm.test_samples) == 7
     assert not list(tmp_path.glob("mvtec_style/.*"))  # no staging left behind

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from conftest import EVALUATION, TINY_UNET, command_cfg, compose_train_cfg, run_command
+from conftest import EAR_SETTINGS, TINY_UNET, command_cfg, compose_train_cfg, fader_module, run_command
 from fader_lightning.cli.bench import save_stage1
 from fader_lightning.cli.export import main
 from fader_lightning.cli.train import train
@@ -87,7 +87,7 @@ def test_onnx_matches_torch(checkpoints: dict[str, Path], tmp_path: Path, stage:
 
 def test_embedded_checkerboard_masks(tmp_path: Path) -> None:
     module = EARModule(
-        **EVALUATION, unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 16}
+        **EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 16}
     )
     module.eval()
     output = tmp_path / "checker.onnx"
@@ -103,7 +103,7 @@ def test_embedded_checkerboard_masks(tmp_path: Path) -> None:
 
 def test_masks_of_a_random_method_stay_an_input(tmp_path: Path) -> None:
     masking = {"name": "random_multi", "cell_sizes": [8], "n": 2}
-    module = EARModule(**EVALUATION, unet={"widths": [8, 16, 32, 64]}, masking=masking).eval()
+    module = EARModule(**EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]}, masking=masking).eval()
     with pytest.raises(ConfigError, match="masks=embedded cannot compute the masks of masking=random_multi"):
         export_model(module, tmp_path / "x.onnx", (64, 64), fmt="onnx", masks="embedded", opset=OPSET)
     assert not list(tmp_path.iterdir())
@@ -114,7 +114,7 @@ def test_masks_of_a_random_method_stay_an_input(tmp_path: Path) -> None:
 
 
 def test_fader_patch_size_that_onnx_cannot_pool(checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    module = FADeRModule(str(checkpoints["ear"]), patch_size=2).eval()
+    module = fader_module(str(checkpoints["ear"]), patch_size=2).eval()
     with pytest.raises(ConfigError, match="multiple of 4"):
         export_model(module, tmp_path / "x.onnx", (64, 64), fmt="onnx", masks="auto", opset=OPSET)
 
@@ -185,9 +185,11 @@ def run_onnxruntime_alone(model: Path, images: torch.Tensor, folder: Path) -> li
 
 def checkerboard_modules(folder: Path) -> dict[str, EARModule | FADeRModule]:
     """Untrained stage-1 and FADeR modules with checkerboard masks."""
-    stage1 = EARModule(**EVALUATION, unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 8})
+    stage1 = EARModule(
+        **EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 8}
+    )
     checkpoint = save_stage1(stage1.eval(), folder / "checkerboard.ckpt")
-    return {"ear": stage1, "fader": FADeRModule(str(checkpoint)).eval()}
+    return {"ear": stage1, "fader": fader_module(str(checkpoint)).eval()}
 
 
 def assert_outputs_match(outputs: list[np.ndarray], expected: dict[str, torch.Tensor], stage: str, tol: float) -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import EVALUATION
+from conftest import EAR_SETTINGS, fader_module
 from fader_lightning.errors import CheckpointError, ConfigError
-from fader_lightning.models import EARModule, FADeRModule
+from fader_lightning.models import EARModule
 from fader_lightning.models.checkpoints import (
     STAGE_KEY,
     checkpoint_stage,
@@ -27,7 +27,7 @@ def saved(module: EARModule) -> dict:
 
 def test_a_checkpoint_states_its_stage_and_older_ones_are_recognised(tmp_path: Path) -> None:
     attention = {"name": "attention", "model_name": "vit_tiny_patch16_224", "pretrained": False}
-    module = EARModule(**EVALUATION, unet={"widths": [8, 16]}, masking=attention, image_size=32)
+    module = EARModule(**EAR_SETTINGS, unet={"widths": [8, 16]}, masking=attention, image_size=32)
     checkpoint = saved(module)
     assert checkpoint[STAGE_KEY] == "ear"
     assert not any(key.startswith("model.masker.") for key in checkpoint["state_dict"])  # the ViT stays out
@@ -39,7 +39,7 @@ def test_a_checkpoint_states_its_stage_and_older_ones_are_recognised(tmp_path: P
     path = stage_checkpoint(tmp_path / "run", "ear")
     assert path == tmp_path / "run" / "checkpoints" / "ear" / "last.ckpt"
     path.parent.mkdir(parents=True)
-    plain = EARModule(**EVALUATION, unet={"widths": [8, 16]}, masking={"name": "checkerboard"}, image_size=32)
+    plain = EARModule(**EAR_SETTINGS, unet={"widths": [8, 16]}, masking={"name": "checkerboard"}, image_size=32)
     torch.save(saved(plain), path)
     assert run_entry(path, "ear") == {}  # no metrics.json in that run folder
     loaded = load_module(path)
@@ -49,13 +49,13 @@ def test_a_checkpoint_states_its_stage_and_older_ones_are_recognised(tmp_path: P
 
 
 def test_a_module_built_without_an_optimizer_refuses_to_train(tmp_path: Path) -> None:
-    module = EARModule(**EVALUATION, unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard"})
+    module = EARModule(**EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard"})
     with pytest.raises(ConfigError, match=r"EARModule has no optimizer to train with.*model\.optimizer"):
         module.configure_optimizers()  # learning rates live in the optimizer nodes of conf/, nowhere else
     module.optimizer_factory = functools.partial(torch.optim.SGD, lr=0.5)
     assert module.configure_optimizers().param_groups[0]["lr"] == 0.5
     torch.save(saved(module), tmp_path / "ear.ckpt")
-    stage2 = FADeRModule(str(tmp_path / "ear.ckpt"))
+    stage2 = fader_module(str(tmp_path / "ear.ckpt"))
     with pytest.raises(ConfigError, match=r"FADeRModule has no optimizer to train with.*fader\.optimizer"):
         stage2.configure_optimizers()
-    assert (stage2.fpr_limit, stage2.hparams.fpr_limit) == (EVALUATION["fpr_limit"], None)  # None: stage 1's
+    assert (stage2.fpr_limit, stage2.hparams.fpr_limit) == (EAR_SETTINGS["fpr_limit"], None)  # None: stage 1's

@@ -35,7 +35,7 @@ def test_warmup_then_cosine_to_the_floor() -> None:
 def test_bad_schedule_names_its_settings() -> None:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ConfigError, match=r"warmup_cosine\(max_epochs=2, warmup_epochs=2"):
-        warmup_cosine(optimizer, 2, 2)
+        warmup_cosine(optimizer, 2, 2, 0.01)
 
 
 def test_presets_schedule_both_stages(tmp_path: Path) -> None:

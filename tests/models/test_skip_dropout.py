@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import EVALUATION
+from conftest import EAR_SETTINGS
 from fader_lightning.errors import ConfigError
 from fader_lightning.models import EARModule
 from fader_lightning.models.skip_dropout import PatchSkipDropout
@@ -33,7 +33,9 @@ def test_no_dropout_and_bad_settings() -> None:
         PatchSkipDropout(patch_size=0)
     masking = {"name": "checkerboard"}
     assert (
-        EARModule(**EVALUATION, unet={"widths": [8, 16, 32, 64]}, masking=masking, skip_dropout={"p": 0.0}).skip_dropout
+        EARModule(
+            **EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]}, masking=masking, skip_dropout={"p": 0.0}
+        ).skip_dropout
         is None
     )
     net = UNet(widths=(8, 16, 32, 64))
@@ -45,7 +47,7 @@ def test_no_dropout_and_bad_settings() -> None:
 def test_stage1_uses_dropout_in_training_steps_only() -> None:
     torch.manual_seed(1)
     module = EARModule(
-        **EVALUATION,
+        **EAR_SETTINGS,
         unet={"widths": [8, 16, 32, 64]},
         masking={"name": "none"},
         skip_dropout={"p": 0.5, "levels": [0, 1, 2]},

@@ -30,7 +30,7 @@ class OverlayWriter(TestSampleCollector):
             anomalous images: the false positives and false negatives to look at first).
     """
 
-    def __init__(self, output_dir: str | Path, num_samples: int = 8, selection: str = "spread") -> None:
+    def __init__(self, output_dir: str | Path, num_samples: int, selection: str) -> None:
         super().__init__(num_samples, selection)
         self.output_dir = Path(output_dir)
 

@@ -66,7 +66,7 @@ class WandbSampleTable(TestSampleCollector):
         selection: ``spread`` or ``worst`` (see :data:`~fader_lightning.callbacks.samples.SELECTIONS`).
     """
 
-    def __init__(self, num_samples: int = 16, selection: str = "spread") -> None:
+    def __init__(self, num_samples: int, selection: str) -> None:
         super().__init__(num_samples, selection)
         self._logger: WandbLogger | None = None
 

@@ -33,7 +33,7 @@ import torch
 import torch.utils.benchmark as benchmark
 from omegaconf import OmegaConf
 
-from fader_lightning.configs import CONFIG_DIR
+from fader_lightning.configs import CONFIG_DIR, literal_settings
 from fader_lightning.data import MVTecADDataModule
 from fader_lightning.data.synthetic import make_mvtec_tree
 from fader_lightning.deploy.export import FORMATS, export_model
@@ -51,8 +51,20 @@ UNET = {"widths": [64, 128, 256, 512]}
 VIT = OmegaConf.load(Path(CONFIG_DIR) / "masking" / "attention.yaml").model_name
 """The DINO ViT of ``masking=attention``."""
 EAR_CONFIG = OmegaConf.load(Path(CONFIG_DIR) / "model" / "ear.yaml")
-EVALUATION = {"fpr_limit": EAR_CONFIG.fpr_limit, "map_storage": EAR_CONFIG.map_storage}
-"""The test-pass settings of ``conf/model/ear.yaml``."""
+EAR_SETTINGS = {
+    "fpr_limit": EAR_CONFIG.fpr_limit,
+    "map_storage": EAR_CONFIG.map_storage,
+    "interpolation": literal_settings("data/mvtec")["interpolation"],
+}
+"""What ``conf/`` gives a stage-1 module besides its network and masking."""
+FADER_SETTINGS = {
+    **literal_settings("fader/default", exclude=("trainer", "ckpt_path")),
+    "seed": 0,
+    "allow_download": False,
+}
+"""``conf/fader/default.yaml``'s stage-2 settings."""
+MVTEC_SETTINGS = {**literal_settings("data/mvtec", exclude=("root", "category")), "seed": 0}
+"""``conf/data/mvtec.yaml``'s settings."""
 FADER_LR = OmegaConf.load(Path(CONFIG_DIR) / "fader" / "default.yaml").optimizer.lr
 DEPLOYED_IN_GRAPH = ("onnx_stage1_masks_in_graph", "openvino_stage1_masks_in_graph", "onnx_int8_stage1_masks_in_graph")
 """Latency lines of the self-contained exports (saliency masks computed in the graph), each also a ratio to torch."""
@@ -103,7 +115,7 @@ def save_stage1(module: EARModule, path: Path) -> Path:
 
 def stage1(masking: dict[str, Any]) -> EARModule:
     """An untrained stage-1 module with the default U-Net."""
-    return EARModule(unet=dict(UNET), masking=masking, **EVALUATION).eval()
+    return EARModule(unet=dict(UNET), masking=masking, **EAR_SETTINGS).eval()
 
 
 def costs(image: torch.Tensor, ear: EARModule, fader: FADeRModule) -> dict[str, dict[str, float]]:
@@ -172,7 +184,7 @@ def latencies(image: torch.Tensor, folder: Path) -> dict[str, float]:
     checkpoint = save_stage1(stage1({"name": "saliency"}), folder / "ear.ckpt")
     # both from the same checkpoint, so the stage-1 weights are loaded the same way in both
     ear = EARModule.load_from_checkpoint(checkpoint).eval()
-    fader = FADeRModule(str(checkpoint)).eval()
+    fader = FADeRModule(str(checkpoint), **FADER_SETTINGS).eval()
     riad = stage1({"name": "random_multi"})
     weights = folder / "vit.pth"
     torch.save(timm.create_model(VIT, pretrained=False).state_dict(), weights)
@@ -213,7 +225,7 @@ def train_throughput(folder: Path, batch: int = 4) -> dict[str, float]:
         optimizer.zero_grad()
 
     adam = functools.partial(torch.optim.Adam, lr=FADER_LR)
-    fader = FADeRModule(str(save_stage1(ear.eval(), folder / "train.ckpt")), optimizer=adam).train()
+    fader = FADeRModule(str(save_stage1(ear.eval(), folder / "train.ckpt")), **FADER_SETTINGS, optimizer=adam).train()
     fader_optimizer = fader.configure_optimizers()
     fader._features_and_targets(images)  # first epoch: frozen features and GT targets are cached
 
@@ -245,7 +257,7 @@ def bottle_or_synthetic(folder: Path) -> tuple[Path, str]:
 
 def loader_epoch_seconds(root: Path, category: str, workers: int) -> float:
     """Wall time to iterate one training epoch of the data at 256x256."""
-    dm = MVTecADDataModule(root, category, image_size=SIZE, num_workers=workers)
+    dm = MVTecADDataModule(root, category, **{**MVTEC_SETTINGS, "image_size": SIZE, "num_workers": workers})
     dm.setup()
     start = time.perf_counter()
     for _ in dm.train_dataloader():
@@ -259,6 +271,7 @@ def test_pass_rss(root: Path, category: str) -> dict[str, float]:
     The kernel's peak counter is reset (``/proc/self/clear_refs``) just before the test pass, so the peak
     is the test pass's own, not that of importing torch.
     """
+    data = {**MVTEC_SETTINGS, "image_size": SIZE, "eval_batch_size": 8}
     code = (
         "import json, re, torch, lightning as L\n"
         "from pathlib import Path\n"
@@ -266,8 +279,8 @@ def test_pass_rss(root: Path, category: str) -> dict[str, float]:
         "    return int(re.search(key + r':\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1)) / 1024\n"
         "from fader_lightning.data import MVTecADDataModule\n"
         "from fader_lightning.models import EARModule\n"
-        f"dm = MVTecADDataModule({str(root)!r}, {category!r}, image_size={SIZE}, eval_batch_size=8)\n"
-        f"m = EARModule(unet={UNET!r}, masking={{'name': 'saliency'}}, **{EVALUATION!r})\n"
+        f"dm = MVTecADDataModule({str(root)!r}, {category!r}, **{data!r})\n"
+        f"m = EARModule(unet={UNET!r}, masking={{'name': 'saliency'}}, **{EAR_SETTINGS!r})\n"
         "Path('/proc/self/clear_refs').write_text('5')\n"
         "before = status('VmRSS')\n"
         "L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(m, dm, verbose=False)\n"
@@ -358,7 +371,7 @@ def run(out_dir: Path) -> dict[str, Any]:
         gflops = matmul_gflops()
         lat = latencies(image, folder)
         ear = stage1({"name": "saliency"})
-        fader = FADeRModule(str(save_stage1(ear, folder / "cost.ckpt")))
+        fader = FADeRModule(str(save_stage1(ear, folder / "cost.ckpt")), **FADER_SETTINGS)
         cost = costs(image, ear, fader)
         train = train_throughput(folder)
         root, category = bottle_or_synthetic(folder)

@@ -123,17 +123,18 @@ class AnomalyDataModule(L.LightningDataModule):
     def __init__(
         self,
         category: str,
+        *,
         image_size: int | Sequence[int],
-        train_batch_size: int = 16,
-        eval_batch_size: int = 16,
-        num_workers: int = 0,
-        val_policy: str = "none",
-        val_ratio: float = 0.1,
-        seed: int = 0,
+        interpolation: str,
+        train_batch_size: int,
+        eval_batch_size: int,
+        num_workers: int,
+        val_policy: str,
+        val_ratio: float,
+        seed: int,
         train_augmentations: Sequence[A.BasicTransform] = (),
         check_mask_sizes: bool = True,
         check_cache: str | None = None,
-        interpolation: str = "area",
     ) -> None:
         super().__init__()
         if val_policy not in VAL_POLICIES:

@@ -36,10 +36,11 @@ class FolderDataModule(AnomalyDataModule):
         normal_dir: str | Path,
         abnormal_dir: str | Path | None = None,
         mask_dir: str | Path | None = None,
-        category: str = "folder",
-        normal_test_ratio: float = 0.2,
-        mask_suffix: str = "",
-        split_seed: int = 0,
+        *,
+        category: str,
+        normal_test_ratio: float,
+        mask_suffix: str,
+        split_seed: int,
         **kwargs: Any,
     ) -> None:
         super().__init__(category=category, **kwargs)

@@ -124,7 +124,7 @@ class MVTecADDataModule(AnomalyDataModule):
         **kwargs: Passed to :class:`~fader_lightning.data.datamodule.AnomalyDataModule`.
     """
 
-    def __init__(self, root: str | Path, category: str, mask_suffix: str = "_mask", **kwargs: Any) -> None:
+    def __init__(self, root: str | Path, category: str, *, mask_suffix: str, **kwargs: Any) -> None:
         super().__init__(category=category, **kwargs)
         self.root = Path(root)
         self.mask_suffix = mask_suffix

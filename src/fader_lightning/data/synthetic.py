@@ -32,6 +32,8 @@ from fader_lightning.data.samples import Sample
 log = logging.getLogger(__name__)
 
 DEFAULT_CATEGORIES: tuple[str, ...] = ("synth_texture", "synth_object")
+MASK_SUFFIX = "_mask"
+"""The generated MVTec-layout trees name a mask ``<stem>_mask.png``."""
 DEFECT_TYPES: tuple[str, ...] = ("spot", "scratch")
 
 
@@ -157,7 +159,7 @@ def make_mvtec_tree(
                 rng = _rng(seed, category, defect, i)
                 image, mask = paint_defect(normal_image(kind, size, rng), defect, rng)
                 _save(image, cat_dir / "test" / defect / f"{i:03d}.png", grayscale)
-                _save(mask.astype(np.float64), cat_dir / "ground_truth" / defect / f"{i:03d}_mask.png")
+                _save(mask.astype(np.float64), cat_dir / "ground_truth" / defect / f"{i:03d}{MASK_SUFFIX}.png")
     log.info("wrote synthetic MVTec-style tree with %s to %s", ", ".join(categories), root)
     return root
 
@@ -288,16 +290,17 @@ class SyntheticDataModule(MVTecADDataModule):
     def __init__(
         self,
         root: str | Path,
-        category: str = DEFAULT_CATEGORIES[0],
-        categories: Sequence[str] = DEFAULT_CATEGORIES,
-        size: int = 128,
-        n_train: int = 40,
-        n_test_good: int = 10,
-        n_test_defect: int = 8,
-        data_seed: int = 0,
+        category: str,
+        *,
+        categories: Sequence[str],
+        size: int,
+        n_train: int,
+        n_test_good: int,
+        n_test_defect: int,
+        data_seed: int,
         **kwargs: Any,
     ) -> None:
-        super().__init__(root=root, category=category, **kwargs)
+        super().__init__(root=root, category=category, mask_suffix=MASK_SUFFIX, **kwargs)
         self.generator_settings = {
             "size": size,
             "n_train": n_train,

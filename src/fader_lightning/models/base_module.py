@@ -6,7 +6,7 @@ import logging
 import math
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -62,12 +62,35 @@ class AnomalyModule(L.LightningModule):
     stage: str = "?"
     frozen_prefix: str = "?"
     """State-dict prefix of the frozen mask generator, left out of checkpoints and rebuilt from the settings."""
+    LEGACY_HPARAMS: ClassVar[Mapping[str, Any]] = {}
+    """What checkpoints written before a hyper-parameter existed were trained with. Used only to load such a
+    checkpoint (:meth:`load_from_checkpoint`): modules built from a config get every value from ``conf/``."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Register a class that names a stage of its own as the module of that stage (for loading checkpoints)."""
         super().__init_subclass__(**kwargs)
         if "stage" in cls.__dict__:
             register_stage(cls)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's ``load_from_checkpoint``; a checkpoint that predates a hyper-parameter gets its legacy value.
+
+        Args:
+            checkpoint_path: The checkpoint file.
+            *args: Lightning's positional arguments.
+            **kwargs: Lightning's keyword arguments and hyper-parameters that replace the stored ones.
+
+        Returns:
+            The module.
+        """
+        if cls.LEGACY_HPARAMS and not args:
+            weights_only = kwargs.get("weights_only") is not False
+            stored = torch.load(checkpoint_path, map_location="cpu", weights_only=weights_only)
+            stored = stored.get("hyper_parameters", {}) if isinstance(stored, dict) else {}
+            legacy = {key: value for key, value in cls.LEGACY_HPARAMS.items() if key not in stored}
+            kwargs = {**legacy, **kwargs}
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def __init__(self, fpr_limit: float, map_storage: str) -> None:
         super().__init__()

@@ -10,9 +10,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from fader_lightning.errors import ConfigError
 
 
-def warmup_cosine(
-    optimizer: Optimizer, max_epochs: int, warmup_epochs: int = 1, min_lr_ratio: float = 0.01
-) -> LambdaLR:
+def warmup_cosine(optimizer: Optimizer, max_epochs: int, warmup_epochs: int, min_lr_ratio: float) -> LambdaLR:
     """Linear warm-up from ``lr / (warmup_epochs + 1)`` to ``lr``, then cosine decay to ``min_lr_ratio * lr``.
 
     Stepped once per epoch, so a run of ``max_epochs`` ends at the floor whatever its dataset size.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -40,11 +40,12 @@ class EARModule(AnomalyModule):
             ``levels``, ``patch_size``), applied in training steps only; ``None`` or ``p = 0`` trains without it.
         image_size: Input size the model is trained at (``data.image_size``): an int or ``[height, width]``. Saved
             in the checkpoint, so that stage 2, predict and export resize as training did.
-        interpolation: Resize method of the training images (``data.interpolation``); checkpoints written before it
-            was stored were trained with ``area``.
+        interpolation: Resize method of the training images (``data.interpolation``).
     """
 
     stage = EAR
+    LEGACY_HPARAMS: ClassVar[Mapping[str, Any]] = {"interpolation": "area"}
+    """Checkpoints written before the resize method was stored were trained with ``area``."""
     frozen_prefix = "model.masker."
 
     def __init__(
@@ -53,6 +54,7 @@ class EARModule(AnomalyModule):
         masking: Mapping[str, Any],
         fpr_limit: float,
         map_storage: str,
+        interpolation: str,
         unet: Mapping[str, Any] | None = None,
         fill: Mapping[str, Any] | None = None,
         loss: Mapping[str, Any] | None = None,
@@ -62,7 +64,6 @@ class EARModule(AnomalyModule):
         mask_cache_dir: str | None = None,
         skip_dropout: Mapping[str, Any] | None = None,
         image_size: int | Sequence[int] | None = None,
-        interpolation: str = "area",
     ) -> None:
         super().__init__(fpr_limit=fpr_limit, map_storage=map_storage)
         unet, masking, fill, loss, scoring, skip_dropout = (
@@ -103,7 +104,7 @@ class EARModule(AnomalyModule):
         """``image_size`` and ``interpolation`` from the hyper-parameters (see :attr:`AnomalyModule.preprocessing`)."""
         return {
             "image_size": self.hparams.get("image_size"),
-            "interpolation": self.hparams.get("interpolation", "area"),
+            "interpolation": self.hparams["interpolation"],
         }
 
     def setup(self, stage: str) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +35,6 @@ from fader_lightning.models.scoring import rebuild_scorer
 log = logging.getLogger(__name__)
 
 CALIBRATION_SPLITS: tuple[str, ...] = ("auto", "train", "val")
-SYNTHETIC_DEFAULTS: dict[str, Any] = {
-    "copies": 2,
-    "kinds": ["cutpaste", "blob"],
-    "min_side": 0.08,
-    "max_side": 0.25,
-    "tie_below": 0.01,
-}
 
 
 @dataclass(frozen=True)
@@ -140,44 +133,51 @@ class FADeRModule(AnomalyModule):
 
     stage = FADER
     frozen_prefix = "ear.masker."
+    LEGACY_HPARAMS: ClassVar[Mapping[str, Any]] = {
+        "use": "attenuate", "attenuate_masked": False, "residual_region": "all", "synthetic": {},
+        "allow_download": False, "force_image_size": False,
+    }  # fmt: skip
+    """Checkpoints written before these settings existed attenuate (visible patches only), never download, and were
+    not trained on synthetic defects."""
 
     def __init__(
         self,
         ckpt_path: str,
-        patch_size: int = 8,
-        source: str = "skip_features",
-        hidden: int = 128,
-        activation: str = "leaky_relu",
-        levels: tuple[int, ...] | list[int] = (0, 1, 2),
-        mapping: str = "calibrated",
-        enabled: bool = True,
-        target: str = "synthetic",
-        margin: float = 1.0,
-        calibration: Mapping[str, Any] | None = None,
+        *,
+        patch_size: int,
+        source: str,
+        hidden: int,
+        activation: str,
+        levels: tuple[int, ...] | list[int],
+        mapping: str,
+        enabled: bool,
+        target: str,
+        margin: float,
+        calibration: Mapping[str, Any],
+        seed: int,
+        max_cached_images: int,
+        use: str,
+        attenuate_masked: bool,
+        synthetic: Mapping[str, Any],
+        residual_region: str,
+        allow_download: bool,
+        force_image_size: bool,
         optimizer: Optimizer | None = None,
+        scheduler: Scheduler | None = None,
         expected_unet: Mapping[str, Any] | None = None,
-        seed: int = 0,
-        max_cached_images: int = 20000,
         fpr_limit: float | None = None,
         map_storage: str | None = None,
         stage1_settings: Mapping[str, Any] | None = None,
-        use: str = "attenuate",
-        attenuate_masked: bool = False,
-        synthetic: Mapping[str, Any] | None = None,
-        residual_region: str = "all",
         mask_cache_dir: str | None = None,
         vit_weights: str | None = None,
-        allow_download: bool = False,
-        scheduler: Scheduler | None = None,
         image_size: int | list[int] | None = None,
         interpolation: str | None = None,
-        force_image_size: bool = False,
     ) -> None:
         if target not in TARGETS:
             raise ConfigError(f"fader.target={target!r} is unknown; use one of {', '.join(TARGETS)}")
         if margin < 0:
             raise ConfigError(f"fader.margin={margin} must be >= 0")
-        calibration = {"quantile": "max", **plain(calibration)}
+        calibration = plain(calibration)
         expected_unet, synthetic = plain(expected_unet), plain(synthetic)
         levels = tuple(int(level) for level in levels)
         if stage1_settings is None:
@@ -186,6 +186,7 @@ class FADeRModule(AnomalyModule):
             stage1_settings = plain(stage1.hparams)
         else:  # a FADeR checkpoint being loaded: its state dict holds the stage-1 weights
             own = stage1_overrides(stage1_settings, ckpt_path, mask_cache_dir, vit_weights, allow_download, VIT_KEYS)
+            stage1_settings = {**EARModule.LEGACY_HPARAMS, **stage1_settings}
             stage1 = EARModule(**{**stage1_settings, **own})
         super().__init__(
             fpr_limit=stage1_settings["fpr_limit"] if fpr_limit is None else fpr_limit,
@@ -211,7 +212,7 @@ class FADeRModule(AnomalyModule):
                 f"{', '.join(CALIBRATION_SPLITS)}"
             )
         self.soft_mask_settings = calibration  # keyword arguments of SoftMask.calibrate
-        self.synthetic = {**SYNTHETIC_DEFAULTS, **synthetic}
+        self.synthetic = synthetic
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self._cache: dict[str, PatchRows] = {}
@@ -241,7 +242,7 @@ class FADeRModule(AnomalyModule):
         """Stage 2's own ``image_size`` and ``interpolation``, else its stage-1 model's."""
         own = {"image_size": self.hparams.get("image_size"), "interpolation": self.hparams.get("interpolation")}
         stage1 = {"image_size": self.stage1_hparams.get("image_size"),
-                  "interpolation": self.stage1_hparams.get("interpolation", "area")}  # fmt: skip
+                  "interpolation": self.stage1_hparams["interpolation"]}  # fmt: skip
         return {key: own[key] if own[key] is not None else stage1[key] for key in own}
 
     def setup(self, stage: str) -> None:
