@@ -4,6 +4,11 @@ Every problem a user can fix (bad paths, bad config keys, bad checkpoints) raise
 :class:`FaderError` whose message names the offending path or key and says what to do.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class FaderError(Exception):
     """Base class of every error fader-lightning raises on purpose."""
@@ -23,3 +28,23 @@ class CheckpointError(FaderError):
 
 class TrainingError(FaderError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+@contextmanager
+def settings_of(node: str) -> Iterator[None]:
+    """Name the config node of the settings a pure-torch constructor rejects.
+
+    Pure-torch modules know their parameters, not the configs that feed them: they reject a value by its parameter
+    name (``p=1.5 is invalid; ...``). The code that builds them from a config node wraps the construction, and the
+    user reads the full key (``model.skip_dropout.p=1.5 is invalid; ...``).
+
+    Args:
+        node: The config node, e.g. ``model.skip_dropout``.
+
+    Yields:
+        Nothing; a project error raised inside is raised again with ``node.`` in front of its message.
+    """
+    try:
+        yield
+    except FaderError as err:
+        raise type(err)(f"{node}.{err}") from err

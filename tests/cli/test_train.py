@@ -99,7 +99,21 @@ def test_image_size_not_divisible_by_stride(tmp_path: Path) -> None:
 
 def test_unknown_masking_lists_known(tmp_path: Path) -> None:
     cfg = compose_train_cfg(tmp_path, [*SMALL_DATA, TINY_UNET, "debug=fdr", "masking=none", "masking.name=bogus"])
-    with pytest.raises(ConfigError, match="known: attention, checkerboard, none, random_multi, saliency"):
+    with pytest.raises(ConfigError, match=r"^masking\.name='bogus'.*known: attention, checkerboard, none, random"):
+        train(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("masking.phase=2", r"^masking\.phase=2 is invalid; use 0 or 1"),
+     ("model.unet.widths=[8]", r"^model\.unet\.widths=\[8\] is invalid"),
+     ("model.fill.fill=blur", r"^model\.fill\.fill='blur' is unknown"),
+     ("model.scoring.pooling=median", r"^model\.scoring\.pooling='median' is unknown"),
+     ("model.loss.ssim_window=4", r"^model\.loss\.ssim_window=4 is invalid")],
+)  # fmt: skip
+def test_a_rejected_setting_is_named_by_its_config_key(tmp_path: Path, override: str, message: str) -> None:
+    cfg = compose_train_cfg(tmp_path, [*SMALL_DATA, TINY_UNET, "debug=fdr", "masking=checkerboard", override])
+    with pytest.raises(ConfigError, match=message):
         train(cfg)
 
 

@@ -170,3 +170,21 @@ def test_a_multi_pass_masking_is_not_applicable_for_the_same_reason_everywhere(t
     with pytest.raises(ConfigError) as refused:
         fader_module(results["ear"]["checkpoint"])
     assert str(refused.value) == reason
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"margin": -1.0}, r"^fader\.margin=-1\.0 must be >= 0"),
+     ({"target": "ssim"}, r"^fader\.target='ssim' is unknown"),
+     ({"patch_size": 0}, r"^fader\.patch_size=0 is invalid"),
+     ({"levels": [0, 5]}, r"^fader\.levels=\[0, 5\] is invalid"),
+     ({"calibration": {"split": "auto", "quantile": 1.5, "median_quantile": 0.5, "temperature_scale": 0.1,
+                       "min_temperature": 1e-6}}, r"^fader\.calibration\.quantile=1\.5 is invalid"),
+     ({"synthetic": {"copies": 2, "kinds": ["scratch"], "min_side": 0.1, "max_side": 0.2, "tie_below": 0.01}},
+      r"^fader\.synthetic\.kinds=\['scratch'\] is invalid")],
+)  # fmt: skip
+def test_settings_are_checked_once_when_built_and_named_by_their_key(
+    both_run: tuple[Path, dict], settings: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        fader_module(both_run[1]["ear"]["checkpoint"], **settings)

@@ -7,7 +7,12 @@ from fader_lightning.errors import ConfigError
 from fader_lightning.masking import Obfuscation, build_mask_generator
 from fader_lightning.models.ear.model import EARModel
 from fader_lightning.models.fader.model import gt_patch_targets
-from fader_lightning.models.fader.targets import complement_targets, synthetic_defects, synthetic_targets
+from fader_lightning.models.fader.targets import (
+    check_synthetic,
+    complement_targets,
+    synthetic_defects,
+    synthetic_targets,
+)
 from fader_lightning.models.scoring import AnomalyScorer, raw_anomaly_map
 from fader_lightning.models.unet import UNet
 
@@ -48,11 +53,11 @@ def test_each_defect_kind_alone(kind: str) -> None:
 
 
 def test_bad_synthetic_settings() -> None:
-    images = torch.rand(1, 3, 16, 16)
-    with pytest.raises(ConfigError, match=r"fader\.synthetic\.kinds"):
-        synthetic_defects(images, torch.Generator(), kinds=["scratch"])
-    with pytest.raises(ConfigError, match="min_side"):
-        synthetic_defects(images, torch.Generator(), min_side=0.5, max_side=0.2)
+    with pytest.raises(ConfigError, match=r"^kinds=\['scratch'\] is invalid"):
+        check_synthetic(["scratch"], 0.1, 0.2)
+    with pytest.raises(ConfigError, match=r"^min_side=0\.5, max_side=0\.2 are invalid"):
+        check_synthetic(["blob"], 0.5, 0.2)
+    check_synthetic(["blob", "cutpaste"], 0.08, 0.25)
 
 
 def test_synthetic_target_is_the_added_error(ear: EARModel) -> None:

@@ -27,9 +27,9 @@ def test_drops_whole_patches_on_the_chosen_levels() -> None:
 
 
 def test_no_dropout_and_bad_settings() -> None:
-    with pytest.raises(ConfigError, match=r"model\.skip_dropout\.p"):
+    with pytest.raises(ConfigError, match=r"^p=1\.0 is invalid"):
         PatchSkipDropout(p=1.0)
-    with pytest.raises(ConfigError, match=r"model\.skip_dropout\.patch_size"):
+    with pytest.raises(ConfigError, match=r"^patch_size=0 is invalid"):
         PatchSkipDropout(patch_size=0)
     masking = {"name": "checkerboard"}
     assert (
@@ -40,8 +40,15 @@ def test_no_dropout_and_bad_settings() -> None:
     )
     net = UNet(widths=(8, 16, 32, 64))
     x = torch.rand(1, 3, 32, 32)
-    with pytest.raises(ConfigError, match=r"model\.skip_dropout\.levels=\[0, 3\].*\[0, 1, 2\]"):
-        PatchSkipDropout(levels=(0, 3))(net.encode(x)[0], x)
+    with pytest.raises(ConfigError, match=r"^levels=\[0, 3\].*\[0, 1, 2\]"):
+        PatchSkipDropout(levels=(0, 3)).check_levels(len(net.encode(x)[0]))
+    # built from the config, the error names the config key, before any training step
+    with pytest.raises(ConfigError, match=r"^model\.skip_dropout\.levels=\[0, 3\].*\[0, 1, 2\]"):
+        EARModule(**EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]}, masking={"name": "none"},
+                  skip_dropout={"p": 0.1, "levels": [0, 3], "patch_size": 8})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^model\.skip_dropout\.p=1\.5 is invalid"):
+        EARModule(**EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]}, masking={"name": "none"},
+                  skip_dropout={"p": 1.5, "levels": [0], "patch_size": 8})  # fmt: skip
 
 
 def test_stage1_uses_dropout_in_training_steps_only() -> None:

@@ -101,7 +101,7 @@ def test_rejects_bad_input_channels(net: UNet) -> None:
 
 @pytest.mark.parametrize("widths", [(8,), (), (8, 0)])
 def test_invalid_widths(widths: tuple[int, ...]) -> None:
-    with pytest.raises(ConfigError, match=r"model\.widths"):
+    with pytest.raises(ConfigError, match=r"^widths=\[.*\] is invalid"):
         UNet(widths=widths)
 
 

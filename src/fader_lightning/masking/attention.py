@@ -97,12 +97,10 @@ class AttentionMask(MaskGenerator):
         pretrained: bool = True,
     ) -> None:
         super().__init__()
-        self.theta = unit_fraction("masking.theta", theta, allow_zero=False)
-        self.image_size = positive_int("masking.image_size", image_size)
+        self.theta = unit_fraction("theta", theta, allow_zero=False)
+        self.image_size = positive_int("image_size", image_size)
         if not isinstance(model_name, str) or not timm.is_model(model_name):
-            raise ConfigError(
-                f"masking.model_name={model_name!r} is not a timm model; set it to a timm ViT such as {EXAMPLE_MODEL}"
-            )
+            raise ConfigError(f"model_name={model_name!r} is not a timm model; use a timm ViT such as {EXAMPLE_MODEL}")
         self.model_name = model_name
         self.weights_path = None if weights_path is None else Path(weights_path).expanduser()
         self.model = self._create_model(pretrained)
@@ -128,21 +126,22 @@ class AttentionMask(MaskGenerator):
             CheckpointError: If the weights cannot be loaded.
         """
         if self.weights_path is not None and not self.weights_path.is_file():
-            raise CheckpointError(f"masking.weights_path={self.weights_path} does not exist; {self._weights_fix()}")
+            raise CheckpointError(f"weights_path={self.weights_path} does not exist; {self._weights_fix()}")
         download = self.weights_path is None and pretrained
         try:
             model = timm.create_model(self.model_name, pretrained=download, img_size=self.image_size)
         except TypeError as exc:
             raise ConfigError(
-                f"masking.model_name={self.model_name!r} does not take an image size ({exc}); "
-                f"set it to a timm ViT such as {EXAMPLE_MODEL}"
+                f"model_name={self.model_name!r} does not take an image size ({exc}); "
+                f"use a timm ViT such as {EXAMPLE_MODEL}"
             ) from exc
         except Exception as exc:
             if not download:
                 raise
             raise CheckpointError(
-                f"cannot download the pretrained weights of {self.model_name} ({type(exc).__name__}: {exc}); "
-                f"set masking.weights_path=/path/to/dino_vits8.pth (a state dict for {self.model_name}) "
+                f"weights_path=None: cannot download the pretrained weights of {self.model_name} "
+                f"({type(exc).__name__}: {exc}); give weights_path=/path/to/dino_vits8.pth (a state dict for "
+                f"{self.model_name}) "
                 "or make the Hugging Face hub reachable so timm can download it"
             ) from exc
         self._check_architecture(model)
@@ -167,14 +166,14 @@ class AttentionMask(MaskGenerator):
         has_all = attention is not None and all(hasattr(attention, name) for name in _ATTENTION_ATTRIBUTES)
         if not has_all or not hasattr(model, "patch_embed") or not hasattr(model, "num_prefix_tokens"):
             raise ConfigError(
-                f"masking.model_name={self.model_name!r} is not a ViT whose last block has a fused qkv attention; "
+                f"model_name={self.model_name!r} is not a ViT whose last block has a fused qkv attention; "
                 f"set it to a timm ViT such as {EXAMPLE_MODEL}"
             )
         patch = model.patch_embed.patch_size[0]
         if self.image_size % patch:
             raise ConfigError(
-                f"masking.image_size={self.image_size} is not a multiple of the patch size {patch} of "
-                f"{self.model_name}; set masking.image_size to a multiple of {patch} (e.g. 224)"
+                f"image_size={self.image_size} is not a multiple of the patch size {patch} of "
+                f"{self.model_name}; use a multiple of {patch} (e.g. 224)"
             )
 
     def _load_weights(self, model: nn.Module, path: Path) -> None:
@@ -194,7 +193,7 @@ class AttentionMask(MaskGenerator):
             else:
                 state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CheckpointError(f"cannot read masking.weights_path={path} ({exc}); {fix}") from exc
+            raise CheckpointError(f"weights_path={path} cannot be read ({exc}); {fix}") from exc
         state = _unwrap_state_dict(state, path, fix)
         pos_embed = state.get("pos_embed")
         resample = isinstance(pos_embed, Tensor) and pos_embed.ndim == 3 and pos_embed.shape != model.pos_embed.shape
@@ -213,7 +212,7 @@ class AttentionMask(MaskGenerator):
                 name for name in set(expected) & set(state) if tuple(expected[name].shape) != tuple(state[name].shape)
             )
             raise CheckpointError(
-                f"masking.weights_path={path} does not fit {self.model_name} at image_size {self.image_size}: "
+                f"weights_path={path} does not fit {self.model_name} at image_size {self.image_size}: "
                 f"missing keys {_preview(missing)}, unexpected keys {_preview(unexpected)}, "
                 f"shape mismatches {_preview(mismatched)}; {fix}"
             ) from exc
@@ -225,7 +224,7 @@ class AttentionMask(MaskGenerator):
         Returns:
             How to point the config at usable weights.
         """
-        return f"point masking.weights_path to a state dict of {self.model_name} or set it to null to download it"
+        return f"point weights_path at a state dict of {self.model_name}, or leave it empty to download one"
 
     def train(self, mode: bool = True) -> AttentionMask:
         """Set the training flag of this module while keeping the frozen ViT in eval mode.
@@ -338,7 +337,7 @@ def _unwrap_state_dict(state: Any, path: Path, fix: str) -> dict[str, Tensor]:
             state = state[wrapper]
             break
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"masking.weights_path={path} does not hold a state dict (name -> tensor); {fix}")
+        raise CheckpointError(f"weights_path={path} does not hold a state dict (name -> tensor); {fix}")
     unwrapped = {}
     for name, value in state.items():
         for prefix in _KEY_PREFIXES:

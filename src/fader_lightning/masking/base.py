@@ -173,7 +173,7 @@ def positive_int(key: str, value: Any) -> int:
     """Validate a positive integer setting.
 
     Args:
-        key: Config key, reported in the error (e.g. ``"masking.cell_size"``).
+        key: Parameter name, reported in the error (e.g. ``"cell_size"``).
         value: Value to check.
 
     Returns:
@@ -183,7 +183,7 @@ def positive_int(key: str, value: Any) -> int:
         ConfigError: If the value is not an integer >= 1.
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key} must be a positive integer, got {value!r}; set {key} to an integer >= 1")
+        raise ConfigError(f"{key}={value!r} is invalid; use an integer >= 1")
     return int(value)
 
 
@@ -205,7 +205,7 @@ def unit_fraction(key: str, value: Any, *, allow_zero: bool = True) -> float:
     low_ok = ok and (value >= 0 if allow_zero else value > 0)
     if not (low_ok and value <= 1):
         interval = "[0, 1]" if allow_zero else "(0, 1]"
-        raise ConfigError(f"{key} must be a number in {interval}, got {value!r}; set {key} inside {interval}")
+        raise ConfigError(f"{key}={value!r} is invalid; use a number in {interval}")
     return float(value)
 
 

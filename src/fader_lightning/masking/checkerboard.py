@@ -34,9 +34,9 @@ class CheckerboardMask(MaskGenerator):
 
     def __init__(self, cell_size: int = 16, phase: int = 0) -> None:
         super().__init__()
-        self.cell_size = positive_int("masking.cell_size", cell_size)
+        self.cell_size = positive_int("cell_size", cell_size)
         if isinstance(phase, bool) or phase not in (0, 1):
-            raise ConfigError(f"masking.phase must be 0 or 1, got {phase!r}; set masking.phase=0 or masking.phase=1")
+            raise ConfigError(f"phase={phase!r} is invalid; use 0 or 1")
         self.phase = int(phase)
 
     def forward(self, images: Tensor) -> Tensor:

@@ -44,8 +44,8 @@ def _check_fill(fill: str, block: int) -> int:
         ConfigError: If ``fill`` is unknown or ``block`` is not a positive integer.
     """
     if fill not in FILL_MODES:
-        raise ConfigError(f"unknown fill {fill!r} for masked pixels; use one of: {', '.join(FILL_MODES)}")
-    return positive_int("fill block", block)
+        raise ConfigError(f"fill={fill!r} is unknown for masked pixels; use one of: {', '.join(FILL_MODES)}")
+    return positive_int("block", block)
 
 
 def obfuscate(images: Tensor, mask: Tensor, fill: str = "mosaic", block: int = 8) -> Tensor:

@@ -47,15 +47,14 @@ class RandomMultiMask(MaskGenerator):
         super().__init__()
         if isinstance(cell_sizes, (str, bytes)) or not isinstance(cell_sizes, Sequence) or len(cell_sizes) == 0:
             raise ConfigError(
-                f"masking.cell_sizes must be a non-empty list of positive integers, got {cell_sizes!r}; "
-                "set e.g. masking.cell_sizes=[2,4,8,16]"
+                f"cell_sizes={cell_sizes!r} is invalid; use a non-empty list of positive integers such as [2, 4, 8, 16]"
             )
-        self.cell_sizes = tuple(positive_int("masking.cell_sizes", size) for size in cell_sizes)
-        self.n = positive_int("masking.n", n)
+        self.cell_sizes = tuple(positive_int("cell_sizes", size) for size in cell_sizes)
+        self.n = positive_int("n", n)
         if self.n < 2:
-            raise ConfigError(f"masking.n must be at least 2 to split the cells, got {n!r}; set masking.n=3")
+            raise ConfigError(f"n={n!r} is invalid; use at least 2 to split the cells, such as 3")
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"masking.seed must be an integer, got {seed!r}; set e.g. masking.seed=0")
+            raise ConfigError(f"seed={seed!r} is invalid; use an integer such as 0")
         self.seed = int(seed)
         self._rng = torch.Generator()
         self.reset_rng()

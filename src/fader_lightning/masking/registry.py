@@ -81,13 +81,14 @@ def build_mask_generator(name: str, **kwargs: Any) -> MaskGenerator:
     """
     cls = MASKING_METHODS.get(name)
     if cls is None:
-        raise ConfigError(f"unknown masking method {name!r}; known: {', '.join(available_methods())}")
+        raise ConfigError(f"name={name!r} is not a masking method; known: {', '.join(available_methods())}")
     accepted = [param for param in inspect.signature(cls.__init__).parameters if param != "self"]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ConfigError(
-            f"masking method {name!r} has no setting(s) {', '.join(unknown)}; "
-            f"remove masking.{unknown[0]} or use one of: {', '.join(accepted) or '(none)'}"
+            f"{unknown[0]} is not a setting of the {name} masking method"
+            + (f" (neither are {', '.join(unknown[1:])})" if unknown[1:] else "")
+            + f"; remove it, or use one of: {', '.join(accepted) or '(none)'}"
         )
     log.debug("building masking method %s with %s", name, kwargs)
     return cls(**kwargs)

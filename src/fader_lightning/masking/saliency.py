@@ -54,15 +54,13 @@ class SpectralResidualSaliencyMask(MaskGenerator):
 
     def __init__(self, fraction: float = 0.3, cell_size: int = 8, work_size: int = 64, blur_sigma: float = 2.5) -> None:
         super().__init__()
-        self.fraction = unit_fraction("masking.fraction", fraction)
-        self.cell_size = positive_int("masking.cell_size", cell_size)
-        self.work_size = positive_int("masking.work_size", work_size)
+        self.fraction = unit_fraction("fraction", fraction)
+        self.cell_size = positive_int("cell_size", cell_size)
+        self.work_size = positive_int("work_size", work_size)
         if self.work_size < 3:
-            raise ConfigError(f"masking.work_size must be at least 3, got {work_size!r}; set masking.work_size=64")
+            raise ConfigError(f"work_size={work_size!r} is invalid; use at least 3, such as 64")
         if isinstance(blur_sigma, bool) or not isinstance(blur_sigma, (int, float)) or not 0 <= blur_sigma < math.inf:
-            raise ConfigError(
-                f"masking.blur_sigma must be a finite number >= 0, got {blur_sigma!r}; set e.g. masking.blur_sigma=2.5"
-            )
+            raise ConfigError(f"blur_sigma={blur_sigma!r} is invalid; use a finite number >= 0 such as 2.5")
         self.blur_sigma = float(blur_sigma)
         self.register_buffer("luma", torch.tensor(_LUMA).view(1, 3, 1, 1), persistent=False)
 

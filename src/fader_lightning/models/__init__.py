@@ -7,8 +7,8 @@
   ``checkpoints.py``: reading, stage and loading of checkpoints.
 """
 
-from fader_lightning.models.ear.model import EARModel, build_ear_model
-from fader_lightning.models.ear.module import EARModule
+from fader_lightning.models.ear.model import EARModel
+from fader_lightning.models.ear.module import EARModule, build_ear_model
 from fader_lightning.models.fader.model import FADeRModel
 from fader_lightning.models.fader.module import FADeRModule
 from fader_lightning.models.unet import UNet

@@ -254,13 +254,15 @@ class InpaintingLoss(nn.Module):
         weights = {"l2": float(l2), "ssim": float(ssim), "msgms": float(msgms)}
         for name, weight in weights.items():
             if weight < 0:
-                raise ConfigError(f"loss weight {name}={weight} is negative; use a value >= 0 (0 disables the term)")
+                raise ConfigError(f"{name}={weight} is negative; use a value >= 0 (0 disables the term)")
         if not any(weights.values()):
-            raise ConfigError("loss weights l2, ssim and msgms are all 0; set at least one of them to a positive value")
+            raise ConfigError(
+                "l2, ssim and msgms are all 0; set at least one of these loss weights to a positive value"
+            )
         if ssim_window <= 0 or ssim_window % 2 == 0:
-            raise ConfigError(f"loss ssim_window={ssim_window} is invalid; use an odd positive size such as 11")
+            raise ConfigError(f"ssim_window={ssim_window} is invalid; use an odd positive size such as 11")
         if msgms_scales < 1:
-            raise ConfigError(f"loss msgms_scales={msgms_scales} is invalid; use an integer >= 1 such as 4")
+            raise ConfigError(f"msgms_scales={msgms_scales} is invalid; use an integer >= 1 such as 4")
         self.weights = weights
         self.ssim_window = ssim_window
         self.ssim_sigma = ssim_sigma

@@ -35,12 +35,26 @@ class PatchSkipDropout(nn.Module):
     def __init__(self, p: float = 0.1, levels: Sequence[int] = (0, 1, 2), patch_size: int = 8) -> None:
         super().__init__()
         if not 0 <= p < 1:
-            raise ConfigError(f"model.skip_dropout.p={p} is invalid; use a probability in [0, 1) such as 0.1")
+            raise ConfigError(f"p={p} is invalid; use a probability in [0, 1) such as 0.1")
         if patch_size < 1:
-            raise ConfigError(f"model.skip_dropout.patch_size={patch_size} is invalid; use a positive size such as 8")
+            raise ConfigError(f"patch_size={patch_size} is invalid; use a positive size such as 8")
         self.p = p
         self.levels = tuple(int(level) for level in levels)
         self.patch_size = patch_size
+
+    def check_levels(self, num_levels: int) -> None:
+        """Check the levels against a U-Net with ``num_levels`` skip tensors (once, when the model is built).
+
+        Args:
+            num_levels: Skip tensors of the U-Net.
+
+        Raises:
+            ConfigError: If a level is not an index of them.
+        """
+        if any(level not in range(num_levels) for level in self.levels):
+            raise ConfigError(
+                f"levels={list(self.levels)} is invalid; use skip level indices from {list(range(num_levels))}"
+            )
 
     def forward(self, skips: list[Tensor], obfuscated: Tensor) -> list[Tensor]:
         """Drops random patches of the skips.
@@ -52,11 +66,6 @@ class PatchSkipDropout(nn.Module):
         Returns:
             The skips with the chosen levels zeroed on the dropped patches.
         """
-        if any(level not in range(len(skips)) for level in self.levels):
-            raise ConfigError(
-                f"model.skip_dropout.levels={list(self.levels)} is invalid; use skip level indices from "
-                f"{list(range(len(skips)))}"
-            )
         batch, _, height, width = obfuscated.shape
         grid = (batch, 1, max(height // self.patch_size, 1), max(width // self.patch_size, 1))
         keep = (torch.rand(grid, device=obfuscated.device) >= self.p).to(obfuscated.dtype)

@@ -89,12 +89,12 @@ class UNet(nn.Module):
         widths = tuple(int(w) for w in widths)
         if len(widths) < 2 or any(w <= 0 for w in widths):
             raise ConfigError(
-                f"model.widths {list(widths)} is invalid; give at least two positive channel widths "
+                f"widths={list(widths)} is invalid; give at least two positive channel widths "
                 "such as [64, 128, 256, 512]"
             )
         if in_channels <= 0 or out_channels <= 0:
             raise ConfigError(
-                f"model.in_channels={in_channels} / model.out_channels={out_channels} must be positive; use 3 for RGB"
+                f"in_channels={in_channels}, out_channels={out_channels} are invalid; use positive counts (3 for RGB)"
             )
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from fader_lightning.errors import ConfigError
-from fader_lightning.masking import MaskCache, MaskGenerator, Obfuscation, build_mask_generator
+from fader_lightning.masking import MaskCache, MaskGenerator, Obfuscation
 from fader_lightning.models.scoring import AnomalyScorer
 from fader_lightning.models.unet import UNet
 
@@ -148,36 +145,3 @@ class EARModel(nn.Module):
             Reconstruction ``(B, 3, H, W)``, anomaly map ``(B, 1, H, W)`` and image score ``(B,)``.
         """
         return self.evaluate(images)
-
-
-def build_ear_model(
-    unet: Mapping[str, Any],
-    masking: Mapping[str, Any],
-    fill: Mapping[str, Any],
-    scoring: Mapping[str, Any],
-    mask_cache_dir: str | Path | None = None,
-) -> EARModel:
-    """Build an :class:`EARModel` from plain settings (as stored in checkpoints).
-
-    Args:
-        unet: Keyword arguments of :class:`~fader_lightning.models.unet.UNet`.
-        masking: ``name`` of the masking method plus its keyword arguments.
-        fill: Keyword arguments of :class:`~fader_lightning.masking.Obfuscation` (``fill``, ``block``).
-        scoring: Keyword arguments of :class:`~fader_lightning.models.scoring.AnomalyScorer`.
-        mask_cache_dir: Disk cache of deterministic masks, or ``None`` for memory only.
-
-    Returns:
-        The model.
-
-    Raises:
-        ConfigError: When ``masking`` has no ``name`` or a setting is invalid.
-    """
-    masking = dict(masking)
-    if "name" not in masking:
-        raise ConfigError(f"masking settings {masking} lack 'name'; choose one with masking=<name>")
-    generator = build_mask_generator(masking.pop("name"), **masking)
-    masker = MaskCache(generator, cache_dir=mask_cache_dir) if generator.deterministic else generator
-    unet_kwargs = dict(unet)
-    if "widths" in unet_kwargs:
-        unet_kwargs["widths"] = tuple(unet_kwargs["widths"])
-    return EARModel(UNet(**unet_kwargs), masker, Obfuscation(**fill), AnomalyScorer(**scoring))

@@ -3,19 +3,65 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
 from fader_lightning.data.transforms import as_hw
+from fader_lightning.errors import ConfigError, settings_of
 from fader_lightning.keys import EAR
+from fader_lightning.masking import MaskCache, Obfuscation, build_mask_generator
 from fader_lightning.models.base_module import AnomalyModule, Optimizer, Scheduler, plain
-from fader_lightning.models.ear.model import EARModel, build_ear_model
+from fader_lightning.models.ear.model import EARModel
 from fader_lightning.models.fit_check import available_bytes, check_memory, training_step_bytes
 from fader_lightning.models.losses import InpaintingLoss
-from fader_lightning.models.scoring import rebuild_scorer
+from fader_lightning.models.scoring import AnomalyScorer, rebuild_scorer
 from fader_lightning.models.skip_dropout import PatchSkipDropout
+from fader_lightning.models.unet import UNet
+
+
+def build_ear_model(
+    unet: Mapping[str, Any],
+    masking: Mapping[str, Any],
+    fill: Mapping[str, Any],
+    scoring: Mapping[str, Any],
+    mask_cache_dir: str | Path | None = None,
+) -> EARModel:
+    """Build an :class:`~fader_lightning.models.ear.model.EARModel` from the settings of ``conf/`` (or a checkpoint).
+
+    A rejected setting is named by its config key (``model.unet.widths=...``).
+
+    Args:
+        unet: Keyword arguments of :class:`~fader_lightning.models.unet.UNet`.
+        masking: ``name`` of the masking method plus its keyword arguments.
+        fill: Keyword arguments of :class:`~fader_lightning.masking.Obfuscation` (``fill``, ``block``).
+        scoring: Keyword arguments of :class:`~fader_lightning.models.scoring.AnomalyScorer`.
+        mask_cache_dir: Disk cache of deterministic masks, or ``None`` for memory only.
+
+    Returns:
+        The model.
+
+    Raises:
+        ConfigError: When ``masking`` has no ``name`` or a setting is invalid.
+    """
+    masking = dict(masking)
+    if "name" not in masking:
+        raise ConfigError(f"masking settings {masking} lack 'name'; choose one with masking=<name>")
+    with settings_of("masking"):
+        generator = build_mask_generator(masking.pop("name"), **masking)
+    masker = MaskCache(generator, cache_dir=mask_cache_dir) if generator.deterministic else generator
+    unet_kwargs = dict(unet)
+    if "widths" in unet_kwargs:
+        unet_kwargs["widths"] = tuple(unet_kwargs["widths"])
+    with settings_of("model.unet"):
+        network = UNet(**unet_kwargs)
+    with settings_of("model.fill"):
+        obfuscation = Obfuscation(**fill)
+    with settings_of("model.scoring"):
+        scorer = AnomalyScorer(**scoring)
+    return EARModel(network, masker, obfuscation, scorer)
 
 
 class EARModule(AnomalyModule):
@@ -78,8 +124,12 @@ class EARModule(AnomalyModule):
              "image_size": list(as_hw(image_size)) if image_size is not None else None}
         )  # fmt: skip
         self.model = build_ear_model(unet, masking, fill, scoring, mask_cache_dir)
-        self.loss_fn = InpaintingLoss(**loss)
-        self.skip_dropout = PatchSkipDropout(**skip_dropout) if skip_dropout.get("p", 0) > 0 else None
+        with settings_of("model.loss"):
+            self.loss_fn = InpaintingLoss(**loss)
+        with settings_of("model.skip_dropout"):
+            self.skip_dropout = PatchSkipDropout(**skip_dropout) if skip_dropout.get("p", 0) > 0 else None
+            if self.skip_dropout is not None:
+                self.skip_dropout.check_levels(len(self.model.unet.skip_channels))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
 

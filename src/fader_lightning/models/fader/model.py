@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 SOURCES: tuple[str, ...] = ("skip_features", "pixels")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"leaky_relu": nn.LeakyReLU, "relu": nn.ReLU, "gelu": nn.GELU}
 MAPPINGS: tuple[str, ...] = ("calibrated", "literal")
-MEASURES: tuple[str, ...] = ("msgms", "mse")
 USES: tuple[str, ...] = ("attenuate", "residual", "both")
 HEADS: tuple[str, ...] = ("attenuate", "residual")
 RESIDUAL_REGIONS: tuple[str, ...] = ("all", "masked")
@@ -62,7 +61,7 @@ def _check_choice(value: str, choices: Sequence[str], key: str) -> None:
         raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(choices)}")
 
 
-def _check_patch_grid(height: int, width: int, patch_size: int) -> None:
+def check_patch_grid(height: int, width: int, patch_size: int) -> None:
     """Checks that an image of ``height x width`` pixels splits into whole ``patch_size`` patches.
 
     Args:
@@ -74,10 +73,10 @@ def _check_patch_grid(height: int, width: int, patch_size: int) -> None:
         ConfigError: If ``patch_size`` is not positive or does not divide both sides.
     """
     if patch_size < 1:
-        raise ConfigError(f"fader.patch_size={patch_size} is invalid; use a positive integer such as 8")
+        raise ConfigError(f"patch_size={patch_size} is invalid; use a positive integer such as 8")
     if height % patch_size or width % patch_size:
         raise ConfigError(
-            f"fader.patch_size={patch_size} does not divide the image size {height}x{width}; use a patch size "
+            f"patch_size={patch_size} does not divide the image size {height}x{width}; use a patch size "
             f"that divides both sides (for example {math.gcd(height, width, 8)})"
         )
 
@@ -99,13 +98,11 @@ def _check_levels(levels: Sequence[int], num_levels: int) -> tuple[int, ...]:
     try:
         checked = tuple(int(level) for level in levels)
     except (TypeError, ValueError) as error:
-        raise ConfigError(
-            f"fader.levels={levels!r} is invalid; give a list of skip level indices from {valid}"
-        ) from error
+        raise ConfigError(f"levels={levels!r} is invalid; give a list of skip level indices from {valid}") from error
     if not checked or len(set(checked)) != len(checked) or any(level not in valid for level in checked):
         raise ConfigError(
-            f"fader.levels={list(checked)} is invalid; give distinct skip level indices from {valid} "
-            "(set fader.enabled=false to attenuate nothing)"
+            f"levels={list(checked)} is invalid; give distinct skip level indices from {valid} "
+            "(or disable the attenuation altogether)"
         )
     return checked
 
@@ -125,7 +122,7 @@ def feature_dim(source: str, skip_channels: Sequence[int], patch_size: int, in_c
     Raises:
         ConfigError: If ``source`` is unknown.
     """
-    _check_choice(source, SOURCES, "fader.source")
+    _check_choice(source, SOURCES, "source")
     if source == "skip_features":
         return int(sum(skip_channels))
     return in_channels * patch_size * patch_size
@@ -148,12 +145,10 @@ def patch_features(
     Returns:
         Features of shape ``(B, D, H / P, W / P)`` with ``D`` given by :func:`feature_dim`.
 
-    Raises:
-        ConfigError: If ``source`` is unknown or ``patch_size`` does not divide the image size.
+    The settings are trusted: :class:`FADeRModel` checks ``source``, and the module checks that ``patch_size``
+    divides the data's image size (:func:`check_patch_grid`).
     """
-    _check_choice(source, SOURCES, "fader.source")
     height, width = obfuscated.shape[-2:]
-    _check_patch_grid(height, width, patch_size)
     if source == "pixels":
         return F.pixel_unshuffle(obfuscated, patch_size)
     grid = (height // patch_size, width // patch_size)
@@ -178,9 +173,9 @@ class PatchErrorPredictor(nn.Module):
 
     def __init__(self, d_in: int, hidden: int = 128, activation: str = "leaky_relu", outputs: int = 1) -> None:
         super().__init__()
-        _check_choice(activation, tuple(ACTIVATIONS), "fader.activation")
+        _check_choice(activation, tuple(ACTIVATIONS), "activation")
         if hidden < 1:
-            raise ConfigError(f"fader.hidden={hidden} is invalid; use a positive width such as 128")
+            raise ConfigError(f"hidden={hidden} is invalid; use a positive width such as 128")
         if d_in < 1:
             raise ConfigError(f"FADeR predictor input width {d_in} is invalid; it must be positive")
         self.net = nn.Sequential(
@@ -197,6 +192,33 @@ class PatchErrorPredictor(nn.Module):
             Predicted patch errors of shape ``(B, outputs, h, w)``.
         """
         return self.net(features)
+
+
+def check_calibration(
+    quantile: float | str, median_quantile: float, temperature_scale: float, min_temperature: float
+) -> None:
+    """Check the settings of :meth:`SoftMask.calibrate`.
+
+    Args:
+        quantile: Quantile giving ``tau``, in ``(0, 1]``, or ``"max"``.
+        median_quantile: Reference quantile of the temperature, in ``[0, quantile]``.
+        temperature_scale: Positive factor of the quantile spread.
+        min_temperature: Positive floor of ``T``.
+
+    Raises:
+        ConfigError: If a setting is out of range.
+    """
+    quantile = 1.0 if quantile == "max" else quantile
+    if isinstance(quantile, str) or not 0 < quantile <= 1:
+        raise ConfigError(f"quantile={quantile} is invalid; use a value in (0, 1] such as 0.99, or max")
+    if not 0 <= median_quantile <= quantile:
+        raise ConfigError(
+            f"median_quantile={median_quantile} is invalid; use a value in [0, quantile={quantile}] such as 0.5"
+        )
+    if temperature_scale <= 0:
+        raise ConfigError(f"temperature_scale={temperature_scale} is invalid; use a positive value like 0.1")
+    if min_temperature <= 0:
+        raise ConfigError(f"min_temperature={min_temperature} is invalid; use a positive value like 1e-6")
 
 
 class SoftMask(nn.Module):
@@ -220,7 +242,7 @@ class SoftMask(nn.Module):
 
     def __init__(self, mapping: str = "calibrated") -> None:
         super().__init__()
-        _check_choice(mapping, MAPPINGS, "fader.mapping")
+        _check_choice(mapping, MAPPINGS, "mapping")
         self.mapping = mapping
         self.register_buffer("tau", torch.tensor(0.0))
         self.register_buffer("temperature", torch.tensor(1.0))
@@ -272,22 +294,11 @@ class SoftMask(nn.Module):
             The ``(tau, T)`` in use.
 
         Raises:
-            ConfigError: If a calibration setting is out of range.
             ValueError: If ``preds`` is empty or not finite.
+
+        The settings are trusted; :func:`check_calibration` checks them once.
         """
-        if quantile == "max":
-            quantile = 1.0
-        if isinstance(quantile, str) or not 0 < quantile <= 1:
-            raise ConfigError(f"fader.quantile={quantile} is invalid; use a value in (0, 1] such as 0.99, or max")
-        if not 0 <= median_quantile <= quantile:
-            raise ConfigError(
-                f"fader.median_quantile={median_quantile} is invalid; use a value in [0, fader.quantile={quantile}] "
-                "such as 0.5"
-            )
-        if temperature_scale <= 0:
-            raise ConfigError(f"fader.temperature_scale={temperature_scale} is invalid; use a positive value like 0.1")
-        if min_temperature <= 0:
-            raise ConfigError(f"fader.min_temperature={min_temperature} is invalid; use a positive value like 1e-6")
+        quantile = 1.0 if quantile == "max" else quantile
         if self.mapping == "literal":
             log.info("SoftMask mapping 'literal' keeps tau=0, T=1; calibration skipped")
             return float(self.tau), float(self.temperature)
@@ -331,12 +342,9 @@ def attenuate(skips: Sequence[Tensor], soft_mask: Tensor, levels: Sequence[int])
 
     Returns:
         The skips; those not in ``levels`` are the very same tensor objects.
-
-    Raises:
-        ConfigError: If ``levels`` is empty, has duplicates or an index outside the skips.
     """
     out = list(skips)
-    for level in _check_levels(levels, len(out)):
+    for level in levels:
         skip = out[level]
         weights = F.interpolate(soft_mask.to(skip.dtype), size=skip.shape[-2:], mode="nearest")
         out[level] = skip * weights
@@ -391,10 +399,10 @@ class FADeRModel(nn.Module):
         residual_region: str = "all",
     ) -> None:
         super().__init__()
-        _check_choice(use, USES, "fader.use")
-        _check_choice(residual_region, RESIDUAL_REGIONS, "fader.residual_region")
+        _check_choice(use, USES, "use")
+        _check_choice(residual_region, RESIDUAL_REGIONS, "residual_region")
         if patch_size < 1:
-            raise ConfigError(f"fader.patch_size={patch_size} is invalid; use a positive integer such as 8")
+            raise ConfigError(f"patch_size={patch_size} is invalid; use a positive integer such as 8")
         self.skip_channels = [int(c) for c in skip_channels]
         self.patch_size = patch_size
         self.source = source
@@ -551,11 +559,7 @@ def patch_mask_fraction(masks: Tensor, patch_size: int) -> Tensor:
 
     Returns:
         Fractions in ``[0, 1]`` of shape ``(B, 1, H / P, W / P)``.
-
-    Raises:
-        ConfigError: If ``patch_size`` does not divide the mask size.
     """
-    _check_patch_grid(masks.shape[-2], masks.shape[-1], patch_size)
     return F.avg_pool2d(masks.float(), patch_size)
 
 
@@ -576,12 +580,7 @@ def gt_patch_targets(
 
     Returns:
         Targets of shape ``(B, 1, H / P, W / P)``.
-
-    Raises:
-        ConfigError: If ``measure`` is unknown or ``patch_size`` does not divide the image size.
     """
-    _check_choice(measure, MEASURES, "fader.target")
-    _check_patch_grid(image.shape[-2], image.shape[-1], patch_size)
     if measure == "msgms":
         error = raw_anomaly_map(image, recon, num_scales=num_scales)
     else:
@@ -606,12 +605,7 @@ def ranking_loss_pairs(
 
     Returns:
         Scalar loss; a zero connected to the predictions' graph when no pair has distinct targets.
-
-    Raises:
-        ConfigError: If ``margin`` is negative.
     """
-    if margin < 0:
-        raise ConfigError(f"fader.margin={margin} is invalid; use a non-negative margin such as 1.0")
     sign = torch.sign(target_i.detach() - target_j.detach())
     valid = (sign != 0).to(pred_i.dtype)
     losses = torch.clamp(-sign * (pred_i - pred_j) + margin, min=0)

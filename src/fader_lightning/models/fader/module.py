@@ -14,7 +14,7 @@ from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
 from fader_lightning.data.transforms import as_hw
-from fader_lightning.errors import ConfigError
+from fader_lightning.errors import ConfigError, settings_of
 from fader_lightning.keys import FADER
 from fader_lightning.masking import single_mask_problem
 from fader_lightning.metrics.diagnostics import TestDiagnostics
@@ -24,12 +24,20 @@ from fader_lightning.models.ear.model import EARModel
 from fader_lightning.models.ear.module import EARModule
 from fader_lightning.models.fader.model import (
     FADeRModel,
+    check_calibration,
+    check_patch_grid,
     gt_patch_targets,
     patch_features,
     patch_mask_fraction,
     ranking_loss,
 )
-from fader_lightning.models.fader.targets import TARGETS, complement_targets, synthetic_defects, synthetic_targets
+from fader_lightning.models.fader.targets import (
+    TARGETS,
+    check_synthetic,
+    complement_targets,
+    synthetic_defects,
+    synthetic_targets,
+)
 from fader_lightning.models.scoring import rebuild_scorer
 
 log = logging.getLogger(__name__)
@@ -200,10 +208,11 @@ class FADeRModule(AnomalyModule):
             raise ConfigError(problem)
         self.ear.requires_grad_(False)
         self.ear.eval()
-        self.fader = FADeRModel(
-            self.ear.unet.skip_channels, patch_size, source, hidden, activation, levels, mapping, enabled,
-            use=use, attenuate_masked=attenuate_masked, residual_region=residual_region,
-        )  # fmt: skip
+        with settings_of("fader"):
+            self.fader = FADeRModel(
+                self.ear.unet.skip_channels, patch_size, source, hidden, activation, levels, mapping, enabled,
+                use=use, attenuate_masked=attenuate_masked, residual_region=residual_region,
+            )  # fmt: skip
         self._stage1_hparams = dict(stage1_settings)
         self.calibration_split = calibration.pop("split", "auto")
         if self.calibration_split not in CALIBRATION_SPLITS:
@@ -211,7 +220,12 @@ class FADeRModule(AnomalyModule):
                 f"fader.calibration.split={self.calibration_split!r} is unknown; use one of "
                 f"{', '.join(CALIBRATION_SPLITS)}"
             )
+        with settings_of("fader.calibration"):
+            check_calibration(**calibration)
         self.soft_mask_settings = calibration  # keyword arguments of SoftMask.calibrate
+        if target == "synthetic":
+            with settings_of("fader.synthetic"):
+                check_synthetic(synthetic["kinds"], synthetic["min_side"], synthetic["max_side"])
         self.synthetic = synthetic
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -249,7 +263,10 @@ class FADeRModule(AnomalyModule):
         """Check, before anything runs, that the data's image size fits the frozen model and is the one it knows."""
         stage1_size = self.stage1_hparams.get("image_size")
         trained = None if self.hparams.get("force_image_size") or stage1_size is None else tuple(stage1_size)
-        self.data_image_size(self.ear, self.ear.scorer.num_scales, trained, "fader.force_image_size")
+        size = self.data_image_size(self.ear, self.ear.scorer.num_scales, trained, "fader.force_image_size")
+        if size is not None:
+            with settings_of("fader"):
+                check_patch_grid(*size, self.fader.patch_size)
 
     def train(self, mode: bool = True) -> FADeRModule:
         """Switch modes, keeping the frozen stage-1 model in eval mode (BatchNorm statistics stay fixed)."""

@@ -50,6 +50,23 @@ def _blob(height: int, width: int, generator: torch.Generator) -> Tensor:
     return ((smooth - 0.6 * (xx.pow(2) + yy.pow(2))) > 0.35).float()
 
 
+def check_synthetic(kinds: Sequence[str], min_side: float, max_side: float) -> None:
+    """Check the settings of :func:`synthetic_defects`.
+
+    Args:
+        kinds: Defect kinds to draw from.
+        min_side: Smallest defect side as a fraction of the image side.
+        max_side: Largest defect side as a fraction of the image side.
+
+    Raises:
+        ConfigError: If a kind is unknown, the list is empty, or the sizes are out of range.
+    """
+    if not kinds or any(kind not in DEFECT_KINDS for kind in kinds):
+        raise ConfigError(f"kinds={list(kinds)} is invalid; use a non-empty subset of {DEFECT_KINDS}")
+    if not 0 < min_side <= max_side <= 1:
+        raise ConfigError(f"min_side={min_side}, max_side={max_side} are invalid; use 0 < min_side <= max_side <= 1")
+
+
 def synthetic_defects(
     images: Tensor,
     generator: torch.Generator,
@@ -75,15 +92,8 @@ def synthetic_defects(
         Corrupted images (same shape, in ``[0, 1]``) and defect masks ``(B, 1, H, W)`` in
         {0, 1}.
 
-    Raises:
-        ConfigError: If a kind is unknown, the list is empty, or the sizes are out of range.
+    The settings are trusted; :func:`check_synthetic` checks them once.
     """
-    if not kinds or any(kind not in DEFECT_KINDS for kind in kinds):
-        raise ConfigError(f"fader.synthetic.kinds={list(kinds)} is invalid; use a non-empty subset of {DEFECT_KINDS}")
-    if not 0 < min_side <= max_side <= 1:
-        raise ConfigError(
-            f"fader.synthetic sizes min_side={min_side}, max_side={max_side} are invalid; use 0 < min <= max <= 1"
-        )
     batch, channels, height, width = images.shape
     out = images.detach().cpu().clone()
     defects = torch.zeros(batch, 1, height, width)
