@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 CONSTRAINTS := requirements/constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test lint format demo reproduce-table eval bench clean bench-peers
+.PHONY: help install lock test lint format demo reproduce-table eval bench bench-speed clean bench-peers
 
 DATASET ?= demo
 DATA_DIR ?=
@@ -66,6 +66,9 @@ eval: install ## Test a checkpoint on its run's data, or another: CKPT=<run>/che
 
 bench: install ## Measure costs, latencies, throughput and memory: results/bench.json and results/bench.md
 	$(PY) -m fader_lightning.cli.bench --out results
+
+bench-speed: install ## Test-pass breakdown, U-Net speed switches, scaling 64-512 px: results/speed.{json,md}, scaling.png
+	$(PY) -m fader_lightning.cli.bench_speed --out results
 
 clean: ## Remove caches and run outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache outputs multirun logs .lock-venv

@@ -49,7 +49,7 @@ def synthetic_visa(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 TINY_UNET = "model.unet.widths=[8,16,32,64]"
 EAR_SETTINGS = {
-    **{key: literal_settings("model/ear")[key] for key in ("fpr_limit", "map_storage")},
+    **{key: literal_settings("model/ear")[key] for key in ("fpr_limit", "map_storage", "speed")},
     "interpolation": literal_settings("data/synthetic")["interpolation"],
 }
 """The values ``conf/`` gives a stage-1 module besides its network and masking, for modules built in tests."""

@@ -54,6 +54,7 @@ EAR_CONFIG = OmegaConf.load(Path(CONFIG_DIR) / "model" / "ear.yaml")
 EAR_SETTINGS = {
     "fpr_limit": EAR_CONFIG.fpr_limit,
     "map_storage": EAR_CONFIG.map_storage,
+    "speed": literal_settings("model/ear")["speed"],
     "interpolation": literal_settings("data/mvtec")["interpolation"],
 }
 """What ``conf/`` gives a stage-1 module besides its network and masking."""

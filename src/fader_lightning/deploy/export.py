@@ -117,6 +117,7 @@ def build_detector(module: AnomalyModule, image_size: tuple[int, int], masks: st
     """
     ear = module.inpainter
     ear.unet.check_input_size(*image_size)
+    ear.unet.set_speed(channels_last=False, bf16=False)  # a plain float32 graph; runtimes pick their own layouts
     generator = mask_generator(ear)
     mask_graph = None if masks == "input" else generator.graph_masks(image_size)
     if mask_graph is None and masks == "embedded":

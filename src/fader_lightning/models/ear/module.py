@@ -87,11 +87,16 @@ class EARModule(AnomalyModule):
         image_size: Input size the model is trained at (``data.image_size``): an int or ``[height, width]``. Saved
             in the checkpoint, so that stage 2, predict and export resize as training did.
         interpolation: Resize method of the training images (``data.interpolation``).
+        speed: How the U-Net runs: ``channels_last`` and ``bf16`` of
+            :meth:`~fader_lightning.models.unet.UNet.set_speed`.
     """
 
     stage = EAR
-    LEGACY_HPARAMS: ClassVar[Mapping[str, Any]] = {"interpolation": "area"}
-    """Checkpoints written before the resize method was stored were trained with ``area``."""
+    LEGACY_HPARAMS: ClassVar[Mapping[str, Any]] = {
+        "interpolation": "area",
+        "speed": {"channels_last": False, "bf16": False},
+    }
+    """Checkpoints written before these were stored: trained with ``area`` resizing, run in float32 NCHW."""
     frozen_prefix = "model.masker."
 
     def __init__(
@@ -101,6 +106,7 @@ class EARModule(AnomalyModule):
         fpr_limit: float,
         map_storage: str,
         interpolation: str,
+        speed: Mapping[str, bool],
         unet: Mapping[str, Any] | None = None,
         fill: Mapping[str, Any] | None = None,
         loss: Mapping[str, Any] | None = None,
@@ -120,10 +126,12 @@ class EARModule(AnomalyModule):
         self.save_hyperparameters(
             {"unet": unet, "masking": masking, "fill": fill, "loss": loss, "scoring": scoring,
              "mask_cache_dir": mask_cache_dir, "fpr_limit": fpr_limit, "map_storage": map_storage,
-             "skip_dropout": skip_dropout, "interpolation": interpolation,
+             "skip_dropout": skip_dropout, "interpolation": interpolation, "speed": plain(speed),
              "image_size": list(as_hw(image_size)) if image_size is not None else None}
         )  # fmt: skip
         self.model = build_ear_model(unet, masking, fill, scoring, mask_cache_dir)
+        with settings_of("model.speed"):
+            self.model.unet.set_speed(**speed)
         with settings_of("model.loss"):
             self.loss_fn = InpaintingLoss(**loss)
         with settings_of("model.skip_dropout"):

@@ -118,6 +118,8 @@ class FADeRModule(AnomalyModule):
         expected_unet: U-Net settings the checkpoint must match (``None``: no check).
         seed: Seed of the random pairing of patches and of the synthetic defects.
         max_cached_images: Bound of the feature/target cache (augmented data never repeats).
+        speed: How the frozen U-Net runs in this job (``model.speed``; ``None``: as the stage-1 model's settings
+            say).
         fpr_limit: FPR limit of AUPRO (``None``: the stage-1 model's).
         map_storage: Storage dtype of test maps (``None``: the stage-1 model's).
         stage1_settings: Hyper-parameters of the stage-1 model. Filled in from ``ckpt_path`` on first
@@ -173,6 +175,7 @@ class FADeRModule(AnomalyModule):
         optimizer: Optimizer | None = None,
         scheduler: Scheduler | None = None,
         expected_unet: Mapping[str, Any] | None = None,
+        speed: Mapping[str, bool] | None = None,
         fpr_limit: float | None = None,
         map_storage: str | None = None,
         stage1_settings: Mapping[str, Any] | None = None,
@@ -187,6 +190,7 @@ class FADeRModule(AnomalyModule):
             raise ConfigError(f"fader.margin={margin} must be >= 0")
         calibration = plain(calibration)
         expected_unet, synthetic = plain(expected_unet), plain(synthetic)
+        speed = plain(speed) if speed is not None else None
         levels = tuple(int(level) for level in levels)
         if stage1_settings is None:
             key = "fader.ckpt_path"
@@ -206,6 +210,9 @@ class FADeRModule(AnomalyModule):
         problem = single_mask_problem(stage1.hparams.masking["name"])
         if problem:
             raise ConfigError(problem)
+        if speed is not None:
+            with settings_of("fader.speed"):
+                self.ear.unet.set_speed(**speed)
         self.ear.requires_grad_(False)
         self.ear.eval()
         with settings_of("fader"):
