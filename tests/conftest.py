@@ -21,6 +21,8 @@ from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.data.synthetic import make_mvtec_tree, make_visa_tree
 from fader_lightning.models import FADeRModule
 
+pytest_plugins = ("sweeps",)  # the fake-sweep fixtures of the aggregate tests
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FADER_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 

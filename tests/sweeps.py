@@ -1,4 +1,5 @@
-"""Fake sweeps for the aggregate tests: job folders with ``metrics.json`` as ``fader-train -m`` leaves them."""
+"""Fake sweeps for the aggregate tests (fixtures ``complete``, ``incomplete``, ``ablation``, a plugin of the root
+conftest): job folders with ``metrics.json`` as ``fader-train -m`` leaves them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -77,7 +79,8 @@ class Sweep:
 BOTH_OK = {"ear": "ok", "fader": "ok"}
 
 
-def complete_sweep(tmp_path: Path) -> tuple[list[Path], Sweep]:
+@pytest.fixture
+def complete(tmp_path: Path) -> tuple[list[Path], Sweep]:
     """2 categories × 2 masking methods × 2 stages, seed 0 in a sweep, seed 1 of bottle/saliency in a single run."""
     sweep = Sweep(tmp_path / "sweep_a")
     sweep.multirun("bottle,grid", "saliency,checkerboard")
@@ -93,7 +96,8 @@ def complete_sweep(tmp_path: Path) -> tuple[list[Path], Sweep]:
     return [sweep.root, extra.root], sweep
 
 
-def incomplete_sweep(tmp_path: Path) -> Sweep:
+@pytest.fixture
+def incomplete(tmp_path: Path) -> Sweep:
     """bottle/checkerboard failed in stage 1, grid/saliency crashed before writing, screw never started."""
     sweep = Sweep(tmp_path / "sweep")
     sweep.multirun("bottle,grid,screw", "saliency,checkerboard")
@@ -104,7 +108,8 @@ def incomplete_sweep(tmp_path: Path) -> Sweep:
     return sweep
 
 
-def ablation_sweep(tmp_path: Path) -> Sweep:
+@pytest.fixture
+def ablation(tmp_path: Path) -> Sweep:
     """A patch-size ablation: 2 categories × fader.patch_size 4,8 × seeds 0,1, every job with a constant override."""
     sweep = Sweep(tmp_path / "ablation")
     sweep.multirun("bottle,grid", "saliency", params={"fader.patch_size": "4,8", "seed": "0,1"})

@@ -7,8 +7,10 @@ import lightning as L
 import pytest
 import torch
 from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, compose_train_cfg
+from fader_lightning.configs import literal_settings
 
 GROUPS = ["data", "model", "masking", "fader", "trainer", "logger", "callbacks", "debug", "experiment"]
 
@@ -91,7 +93,6 @@ def test_table_experiments_sweep_categories_and_methods(tmp_path: Path) -> None:
 def test_multi_device_jobs_are_refused_in_a_local_multirun(tmp_path: Path) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from omegaconf import OmegaConf
 
     from fader_lightning.errors import ConfigError
     from fader_lightning.stages import check_launch
@@ -121,3 +122,15 @@ def test_augmentation_presets_compose_and_an_unknown_one_is_named(tmp_path: Path
     assert compose_train_cfg(tmp_path, []).data.train_augmentations == []  # off by default
     with pytest.raises(ConfigError, match="augmentation='rotate' is not a preset; use one of none, shift, flip"):
         train(compose_train_cfg(tmp_path, ["augmentation=rotate"]))
+
+
+def test_literal_settings_are_what_a_file_states_itself() -> None:
+    fader = literal_settings("fader/default", exclude=("trainer",))
+    raw = OmegaConf.load(Path(CONFIG_DIR) / "fader" / "default.yaml")
+    assert fader["patch_size"] == raw.patch_size and fader["calibration"] == OmegaConf.to_container(raw.calibration)
+    assert "trainer" not in fader and "defaults" not in fader and "_target_" not in fader
+    assert "optimizer" not in fader  # an object to instantiate
+    assert "seed" not in fader and "expected_unet" not in fader  # ${...}: they belong to a composed job
+    folder = literal_settings("data/folder")
+    assert "normal_dir" not in folder  # ???: the command line gives it
+    assert folder["category"] == OmegaConf.load(Path(CONFIG_DIR) / "data" / "folder.yaml").category

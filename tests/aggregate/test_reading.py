@@ -10,34 +10,7 @@ import pytest
 from fader_lightning.aggregate import aggregate, build_table, collect
 from fader_lightning.aggregate.reading import wandb_group
 from fader_lightning.errors import DataError
-from sweeps import (
-    BOTH_OK,
-    Sweep,
-    ablation_sweep,
-    complete_sweep,
-    incomplete_sweep,
-    label,
-    markdown_rows,
-    read_csv,
-)
-
-
-@pytest.fixture
-def complete(tmp_path: Path) -> tuple[list[Path], Sweep]:
-    """See :func:`sweeps.complete_sweep`."""
-    return complete_sweep(tmp_path)
-
-
-@pytest.fixture
-def incomplete(tmp_path: Path) -> Sweep:
-    """See :func:`sweeps.incomplete_sweep`."""
-    return incomplete_sweep(tmp_path)
-
-
-@pytest.fixture
-def ablation(tmp_path: Path) -> Sweep:
-    """See :func:`sweeps.ablation_sweep`."""
-    return ablation_sweep(tmp_path)
+from sweeps import BOTH_OK, Sweep, label, markdown_rows, read_csv
 
 
 def test_collect_reads_every_job_and_stage(complete: tuple[list[Path], Sweep]) -> None:

@@ -10,27 +10,7 @@ import numpy as np
 import pytest
 
 from fader_lightning.aggregate import aggregate, build_table, collect
-from sweeps import (
-    METRICS,
-    Sweep,
-    ablation_sweep,
-    complete_sweep,
-    label,
-    markdown_rows,
-    read_variant_csv,
-)
-
-
-@pytest.fixture
-def complete(tmp_path: Path) -> tuple[list[Path], Sweep]:
-    """See :func:`sweeps.complete_sweep`."""
-    return complete_sweep(tmp_path)
-
-
-@pytest.fixture
-def ablation(tmp_path: Path) -> Sweep:
-    """See :func:`sweeps.ablation_sweep`."""
-    return ablation_sweep(tmp_path)
+from sweeps import METRICS, Sweep, label, markdown_rows, read_variant_csv
 
 
 def test_markdown_has_one_row_per_category_and_mean_of_means(

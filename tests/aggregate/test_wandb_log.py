@@ -7,17 +7,8 @@ from pathlib import Path
 import pytest
 
 from fader_lightning.aggregate import aggregate, wandb_mode
-from sweeps import (
-    Sweep,
-    complete_sweep,
-)
+from sweeps import Sweep
 from wandb_records import read_run
-
-
-@pytest.fixture
-def complete(tmp_path: Path) -> tuple[list[Path], Sweep]:
-    """See :func:`sweeps.complete_sweep`."""
-    return complete_sweep(tmp_path)
 
 
 def test_wandb_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -12,18 +12,7 @@ from PIL import Image
 
 from fader_lightning.aggregate import aggregate
 from fader_lightning.errors import ConfigError
-from sweeps import (
-    METRICS,
-    Sweep,
-    complete_sweep,
-    read_csv,
-)
-
-
-@pytest.fixture
-def complete(tmp_path: Path) -> tuple[list[Path], Sweep]:
-    """See :func:`sweeps.complete_sweep`."""
-    return complete_sweep(tmp_path)
+from sweeps import METRICS, Sweep, read_csv
 
 
 def test_csv_means_and_std_match_numpy(complete: tuple[list[Path], Sweep], tmp_path: Path) -> None:

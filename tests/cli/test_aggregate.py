@@ -7,16 +7,7 @@ from pathlib import Path
 import pytest
 
 from fader_lightning.cli.aggregate import main
-from sweeps import (
-    Sweep,
-    complete_sweep,
-)
-
-
-@pytest.fixture
-def complete(tmp_path: Path) -> tuple[list[Path], Sweep]:
-    """See :func:`sweeps.complete_sweep`."""
-    return complete_sweep(tmp_path)
+from sweeps import Sweep
 
 
 def test_cli_prints_paths_and_table(

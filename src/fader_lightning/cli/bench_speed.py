@@ -4,10 +4,12 @@ Writes ``results/speed.json``, ``results/speed.md`` and ``results/scaling.png``,
 machine, with random weights (cost does not depend on the values) and the default U-Net (widths 64-512):
 
 1. **Test-pass breakdown** at 128 and 256 px, batch 8, saliency masks, on MVTec bottle
-   (``$FADER_DATA_DIR/mvtec_ad``) or a generated stand-in of its size: milliseconds per image of decoding, resizing,
-   mask generation, the U-Net forward, scoring, the metrics, the overlays and the W&B sample table (offline); then
-   the whole ``Trainer.test`` pass against the model forward alone (``infer`` on batches already in memory), both
-   in images per second.
+   (``$FADER_DATA_DIR/mvtec_ad``) or a generated stand-in of its size, after a warm-up pass: milliseconds per image
+   of decoding, resizing, mask generation, the U-Net forward, scoring, the metrics, the overlays and the W&B sample
+   table (offline), and the rest of a pass (the decode check of setup, collation, Lightning); then the whole
+   ``Trainer.test`` pass (default callbacks, files checked as in a first run) against the model forward alone
+   (``infer`` of a fresh module on batches already in memory), both in images per second, and the same pass with
+   the decoding in one loader worker.
 2. **Speed switches** of the U-Net forward (batch 1) and training step (batch 4) at 256 px: channels-last, bfloat16
    autocast, both, ``torch.compile`` and a frozen TorchScript graph (oneDNN fusion), each as a ratio to the FLOP
    bound, the time the U-Net's MACs take at the measured float32 matmul throughput.
@@ -103,11 +105,12 @@ def breakdown(root: Path, category: str, size: int, folder: Path) -> dict[str, f
     out["resize_ms"] = 1000 * (time.perf_counter() - start) / n
     images = torch.stack([torch.from_numpy(image).permute(2, 0, 1).float().div(255) for image in resized])
     batches = list(images.split(BATCH))
+    test_seconds(stage1(size), datamodule(root, category, size), [])  # warm-up: kernels, file cache
     module = stage1(size)
     model = module.model
     with torch.inference_mode():
         start = time.perf_counter()
-        masks = [model.masker(batch) for batch in batches]  # first pass: every mask computed
+        masks = [model.masker(batch) for batch in batches]  # every mask computed, as in a first pass
         out["masks_ms"] = 1000 * (time.perf_counter() - start) / n
         obfuscated = [model.obfuscation(batch, mask[:, :1]) for batch, mask in zip(batches, masks, strict=True)]
         start = time.perf_counter()
@@ -127,21 +130,29 @@ def breakdown(root: Path, category: str, size: int, folder: Path) -> dict[str, f
             store.update(score, labels[rows], amap, gt[rows])
         store.compute()
         out["metrics_ms"] = 1000 * (time.perf_counter() - start) / n
+        fresh = stage1(size)  # masks not cached yet: the compute of a test step, nothing else
         start = time.perf_counter()
         for batch in batches:
-            module.infer(batch)
-        out["forward_img_per_s"] = n / (time.perf_counter() - start)  # masks now cached, as in a later pass
-    overlays = OverlayWriter(folder / f"overlays{size}", num_samples=8, selection="spread")
+            fresh.infer(batch)
+        out["forward_img_per_s"] = n / (time.perf_counter() - start)
     plain_s = test_seconds(stage1(size), datamodule(root, category, size), [])
+    overlays = OverlayWriter(folder / f"overlays{size}", num_samples=8, selection="spread")
     with_overlays_s = test_seconds(stage1(size), datamodule(root, category, size), [overlays])
     wandb_logger = RunFolderWandbLogger(save_dir=str(folder / f"wandb{size}"), offline=True, project="bench")
     table = WandbSampleTable(num_samples=16, selection="spread")
     with_wandb_s = test_seconds(stage1(size), datamodule(root, category, size), [table], wandb_logger)
     wandb_logger.experiment.finish()
+    overlap = datamodule(root, category, size)
+    overlap.num_workers = 1  # decoding in a worker process, beside the compute
+    overlays_overlapped = OverlayWriter(folder / f"overlays{size}_w1", num_samples=8, selection="spread")
+    overlapped_s = test_seconds(stage1(size), overlap, [overlays_overlapped])
     out["overlays_ms"] = 1000 * (with_overlays_s - plain_s) / n
     out["wandb_ms"] = 1000 * (with_wandb_s - plain_s) / n
+    out["other_ms"] = 1000 * plain_s / n - 1000 / out["forward_img_per_s"] - out["decode_ms"] - out["resize_ms"]
     out["test_img_per_s"] = n / with_overlays_s  # the default callbacks: overlays, no W&B
     out["test_over_forward"] = out["test_img_per_s"] / out["forward_img_per_s"]
+    out["test_workers1_img_per_s"] = n / overlapped_s
+    out["test_workers1_over_forward"] = out["test_workers1_img_per_s"] / out["forward_img_per_s"]
     return out
 
 
@@ -284,19 +295,27 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def markdown_breakdown(breakdown: dict[str, dict[str, float]]) -> str:
+    """The test-pass breakdown as a Markdown table, one column per image size."""
+    lines: list[str] = []
+    parts = ("decode", "resize", "masks", "unet", "scoring", "metrics", "overlays", "wandb", "other")
+    sizes = list(breakdown)
+    lines += ["| part | " + " | ".join(f"{size} px" for size in sizes) + " |", "| --- |" + " ---: |" * len(sizes)]
+    for part in parts:
+        lines.append(f"| {part} | " + " | ".join(f"{breakdown[s][f'{part}_ms']:.1f}" for s in sizes) + " |")
+    totals = (("forward_img_per_s", "model forward alone, img/s"), ("test_img_per_s", "whole test pass, img/s"),
+              ("test_over_forward", "test pass / forward (target >= 0.7)"),
+              ("test_workers1_img_per_s", "test pass, decoding in 1 worker, img/s"),
+              ("test_workers1_over_forward", "the same / forward"))  # fmt: skip
+    for key, label in totals:
+        lines.append(f"| {label} | " + " | ".join(f"{breakdown[s][key]:.2f}" for s in sizes) + " |")
+    return "\n".join(lines)
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables."""
     lines = ["# Speed", "", f"Machine: {report['machine']}. Data: {report['data']}.", ""]
-    lines += ["## Where a test pass spends its time (ms per image)", ""]
-    parts = ("decode", "resize", "masks", "unet", "scoring", "metrics", "overlays", "wandb")
-    sizes = list(report["breakdown"])
-    lines += ["| part | " + " | ".join(f"{size} px" for size in sizes) + " |", "| --- |" + " ---: |" * len(sizes)]
-    for part in parts:
-        lines.append(f"| {part} | " + " | ".join(f"{report['breakdown'][s][f'{part}_ms']:.1f}" for s in sizes) + " |")
-    totals = (("forward_img_per_s", "model forward alone, img/s"), ("test_img_per_s", "whole test pass, img/s"),
-              ("test_over_forward", "test pass / forward (target >= 0.7)"))  # fmt: skip
-    for key, label in totals:
-        lines.append(f"| {label} | " + " | ".join(f"{report['breakdown'][s][key]:.2f}" for s in sizes) + " |")
+    lines += ["## Where a test pass spends its time (ms per image)", "", markdown_breakdown(report["breakdown"])]
     switch = report["switches"]
     lines += ["", f"## U-Net speed switches at {switch['size']} px (ratio to the float32 FLOP bound)", "",
               f"FLOP bound: {switch['unet_gmacs']:.1f} GMACs at {switch['matmul_gflops_fp32']:.0f} GFLOP/s = "

@@ -31,7 +31,7 @@ from fader_lightning.masking import MaskGenerator
 from fader_lightning.models import EARModel, FADeRModel, FADeRModule
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.checkpoints import load_module, run_entry
-from fader_lightning.models.scoring import scaled_kernel_size
+from fader_lightning.models.scoring import AnomalyScorer, scaled_kernel_size
 from fader_lightning.utils.io import atomic_write_bytes, atomic_write_json, writable_folder
 
 log = logging.getLogger(__name__)
@@ -138,65 +138,50 @@ def build_detector(module: AnomalyModule, image_size: tuple[int, int], masks: st
     return ExportableDetector(ear, fader, mask_graph).to(module.device).eval()
 
 
-def describe(
-    module: AnomalyModule, detector: ExportableDetector, image_size: tuple[int, int], opset: int, fmt: str = "onnx"
-) -> dict[str, Any]:
-    """The side-car JSON of an exported model.
+def describe_masking(detector: ExportableDetector, image_size: tuple[int, int]) -> tuple[dict, dict | None]:
+    """The side-car's ``masking`` entry, and the ``masks`` input when the masks are not computed in the graph.
 
     Args:
-        module: The exported stage module.
-        detector: Its exported wrapper.
+        detector: The exported wrapper.
         image_size: Height and width of the graph.
-        opset: ONNX opset.
-        fmt: Export format.
 
     Returns:
-        Format, inputs, outputs, mask method, fill, scoring and (FADeR) soft-mask settings.
+        The entry and the input description (``None`` for masks in the graph).
     """
     ear, (height, width) = detector.ear, image_size
     generator = mask_generator(ear)
-    scorer, interpolation = ear.scorer, module.preprocessing["interpolation"]
-    lows = scorer.normal_lows
-    kernel = scorer.kernel_size or scaled_kernel_size(height, scorer.reference_size, scorer.reference_kernel)
-    inputs = [
-        {
-            "name": "images",
-            "shape": ["batch", 3, height, width],
-            "dtype": "float32",
-            "description": f"RGB in [0, 1], resized to image_size with {interpolation!r} interpolation, as in training",
-        }
-    ]
     masking: dict[str, Any] = {
         "name": generator.name,
         "settings": generator.settings(),
         "in_graph": detector.mask_graph is not None,
         "num_passes": ear.masker.num_passes,
     }
-    if detector.mask_graph is None:
-        inputs.append(
-            {
-                "name": "masks",
-                "shape": ["batch", ear.masker.num_passes, height, width],
-                "dtype": "float32",
-                "description": f"1 = hidden pixel; compute with masking method {generator.name!r} and its settings",
-            }
-        )
-        can_embed = generator.graph_masks(image_size) is not None
-        masking["reason"] = "exported with masks=input" if can_embed else generator.graph_masks_unavailable
-    outputs = [
-        {"name": "anomaly_map", "shape": ["batch", 1, height, width], "dtype": "float32"},
-        {"name": "score", "shape": ["batch"], "dtype": "float32", "description": f"{scorer.pooling} of anomaly_map"},
-    ]
-    description: dict[str, Any] = {
-        "format": fmt,
-        "opset": opset,
-        "stage": module.stage,
-        "image_size": [height, width],
-        "interpolation": interpolation,
-        "inputs": inputs,
-        "outputs": outputs,
-        "masking": masking,
-        "fill": {"fill": ear.obfuscation.fill, "block": ear.obfuscation.block},
+    if detector.mask_graph is not None:
+        return masking, None
+    can_embed = generator.graph_masks(image_size) is not None
+    masking["reason"] = "exported with masks=input" if can_embed else generator.graph_masks_unavailable
+    masks = {
+        "name": "masks",
+        "shape": ["batch", ear.masker.num_passes, height, width],
+        "dtype": "float32",
+        "description": f"1 = hidden pixel; compute with masking method {generator.name!r} and its settings",
+    }
+    return masking, masks
+
+
+def describe_scoring(scorer: AnomalyScorer, height: int) -> dict[str, dict[str, Any]]:
+    """The side-car's ``scoring`` and ``thresholds`` entries.
+
+    Args:
+        scorer: The exported model's scorer.
+        height: Image height of the graph (the smoothing kernel scales with it).
+
+    Returns:
+        ``{"scoring": ..., "thresholds": ...}``.
+    """
+    lows = scorer.normal_lows
+    kernel = scorer.kernel_size or scaled_kernel_size(height, scorer.reference_size, scorer.reference_kernel)
+    return {
         "scoring": {
             "kernel_size": kernel,
             "smooth": scorer.smooth,
@@ -217,30 +202,89 @@ def describe(
             "normalized": "clip(0.5 + 0.5 * (value - threshold) / (threshold - low), 0, 1)",
         },
     }
+
+
+def describe_fader(fader: FADeRModel, image_size: tuple[int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The side-car's ``fader`` entry and the ``soft_mask`` output.
+
+    Args:
+        fader: The exported FADeR model.
+        image_size: Height and width of the graph.
+
+    Returns:
+        The entry and the output description.
+    """
+    soft, (height, width) = fader.soft_masker, image_size
+    output = {
+        "name": "soft_mask",
+        "shape": ["batch", 1, height // fader.patch_size, width // fader.patch_size],
+        "dtype": "float32",
+        "description": "skip weights on the patch grid, 1 - sigmoid((pred - tau) / T)",
+    }
+    entry = {
+        "patch_size": fader.patch_size,
+        "source": fader.source,
+        "levels": list(fader.levels),
+        "enabled": fader.enabled,
+        "use": fader.use,
+        "attenuate_masked": fader.attenuate_masked,
+        "residual_region": fader.residual_region,
+        "mapping": soft.mapping,
+        "calibrated": soft.is_calibrated,
+        "tau": float(soft.tau),
+        "temperature": float(soft.temperature),
+    }
+    return entry, output
+
+
+def describe(
+    module: AnomalyModule, detector: ExportableDetector, image_size: tuple[int, int], opset: int, fmt: str
+) -> dict[str, Any]:
+    """The side-car JSON of an exported model.
+
+    Args:
+        module: The exported stage module.
+        detector: Its exported wrapper.
+        image_size: Height and width of the graph.
+        opset: ONNX opset.
+        fmt: Export format.
+
+    Returns:
+        Format, inputs, outputs, mask method, fill, scoring and (FADeR) soft-mask settings.
+    """
+    ear, (height, width) = detector.ear, image_size
+    interpolation = module.preprocessing["interpolation"]
+    images = {
+        "name": "images",
+        "shape": ["batch", 3, height, width],
+        "dtype": "float32",
+        "description": f"RGB in [0, 1], resized to image_size with {interpolation!r} interpolation, as in training",
+    }
+    masking, masks = describe_masking(detector, image_size)
+    outputs = [
+        {"name": "anomaly_map", "shape": ["batch", 1, height, width], "dtype": "float32"},
+        {
+            "name": "score",
+            "shape": ["batch"],
+            "dtype": "float32",
+            "description": f"{ear.scorer.pooling} of anomaly_map",
+        },
+    ]
+    description: dict[str, Any] = {
+        "format": fmt,
+        "opset": opset,
+        "stage": module.stage,
+        "image_size": [height, width],
+        "interpolation": interpolation,
+        "inputs": [images] if masks is None else [images, masks],
+        "outputs": outputs,
+        "masking": masking,
+        "fill": {"fill": ear.obfuscation.fill, "block": ear.obfuscation.block},
+        **describe_scoring(ear.scorer, height),
+    }
     if detector.fader is not None:
-        fader, soft = detector.fader, detector.fader.soft_masker
-        grid = ["batch", 1, height // fader.patch_size, width // fader.patch_size]
-        outputs.append(
-            {
-                "name": "soft_mask",
-                "shape": grid,
-                "dtype": "float32",
-                "description": "skip weights on the patch grid, 1 - sigmoid((pred - tau) / T)",
-            }
-        )
-        description["fader"] = {
-            "patch_size": fader.patch_size,
-            "source": fader.source,
-            "levels": list(fader.levels),
-            "enabled": fader.enabled,
-            "use": fader.use,
-            "attenuate_masked": fader.attenuate_masked,
-            "residual_region": fader.residual_region,
-            "mapping": soft.mapping,
-            "calibrated": soft.is_calibrated,
-            "tau": float(soft.tau),
-            "temperature": float(soft.temperature),
-        }
+        description["fader"], soft_mask = describe_fader(detector.fader, image_size)
+        outputs.append(soft_mask)
     return description
 
 
