@@ -59,6 +59,17 @@ def test_a_checkpoint_in_its_run_folder_is_tested_on_its_run_data(trained, tmp_p
     assert entry["config"]["data"] == results["fader"]["config"]["data"]
 
 
+def test_the_unet_may_run_in_bfloat16_for_an_evaluation(trained, tmp_path: Path) -> None:
+    _, results = trained
+    overrides = ["logger=none", "speed.bf16=true"]
+    entry = run_eval(tmp_path, results["ear"]["checkpoint"], overrides, tmp_path / "unused")
+    reference, metrics = results["ear"]["metrics"], entry["metrics"]
+    assert entry["config"]["speed"] == {"channels_last": None, "bf16": True}
+    assert metrics != reference  # the maps really changed (bfloat16 rounding) ...
+    for key in ("image_auroc", "pixel_auroc"):  # ... by little
+        assert abs(metrics[key] - reference[key]) < 0.05, key
+
+
 def test_a_stage1_checkpoint_on_another_category_and_with_other_scoring(trained, tmp_path: Path) -> None:
     tmp, results = trained
     ckpt = results["ear"]["checkpoint"]

@@ -11,6 +11,7 @@ command                module                                      config
 ``fader-check-data``   :mod:`fader_lightning.cli.check_data`       arguments
 ``make bench``         :mod:`fader_lightning.cli.bench`            arguments
 ``make bench-peers``   :mod:`fader_lightning.cli.bench_peers`      arguments
+``make bench-speed``   :mod:`fader_lightning.cli.bench_speed`      arguments
 =====================  ==========================================  ====================
 
 The Hydra apps share :func:`~fader_lightning.cli.job.run_job`; :mod:`fader_lightning.cli.entry` answers ``--help``

@@ -9,7 +9,8 @@ Without ``data=``/``data.*`` overrides, a checkpoint still in its run folder is 
 and tested with (from the run's ``metrics.json``), so its test metrics are reproduced; any data override chooses other
 data. The run folder (``logs/eval/runs/<time>``) gets ``metrics.json`` (one entry for the checkpoint's stage, with the
 checkpoint path), overlays and the configured loggers' files. The model's input size and resize method are the
-checkpoint's; its scoring, normal-map statistics and thresholds too, unless ``scoring.*`` replaces them.
+checkpoint's; its scoring, normal-map statistics and thresholds too, unless ``scoring.*`` replaces them; and how its
+U-Net runs, unless ``speed.*`` says otherwise (``speed.bf16=true`` on a GPU or an AMX CPU).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fader_lightning.cli.job import run_job
 from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data.transforms import as_hw
-from fader_lightning.errors import ConfigError
+from fader_lightning.errors import ConfigError, settings_of
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.checkpoints import load_module, run_entry
 from fader_lightning.run_dir import prepare_run_dir, run_lock
@@ -82,7 +83,7 @@ def training_data(cfg: DictConfig, module: AnomalyModule) -> dict[str, Any] | No
 
 
 def apply_checkpoint(cfg: DictConfig, module: AnomalyModule) -> None:
-    """Fill the config with what the checkpoint decides, then apply the scoring settings.
+    """Fill the config with what the checkpoint decides, then apply the scoring and speed settings.
 
     The checkpoint decides the data (see :func:`training_data`), the input size, the resize method and the masking
     name.
@@ -109,6 +110,12 @@ def apply_checkpoint(cfg: DictConfig, module: AnomalyModule) -> None:
     fpr_limit = module.fpr_limit if cfg.fpr_limit is None else cfg.fpr_limit
     map_storage = cfg.map_storage or module.hparams.get("map_storage", "float16")
     module.set_evaluation({**settings.get("scoring", {}), **scoring}, fpr_limit, map_storage)
+    unet, speed = module.inpainter.unet, cfg.get("speed") or {}
+    with settings_of("speed"):
+        unet.set_speed(
+            channels_last=unet.channels_last if speed.get("channels_last") is None else speed.channels_last,
+            bf16=unet.bf16 if speed.get("bf16") is None else speed.bf16,
+        )
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

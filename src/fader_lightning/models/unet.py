@@ -115,6 +115,7 @@ class UNet(nn.Module):
             self.upsamplers.append(nn.ConvTranspose2d(deep, deep, kernel_size=2, stride=2))
             self.decoder_blocks.append(_conv_block(deep + widths[level], widths[level], negative_slope))
         self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
+        self.channels_last = False
         self.bf16 = False
         log.debug("Built UNet widths=%s with %d parameters", widths, sum(p.numel() for p in self.parameters()))
 
@@ -153,7 +154,7 @@ class UNet(nn.Module):
             The network.
         """
         self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        self.bf16 = bf16
+        self.channels_last, self.bf16 = channels_last, bf16
         return self
 
     def _precision(self, x: Tensor) -> torch.autocast:
