@@ -152,14 +152,22 @@ def test_nothing_readable_exits_1(run: dict[str, Path], tmp_path: Path) -> None:
     assert [row["status"] for row in read_scores(out / "scores.csv")] == ["skipped"]
 
 
-def test_unknown_and_missing_keys_are_named(run: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+def test_unknown_and_missing_keys_are_named(
+    run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     assert run_command(main, [f"ckpt={run['ear']}", "input=x", "output=y", "treshold=1"]) == 1
     assert "Key 'treshold' is not in struct" in capsys.readouterr().err
     assert run_command(main, [f"ckpt={run['ear']}", "input=x"]) == 1
     assert "missing output=...; fader-predict --help lists every key" in capsys.readouterr().err
-    for bad, named in (("threshold=high", "threshold='high' is invalid"), ("image_size=[0,4]", "image_size=")):
-        assert run_command(main, [f"ckpt={run['ear']}", f"input={run['inputs']}", "output=y", bad]) == 1
+    for bad, named in (
+        ("threshold=high", "threshold='high' is invalid"),
+        ("image_size=[0,4]", "image_size="),
+        ("batch_size=0", "batch_size=0 is invalid"),
+        ("quantile=most", "quantile='most' is invalid"),
+    ):
+        assert run_command(main, [f"ckpt={run['ear']}", f"input={run['inputs']}", f"output={tmp_path}", bad]) == 1
         assert named in capsys.readouterr().err
+    assert not (tmp_path / "scores.csv").exists()
 
 
 def test_a_checkpoint_moved_out_of_its_run_is_served_at_its_own_size(run: dict[str, Path], tmp_path: Path) -> None:

@@ -305,6 +305,10 @@ def predict(cfg: DictConfig) -> Prediction:
         CheckpointError: When the checkpoint cannot be loaded.
         DataError: When the input matches no file or ``normal_dir`` has no readable image.
     """
+    if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
+        raise ConfigError(f"batch_size={cfg.batch_size!r} is invalid; use an integer >= 1")
+    if isinstance(cfg.quantile, bool) or not isinstance(cfg.quantile, int | float):
+        raise ConfigError(f"quantile={cfg.quantile!r} is invalid; use a value in (0, 1], 1.0 being the maximum")
     paths, base = resolve_inputs(str(cfg.input))
     output = writable_folder(cfg.output, "output")
     module = load_module(cfg.ckpt, cfg.device, cfg.vit_weights)

@@ -6,6 +6,7 @@ import logging
 import math
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
@@ -84,7 +85,7 @@ class AnomalyModule(L.LightningModule):
         Returns:
             The module.
         """
-        if cls.LEGACY_HPARAMS and not args:
+        if cls.LEGACY_HPARAMS and not args and Path(str(checkpoint_path)).is_file():  # a remote file: as stored
             weights_only = kwargs.get("weights_only") is not False
             stored = torch.load(checkpoint_path, map_location="cpu", weights_only=weights_only)
             stored = stored.get("hyper_parameters", {}) if isinstance(stored, dict) else {}
