@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 # Settings that never change the trained stage-1 weights.
-_DATA_IGNORED = ("num_workers", "eval_batch_size", "check_cache")
+_DATA_IGNORED = ("num_workers", "eval_batch_size", "check_cache", "image_cache")
 _MODEL_IGNORED = ("mask_cache_dir", "fpr_limit", "map_storage", "scoring")
 # Trainer settings that change what stage 1 learns.
 _TRAINER_KEYS = (

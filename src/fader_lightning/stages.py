@@ -37,6 +37,7 @@ from fader_lightning.models.checkpoints import (
 )
 from fader_lightning.results import record_stage
 from fader_lightning.stage1_store import stage1_key
+from fader_lightning.utils.background import background_writes
 from fader_lightning.utils.provenance import environment
 from fader_lightning.utils.threads import plan_for_job
 from fader_lightning.utils.wandb_setup import finish_wandb, log_config
@@ -296,30 +297,31 @@ def run_stages(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     stages = JOB_STAGES[cfg.stage]
     results: dict[str, Any] = {}
     datamodule: AnomalyDataModule | None = None
-    for index, stage in enumerate(stages):
-        stage1_ckpt = results.get(EAR, {}).get("checkpoint")
-        reason = single_mask_problem(cfg.masking.name) if stage == FADER and EAR in stages else None
-        if reason:
-            record(output_dir, stage, {**provenance(cfg, stage, output_dir), "status": "not_applicable",
-                                             "error": reason})  # fmt: skip
-            log.info("%s: skipped", reason)
-            continue
-        try:
-            datamodule = datamodule or build(cfg.data)
-            entry = run_stage(cfg, stage, datamodule, output_dir, stage1_ckpt)
-        except Exception as err:
-            for skipped in stages[index:]:  # later stages cannot run either; mark them so tables show it
-                failed = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
-                trained = stage_checkpoint(output_dir, skipped)
-                if trained.is_file():  # what the failed stage trained before it stopped
-                    failed["checkpoint"] = str(trained)
-                record(output_dir, skipped, {**provenance(cfg, skipped, output_dir), **failed})
-            finish_wandb(exit_code=1)
-            raise
-        finally:
-            finish_wandb()
-        results[stage] = {**provenance(cfg, stage, output_dir), **entry}
-        record(output_dir, stage, results[stage])
+    with background_writes():  # overlays are drawn while the job goes on; the job waits for them at its end
+        for index, stage in enumerate(stages):
+            stage1_ckpt = results.get(EAR, {}).get("checkpoint")
+            reason = single_mask_problem(cfg.masking.name) if stage == FADER and EAR in stages else None
+            if reason:
+                record(output_dir, stage, {**provenance(cfg, stage, output_dir), "status": "not_applicable",
+                                                 "error": reason})  # fmt: skip
+                log.info("%s: skipped", reason)
+                continue
+            try:
+                datamodule = datamodule or build(cfg.data)
+                entry = run_stage(cfg, stage, datamodule, output_dir, stage1_ckpt)
+            except Exception as err:
+                for skipped in stages[index:]:  # later stages cannot run either; mark them so tables show it
+                    failed = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+                    trained = stage_checkpoint(output_dir, skipped)
+                    if trained.is_file():  # what the failed stage trained before it stopped
+                        failed["checkpoint"] = str(trained)
+                    record(output_dir, skipped, {**provenance(cfg, skipped, output_dir), **failed})
+                finish_wandb(exit_code=1)
+                raise
+            finally:
+                finish_wandb()
+            results[stage] = {**provenance(cfg, stage, output_dir), **entry}
+            record(output_dir, stage, results[stage])
     return results
 
 

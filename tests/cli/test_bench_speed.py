@@ -24,13 +24,18 @@ def test_breakdown_parts_and_the_end_to_end_ratio(tiny: tuple[Path, str], tmp_pa
     out = bench_speed.breakdown(root, category, 64, tmp_path / "scratch")
     n = out["images"]
     assert n == len(list((root / category / "test").rglob("*.png")))
-    for part in ("decode", "resize", "masks", "unet", "scoring", "metrics"):
+    for part in ("decode", "resize", "cache_read", "masks", "unet", "scoring", "metrics"):
         assert out[f"{part}_ms"] > 0, part
-    assert out["test_over_forward"] == pytest.approx(out["test_img_per_s"] / out["forward_img_per_s"])
-    assert len(list((tmp_path / "scratch" / "overlays64" / "overlays" / "ear").glob("*.png"))) == min(8, n)
+    assert out["cache_read_ms"] < out["decode_ms"]  # reading a resized array beats decoding the file
+    for key in ("before", "first_job", "cached", "workers1"):
+        assert out[f"test_{key}_over_forward"] == pytest.approx(out[f"test_{key}_img_per_s"] / out["forward_img_per_s"])
+        assert 0 < out[f"test_{key}_forward_share"] < 1  # the pass's own forwards, a part of it
+    assert len(list((tmp_path / "scratch" / "images64").rglob("*.npy"))) == n  # the cache the later pass read
+    for name in ("sync", "cold", "warm", "workers"):  # each pass drew its overlays, the background ones too
+        assert len(list((tmp_path / "scratch" / f"overlays64_{name}" / "overlays" / "ear").glob("*.png"))) == min(8, n)
     assert list((tmp_path / "scratch" / "wandb64" / "wandb").glob("offline-run-*"))  # the W&B pass really logged
     table = bench_speed.markdown_breakdown({"64": out})
-    assert all(f"| {part} |" in table for part in ("decode", "unet", "overlays", "wandb"))
+    assert all(f"| {part} |" in table for part in ("decode", "cache_read", "unet", "overlays", "wandb"))
 
 
 def test_cost_grows_with_size_and_memory_with_the_maps(
@@ -46,3 +51,29 @@ def test_cost_grows_with_size_and_memory_with_the_maps(
     assert memory["4"]["maps_mb"] == pytest.approx(2 * 4 * 32 * 32 / 2**20)
     path = bench_speed.plot({"scaling": scaling, "memory": memory}, tmp_path / "scaling.png")
     assert Image.open(path).size == (1440, 432)  # three panels, 12 x 3.6 inches at 120 dpi
+    reread = {"scaling": dict(sorted(scaling.items())), "memory": memory}  # as speed.json keeps it: "128" < "32"
+    assert list(reread["scaling"]) == ["128", "32"]
+    assert [size for size, _ in bench_speed.by_number(reread["scaling"])] == [32, 128]
+
+
+def test_switch_ratios_are_medians_of_interleaved_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_speed, "UNET", {"widths": [8, 16, 32, 64]})
+    monkeypatch.setattr(bench_speed, "ROUNDS", 3)
+    monkeypatch.setattr(bench_speed.torch, "compile", lambda model: model)  # compiling is timed, not tested here
+    throughputs = iter(range(100, 1000, 10))  # GFLOP/s, rising with every measurement
+    monkeypatch.setattr(bench_speed, "matmul_gflops", lambda: float(next(throughputs)))
+    monkeypatch.setattr(bench_speed, "median_ms", lambda fn, repeats, warmup=0: [fn()] and 5.0)  # 5 ms a call
+    out = bench_speed.switches(size=32)
+    names = ["eager", "channels_last", "bf16", "channels_last+bf16", "channels_last+compile",
+             "channels_last+torchscript_freeze"]  # fmt: skip
+    assert list(out["inference_over_bound_rounds"]) == names
+    assert out["matmul_gflops_fp32_range"] == [100.0, 100.0 + 10 * (3 * len(names) - 1)]
+    macs = out["unet_gmacs"] * 1e9
+    for index, name in enumerate(names):  # round r of switch i came right after measurement 6 r + i
+        expected = [5.0 / (2 * macs / ((100 + 10 * (6 * r + index)) * 1e9) * 1000) for r in range(3)]
+        assert out["inference_over_bound_rounds"][name] == pytest.approx(expected)
+        assert out["inference_over_bound"][name] == pytest.approx(expected[1])  # the median
+    assert out["train_over_bound"]["eager"] == pytest.approx(5.0 / (3 * out["flop_bound_ms"] * bench_speed.TRAIN_BATCH))
+    table = bench_speed.markdown({"machine": "m", "data": "d", "breakdown": {}, "switches": out, "scaling": {},
+                                  "memory": {}})  # fmt: skip
+    assert "| channels_last+compile |" in table and "median of 3 rounds" in table

@@ -91,6 +91,23 @@ def test_same_seed_same_masks_and_metrics(tmp_path: Path) -> None:
     assert m1 != m3
 
 
+def test_a_later_job_trains_and_tests_on_the_cached_images_with_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overrides = [*SMALL_DATA, TINY_UNET, "trainer.max_epochs=2", "logger=none"]
+    first = compose_train_cfg(tmp_path / "a", overrides, data_root=tmp_path / "data")
+    cache = tmp_path / "a" / "logs" / "cache" / "images"
+    assert first.data.image_cache == str(cache)
+    results = train(first)["ear"]
+    metrics = results["metrics"]
+    assert len(list(cache.rglob("*.npy"))) == 8 + results["test_images"]  # every training and test image, once
+    from fader_lightning.data import dataset
+
+    monkeypatch.setattr(dataset, "read_image", lambda path: pytest.fail(f"{path} was decoded although it is cached"))
+    second = compose_train_cfg(tmp_path / "b", [*overrides, f"data.image_cache={cache}"], data_root=tmp_path / "data")
+    assert train(second)["ear"]["metrics"] == metrics
+
+
 def test_image_size_not_divisible_by_stride(tmp_path: Path) -> None:
     cfg = compose_train_cfg(tmp_path, [*SMALL_DATA, TINY_UNET, "data.image_size=36", "debug=fdr"])
     with pytest.raises(ConfigError, match="not divisible by the U-Net stride 8"):

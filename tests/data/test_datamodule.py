@@ -1,10 +1,13 @@
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 
 from conftest import datamodule
+from fader_lightning.data.dataset import collate_batch
 from fader_lightning.errors import ConfigError, DataError
 
 
@@ -148,3 +151,21 @@ def test_under_ddp_each_test_image_is_served_once_over_the_ranks(
         served += [path for batch in dm.test_dataloader() for path in batch.path]
     assert sorted(served) == sorted(str(sample.image_path) for sample in dm.test_samples)  # none repeated or lost
     assert len(dm.test_samples) % 3 != 0  # an uneven split, which a padding sampler would fill with repeats
+
+
+def test_batches_are_pinned_for_a_cuda_trainer_only(synthetic_mvtec: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dm = datamodule("mvtec", synthetic_mvtec, "synth_object", image_size=16, eval_batch_size=4)
+    dm.setup()
+    assert not dm.test_dataloader().pin_memory  # no trainer, or a CPU one: nothing to pin for
+    dm.trainer = SimpleNamespace(accelerator=CPUAccelerator())
+    assert not dm.test_dataloader().pin_memory
+    dm.trainer = SimpleNamespace(accelerator=CUDAAccelerator())
+    assert dm.test_dataloader().pin_memory and dm.train_dataloader().pin_memory
+
+    batch = collate_batch([dm.test_dataloader().dataset[i] for i in range(4)])
+    pinned: list[torch.Tensor] = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda tensor: pinned.append(tensor) or tensor.clone())
+    copy = batch.pin_memory()  # what the loader's pinning thread calls on a batch
+    assert [id(t) for t in pinned] == [id(batch.image), id(batch.mask), id(batch.label)]
+    assert torch.equal(copy.image, batch.image) and copy.image is not batch.image
+    assert (copy.path, copy.defect_type, copy.category) == (batch.path, batch.defect_type, batch.category)

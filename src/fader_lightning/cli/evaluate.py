@@ -32,6 +32,7 @@ from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.checkpoints import load_module, run_entry
 from fader_lightning.run_dir import prepare_run_dir, run_lock
 from fader_lightning.stages import build, job_provenance, record, test_stage, test_trainer
+from fader_lightning.utils.background import background_writes
 from fader_lightning.utils.threads import apply_threads, plan_for_job
 from fader_lightning.utils.wandb_setup import finish_wandb, log_config
 
@@ -138,7 +139,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = load_module(cfg.ckpt_path, "cpu", cfg.get("vit_weights"))
     apply_checkpoint(cfg, module)
     stage = module.stage
-    with run_lock(output_dir):
+    with run_lock(output_dir), background_writes():  # the lock is held until the overlays are written
         prepare_run_dir(output_dir, resume=False, overwrite=bool(cfg.get("overwrite", False)))
         L.seed_everything(cfg.seed, workers=True)
         datamodule = build(cfg.data)

@@ -19,10 +19,12 @@ import albumentations as A
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler
 
 from fader_lightning.data.dataset import AnomalyDataset, collate_batch
+from fader_lightning.data.image_cache import ResizedImageCache
 from fader_lightning.data.samples import Sample, split_counts, validate_samples
 from fader_lightning.data.transforms import as_hw, build_transform
 from fader_lightning.errors import ConfigError
@@ -116,6 +118,8 @@ class AnomalyDataModule(L.LightningDataModule):
         interpolation: Image resize method: ``area`` (default, no aliasing when downscaling), ``linear``, ``cubic``.
         check_cache: JSON file remembering which files setup has decoded and checked (by size and modification
             time), so the jobs of a sweep check each file once; ``None`` remembers them in this process only.
+        image_cache: Folder of resized images and masks shared by the jobs of a sweep (see
+            :mod:`~fader_lightning.data.image_cache`); ``None`` decodes every file in every job.
     """
 
     requires_masks: bool = True
@@ -135,6 +139,7 @@ class AnomalyDataModule(L.LightningDataModule):
         train_augmentations: Sequence[A.BasicTransform] = (),
         check_mask_sizes: bool = True,
         check_cache: str | None = None,
+        image_cache: str | None = None,
     ) -> None:
         super().__init__()
         if val_policy not in VAL_POLICIES:
@@ -151,6 +156,7 @@ class AnomalyDataModule(L.LightningDataModule):
         self._datasets: dict[str, AnomalyDataset] = {}
         self.check_mask_sizes = check_mask_sizes
         self.check_cache = check_cache
+        self.image_cache = image_cache
         build_transform(image_size, interpolation=interpolation)  # an unknown method fails here, not at the first batch
         self.interpolation = interpolation
         self.train_samples: list[Sample] = []
@@ -194,11 +200,13 @@ class AnomalyDataModule(L.LightningDataModule):
     def _loader(self, split: str) -> DataLoader:
         train = split == "train"
         augmentations = self.train_augmentations if train else ()
+        folder = self.image_cache
         if split not in self._datasets:  # one dataset per split, so its decoded-image cache outlives each loader
             transform = build_transform(self.image_size, interpolation=self.interpolation)
             samples = self.normal_samples if split == "normal" else getattr(self, f"{split}_samples")
             augment = A.Compose(augmentations) if augmentations else None  # after the cached resize, every read
-            self._datasets[split] = AnomalyDataset(samples, transform, cache=True, augment=augment)
+            disk = ResizedImageCache(folder, self.image_size, self.interpolation) if folder else None
+            self._datasets[split] = AnomalyDataset(samples, transform, cache=True, augment=augment, disk_cache=disk)
         dataset = self._datasets[split]
         batch_size = self.train_batch_size if train else self.eval_batch_size
         sampler = EpochSeededSampler(len(dataset), self.seed, batch_size) if train else None
@@ -212,7 +220,13 @@ class AnomalyDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_batch,
+            pin_memory=self.feeds_cuda,
         )
+
+    @property
+    def feeds_cuda(self) -> bool:
+        """Whether the trainer runs on CUDA GPUs: batches are then pinned, and copied while the GPU computes."""
+        return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, seeded loader over the normal training images."""

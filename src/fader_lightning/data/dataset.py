@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import albumentations as A
@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fader_lightning.data.image_cache import ResizedImageCache
 from fader_lightning.data.image_io import read_image, read_mask
 from fader_lightning.data.samples import Sample
 
@@ -37,6 +38,13 @@ class Batch:
 
     def __len__(self) -> int:
         return self.image.shape[0]
+
+    def pin_memory(self) -> Batch:
+        """The batch with its tensors in page-locked memory (what a loader with ``pin_memory=True`` calls).
+
+        A pinned batch is copied to a CUDA device asynchronously, so the copy overlaps the compute.
+        """
+        return replace(self, image=self.image.pin_memory(), mask=self.mask.pin_memory(), label=self.label.pin_memory())
 
 
 def collate_batch(items: Sequence[dict[str, Any]]) -> Batch:
@@ -67,28 +75,42 @@ class AnomalyDataset(Dataset):
         cache: Keep each transformed image and mask (uint8) in memory after its first read, so later epochs skip
             decoding and resizing. Only for a deterministic ``transform``.
         augment: Random joint augmentation applied after ``transform`` (and after the cache), at every read.
+        disk_cache: Resized images kept on disk across processes (the jobs of a sweep); it must hold what
+            ``transform`` makes. ``None``: decode every file in every process.
     """
 
     def __init__(
-        self, samples: Sequence[Sample], transform: A.Compose, cache: bool = False, augment: A.Compose | None = None
+        self,
+        samples: Sequence[Sample],
+        transform: A.Compose,
+        cache: bool = False,
+        augment: A.Compose | None = None,
+        disk_cache: ResizedImageCache | None = None,
     ) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.augment = augment
+        self.disk_cache = disk_cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def _read(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        """Decoded and transformed image ``(H, W, 3)`` and mask ``(H, W)`` of one sample."""
+        """Decoded and resized image ``(H, W, 3)`` and mask ``(H, W)`` of one sample (from the disk cache if any)."""
+        cached = self.disk_cache.load(sample) if self.disk_cache is not None else None
+        if cached is not None:
+            return cached
         image = read_image(sample.image_path)
         if sample.mask_path is not None:
             mask = read_mask(sample.mask_path)
         else:
             mask = np.zeros(image.shape[:2], dtype=np.uint8)
         out = self.transform(image=image, mask=mask)
-        return np.array(out["image"]), np.array(out["mask"])
+        image, mask = np.array(out["image"]), np.array(out["mask"])
+        if self.disk_cache is not None:
+            self.disk_cache.store(sample, image, mask)
+        return image, mask
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]

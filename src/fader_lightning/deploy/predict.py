@@ -29,6 +29,7 @@ from fader_lightning.deploy.sizing import resolve_image_size
 from fader_lightning.errors import ConfigError, DataError
 from fader_lightning.keys import IMAGE_THRESHOLD_ORACLE
 from fader_lightning.models.checkpoints import load_module, run_entry
+from fader_lightning.utils.background import background_writes, submit
 from fader_lightning.utils.io import atomic_write_bytes, atomic_write_text, writable_folder
 from fader_lightning.visualize import MapScale, encode_png, heatmap, overlay_panel
 
@@ -331,12 +332,13 @@ def predict(cfg: DictConfig) -> Prediction:
     def skip(path: Path, reason: str) -> None:
         rows[path] = {"path": str(path), "status": "skipped", "reason": reason}
 
-    for kept, batch, outputs in infer_batches(detector, paths, cfg.batch_size, skip):
-        write_images(output, [names[path] for path in kept], batch, outputs, detector)
-        for path, found in zip(kept, detector.detections(outputs, [str(p) for p in kept]), strict=True):
-            rows[path] = {"path": str(path), "status": "ok", "score": found.score, "label": int(found.label),
-                          "normalized_score": found.normalized_score if found.normalized_score is not None else "",
-                          "map": f"maps/{names[path]}.png", "overlay": f"overlays/{names[path]}.png"}  # fmt: skip
+    with background_writes():  # a batch's maps and overlays are written while the next batch is scored
+        for kept, batch, outputs in infer_batches(detector, paths, cfg.batch_size, skip):
+            submit(write_images, output, [names[path] for path in kept], batch, outputs, detector)
+            for path, found in zip(kept, detector.detections(outputs, [str(p) for p in kept]), strict=True):
+                rows[path] = {"path": str(path), "status": "ok", "score": found.score, "label": int(found.label),
+                              "normalized_score": found.normalized_score if found.normalized_score is not None else "",
+                              "map": f"maps/{names[path]}.png", "overlay": f"overlays/{names[path]}.png"}  # fmt: skip
     result.rows = [rows[path] for path in paths]
     write_scores(output / "scores.csv", result.rows)
     return result
