@@ -26,6 +26,13 @@ def _test_items(root: Path, cache: Path | None, **settings) -> list[dict]:
     return [data[i] for i in range(len(data))]
 
 
+def _sample_count(root: Path) -> int:
+    """Training and test images of the category (setup caches both)."""
+    return len(list((root / "synth_object" / "train").rglob("*.png"))) + len(
+        list((root / "synth_object" / "test").rglob("*.png"))
+    )
+
+
 def _entries(cache: Path) -> list[Path]:
     return sorted(cache.rglob("*.npy"))
 
@@ -44,7 +51,7 @@ def test_a_second_job_reads_what_the_first_decoded_without_decoding(
     cache = tmp_path / "cache"
     decoded = _test_items(synthetic_mvtec, None)
     first = _test_items(synthetic_mvtec, cache)
-    assert len(_entries(cache)) == len(decoded)
+    assert len(_entries(cache)) == _sample_count(synthetic_mvtec)  # setup cached every image, on the job's threads
     _forbid_decoding(monkeypatch)
     second = _test_items(synthetic_mvtec, cache)
     for plain, stored, read in zip(decoded, first, second, strict=True):
@@ -58,12 +65,13 @@ def test_the_entry_changes_with_the_file_the_size_and_the_interpolation(syntheti
     root, cache = _tree(synthetic_mvtec, tmp_path), tmp_path / "cache"
     _test_items(root, cache)
     count = len(_entries(cache))
+    assert count == _sample_count(root)
     _test_items(root, cache, interpolation="linear")
     assert len(_entries(cache)) == 2 * count
     dm = datamodule("mvtec", root, "synth_object", image_size=24, image_cache=str(cache))
     dm.setup()
     assert dm.test_dataloader().dataset[0]["image"].shape == (3, 24, 24)
-    assert len(_entries(cache)) == 2 * count + 1
+    assert len(_entries(cache)) == 3 * count
 
     first = next(p for p in sorted((root / "synth_object" / "test").rglob("*.png")) if "good" not in str(p))
     before = {item["path"]: item for item in _test_items(root, cache)}[str(first)]
@@ -79,7 +87,9 @@ def test_a_damaged_entry_is_read_again_and_rewritten(
 ) -> None:
     cache = tmp_path / "cache"
     reference = _test_items(synthetic_mvtec, cache)
-    damaged = _entries(cache)[0]
+    dm = datamodule("mvtec", synthetic_mvtec, "synth_object", image_size=32, image_cache=str(cache))
+    dm.setup()
+    damaged = dm.disk_cache.entry(dm.test_samples[0])
     damaged.write_bytes(damaged.read_bytes()[:100])
     with caplog.at_level(logging.WARNING):
         again = _test_items(synthetic_mvtec, cache)

@@ -339,6 +339,14 @@ def sweep_ratios(folder: Path) -> dict[str, float]:
     }
 
 
+def speed_breakdown(path: Path) -> dict[str, Any] | None:
+    """The test-pass breakdown ``make bench-speed`` wrote to ``speed.json``, or ``None`` before it ran."""
+    try:
+        return json.loads(path.read_text()).get("breakdown")
+    except (OSError, ValueError):
+        return None
+
+
 def markdown(report: dict[str, Any]) -> str:
     """Render the report as Markdown tables."""
     lines = ["# fader-lightning benchmark", "", f"Machine: {report['machine']}", ""]
@@ -353,6 +361,16 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     lines += ["", "| other | value |", "| --- | ---: |"]
     lines += [f"| {name} | {value:.3f} |" for name, value in report["other"].items()]
+    breakdown = report.get("test_pass_breakdown")
+    lines += ["", "## Where a test pass spends its time", ""]
+    if breakdown:
+        from fader_lightning.cli.bench_speed import markdown_breakdown  # it imports this module's helpers
+
+        lines += ["From `make bench-speed` (`speed.json` in the same folder), measured in its own run.", "",
+                  markdown_breakdown(breakdown)]  # fmt: skip
+    else:
+        lines.append("Not measured yet: `make bench-speed` measures it (about 10 minutes) and the next `make bench` "
+                     "shows it here.")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -409,6 +427,7 @@ def run(out_dir: Path) -> dict[str, Any]:
             },
         },
         "other": {"matmul_gflops": gflops, "unet_flop_bound_ms": flop_bound_ms, **train, **loader, **rss, **sweeps},
+        "test_pass_breakdown": speed_breakdown(out_dir / "speed.json"),
     }
     atomic_write_json(out_dir / "bench.json", report)
     atomic_write_text(out_dir / "bench.md", markdown(report))

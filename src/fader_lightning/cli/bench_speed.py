@@ -10,9 +10,10 @@ machine, with random weights (cost does not depend on the values) and the defaul
    the rest of a pass (collation, Lightning). Then whole ``Trainer.test`` passes (files already checked, model
    calibrated, as after fitting; the first pass, which also checks and calibrates, is reported too) against the
    model forward alone (``infer`` of a fresh module on batches already in memory), both in images per second:
-   overlays drawn in the pass and every file decoded (as before the background writer and the image cache); a
-   job's default pass with an empty image cache (the first job of a sweep) and with a filled one (later jobs); and
-   decoding in one loader worker instead.
+   overlays drawn in the pass and every file decoded (as before the background writer and the image cache); the
+   default pass with an empty image cache, which its setup fills (an evaluation on images no job has read), and
+   with a filled one (a training job's test pass, whose setup filled the cache before fitting, and later jobs);
+   and decoding in one loader worker instead.
 2. **Speed switches** of the U-Net forward (batch 1) and training step (batch 4) at 256 px: channels-last, bfloat16
    autocast, both, ``torch.compile`` and a frozen TorchScript graph (oneDNN fusion), each as a ratio to the FLOP
    bound, the time the U-Net's MACs take at the measured float32 matmul throughput. The forwards are timed in
@@ -75,9 +76,14 @@ def stage1(size: int, speed: dict[str, bool] | None = None) -> EARModule:
     return EARModule(**settings, unet=dict(UNET), masking=dict(SALIENCY), image_size=size).eval()
 
 
-def datamodule(root: Path, category: str, size: int, check_cache: Path | None = None) -> MVTecADDataModule:
-    """The test data at ``size``, batch :data:`BATCH`; setup decodes every file unless ``check_cache`` knows it."""
-    settings = {**MVTEC_SETTINGS, "image_size": size, "eval_batch_size": BATCH, "check_cache": check_cache}
+def datamodule(
+    root: Path, category: str, size: int, check_cache: Path | None = None, **settings: Any
+) -> MVTecADDataModule:
+    """The test data at ``size``, batch :data:`BATCH`; setup decodes every file unless ``check_cache`` knows it.
+
+    ``settings`` replace ``conf/data/mvtec.yaml``'s (``image_cache``, ``num_workers``).
+    """
+    settings = {**MVTEC_SETTINGS, "image_size": size, "eval_batch_size": BATCH, "check_cache": check_cache, **settings}
     return MVTecADDataModule(root, category, **settings)
 
 
@@ -129,13 +135,17 @@ def breakdown(root: Path, category: str, size: int, folder: Path) -> dict[str, f
         folder: Scratch folder (overlays, W&B run).
 
     Returns:
-        ``{part}_ms`` per image; ``forward_img_per_s``; and ``test_{pass}_img_per_s`` with its ratio to the forward,
-        ``test_{pass}_over_forward``, and the share of the pass its own forwards took, ``test_{pass}_forward_share``
-        (the same ratio measured within one pass, so a slow spell of a shared machine moves both sides), for the
-        passes ``before`` (overlays drawn in the pass, every file decoded),
-        ``first_job`` (overlays drawn by the background writer, resized images written to the disk cache),
-        ``cached`` (the same with the cache filled: a later job of a sweep) and ``workers1`` (decoding in one loader
-        worker instead of the cache).
+        ``{part}_ms`` per image; ``forward_img_per_s``; and, for each pass, ``test_{pass}_img_per_s``, its ratio to
+        the forward alone (``test_{pass}_over_forward``) and the share of the pass its own forwards took
+        (``test_{pass}_forward_share``: the same ratio within one pass, so a slow spell of a shared machine moves
+        both sides). The passes:
+
+        - ``before``: overlays drawn in the pass, every file decoded;
+        - ``cold_cache``: overlays drawn by the background writer; setup fills the empty image cache, training
+          images included, as for an evaluation on images no job has read;
+        - ``cached``: the same with the cache filled: the test pass of a training job, whose setup filled it before
+          fitting, and of every later job;
+        - ``workers1``: decoding in one loader worker instead of the cache.
     """
     dm = datamodule(root, category, size)
     dm.setup("test")
@@ -189,10 +199,7 @@ def breakdown(root: Path, category: str, size: int, folder: Path) -> dict[str, f
         return [OverlayWriter(folder / f"overlays{size}_{name}", num_samples=8, selection="spread")]
 
     def data(**settings: Any) -> MVTecADDataModule:
-        dm = datamodule(root, category, size, checked)
-        for key, value in settings.items():
-            setattr(dm, key, value)
-        return dm
+        return datamodule(root, category, size, checked, **settings)
 
     plain_s = test_seconds(copy.deepcopy(trained), data(), [])
     before = copy.deepcopy(trained)
@@ -204,7 +211,7 @@ def breakdown(root: Path, category: str, size: int, folder: Path) -> dict[str, f
     cache = folder / f"images{size}"
     passes = {"before": {"seconds": before_s, "infer_seconds": before.infer_seconds}}
     # a job's default pass: overlays drawn by the background writer, resized images cached on disk
-    passes["first_job"] = background_pass(copy.deepcopy(trained), data(image_cache=cache), overlays("cold"))
+    passes["cold_cache"] = background_pass(copy.deepcopy(trained), data(image_cache=cache), overlays("cold"))
     cached = ResizedImageCache(cache, dm.image_size, dm.interpolation)
     start = time.perf_counter()
     missing = sum(cached.load(sample) is None for sample in dm.test_samples)
@@ -216,7 +223,7 @@ def breakdown(root: Path, category: str, size: int, folder: Path) -> dict[str, f
     out["overlays_ms"] = 1000 * (before_s - plain_s) / n
     out["wandb_ms"] = 1000 * (with_wandb_s - plain_s) / n
     out["other_ms"] = 1000 * plain_s / n - 1000 / out["forward_img_per_s"] - out["decode_ms"] - out["resize_ms"]
-    out["overlays_wait_ms"] = 1000 * max(passes["first_job"]["wait_seconds"], passes["cached"]["wait_seconds"]) / n
+    out["overlays_wait_ms"] = 1000 * max(passes["cold_cache"]["wait_seconds"], passes["cached"]["wait_seconds"]) / n
     for key, measured in passes.items():
         out[f"test_{key}_img_per_s"] = n / measured["seconds"]
         out[f"test_{key}_over_forward"] = out[f"test_{key}_img_per_s"] / out["forward_img_per_s"]
@@ -392,8 +399,8 @@ def markdown_breakdown(breakdown: dict[str, dict[str, float]]) -> str:
         ("test_first_run_img_per_s", "first pass (decode check, calibration, cold kernels), img/s"),
     ]
     passes = (("before", "overlays drawn in the pass, every file decoded"),
-              ("first_job", "overlays in the background, images written to the cache (first job of a sweep)"),
-              ("cached", "overlays in the background, images read from the cache (later jobs)"),
+              ("cold_cache", "overlays in the background, setup fills the empty image cache (a first evaluation)"),
+              ("cached", "overlays in the background, images read from the cache (a training job, later jobs)"),
               ("workers1", "overlays in the background, decoding in 1 loader worker"))  # fmt: skip
     for key, label in passes:
         totals += [(f"test_{key}_img_per_s", f"test pass, {label}, img/s"),

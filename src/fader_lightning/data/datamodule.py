@@ -12,8 +12,10 @@ Validation policy (``val_policy``):
 from __future__ import annotations
 
 import logging
+import time
 from abc import abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import albumentations as A
 import lightning as L
@@ -157,6 +159,7 @@ class AnomalyDataModule(L.LightningDataModule):
         self.check_mask_sizes = check_mask_sizes
         self.check_cache = check_cache
         self.image_cache = image_cache
+        self.disk_cache = ResizedImageCache(image_cache, self.image_size, interpolation) if image_cache else None
         build_transform(image_size, interpolation=interpolation)  # an unknown method fails here, not at the first batch
         self.interpolation = interpolation
         self.train_samples: list[Sample] = []
@@ -196,17 +199,38 @@ class AnomalyDataModule(L.LightningDataModule):
                 log.warning("data.val_policy=same_as_test validates on the test split: never select on it")
                 self.val_samples = list(self.test_samples)
         log.info("%s splits: %s", self.category, split_counts(samples))
+        if self.disk_cache is not None:
+            self.fill_image_cache(self.disk_cache, samples)
+
+    def fill_image_cache(self, cache: ResizedImageCache, samples: Sequence[Sample]) -> None:
+        """Decode and resize, on the job's threads, every file the image cache lacks.
+
+        Pillow and OpenCV release the GIL, so this uses every core the job has, while a loader without workers
+        decodes on one; the loaders then only read the cache.
+
+        Args:
+            cache: The cache.
+            samples: The samples to cache.
+        """
+        missing = [sample for sample in samples if not cache.entry(sample).is_file()]
+        if not missing:
+            return
+        reader = AnomalyDataset(missing, build_transform(self.image_size, self.interpolation), disk_cache=cache)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
+            list(pool.map(reader.read, missing))
+        log.info("cached %d resized images in %s (%.1f s)", len(missing), cache.folder, time.perf_counter() - start)
 
     def _loader(self, split: str) -> DataLoader:
         train = split == "train"
         augmentations = self.train_augmentations if train else ()
-        folder = self.image_cache
         if split not in self._datasets:  # one dataset per split, so its decoded-image cache outlives each loader
             transform = build_transform(self.image_size, interpolation=self.interpolation)
             samples = self.normal_samples if split == "normal" else getattr(self, f"{split}_samples")
             augment = A.Compose(augmentations) if augmentations else None  # after the cached resize, every read
-            disk = ResizedImageCache(folder, self.image_size, self.interpolation) if folder else None
-            self._datasets[split] = AnomalyDataset(samples, transform, cache=True, augment=augment, disk_cache=disk)
+            self._datasets[split] = AnomalyDataset(
+                samples, transform, cache=True, augment=augment, disk_cache=self.disk_cache
+            )
         dataset = self._datasets[split]
         batch_size = self.train_batch_size if train else self.eval_batch_size
         sampler = EpochSeededSampler(len(dataset), self.seed, batch_size) if train else None

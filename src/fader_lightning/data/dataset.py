@@ -96,8 +96,15 @@ class AnomalyDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _read(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        """Decoded and resized image ``(H, W, 3)`` and mask ``(H, W)`` of one sample (from the disk cache if any)."""
+    def read(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded and resized image ``(H, W, 3)`` and mask ``(H, W)`` of one sample (from the disk cache if any).
+
+        Args:
+            sample: The sample.
+
+        Returns:
+            The arrays, before any augmentation; also stored in the disk cache when they were decoded.
+        """
         cached = self.disk_cache.load(sample) if self.disk_cache is not None else None
         if cached is not None:
             return cached
@@ -117,7 +124,7 @@ class AnomalyDataset(Dataset):
         if self._cache is not None and index in self._cache:
             image, mask = self._cache[index]
         else:
-            image, mask = self._read(sample)
+            image, mask = self.read(sample)
             if self._cache is not None:
                 self._cache[index] = (image, mask)
         if self.augment is not None:

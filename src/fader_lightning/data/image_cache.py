@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import logging
+import threading
 from pathlib import Path
 
 import albumentations
@@ -34,6 +35,7 @@ from fader_lightning.utils.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
+_FAILURE_LOCK = threading.Lock()
 FORMAT = 1
 """Version of the entry layout; part of every name, so a new layout never reads an old entry."""
 
@@ -124,6 +126,9 @@ class ResizedImageCache:
         try:
             atomic_write_bytes(self.entry(sample), buffer.getvalue())
         except OSError as err:
-            self.writable = False
+            with _FAILURE_LOCK:  # the threads that fill the cache may fail at once: report it once
+                if not self.writable:
+                    return
+                self.writable = False
             log.warning("data.image_cache=%s cannot be written (%s); going on without it (set data.image_cache to a "
                         "writable folder, or null)", self.folder, err.strerror or err)  # fmt: skip
