@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import datamodule
+from fader_lightning.data import datamodule as datamodule_module
 from fader_lightning.data import dataset as dataset_module
 
 
@@ -108,3 +109,20 @@ def test_an_unwritable_cache_is_reported_once_and_the_job_goes_on(
     assert caplog.text.count("cannot be written") == 1 and "data.image_cache=" in caplog.text
     plain = _test_items(synthetic_mvtec, None)
     assert all(torch.equal(a["image"], b["image"]) for a, b in zip(items, plain, strict=True))
+
+
+def test_setup_fills_the_cache_on_threads_without_keeping_the_arrays(
+    synthetic_mvtec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results: list[object] = []
+
+    class Recording(datamodule_module.ThreadPoolExecutor):
+        def map(self, fn, *iterables, **kwargs):
+            out = list(super().map(fn, *iterables, **kwargs))
+            results.extend(out)
+            return iter(out)
+
+    monkeypatch.setattr(datamodule_module, "ThreadPoolExecutor", Recording)
+    _test_items(synthetic_mvtec, tmp_path / "cache")
+    assert len(results) == _sample_count(synthetic_mvtec)  # every image went through the pool
+    assert all(result is None for result in results)  # and none of their arrays came back to be held

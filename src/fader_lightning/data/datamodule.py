@@ -216,9 +216,13 @@ class AnomalyDataModule(L.LightningDataModule):
         if not missing:
             return
         reader = AnomalyDataset(missing, build_transform(self.image_size, self.interpolation), disk_cache=cache)
+
+        def store(sample: Sample) -> None:  # the arrays go to disk only: a large split never sits in memory
+            reader.read(sample)
+
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
-            list(pool.map(reader.read, missing))
+            list(pool.map(store, missing))
         log.info("cached %d resized images in %s (%.1f s)", len(missing), cache.folder, time.perf_counter() - start)
 
     def _loader(self, split: str) -> DataLoader:
