@@ -158,7 +158,6 @@ class AnomalyDataModule(L.LightningDataModule):
         self._datasets: dict[str, AnomalyDataset] = {}
         self.check_mask_sizes = check_mask_sizes
         self.check_cache = check_cache
-        self.image_cache = image_cache
         self.disk_cache = ResizedImageCache(image_cache, self.image_size, interpolation) if image_cache else None
         build_transform(image_size, interpolation=interpolation)  # an unknown method fails here, not at the first batch
         self.interpolation = interpolation
