@@ -50,6 +50,8 @@ def synthetic_visa(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 TINY_UNET = "model.unet.widths=[8,16,32,64]"
+STAGE1_ONLY = "stage=ear"
+"""What :func:`compose_train_cfg` runs unless a test names its stage (``stage=both`` is the commands' default)."""
 EAR_SETTINGS = {
     **{key: literal_settings("model/ear")[key] for key in ("fpr_limit", "map_storage", "speed")},
     "interpolation": literal_settings("data/synthetic")["interpolation"],
@@ -103,6 +105,9 @@ def compose_train_cfg(
     Returns:
         The config, with HydraConfig set so that ``train`` runs as under ``fader-train``.
     """
+    # the default trains both stages; a test that names no stage (itself or through an experiment) tests stage 1 alone
+    if config_name == "train" and not any(o.startswith(("stage=", "experiment=")) for o in overrides):
+        overrides = [STAGE1_ONLY, *overrides]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):

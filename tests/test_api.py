@@ -43,7 +43,8 @@ def test_train_composes_the_packaged_configs_from_any_folder(trained: tuple[Path
     tmp, results = trained
     assert set(results) == {"ear", "fader"}
     run_dir = Path(results["fader"]["run_dir"])
-    assert run_dir.parent == tmp / "logs" / "train" / "runs"  # the template's layout, under the working directory
+    # the template's layout under the working directory, each run folder named by what it is
+    assert run_dir.parent == tmp / "logs" / "train" / "runs" / "synthetic-synth_object-checkerboard-s0"
     assert Path(results["fader"]["checkpoint"]).is_file() and (run_dir / "metrics.json").is_file()
     assert results["ear"]["config"]["data"]["image_size"] == SIZE
 
@@ -83,6 +84,28 @@ def test_detector_scores_files_arrays_and_tensors_like_the_module(trained: tuple
     for form in forms:
         assert detector.predict(form)[0].score == pytest.approx(found[0].score, abs=1e-6)
     assert len(detector.predict(batch)) == len(files)  # a (B, 3, H, W) batch
+
+
+def test_detector_refuses_non_finite_and_too_small_images_by_name(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    detector = Detector.from_checkpoint(trained[1]["ear"]["checkpoint"], device="cpu")
+    side = detector.minimum_side
+    assert 1 < side <= SIZE
+    good = np.full((SIZE, SIZE, 3), 0.5, dtype=np.float32)
+    nan, inf = good.copy(), torch.from_numpy(good.copy()).permute(2, 0, 1)
+    nan[3, 4, 0] = np.nan
+    inf[0, 0, 0] = -torch.inf
+    with pytest.raises(DataError, match=r"image 0 \(ndarray of shape \(48, 48, 3\)\) holds NaN or infinite values"):
+        detector.predict(nan)
+    with pytest.raises(DataError, match=r"image 1 \(Tensor of shape \(3, 48, 48\)\) holds NaN or infinite"):
+        detector.predict([good, inf])
+    with pytest.raises(DataError, match=rf"image 2 .* is 1x1 pixels, below the {side} pixels a side"):
+        detector.predict([good, good, np.zeros((1, 1, 3), dtype=np.uint8)])
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (SIZE, side - 1)).save(tiny)
+    with pytest.raises(DataError, match=rf"{tiny} is {side - 1}x{SIZE} pixels"):
+        detector.predict([good, tiny])
+    Image.new("RGB", (side, side)).save(tiny)  # the smallest side is scored
+    assert len(detector.predict([tiny, good])) == 2
 
 
 def test_image_forms_are_decoded_like_files(tmp_path: Path) -> None:
@@ -142,7 +165,7 @@ def test_a_wheel_installed_elsewhere_trains_evaluates_and_predicts(tmp_path: Pat
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SCORED 4" in proc.stdout
-    (ckpt,) = (work / "logs" / "train" / "runs").glob("*/checkpoints/fader/last.ckpt")
+    (ckpt,) = (work / "logs" / "train" / "runs").glob("*/*/checkpoints/fader/last.ckpt")
     evaluate = [sys.executable, "-m", "fader_lightning.cli.evaluate", f"ckpt_path={ckpt}", "logger=none",
                 "trainer.enable_progress_bar=false", "hydra.run.dir=eval_run"]  # fmt: skip
     proc = subprocess.run(evaluate, cwd=work, env=env, capture_output=True, text=True, timeout=600)

@@ -6,13 +6,27 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, compose_train_cfg
 from fader_lightning.configs import literal_settings
 
-GROUPS = ["data", "model", "masking", "fader", "trainer", "logger", "callbacks", "debug", "experiment"]
+GROUPS = [
+    "data",
+    "model",
+    "masking",
+    "fader",
+    "trainer",
+    "profile",
+    "recipe",
+    "logger",
+    "callbacks",
+    "debug",
+    "experiment",
+]
 
 
 def _options(group: str) -> list[str]:
@@ -25,7 +39,7 @@ def test_every_group_option_composes(tmp_path: Path, group: str, option: str) ->
     if group == "data" and option == "folder":
         overrides.append(f"data.normal_dir={tmp_path}")
     cfg = compose_train_cfg(tmp_path, overrides)
-    assert cfg.get(group) is not None or group in ("logger", "debug", "experiment")
+    assert cfg.get(group) is not None or group in ("recipe", "logger", "debug", "experiment")
     for node in (cfg.data, cfg.model, cfg.fader, cfg.trainer):
         assert get_class(node._target_)
     trainer_args = set(inspect.signature(L.Trainer.__init__).parameters)
@@ -54,7 +68,7 @@ def test_cpu_trainer_loggers_and_callbacks_instantiate(tmp_path: Path) -> None:
     assert trainer.max_epochs == cfg.trainer.max_epochs
     assert [type(instantiate(spec)).__name__ for spec in cfg.logger.values()] == ["CSVLogger"]
     names = {type(instantiate(spec)).__name__ for spec in cfg.callbacks.values()}
-    assert names == {"AtomicModelCheckpoint", "OverlayWriter"}
+    assert names == {"AtomicModelCheckpoint", "EpochLog", "OverlayWriter"}
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "slurm"])
@@ -134,3 +148,62 @@ def test_literal_settings_are_what_a_file_states_itself() -> None:
     folder = literal_settings("data/folder")
     assert "normal_dir" not in folder  # ???: the command line gives it
     assert folder["category"] == OmegaConf.load(Path(CONFIG_DIR) / "data" / "folder.yaml").category
+
+
+def _compose(overrides: list[str], config_name: str = "train"):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "size", "widths", "epochs"),
+    [
+        ([], 128, [16, 32, 64, 128], (60, 30)),
+        (["trainer=gpu"], 256, [64, 128, 256, 512], (100, 100)),
+        (["trainer=ddp"], 256, [64, 128, 256, 512], (100, 100)),
+        (["profile=gpu"], 256, [64, 128, 256, 512], (100, 100)),
+        (["trainer=gpu", "data.image_size=192", "trainer.max_epochs=7"], 192, [64, 128, 256, 512], (7, 100)),
+    ],
+)
+def test_the_default_is_the_recipe_at_the_trainers_size(overrides, size, widths, epochs) -> None:
+    cfg = _compose(["data=mvtec", *overrides])
+    recipe = OmegaConf.load(Path(CONFIG_DIR) / "recipe" / "stage1.yaml")
+    assert cfg.stage == "both" and cfg.masking.name == "checkerboard"
+    assert cfg.data.val_policy == recipe.data.val_policy == "from_train"
+    assert cfg.data.train_batch_size == recipe.data.train_batch_size == 8
+    assert cfg.model.optimizer.lr == recipe.model.optimizer.lr == 1e-3
+    assert cfg.model.scoring.normalize == "zscore" and cfg.model.scoring.std_floor == 1.0
+    assert (cfg.data.image_size, list(cfg.model.unet.widths)) == (size, widths)
+    assert (cfg.trainer.max_epochs, cfg.fader.trainer.max_epochs) == epochs
+
+
+def test_the_paper_is_one_switch_away() -> None:
+    cfg = _compose(["data=mvtec", "recipe=paper"])
+    assert cfg.masking.name == "attention" and cfg.model.scoring.normalize == "none"
+    assert (cfg.model.optimizer.lr, cfg.data.train_batch_size, cfg.data.val_policy) == (1e-4, 16, "none")
+    assert (cfg.data.image_size, list(cfg.model.unet.widths), cfg.trainer.max_epochs) == (256, [64, 128, 256, 512], 100)
+    assert cfg.fader.target == "msgms" and cfg.fader.calibration.quantile == 0.99
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "slurm"])
+@pytest.mark.parametrize("experiment", [None, *[o for o in _options("experiment") if o.startswith("table_")]])
+def test_sweep_folders_resolve_before_hydra_sets_its_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, launcher: str, experiment: str | None
+) -> None:
+    """A multirun resolves ``hydra.sweep.dir`` (and submitit's folder) before it sets ``HydraConfig``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FADER_ROOT", raising=False)
+    overrides = [] if launcher == "basic" else [f"hydra/launcher={launcher}"]
+    cfg = _compose([*overrides, *([f"experiment={experiment}"] if experiment else []), "hydra.mode=MULTIRUN"])
+    HydraConfig.instance().cfg = None  # as when a sweep starts: nothing set yet
+    sweep = Path(cfg.hydra.sweep.dir)
+    task = cfg.task_name
+    assert sweep.parent == tmp_path / "logs" / task / "multiruns"
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.submitit_folder.startswith(str(sweep))
+
+
+def test_several_loggers_at_once(tmp_path: Path) -> None:
+    for choice in ("[csv,wandb]", "many"):
+        cfg = compose_train_cfg(tmp_path, [f"logger={choice}"])
+        assert set(cfg.logger) == {"csv", "wandb"}

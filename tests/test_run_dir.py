@@ -1,6 +1,8 @@
 """Run folders that cannot mix: re-runs, overwrite, locks, and reused stage-1 models with the job's own settings."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ from fader_lightning.cli.train import train
 from fader_lightning.errors import ConfigError
 from fader_lightning.models import FADeRModule
 from fader_lightning.results import load_results
-from fader_lightning.run_dir import LOCK_FILE, prepare_run_dir, run_lock
+from fader_lightning.run_dir import LOCK_FILE, REPLACED_PREFIX, prepare_run_dir, run_lock
 
 SMALL = ["data.image_size=32", "data.n_train=8", "data.n_test_good=4", "data.n_test_defect=2", "data.size=64",
          TINY_UNET, "logger=none", "trainer.max_epochs=1", "callbacks.overlays.num_samples=0"]  # fmt: skip
@@ -38,11 +40,88 @@ def test_rerun_into_a_used_folder_is_refused_and_changes_nothing(tmp_path: Path)
     assert not list((tmp_path / "out/checkpoints").rglob("*-v1.ckpt"))
 
 
-def test_overwrite_replaces_the_earlier_run(tmp_path: Path) -> None:
+def test_overwrite_replaces_the_earlier_run_and_keeps_it_aside(tmp_path: Path) -> None:
     train(compose_train_cfg(tmp_path, SMALL))
+    metrics, weights = (tmp_path / "out/metrics.json").read_bytes(), (tmp_path / "out/checkpoints/ear/last.ckpt")
+    weights = weights.read_bytes()
     train(compose_train_cfg(tmp_path, [*SMALL, "seed=5", "overwrite=true"]))
     assert load_results(tmp_path / "out")["ear"]["seed"] == 5
     assert sorted(p.name for p in (tmp_path / "out/checkpoints/ear").iterdir()) == ["last.ckpt"]
+    (replaced,) = (tmp_path / "out").glob(f"{REPLACED_PREFIX}*")  # nothing deleted: the earlier run, whole
+    assert (replaced / "metrics.json").read_bytes() == metrics
+    assert (replaced / "checkpoints/ear/last.ckpt").read_bytes() == weights
+
+
+def test_overwrite_redoes_stage2_in_place_on_the_stage1_checkpoint_it_reads(tmp_path: Path) -> None:
+    train(compose_train_cfg(tmp_path, [*SMALL, "stage=ear"]))
+    stage1 = load_results(tmp_path / "out")["ear"]
+    ckpt = tmp_path / "out/checkpoints/ear/last.ckpt"
+    weights = ckpt.read_bytes()
+    redo = [*SMALL, "stage=fader", f"fader.ckpt_path={ckpt}", "fader.trainer.max_epochs=1", "overwrite=true"]
+    results = train(compose_train_cfg(tmp_path, redo))
+    assert ckpt.read_bytes() == weights  # still in place, where fader.ckpt_path points
+    assert results["fader"]["status"] == "ok"
+    assert load_results(tmp_path / "out")["ear"] == stage1  # the entry of the kept checkpoint stays
+    assert load_results(tmp_path / "out")["fader"]["seed"] == results["fader"]["seed"]
+    (replaced,) = (tmp_path / "out").glob(f"{REPLACED_PREFIX}*")
+    assert json.loads((replaced / "metrics.json").read_text()) == {"ear": stage1}
+    assert not (replaced / "checkpoints").exists()  # the only checkpoint there was the one read
+
+
+def our_run(folder: Path) -> dict[str, Path]:
+    """A run folder as a stage=both job leaves it: both stages' checkpoints and their metrics.json entries."""
+    files = {name: folder / "checkpoints" / name for name in ("ear/last.ckpt", "ear/old.ckpt", "fader/last.ckpt")}
+    for name, path in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name)
+    entries = {stage: {"status": "ok", "checkpoint": str(files[f"{stage}/last.ckpt"])} for stage in ("ear", "fader")}
+    (folder / "metrics.json").write_text(json.dumps(entries))
+    return files
+
+
+def test_overwrite_keeps_every_checkpoint_the_job_reads_and_moves_the_rest(tmp_path: Path) -> None:
+    files = our_run(tmp_path)
+    reads = {"fader.ckpt_path": str(files["ear/last.ckpt"]), "ckpt_path": None}
+    replaced = prepare_run_dir(tmp_path, resume=False, overwrite=True, reads=reads)
+    assert replaced is not None and replaced.parent == tmp_path.resolve() and replaced.name.startswith(REPLACED_PREFIX)
+    assert files["ear/last.ckpt"].read_text() == "ear/last.ckpt"
+    assert not files["ear/old.ckpt"].exists() and not files["fader/last.ckpt"].exists()
+    assert (replaced / "checkpoints/ear/old.ckpt").read_text() == "ear/old.ckpt"
+    assert (replaced / "checkpoints/fader/last.ckpt").read_text() == "fader/last.ckpt"
+    assert set(json.loads((replaced / "metrics.json").read_text())) == {"ear", "fader"}
+    assert set(load_results(tmp_path)) == {"ear"}  # the entry of the kept checkpoint stays true, and stays
+    # named through a symbolic link too
+    files = our_run(tmp_path / "again")
+    (tmp_path / "link.ckpt").symlink_to(files["fader/last.ckpt"])
+    prepare_run_dir(tmp_path / "again", resume=False, overwrite=True, reads={"ckpt_path": tmp_path / "link.ckpt"})
+    assert files["fader/last.ckpt"].read_text() == "fader/last.ckpt" and not files["ear/last.ckpt"].exists()
+    assert set(load_results(tmp_path / "again")) == {"fader"}
+
+
+@pytest.mark.parametrize(
+    ("files", "named"),
+    [
+        ({"metrics.json": '{"accuracy": 0.9}'}, "a metrics.json that is not a {stage: entry} object"),
+        ({"metrics.json": '{"ear": {"auroc": 0.9}}'}, "a metrics.json that is not"),  # no status: not an entry of ours
+        ({"metrics.json": "{}"}, "a metrics.json that is not"),
+        ({"metrics.json": '{"ear": {"status": '}, "a metrics.json that is not"),  # not JSON
+        ({"checkpoints/epoch=3.ckpt": "w"}, r"checkpoints/epoch=3\.ckpt \(a run keeps only ear/ and fader/ there\)"),
+        ({"checkpoints/ear/last.ckpt": "w", "checkpoints/lora/a.pt": "w"}, "checkpoints/lora"),
+        ({"checkpoints": "a file"}, "a file checkpoints"),
+    ],
+)
+def test_overwrite_refuses_a_folder_that_is_not_a_run_of_ours(
+    tmp_path: Path, files: dict[str, str], named: str
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    for overwrite in (True, False):  # without overwrite=true, the message does not suggest it
+        with pytest.raises(ConfigError, match=r"did not write.*choose a new folder") as err:
+            prepare_run_dir(tmp_path, resume=False, overwrite=overwrite)
+        assert re.search(named, str(err.value)) and "overwrite=true (" not in str(err.value)
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
 
 
 def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path: Path) -> None:
@@ -70,8 +149,8 @@ def test_concurrent_job_in_a_locked_folder_is_refused(tmp_path: Path) -> None:
 
 def test_resume_is_allowed_into_its_own_folder(tmp_path: Path) -> None:
     (tmp_path / "checkpoints").mkdir()
-    prepare_run_dir(tmp_path, resume=True, overwrite=False)
-    with pytest.raises(ConfigError, match=str(tmp_path)):
+    assert prepare_run_dir(tmp_path, resume=True, overwrite=False) is None
+    with pytest.raises(ConfigError, match=rf"{tmp_path}.*overwrite=true \(which moves it into .*/\.replaced-<time>/"):
         prepare_run_dir(tmp_path, resume=False, overwrite=False)
 
 

@@ -17,7 +17,6 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from fader_lightning.deploy.sizing import resolve_image_size
 from fader_lightning.errors import ConfigError, DataError
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.checkpoints import load_module, run_entry
+from fader_lightning.models.fit_check import minimum_side
 from fader_lightning.models.scoring import normalized
 
 log = logging.getLogger(__name__)
@@ -161,19 +161,39 @@ class Detector:
         """``ear`` (stage 1) or ``fader``."""
         return self.module.stage
 
-    def preprocess(self, image: ImageLike) -> Tensor:
+    @property
+    def minimum_side(self) -> int:
+        """The smallest image side scored: the smallest the U-Net's stride and the MSGMS scales work at.
+
+        A smaller image, resized up to :attr:`image_size`, would be scored as a blur of a few pixels.
+        """
+        return minimum_side(self.module.inpainter.unet.stride, self.module.scorer.num_scales)
+
+    def preprocess(self, image: ImageLike, name: str | None = None) -> Tensor:
         """Decode and resize one image exactly as training did.
 
         Args:
             image: See :data:`ImageLike`.
+            name: What errors call the image (default: its file, else its kind and shape).
 
         Returns:
             ``(3, H, W)`` float32 in [0, 1] at :attr:`image_size`.
 
         Raises:
-            DataError: When the image cannot be read.
+            DataError: When the image cannot be read, holds NaN or infinite values, or a side of it is below
+                :attr:`minimum_side`.
         """
-        resized = self.transform(image=as_rgb_uint8(image))["image"]
+        name = name or _describe(image)
+        _check_finite(image, name)
+        rgb = as_rgb_uint8(image)
+        height, width = rgb.shape[:2]
+        if min(height, width) < self.minimum_side:
+            raise DataError(
+                f"{name} is {height}x{width} pixels, below the {self.minimum_side} pixels a side this model needs "
+                f"(resized to {self.image_size[0]}x{self.image_size[1]} it would be scored as a blur); give the "
+                "image at its full resolution"
+            )
+        resized = self.transform(image=rgb)["image"]
         return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().div_(255.0)
 
     @torch.inference_mode()
@@ -225,14 +245,36 @@ class Detector:
             One :class:`Detection` per image, in order.
 
         Raises:
-            DataError: When an image cannot be read.
+            DataError: When an image cannot be read, holds NaN or infinite values, or is smaller than
+                :attr:`minimum_side`; the message names it (its file, else its index).
         """
         results: list[Detection] = []
-        for chunk in _chunks(_as_list(images), batch_size):
-            batch = torch.stack([self.preprocess(image) for image in chunk])
-            sources = [str(image) if isinstance(image, str | os.PathLike) else None for image in chunk]
+        for chunk in _chunks(list(enumerate(_as_list(images))), batch_size):
+            batch = torch.stack([self.preprocess(image, _describe(image, index)) for index, image in chunk])
+            sources = [str(image) if isinstance(image, str | os.PathLike) else None for _, image in chunk]
             results += self.detections(self.infer(batch), sources)
         return results
+
+
+def _describe(image: ImageLike, index: int | None = None) -> str:
+    """What an error calls an image: its file, else ``image <index>`` (when given), its kind and its shape."""
+    if isinstance(image, str | os.PathLike):
+        return str(image)
+    shape = (image.height, image.width) if isinstance(image, Image.Image) else tuple(image.shape)
+    kind = f"{type(image).__name__} of shape {shape}"
+    return kind if index is None else f"image {index} ({kind})"
+
+
+def _check_finite(image: ImageLike, name: str) -> None:
+    """Refuse an array or tensor with NaN or infinite values, which decoding would turn into black pixels."""
+    if isinstance(image, Tensor):
+        finite = not image.is_floating_point() or bool(torch.isfinite(image).all())
+    elif isinstance(image, np.ndarray):
+        finite = not np.issubdtype(image.dtype, np.floating) or bool(np.isfinite(image).all())
+    else:
+        finite = True
+    if not finite:
+        raise DataError(f"{name} holds NaN or infinite values; an image must be finite: fix or drop it")
 
 
 def _as_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
@@ -257,8 +299,9 @@ def train(overrides: Sequence[str] = (), output_dir: str | os.PathLike | None = 
 
     Args:
         overrides: Command-line style overrides, e.g. ``["data.category=bottle", "stage=both"]``.
-        output_dir: The run folder; by default ``logs/<task_name>/runs/<time>`` under ``paths.root_dir`` (the current
-            folder unless ``FADER_ROOT`` is set).
+        output_dir: The run folder; by default ``hydra.run.dir``, as for ``fader-train``:
+            ``logs/<task_name>/runs/<dataset>-<category>-<masking>-s<seed>/<time>`` under ``paths.root_dir`` (the
+            current folder unless ``FADER_ROOT`` is set).
 
     Returns:
         ``{stage: entry}`` as written to the run's ``metrics.json`` (each entry names its ``checkpoint``).
@@ -273,12 +316,11 @@ def train(overrides: Sequence[str] = (), output_dir: str | os.PathLike | None = 
         raise ConfigError(f"the overrides {list(overrides)} do not compose: {err}") from err
     if cfg.hydra.mode is not None and str(cfg.hydra.mode).endswith("MULTIRUN"):
         raise ConfigError("train() runs one job; this config is a sweep: run it with fader-train -m")
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     with open_dict(cfg):
         cfg.hydra.runtime.cwd = os.getcwd()
         cfg.hydra.job.num, cfg.hydra.job.id = 0, "0"  # a single job, as in a fader-train run
-    HydraConfig.instance().set_config(cfg)  # resolves paths.* (they read hydra:runtime.cwd)
-    run_dir = Path(output_dir or Path(cfg.paths.log_dir) / cfg.task_name / "runs" / stamp).resolve()
+    HydraConfig.instance().set_config(cfg)  # resolves paths.* and hydra.run.dir as in a fader-train job
+    run_dir = Path(output_dir or cfg.hydra.run.dir).resolve()
     OmegaConf.set_readonly(cfg.hydra, False)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)

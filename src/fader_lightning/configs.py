@@ -7,14 +7,68 @@ directly and an installed wheel (``pip install .``) carries its own copy; either
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 """str: The folder of ``train.yaml``, ``eval.yaml`` and the config groups."""
+
+
+def working_dir() -> str:
+    """The folder a command was started in: Hydra's ``runtime.cwd`` once Hydra has set its config, else the process's.
+
+    ``conf/paths`` derives every path from it (``${fader_cwd:}``). Hydra's own ``${hydra:runtime.cwd}`` cannot be
+    used there: a multirun resolves ``hydra.sweep.dir`` (which lies under ``paths.log_dir``) before it sets its
+    config, so the sweep would fail before its first job.
+
+    Returns:
+        An absolute path.
+    """
+    if HydraConfig.initialized():
+        cwd = HydraConfig.get().runtime.get("cwd")
+        if cwd:
+            return str(cwd)
+    return os.getcwd()
+
+
+def dataset_name(target: str) -> str:
+    """A datamodule's short name for folder names: ``fader_lightning.data.MVTecADDataModule`` gives ``mvtecad``.
+
+    Args:
+        target: The ``_target_`` of a ``conf/data`` config.
+
+    Returns:
+        The class name without ``DataModule``, lower case.
+    """
+    return str(target).rsplit(".", 1)[-1].removesuffix("DataModule").lower()
+
+
+def checkpoint_name(path: str | None) -> str:
+    """A checkpoint's name for an evaluation folder: its run folder's name and stage, or its file name.
+
+    Args:
+        path: ``<runs>/<name>/<time>/checkpoints/<stage>/last.ckpt`` (or a link to its run), or any other file.
+
+    Returns:
+        ``<name>-<stage>`` for a checkpoint inside a run folder, else the file's stem (``checkpoint`` without one).
+    """
+    if not path:
+        return "checkpoint"
+    path = Path(str(path)).resolve()  # through links such as logs/train/runs/latest
+    if len(path.parents) > 3 and path.parent.parent.name == "checkpoints":
+        return f"{path.parents[3].name}-{path.parent.name}"
+    return path.stem
+
+
+# the resolvers of conf/ (paths and folder names); every command and the API import this module before composing
+OmegaConf.register_new_resolver("fader_cwd", working_dir, replace=True)
+OmegaConf.register_new_resolver("fader_dataset", dataset_name, replace=True)
+OmegaConf.register_new_resolver("fader_checkpoint", checkpoint_name, replace=True)
 
 
 def literal_settings(name: str, exclude: Iterable[str] = ()) -> dict[str, Any]:

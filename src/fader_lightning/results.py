@@ -35,7 +35,8 @@ def load_results(path: str | Path) -> dict[str, Any]:
         results = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(
-            f"{path} is not valid JSON ({err}); move it away, or re-run the job with overwrite=true"
+            f"{path} is not valid JSON ({err}); move it away (it is no run of this project's that overwrite=true "
+            "could set aside)"
         ) from err
     if not isinstance(results, dict):
         raise ConfigError(f"{path} holds a {type(results).__name__}, not a results object; move it away")

@@ -2,55 +2,154 @@
 
 A re-run into an existing ``hydra.run.dir`` (or sweep folder) would otherwise train stage 2 on the previous run's
 stage-1 model and point ``metrics.json`` at old checkpoints; two jobs in one folder at once would mix their seeds.
+``overwrite=true`` never deletes: it moves the earlier run aside, and only a run of fader-lightning.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from fader_lightning.errors import ConfigError
-from fader_lightning.results import METRICS_FILE
-from fader_lightning.utils.io import check_links_stay_inside, writable_folder
+from fader_lightning.keys import EAR, FADER
+from fader_lightning.results import METRICS_FILE, load_results
+from fader_lightning.utils.io import atomic_write_json, check_links_stay_inside, writable_folder
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".fader-run.lock"
-RUN_ARTEFACTS = (METRICS_FILE, "checkpoints")
+CHECKPOINTS = "checkpoints"
+RUN_ARTEFACTS = (METRICS_FILE, CHECKPOINTS)
+REPLACED_PREFIX = ".replaced-"
+"""``overwrite=true`` moves the earlier run's artefacts into ``<run>/.replaced-<time>/``."""
+STAGES = (EAR, FADER)
+"""What a run of ours holds: ``metrics.json`` entries and ``checkpoints/`` sub-folders of these stages only."""
 
 
-def prepare_run_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
+def prepare_run_dir(
+    output_dir: Path, resume: bool, overwrite: bool, reads: Mapping[str, str | os.PathLike | None] | None = None
+) -> Path | None:
     """Refuse a folder that already holds a run, unless the job resumes it or is told to overwrite it.
+
+    A folder holds a run when it has a ``metrics.json`` or a ``checkpoints/``. It is a run of fader-lightning when
+    its ``metrics.json`` is a non-empty ``{stage: entry}`` object whose stages are ``ear``/``fader`` and whose
+    entries all have a ``status``, and its ``checkpoints/`` holds only ``ear/`` and ``fader/`` sub-folders: what
+    every job has written, runs from before this check included. Anything else is another tool's, and never
+    replaced.
 
     Args:
         output_dir: The job's run folder.
         resume: The job resumes training from a checkpoint (``ckpt_path=...``): the folder's run is continued.
-        overwrite: ``overwrite=true``: the earlier run's ``metrics.json`` and checkpoints are deleted first.
+        overwrite: ``overwrite=true``: the earlier run's ``metrics.json`` and checkpoints are moved into
+            ``output_dir/.replaced-<time>/`` first (nothing is deleted).
+        reads: The checkpoints the job reads, by config key (``fader.ckpt_path``, ``ckpt_path``; ``None`` values are
+            ignored). ``overwrite`` leaves those inside the folder in place, and keeps the ``metrics.json`` entries
+            that name them.
+
+    Returns:
+        The folder the earlier run was moved into, or ``None`` when nothing was moved.
 
     Raises:
-        ConfigError: When the folder holds a run and neither applies, or a sub-folder is a symbolic link that
-            leads out of it.
+        ConfigError: When the folder holds a run and neither applies, holds a ``metrics.json`` or ``checkpoints/``
+            that fader-lightning did not write, or a sub-folder is a symbolic link that leads out of it.
     """
     check_links_stay_inside(output_dir)
     found = [name for name in RUN_ARTEFACTS if (output_dir / name).exists()]
     if not found or resume:
-        return
-    if overwrite:
-        log.warning("overwrite=true: deleting the earlier run's %s in %s", ", ".join(found), output_dir)
-        for name in found:
-            path = output_dir / name
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-        return
-    raise ConfigError(
-        f"run folder {output_dir} already holds a run ({', '.join(found)}); choose a new folder (hydra.run.dir=... or "
-        "hydra.sweep.dir=...), resume it with ckpt_path=<its checkpoints/ear/last.ckpt>, or replace it with "
-        "overwrite=true"
+        return None
+    foreign = _foreign(output_dir, found)
+    if foreign:
+        raise ConfigError(
+            f"run folder {output_dir} holds {foreign}, which fader-lightning did not write: a job never replaces "
+            "another tool's files, overwrite=true included; choose a new folder (hydra.run.dir=... or "
+            f"hydra.sweep.dir=...), or move those files out of {output_dir}"
+        )
+    if not overwrite:
+        raise ConfigError(
+            f"run folder {output_dir} already holds a run ({', '.join(found)}); choose a new folder (hydra.run.dir=... "
+            "or hydra.sweep.dir=...), resume it with ckpt_path=<its checkpoints/ear/last.ckpt>, or replace it with "
+            f"overwrite=true (which moves it into {output_dir}/{REPLACED_PREFIX}<time>/)"
+        )
+    return _move_run_aside(output_dir, found, reads or {})
+
+
+def _foreign(output_dir: Path, found: list[str]) -> str | None:
+    """Which of a folder's run artefacts fader-lightning did not write (see :func:`prepare_run_dir`), or ``None``."""
+    if METRICS_FILE in found and not _our_results(output_dir / METRICS_FILE):
+        return f"a {METRICS_FILE} that is not a {{stage: entry}} object of the stages {', '.join(STAGES)}"
+    checkpoints = output_dir / CHECKPOINTS
+    if CHECKPOINTS in found:
+        if not checkpoints.is_dir():
+            return f"a file {CHECKPOINTS}"
+        others = sorted(entry.name for entry in checkpoints.iterdir() if entry.name not in STAGES or not entry.is_dir())
+        if others:
+            return f"{CHECKPOINTS}/{', '.join(others)} (a run keeps only {'/ and '.join(STAGES)}/ there)"
+    return None
+
+
+def _our_results(path: Path) -> bool:
+    """Whether ``path`` is a ``metrics.json`` a job of ours wrote: ``{stage: {"status": ..., ...}}``."""
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return (
+        isinstance(results, dict)
+        and bool(results)
+        and all(stage in STAGES and isinstance(entry, dict) and "status" in entry for stage, entry in results.items())
     )
+
+
+def _move_run_aside(output_dir: Path, found: list[str], reads: Mapping[str, str | os.PathLike | None]) -> Path:
+    """Move a run's artefacts into ``.replaced-<time>/``, except the checkpoints the job reads (and their entries).
+
+    Args:
+        output_dir: The run folder.
+        found: Its artefacts (:data:`RUN_ARTEFACTS` that exist).
+        reads: The job's input checkpoints by config key.
+
+    Returns:
+        The ``.replaced-<time>/`` folder.
+    """
+    run = output_dir.resolve()
+    kept = {Path(path).resolve(): key for key, path in reads.items() if path}
+    kept = {path: key for path, key in kept.items() if path.is_relative_to(run)}
+    results = load_results(run / METRICS_FILE)
+    replaced = run / f"{REPLACED_PREFIX}{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
+    replaced.mkdir()
+    for name in found:
+        _move_aside(run / name, run, replaced, set(kept))
+    entries = {stage: entry for stage, entry in results.items() if _named(entry.get("checkpoint")) in kept}
+    if entries:
+        atomic_write_json(run / METRICS_FILE, entries)
+    log.warning("overwrite=true: moved the earlier run's %s in %s into %s", ", ".join(found), output_dir, replaced)
+    for path, key in kept.items():
+        log.warning("overwrite=true: kept %s in place: %s=%s reads it", path, key, reads[key])
+    return replaced
+
+
+def _named(path: str | None) -> Path | None:
+    """The resolved path a ``metrics.json`` entry's ``checkpoint`` names, or ``None``."""
+    return Path(path).resolve() if path else None
+
+
+def _move_aside(path: Path, run: Path, replaced: Path, kept: set[Path]) -> None:
+    """Move ``path`` to the same place under ``replaced``; a kept file stays, and so do the folders on its way."""
+    if path.resolve() in kept:
+        return
+    if path.is_dir() and not path.is_symlink() and any(file.is_relative_to(path) for file in kept):
+        for entry in sorted(path.iterdir()):
+            _move_aside(entry, run, replaced, kept)
+        return
+    target = replaced / path.relative_to(run)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path.rename(target)
 
 
 def _holder(lock: Path) -> tuple[int, str] | None:

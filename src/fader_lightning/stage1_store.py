@@ -1,7 +1,8 @@
 """A store of trained stage-1 checkpoints, keyed by everything that changes the trained weights.
 
 Sweeps that vary only FADeR settings (the ablations) or only evaluation settings find the stage-1
-model of their (data, model, masking, seed, epochs) there instead of training it again.
+model of their (data, model, masking, seed, epochs) there instead of training it again. The key includes the
+SHA-256 digests of the training files' bytes, so a changed, added or removed training image trains again.
 """
 
 from __future__ import annotations
@@ -11,10 +12,16 @@ import json
 import logging
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from fader_lightning.data.datamodule import AnomalyDataModule
+from fader_lightning.data.verify import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +42,29 @@ _TRAINER_KEYS = (
 )
 
 
+def training_files_digest(datamodule: AnomalyDataModule) -> str:
+    """A digest of the training split's files: the digest of each image's and mask's bytes, in table order.
+
+    The files are hashed on the job's threads (hashlib releases the GIL), and the digests are those
+    :func:`~fader_lightning.data.verify.file_digest` remembers in the process, so the data check and the image cache
+    of the job's setup reuse them instead of hashing the files again.
+
+    Args:
+        datamodule: The data module (not necessarily set up: its sample table is built here).
+
+    Returns:
+        A hex digest.
+    """
+    files = [path for s in datamodule.make_samples() if s.split == "train" for path in (s.image_path, s.mask_path)]
+    with ThreadPoolExecutor(max_workers=max(1, min(8, torch.get_num_threads()))) as pool:
+        digests = pool.map(lambda path: "-" if path is None else file_digest(path), files)
+        return hashlib.sha256(" ".join(digests).encode()).hexdigest()
+
+
 def stage1_key(cfg: DictConfig) -> str:
-    """Hash the settings that determine a stage-1 model.
+    """Hash the settings that determine a stage-1 model, and the training files' bytes.
+
+    The data module is built from ``cfg.data`` to list its training files (a cheap listing, without decoding).
 
     Args:
         cfg: Full training config.
@@ -52,6 +80,7 @@ def stage1_key(cfg: DictConfig) -> str:
         "model": model,
         "seed": cfg.seed,
         "trainer": {k: trainer.get(k) for k in _TRAINER_KEYS},
+        "train_files": training_files_digest(instantiate(cfg.data)),
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

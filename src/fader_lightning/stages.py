@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fader_lightning import stage1_store
 from fader_lightning.data.datamodule import AnomalyDataModule
+from fader_lightning.data.source import data_record
 from fader_lightning.errors import CheckpointError, ConfigError, FaderError
 from fader_lightning.keys import EAR, FADER, JOB_STAGES
 from fader_lightning.masking import single_mask_problem
@@ -145,6 +146,7 @@ def run_stage(
     else:
         model = build(spec)
     model.set_evaluation(cfg.model.scoring, cfg.model.fpr_limit, cfg.model.map_storage)
+    model.record_data(data_record(cfg.data))  # fader-eval tests a copy of the checkpoint on the same data
     trainer: L.Trainer = build(
         cfg.trainer,
         callbacks=build_callbacks(cfg, stage, output_dir),
@@ -283,12 +285,14 @@ def provenance(cfg: DictConfig, stage: str, output_dir: Path) -> dict[str, Any]:
     }
 
 
-def run_stages(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def run_stages(cfg: DictConfig, output_dir: Path, forced: dict[str, Any] | None = None) -> dict[str, Any]:
     """The stages of ``cfg.stage``, each recorded in ``metrics.json`` (see :func:`train`).
 
     Args:
         cfg: Full config.
         output_dir: The run folder.
+        forced: What ``force=true`` replaced of the stage-1 checkpoint's settings (``stage=fader``), recorded in
+            stage 2's entry.
 
     Returns:
         ``{stage: entry}`` of the stages run.
@@ -321,6 +325,8 @@ def run_stages(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             finally:
                 finish_wandb()
             results[stage] = {**provenance(cfg, stage, output_dir), **entry}
+            if stage == FADER and forced:
+                results[stage]["forced"] = forced
             record(output_dir, stage, results[stage])
     return results
 

@@ -104,3 +104,13 @@ def test_wandb_group_is_the_one_the_jobs_logged_to(complete: tuple[list[Path], S
     Sweep(single).job("bottle", "saliency", stages=BOTH_OK)
     (job,) = [p for p in single.rglob("metrics.json")]
     assert wandb_group([job.parent]) == f"train-{job.parent.name}"  # a single run: its own folder
+
+
+def test_runs_that_overwrite_moved_aside_are_not_jobs(complete: tuple[list[Path], Sweep], tmp_path: Path) -> None:
+    dirs, _ = complete
+    before = len(collect(dirs))
+    job = next(path.parent for path in dirs[0].rglob("metrics.json"))
+    aside = job / ".replaced-2026-01-01_00-00-00-000000"
+    aside.mkdir()
+    (aside / "metrics.json").write_text((job / "metrics.json").read_text())
+    assert len(collect(dirs)) == before

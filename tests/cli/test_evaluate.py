@@ -1,13 +1,16 @@
 """``fader-eval``: a checkpoint of either stage tested on any category, like the test pass of its training run."""
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import TINY_UNET, compose_train_cfg
 from fader_lightning.cli.evaluate import evaluate
 from fader_lightning.cli.train import train
+from fader_lightning.data.source import data_record
 from fader_lightning.errors import CheckpointError, ConfigError
 from fader_lightning.results import load_results
 
@@ -52,11 +55,58 @@ def test_a_fader_checkpoint_alone_reproduces_its_training_test_metrics(trained, 
     assert entry["config"]["data"]["image_size"] == 48 and entry["config"]["data"]["interpolation"] == "area"
 
 
-def test_a_checkpoint_in_its_run_folder_is_tested_on_its_run_data(trained, tmp_path: Path) -> None:
+def test_a_checkpoint_is_tested_on_the_data_it_records(trained, tmp_path: Path) -> None:
     _, results = trained
-    entry = run_eval(tmp_path, results["fader"]["checkpoint"], ["logger=none"], tmp_path / "unused")
+    copy = tmp_path / "elsewhere" / "copy.ckpt"  # out of its run folder: nothing beside it says what it was trained on
+    copy.parent.mkdir()
+    shutil.copyfile(results["fader"]["checkpoint"], copy)
+    entry = run_eval(tmp_path, copy, ["logger=none"], tmp_path / "unused")
     assert entry["metrics"] == results["fader"]["metrics"] and entry["category"] == "synth_object"
-    assert entry["config"]["data"] == results["fader"]["config"]["data"]
+    assert data_record(entry["config"]["data"]) == data_record(results["fader"]["config"]["data"])
+    # the job's own caches, never a folder the checkpoint names
+    assert entry["config"]["data"]["image_cache"].startswith(str(tmp_path))
+
+
+def test_nothing_a_run_folder_or_checkpoint_holds_is_run(trained, tmp_path: Path) -> None:
+    _, results = trained
+    payload = tmp_path / "payload.txt"
+    target = {"_target_": "builtins.open", "file": str(payload), "mode": "w"}
+    run = tmp_path / "run"
+    (run / "checkpoints" / "fader").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "fader" / "last.ckpt"
+    shutil.copyfile(results["fader"]["checkpoint"], ckpt)
+    poisoned = {"fader": {**results["fader"], "config": {"data": target, "paths": {"cache_dir": str(tmp_path / "x")}}}}
+    (run / "metrics.json").write_text(json.dumps(poisoned))
+    entry = run_eval(tmp_path / "eval", ckpt, ["logger=none"], tmp_path / "unused")
+    assert not payload.exists() and not (tmp_path / "x").exists()
+    assert entry["metrics"] == results["fader"]["metrics"]
+    # a record that names another class, or holds a node to instantiate, is refused and runs nothing
+    for stage_key, record in (("_target_", "builtins.open"), ("category", target)):
+        bad = tmp_path / f"bad-{stage_key}.ckpt"
+        checkpoint = torch.load(results["fader"]["checkpoint"], weights_only=True)
+        checkpoint["hyper_parameters"]["data_source"] = {**checkpoint["hyper_parameters"]["data_source"],
+                                                         stage_key: record}  # fmt: skip
+        torch.save(checkpoint, bad)
+        with pytest.raises(CheckpointError, match="nothing"):
+            run_eval(tmp_path / f"eval-{stage_key}", bad, ["logger=none"], tmp_path / "unused")
+        assert not payload.exists()
+
+
+def test_recorded_data_that_is_not_here_is_named_and_can_be_moved(trained, tmp_path: Path) -> None:
+    tmp, results = trained
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp / "data", moved)
+    checkpoint = torch.load(results["ear"]["checkpoint"], weights_only=True)
+    recorded = checkpoint["hyper_parameters"]["data_source"]["root"]
+    checkpoint["hyper_parameters"]["data_source"]["root"] = str(tmp_path / "gone")
+    copy = tmp_path / "copy.ckpt"
+    torch.save(checkpoint, copy)
+    with pytest.raises(ConfigError, match=r"was trained on data=synthetic data\.root=.*gone.*is not here.*data\.root="):
+        run_eval(tmp_path / "a", copy, ["logger=none"], tmp_path / "unused")
+    assert not (tmp_path / "gone").exists()  # never generated where a file says
+    root = moved / Path(recorded).name
+    entry = run_eval(tmp_path / "b", copy, ["logger=none", f"data.root={root}"], tmp_path / "unused")
+    assert entry["metrics"] == results["ear"]["metrics"] and entry["config"]["data"]["root"] == str(root)
 
 
 def test_the_unet_may_run_in_bfloat16_for_an_evaluation(trained, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """A real multirun on the joblib launcher: 2 categories x 2 masking methods (plus one broken job), 2 jobs at once,
-then aggregation."""
+then aggregation; with no ``hydra.sweep.dir``, as a user types it."""
 
 import json
 import subprocess
@@ -11,18 +11,26 @@ from fader_lightning.utils.threads import available_cores
 
 
 def test_multirun_with_a_failing_job_then_aggregate(tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "fader_lightning.cli.train", "-m",
            "data.category=synth_texture,synth_object,no_such_category", "masking=saliency,checkerboard",
            "stage=both", "data.image_size=32", "data.n_train=8", "data.n_test_good=3", "data.n_test_defect=2",
            "data.size=48", "model.unet.widths=[8,16,32,64]", "trainer.max_epochs=1", "fader.trainer.max_epochs=1",
-           "logger=none", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}",
+           "logger=none", "trainer.enable_progress_bar=false",
            f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}",
            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    # the sweep went to logs/<task>/multiruns/<time>/, and logs/train/latest links to it
+    latest = tmp_path / "logs" / "train" / "latest"
+    sweep = latest.resolve()
+    assert latest.is_symlink() and sweep.parent == (tmp_path / "logs" / "train" / "multiruns").resolve()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(jobs) == 6 and len({p.resolve() for p in jobs}) == 6
+    # each job's folder is named by its number and what it is
+    assert {p.name for p in jobs} >= {
+        "0_synthetic-synth_texture-saliency-s0",
+        "3_synthetic-synth_object-checkerboard-s0",
+    }
     statuses = {}
     for job in jobs:
         entry = json.loads((job / "metrics.json").read_text())

@@ -173,7 +173,7 @@ def test_cli_overrides_as_documented(tmp_path: Path, synthetic_mvtec: Path) -> N
     out = tmp_path / "OUT"
     cmd = [sys.executable, "-m", "fader_lightning.cli.train", "data=mvtec", f"data.root={synthetic_mvtec}",
            "data.category=synth_object", "data.image_size=128", "masking=saliency", "trainer.max_epochs=1",
-           "logger=none", "seed=0", f"hydra.run.dir={out}", TINY_UNET, "trainer.enable_progress_bar=false",
+           "logger=none", "seed=0", f"hydra.run.dir={out}", TINY_UNET, "trainer.enable_progress_bar=false", "stage=ear",
            f"paths.log_dir={tmp_path / 'logs'}"]  # fmt: skip
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "FADER_ROOT": str(tmp_path)}

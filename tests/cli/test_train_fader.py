@@ -1,5 +1,6 @@
 """Stage 2 (FADeR) through the training entry point, on generated data."""
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from fader_lightning.results import load_results
 # masking=none: the stage-1 mask misses every defect on purpose
 STAGE1 = ["data.category=synth_object", "data.image_size=64", "data.n_train=24", "data.n_test_defect=4", TINY_UNET,
           "masking=none", "trainer.max_epochs=6", "model.optimizer.lr=1e-3", "logger=none",
-          "trainer.enable_progress_bar=false"]  # fmt: skip
+          "trainer.enable_progress_bar=false", "data.val_policy=none"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,36 @@ def test_stage_fader_reuses_a_checkpoint(both_run: tuple[Path, dict], tmp_path: 
     assert set(out) == {"fader"} and not (tmp_path / "out/checkpoints/ear").exists()
 
 
+def test_stage_fader_takes_the_stage1_settings_from_its_checkpoint(
+    both_run: tuple[Path, dict], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, results = both_run
+    ckpt = f"fader.ckpt_path={results['ear']['checkpoint']}"
+    # only the data and stage 2's own settings: the U-Net, image size, masking and scoring are the checkpoint's
+    data = ["data.category=synth_object", "data.n_train=24", "data.n_test_defect=4", "logger=none",
+            "trainer.enable_progress_bar=false", "data.val_policy=none"]  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        out = train(compose_train_cfg(tmp_path / "alone", [*data, "stage=fader", ckpt, "fader.trainer.max_epochs=15"]))
+    assert out["fader"]["metrics"] == results["fader"]["metrics"]
+    config = out["fader"]["config"]
+    assert config["masking"]["name"] == "none" and config["model"]["unet"]["widths"] == [8, 16, 32, 64]
+    assert config["data"]["image_size"] == [64, 64] and config["model"]["scoring"]["normalize"] == "zscore"
+    assert "forced" not in out["fader"]
+    # the console: an estimate after the second step, then one line per epoch with its loss
+    lines = [r.getMessage() for r in caplog.records if r.name == "fader_lightning.callbacks.progress"]
+    assert any(line.startswith("fader: training will take about") for line in lines)
+    assert len([line for line in lines if line.startswith("fader epoch ")]) == 15
+    assert "fader epoch 15/15: rank_loss" in lines[-1] and "ETA 0 s" in lines[-1]
+    # an override that contradicts the checkpoint stops the job before any work, naming both values
+    for override, message in (("masking=checkerboard", r"masking.name=checkerboard on the command line, none in"),
+                              (TINY_UNET.replace("8,", "4,"), r"model.unet.widths=\[4, 16, 32, 64\] on the command"),
+                              ("model.scoring.normalize=none", r"normalize=none on the command line, zscore in the "
+                               r"checkpoint.*force=true")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            train(compose_train_cfg(tmp_path / "refused", [*data, "stage=fader", ckpt, override]))
+        assert not (tmp_path / "refused" / "out").exists()
+
+
 def test_missing_and_incompatible_checkpoints(both_run: tuple[Path, dict], tmp_path: Path) -> None:
     _, results = both_run
     with pytest.raises(CheckpointError, match="does not exist; train stage 1 first"):
@@ -139,11 +170,12 @@ def test_stage2_at_another_size_than_its_stage1_must_be_forced(both_run: tuple[P
         f"data.image_size={other}",
         "fader.trainer.max_epochs=1",
     ]
-    with pytest.raises(ConfigError, match=rf"trained at image_size=\[{trained[0]}, {trained[1]}\] but data.image_size="
-                       rf"\[{other}, {other}\].*fader.force_image_size=true"):  # fmt: skip
+    with pytest.raises(ConfigError, match=rf"data.image_size=\[{other}, {other}\] on the command line, "
+                       rf"\[{trained[0]}, {trained[1]}\] in the checkpoint.*force=true"):  # fmt: skip
         train(compose_train_cfg(tmp_path / "refused", overrides))
-    forced = train(compose_train_cfg(tmp_path / "forced", [*overrides, "fader.force_image_size=true"]))
+    forced = train(compose_train_cfg(tmp_path / "forced", [*overrides, "force=true"]))
     assert FADeRModule.load_from_checkpoint(forced["fader"]["checkpoint"]).trained_size == (other, other)
+    assert forced["fader"]["forced"] == {"data.image_size": {"checkpoint": list(trained), "job": [other, other]}}
 
 
 def test_both_stages_train_in_bf16_mixed_precision(tmp_path: Path) -> None:

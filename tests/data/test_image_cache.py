@@ -2,6 +2,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,13 +84,60 @@ def test_the_entry_changes_with_the_file_the_size_and_the_interpolation(syntheti
     assert torch.allclose(after["image"], torch.full_like(after["image"], 200 / 255))
 
 
+def test_new_pixels_with_the_old_size_and_mtime_are_read_again(synthetic_mvtec: Path, tmp_path: Path) -> None:
+    root, cache = _tree(synthetic_mvtec, tmp_path), tmp_path / "cache"
+    image = sorted((root / "synth_object" / "test" / "good").glob("*.png"))[0]
+    with Image.open(image) as original:
+        pixels = np.asarray(original.convert("RGB"))
+    Image.fromarray(pixels).save(image, compress_level=0)  # stored, not deflated: the size depends on the shape only
+    old = image.stat()
+    before = {item["path"]: item for item in _test_items(root, cache)}[str(image)]
+    Image.fromarray(255 - pixels).save(image, compress_level=0)  # edited in place...
+    os.utime(image, ns=(old.st_atime_ns, old.st_mtime_ns))  # ...and its mtime restored, as touch -r or cp -p do
+    assert (image.stat().st_size, image.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    after = {item["path"]: item for item in _test_items(root, cache)}[str(image)]
+    plain = {item["path"]: item for item in _test_items(root, None)}[str(image)]
+    assert torch.equal(after["image"], plain["image"]) and not torch.equal(after["image"], before["image"])
+    assert len(_entries(cache)) == _sample_count(root) + 1  # a new entry beside the old image's
+
+
+def _filled(root: Path, tmp_path: Path) -> tuple[Path, list[dict], Any]:
+    """A cache filled by a test pass, the items it served, and a set-up datamodule reading it."""
+    cache = tmp_path / "cache"
+    reference = _test_items(root, cache)
+    dm = datamodule("mvtec", root, "synth_object", image_size=32, image_cache=str(cache))
+    dm.setup()
+    return cache, reference, dm
+
+
+def test_an_entry_overwritten_with_another_is_detected_reported_once_and_rewritten(
+    synthetic_mvtec: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache, reference, dm = _filled(synthetic_mvtec, tmp_path)
+    victim, other = dm.test_samples[:2]
+    entry, foreign = dm.disk_cache.entry(victim), dm.disk_cache.entry(other)
+    assert not torch.equal(reference[0]["image"], reference[1]["image"])  # serving the other would show
+    shutil.copyfile(foreign, entry)  # a well-formed entry, of another image
+    with caplog.at_level(logging.WARNING):
+        again = _test_items(synthetic_mvtec, cache)
+    assert [r.getMessage() for r in caplog.records if "image cache entry" in r.getMessage()] == [
+        f"image cache entry {entry} is damaged or holds another image (its check fails); reading "
+        f"{victim.image_path} again and rewriting the entry"
+    ]
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(reference, again, strict=True))
+    assert entry.read_bytes() != foreign.read_bytes()  # rewritten with the right pixels
+    assert dm.disk_cache.load(victim) is not None
+    shutil.copyfile(foreign, entry)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert dm.disk_cache.load(victim) is None and dm.disk_cache.load(victim) is None
+    assert caplog.text.count(str(entry)) == 1  # reported once per entry
+
+
 def test_a_damaged_entry_is_read_again_and_rewritten(
     synthetic_mvtec: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = tmp_path / "cache"
-    reference = _test_items(synthetic_mvtec, cache)
-    dm = datamodule("mvtec", synthetic_mvtec, "synth_object", image_size=32, image_cache=str(cache))
-    dm.setup()
+    cache, reference, dm = _filled(synthetic_mvtec, tmp_path)
     damaged = dm.disk_cache.entry(dm.test_samples[0])
     damaged.write_bytes(damaged.read_bytes()[:100])
     with caplog.at_level(logging.WARNING):

@@ -1,8 +1,10 @@
-"""Every file decoded before work, each at most once per (size, mtime), and what is odd reported once."""
+"""Every file decoded before work, each at most once per content, and what is odd reported once."""
 
+import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +35,23 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
     monkeypatch.setattr(verify, "decode_info", counting)
     monkeypatch.setattr(verify, "_CHECKED", {})
+    monkeypatch.setattr(verify, "_DIGESTS", {})
     return seen
 
 
-def test_every_file_is_decoded_once_per_size_and_mtime(category: Path, tmp_path: Path, decodes: list[Path]) -> None:
+def _same_size_new_pixels(image: Path) -> None:
+    """Give an image other pixels in a file of the same size, then restore its times, as ``touch -r`` would."""
+    before = image.stat()
+    with Image.open(image) as original:
+        pixels = np.asarray(original.convert("RGB"))
+    Image.fromarray(pixels).save(image, compress_level=0)  # stored, not deflated: the size depends on the shape only
+    size = image.stat().st_size
+    Image.fromarray(255 - pixels).save(image, compress_level=0)
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert image.stat().st_size == size and image.stat().st_mtime_ns == before.st_mtime_ns
+
+
+def test_every_file_is_decoded_once_per_content(category: Path, tmp_path: Path, decodes: list[Path]) -> None:
     samples = make_mvtec_samples(category, "synth_object")
     files = {p for s in samples for p in (s.image_path, s.mask_path) if p is not None}
     cache = tmp_path / "checked.json"
@@ -50,7 +65,52 @@ def test_every_file_is_decoded_once_per_size_and_mtime(category: Path, tmp_path:
     touched = samples[0].image_path
     os.utime(touched, ns=(0, 10**9))
     validate_samples(samples, cache_file=cache)
-    assert decodes[len(files) :] == [touched]  # a changed file is decoded again
+    assert len(decodes) == len(files)  # the same bytes with another mtime are known
+    changed = samples[1].image_path
+    _same_size_new_pixels(changed)
+    verify._CHECKED.clear()
+    validate_samples(samples, cache_file=cache)
+    assert decodes[len(files) :] == [changed]  # new bytes are decoded again, whatever the size and mtime say
+
+
+@pytest.mark.parametrize("damage", ["truncated", "same size"])
+def test_a_damaged_file_with_a_forged_cache_entry_is_checked_again_and_refused(
+    category: Path, tmp_path: Path, decodes: list[Path], damage: str
+) -> None:
+    samples = make_mvtec_samples(category, "synth_object")
+    cache = tmp_path / "checked.json"
+    validate_samples(samples, cache_file=cache)
+    image = samples[0].image_path
+    before = image.stat()
+    content = image.read_bytes()
+    if damage == "truncated":
+        image.write_bytes(content[: len(content) // 2])
+    else:  # the compressed pixels zeroed past their first bytes (IDAT data starts at 41): the size stays
+        image.write_bytes(content[:45] + bytes(len(content) - 57) + content[-12:])
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    stat = image.stat()
+    entries = json.loads(cache.read_text())
+    verdict = next(iter(entries.values()))
+    entries[f"{image.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"] = verdict  # what the size-and-mtime key read
+    cache.write_text(json.dumps(entries))
+    verify._CHECKED.clear()
+    with pytest.raises(DataError, match="corrupt or truncated") as err:
+        validate_samples(samples, cache_file=cache)
+    assert str(image) in str(err.value)
+    assert decodes.count(image) == 2  # checked again, not trusted
+
+
+def test_a_file_digest_is_remembered_until_the_file_changes(
+    category: Path, decodes: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = next((category / "synth_object/train/good").glob("*.png"))
+    first = verify.file_digest(image)
+    assert not verify._DIGESTS  # a file changed a moment ago is hashed again on every call
+    monkeypatch.setattr(verify, "RACY_NS", 0)
+    assert verify.file_digest(image) == first and list(verify._DIGESTS.values()) == [first]
+    time.sleep(0.05)  # past the granularity of the kernel's file timestamps
+    _same_size_new_pixels(image)
+    assert verify.file_digest(image) != first  # a restored mtime cannot bring back the remembered digest
 
 
 def test_truncated_mask_fails_at_setup_naming_it(category: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,13 +25,14 @@ from fader_lightning.cli.train import train
 from fader_lightning.data.dataset import AnomalyDataset
 from fader_lightning.data.samples import ANOMALOUS, NORMAL, Sample, list_images
 from fader_lightning.data.transforms import build_transform
-from fader_lightning.deploy.export import FORMATS, export_checkpoint, export_model
+from fader_lightning.deploy.export import FORMATS, OPENVINO_CONFIG, export_checkpoint, export_model
 from fader_lightning.errors import CheckpointError, ConfigError
 from fader_lightning.models import EARModule, FADeRModel, FADeRModule
 
 RUN = ["data.category=synth_object", "data.image_size=64", "data.n_train=8", "data.size=64", TINY_UNET,
        "stage=both", "trainer.max_epochs=1", "fader.trainer.max_epochs=1", "test=false", "logger=none",
-       "trainer.enable_progress_bar=false"]  # fmt: skip
+       "trainer.enable_progress_bar=false", "masking=saliency", "data.val_policy=none",
+       "model.scoring.normalize=none"]  # fmt: skip
 OPSET = 17
 """The opset of conf/export.yaml."""
 MODULES = {"ear": EARModule, "fader": FADeRModule}
@@ -345,3 +347,56 @@ def test_bad_masks_and_calibration_arguments(tmp_path: Path) -> None:
         export_checkpoint(command_cfg("export", ckpt=missing, output=output, opset="new"))
     assert run_command(main, [f"ckpt={missing}", f"output={output}", "format=onnx-int8"]) == 1
     assert not output.exists()
+
+
+def test_an_output_that_is_an_input_is_refused(
+    checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    trained = tmp_path / "model.ckpt"  # a real checkpoint: an export over it would succeed
+    trained.write_bytes(checkpoints["ear"].read_bytes())
+    (tmp_path / "link.onnx").symlink_to(trained)
+    (tmp_path / "weights.bin").write_bytes(b"vit")
+    cases = {
+        (f"output={trained}",): rf"output={trained} is ckpt={trained}: writing it would replace that input",
+        (f"output={tmp_path / 'link.onnx'}",): r"link\.onnx is ckpt=",
+        (f"output={tmp_path / 'model.onnx'}",): r"model\.onnx \(its file .*model\.json\) is vit_weights=",
+        (f"output={tmp_path / 'weights.xml'}", "format=openvino"): r"weights\.xml \(its file .*weights\.bin\) is vit",
+    }
+    before = {path: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()}
+    for args, message in cases.items():
+        vit = tmp_path / ("model.json" if "model.onnx" in args[0] else "weights.bin")
+        vit.touch()
+        assert run_command(main, [f"ckpt={trained}", *args, f"vit_weights={vit}"]) == 1
+        assert re.search(message, capsys.readouterr().err), args
+    assert {path: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()} == {
+        **before,
+        tmp_path / "model.json": b"",
+    }
+
+
+def test_a_failed_reexport_leaves_the_earlier_openvino_model_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = (EARModule(**EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]},
+                               masking={"name": "checkerboard", "cell_size": 8}).eval() for _ in range(2))  # fmt: skip
+    output = tmp_path / "model" / "model.xml"
+    export_model(first, output, (64, 64), fmt="openvino", masks="auto", opset=OPSET)
+    files = [output, output.with_suffix(".bin"), output.with_suffix(".json")]
+    earlier = [path.read_bytes() for path in files]
+
+    def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:  # the model files are written, then the side-car fails
+        patch.setattr("fader_lightning.deploy.export.atomic_write_json", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            export_model(second, output, (64, 64), fmt="openvino", masks="auto", opset=OPSET)
+    assert [path.read_bytes() for path in files] == earlier
+    assert sorted(path.name for path in output.parent.iterdir()) == ["model.bin", "model.json", "model.xml"]
+    export_model(second, output, (64, 64), fmt="openvino", masks="auto", opset=OPSET)
+    assert output.with_suffix(".bin").read_bytes() != earlier[1]  # replaced together, the new weights with them
+    compiled = ov.Core().compile_model(str(output), "CPU", dict(OPENVINO_CONFIG))
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = second.infer(images)
+    assert np.abs(compiled({"images": images.numpy()})[compiled.outputs[1]] - expected["score"].numpy()).max() < 1e-4

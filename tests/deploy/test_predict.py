@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from fader_lightning.visualize import BAR_WIDTH, TEXT_HEIGHT
 TRAIN_SIZE = 64
 RUN = ["data.category=synth_object", f"data.image_size={TRAIN_SIZE}", "data.n_train=8", "data.n_test_good=2",
        "data.n_test_defect=1", "data.size=64", TINY_UNET, "stage=both", "trainer.max_epochs=1",
-       "fader.trainer.max_epochs=1",
+       "fader.trainer.max_epochs=1", "masking=saliency", "data.val_policy=none", "model.scoring.normalize=none",
        "logger=none", "trainer.enable_progress_bar=false", "callbacks.overlays.num_samples=0"]  # fmt: skip
 
 
@@ -206,3 +207,84 @@ def test_outputs_mirror_the_input_folders_and_scores_are_also_normalised(run: di
         expected = min(max(0.5 + 0.5 * (row["score"] - threshold) / (threshold - low), 0.0), 1.0)
         assert row["normalized_score"] == pytest.approx(expected, abs=1e-5)
         assert (row["normalized_score"] > 0.5) == bool(row["label"])
+
+
+def test_an_output_that_overlaps_an_input_is_refused(
+    run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    images = tmp_path / "images"
+    shutil.copytree(run["inputs"], images)
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copy(run["ear"], shipped / "model.ckpt")
+    ckpt = shipped / "model.ckpt"
+    cases = {
+        (f"input={images}", f"output={images / 'pred'}"): r"pred lies inside input=.*a re-run would read the outputs",
+        (f"input={images}", f"output={images}"): rf"output={images} is input={images}",
+        (f"input={images / 'good_000.png'}", f"output={tmp_path}"): r"holds input=.*good_000\.png",
+        (f"input={images}", f"output={run['normals'] / 'pred'}", f"normal_dir={run['normals']}"): "inside normal_dir=",
+        (f"input={images}", f"output={shipped}"): r"shipped holds ckpt=.*model\.ckpt",
+        (f"input={tmp_path}/**/*.png", f"output={tmp_path / 'pred'}"): r"\*\*/\*\.png matches .*pred/maps/.*re-run",
+        (f"input={images}/*.png", f"output={images}"): r"output=.*images holds input=.*\.png",
+    }
+    before = sorted(tmp_path.rglob("*"))
+    for args, message in cases.items():
+        ckpt_arg = f"ckpt={ckpt}" if "shipped" in args[1] else f"ckpt={run['ear']}"
+        assert run_command(main, [ckpt_arg, *args, "threshold=0.5"]) == 1
+        assert re.search(message, capsys.readouterr().err), args
+    assert sorted(tmp_path.rglob("*")) == before  # refused before any work
+    # a glob that cannot match what is written beside it is fine
+    result = predict(command_cfg("predict", ckpt=ckpt, input=f"{images}/good_*.png", output=images / "pred",
+                                 threshold=0.5))  # fmt: skip
+    assert len(result.scored) == len(list(images.glob("good_*.png")))
+
+
+def listing(folder: Path) -> dict[str, bytes]:
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_a_prediction_replaces_the_earlier_one_whole_or_not_at_all(
+    run: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "pred"
+    predict(command_cfg("predict", ckpt=run["ear"], input=run["inputs"], output=out, threshold=0.5))
+    earlier = listing(out)
+    assert "maps/good_000.png" in earlier and "scores.csv" in earlier
+
+    def crash(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("fader_lightning.deploy.predict.write_images", crash)
+        with pytest.raises(OSError, match="No space left"):
+            predict(command_cfg("predict", ckpt=run["ear"], input=run["inputs"], output=out, threshold=0.0))
+    assert listing(out) == earlier  # no new map beside the earlier table
+    assert sorted(path.name for path in out.iterdir()) == ["maps", "overlays", "scores.csv"]
+    single = run["inputs"] / "good_000.png"
+    predict(command_cfg("predict", ckpt=run["ear"], input=single, output=out, threshold=0.5))
+    assert sorted(listing(out)) == ["maps/good_000.png", "overlays/good_000.png", "scores.csv"]
+    assert [row["path"] for row in read_scores(out / "scores.csv")] == [str(single)]
+
+
+def test_maps_or_overlays_of_another_tool_are_never_replaced(run: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "city.png").write_bytes(b"a map of the city")
+    image = run["inputs"] / "good_000.png"
+    with pytest.raises(ConfigError, match=r"holds maps, not an earlier result of fader-predict.*choose another"):
+        predict(command_cfg("predict", ckpt=run["ear"], input=image, output=tmp_path, threshold=0.5))
+    (tmp_path / "scores.csv").write_text("id,value\n")
+    with pytest.raises(ConfigError, match=r"holds maps, scores\.csv, not an earlier result"):
+        predict(command_cfg("predict", ckpt=run["ear"], input=image, output=tmp_path, threshold=0.5))
+    assert listing(tmp_path) == {"maps/city.png": b"a map of the city", "scores.csv": b"id,value\n"}
+
+
+def test_an_image_below_the_models_smallest_side_is_skipped_by_name(run: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(run["inputs"] / "good_000.png", folder / "good.png")
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(folder / "dot.png")
+    result = predict(command_cfg("predict", ckpt=run["ear"], input=folder, output=tmp_path / "out", threshold=0.5))
+    assert [row["path"] for row in result.scored] == [str(folder / "good.png")]
+    (skipped,) = result.skipped
+    assert skipped["path"] == str(folder / "dot.png")
+    assert re.search(rf"{folder / 'dot.png'} is 1x1 pixels, below the \d+ pixels a side", skipped["reason"])

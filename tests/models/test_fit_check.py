@@ -62,7 +62,7 @@ def test_stage2_checks_its_data_size_too(tmp_path: Path) -> None:
         "stage=fader",
         f"fader.ckpt_path={ckpt['ear']['checkpoint']}",
         "fader.trainer.max_epochs=1",
-        "fader.force_image_size=true",
+        "force=true",
     ]  # past the size check: the minimum still holds
     cfg = compose_train_cfg(tmp_path / "b", [*SMALL_DATA, TINY_UNET, "data.image_size=16", "debug=fdr", *stage2])
     with pytest.raises(ConfigError, match=r"data.image_size=16x16 is too small"):

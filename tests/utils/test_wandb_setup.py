@@ -16,7 +16,7 @@ from fader_lightning.models import EARModule
 from fader_lightning.utils.wandb_setup import RUN_LOCAL_FOLDERS, wandb_offline
 from wandb_records import log_records, read_run
 
-WANDB_RUN = [*SMALL_DATA, TINY_UNET, "logger=wandb", "callbacks=wandb", "trainer.max_epochs=1",
+WANDB_RUN = [*SMALL_DATA, TINY_UNET, "logger=wandb", "callbacks=wandb", "trainer.max_epochs=1", "masking=saliency",
              "trainer.enable_progress_bar=false"]  # fmt: skip
 
 

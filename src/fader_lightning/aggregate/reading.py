@@ -35,6 +35,7 @@ from fader_lightning.aggregate.table import (
 from fader_lightning.errors import DataError
 from fader_lightning.keys import JOB_STAGES
 from fader_lightning.results import METRICS_FILE, load_results
+from fader_lightning.run_dir import REPLACED_PREFIX
 
 log = logging.getLogger(__name__)
 OVERRIDE_PARSER = OverridesParser.create()
@@ -232,10 +233,14 @@ def read_job(job_dir: Path) -> list[Row]:
 
 
 def find_job_dirs(root: Path) -> list[Path]:
-    """Folders under ``root`` (itself included) holding ``metrics.json`` or ``.hydra/overrides.yaml``."""
+    """Folders under ``root`` (itself included) holding ``metrics.json`` or ``.hydra/overrides.yaml``.
+
+    Runs that ``overwrite=true`` moved aside (``<run>/.replaced-<time>/``) are not jobs of the sweep.
+    """
     markers = [path.parent for path in root.rglob(METRICS_FILE)]
     markers += [path.parent.parent for path in root.rglob(".hydra/overrides.yaml")]
-    return sorted({path.resolve() for path in markers})
+    jobs = {path.resolve() for path in markers}
+    return sorted(path for path in jobs if not any(part.startswith(REPLACED_PREFIX) for part in path.parts))
 
 
 def wandb_group(sweep_dirs: Sequence[Path]) -> str | None:

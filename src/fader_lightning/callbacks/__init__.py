@@ -1,6 +1,7 @@
-"""Lightning callbacks: atomic checkpoints and overlay PNGs of test samples."""
+"""Lightning callbacks: atomic checkpoints, overlay PNGs of test samples, epoch lines and the training estimate."""
 
 from fader_lightning.callbacks.checkpoint import AtomicModelCheckpoint
 from fader_lightning.callbacks.overlays import OverlayWriter
+from fader_lightning.callbacks.progress import EpochLog
 
-__all__ = ["AtomicModelCheckpoint", "OverlayWriter"]
+__all__ = ["AtomicModelCheckpoint", "EpochLog", "OverlayWriter"]

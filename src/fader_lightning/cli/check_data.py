@@ -5,9 +5,9 @@ Usage:
         [--cache FILE] [--materialise DIR]
 
 ``--mask-suffix`` is the MVTec-style mask suffix (``''`` for masks named ``<stem>.png``); ``--split-csv`` the VisA
-split file (default ``ROOT/split_csv/1cls.csv``); ``--cache`` a JSON file remembering files already decoded (by size
-and mtime); ``--materialise`` (VisA) writes an MVTec-style copy under DIR. Exit code 0 when the category is complete
-and readable, else 1 with the reason and the dataset's manual install steps.
+split file (default ``ROOT/split_csv/1cls.csv``); ``--cache`` a JSON file remembering files already decoded (by a
+digest of their bytes); ``--materialise`` (VisA) writes an MVTec-style copy under DIR. Exit code 0 when the category
+is complete and readable, else 1 with the reason and the dataset's manual install steps.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--split-csv", type=Path, default=None, help="VisA split file (default ROOT/split_csv/1cls.csv)"
     )
     parser.add_argument(
-        "--cache", type=Path, default=None, help="JSON file remembering files already decoded (by size and mtime)"
+        "--cache", type=Path, default=None, help="JSON file remembering files already decoded (by their bytes' digest)"
     )
     parser.add_argument("--materialise", type=Path, default=None, help="VisA: write an MVTec-style copy under this dir")
     args = parser.parse_args(argv)

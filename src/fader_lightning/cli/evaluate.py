@@ -5,10 +5,12 @@ Examples:
     fader-eval ckpt_path=<run>/checkpoints/ear/last.ckpt data=mvtec data.root=/data/mvtec_ad data.category=grid
     fader-eval -m ckpt_path=<run>/checkpoints/fader/last.ckpt logger=wandb scoring.normalize=none,zscore
 
-Without ``data=``/``data.*`` overrides, a checkpoint still in its run folder is tested on the data its run was trained
-and tested with (from the run's ``metrics.json``), so its test metrics are reproduced; any data override chooses other
-data. The run folder (``logs/eval/runs/<time>``) gets ``metrics.json`` (one entry for the checkpoint's stage, with the
-checkpoint path), overlays and the configured loggers' files. The model's input size and resize method are the
+Without ``data=``, a checkpoint is tested on the data it records (its datamodule, root, category and split settings:
+a copy anywhere works while that data is here), so its test metrics are reproduced; ``data.*`` overrides change that
+data (``data.root=...`` where it lives elsewhere), and ``data=...`` chooses other data. Nothing a checkpoint or a run
+folder holds is ever instantiated. The run folder (``logs/eval/runs/<checkpoint's run>-<stage>/<time>``) gets
+``metrics.json`` (one entry for the checkpoint's stage, with the checkpoint path), overlays and the configured loggers'
+files. The model's input size and resize method are the
 checkpoint's; its scoring, normal-map statistics and thresholds too, unless ``scoring.*`` replaces them; and how its
 U-Net runs, unless ``speed.*`` says otherwise (``speed.bf16=true`` on a GPU or an AMX CPU).
 """
@@ -22,14 +24,17 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fader_lightning.cli.job import run_job
 from fader_lightning.configs import CONFIG_DIR
+from fader_lightning.data.source import describe, missing_paths, read_record
 from fader_lightning.data.transforms import as_hw
 from fader_lightning.errors import ConfigError, settings_of
 from fader_lightning.models.base_module import AnomalyModule
-from fader_lightning.models.checkpoints import load_module, run_entry
+from fader_lightning.models.checkpoints import load_module
 from fader_lightning.run_dir import prepare_run_dir, run_lock
 from fader_lightning.stages import build, job_provenance, record, test_stage, test_trainer
 from fader_lightning.utils.background import background_writes
@@ -66,27 +71,57 @@ def input_size(value: Any, module: AnomalyModule) -> tuple[int, int]:
     return trained or given
 
 
-def training_data(cfg: DictConfig, module: AnomalyModule) -> dict[str, Any] | None:
-    """The data config a checkpoint was trained and tested with, when the command line chooses none.
+def data_overrides() -> list[Override]:
+    """The command line's overrides of the ``data`` group and its keys (``data=...``, ``data.*=...``)."""
+    task = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    parsed = OverridesParser.create().parse_overrides(list(task))
+    return [override for override in parsed if override.key_or_group.split(".")[0] == "data"]
+
+
+def checkpoint_data(cfg: DictConfig, module: AnomalyModule) -> None:
+    """Test on the data the checkpoint records, unless the command line chooses a datamodule (``data=...``).
+
+    The record is untrusted input: it may only name a packaged ``conf/data`` config and set plain values of that
+    config's keys (:func:`~fader_lightning.data.source.read_record`); the job's own caches, batch sizes and paths
+    stay. ``data.*`` overrides apply on top of it (``data.root=...`` for data that lives elsewhere here).
 
     Args:
-        cfg: The eval config.
+        cfg: The eval config (its ``data`` node is replaced).
         module: The loaded checkpoint.
 
-    Returns:
-        The ``data`` node of the training run's ``metrics.json`` (the checkpoint must still sit in its run folder),
-        or ``None`` when a ``data=``/``data.*`` override was given or there is no such run.
+    Raises:
+        CheckpointError: When the record is not one this project writes.
+        ConfigError: When the checkpoint records no data, or its files are not here.
     """
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    if any(override.lstrip("+~").startswith("data") for override in overrides):
-        return None
-    return run_entry(cfg.ckpt_path, module.stage).get("config", {}).get("data")
+    overrides = data_overrides()
+    if any(override.key_or_group == "data" for override in overrides):
+        return
+    if module.data_source is None:
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} does not record the data it was trained on (it predates that); choose the "
+            "data: data=<mvtec|visa|folder|synthetic> data.root=... data.category=..."
+        )
+    group, values = read_record(module.data_source, cfg.ckpt_path)
+    node = OmegaConf.load(Path(CONFIG_DIR) / "data" / f"{group}.yaml")
+    node.merge_with({**values, "image_size": None, "interpolation": None})  # the model's input is the checkpoint's
+    with open_dict(cfg):
+        cfg.data = node
+    for override in overrides:
+        OmegaConf.update(cfg, override.key_or_group, override.value(), force_add=True)
+    chosen = OmegaConf.to_container(cfg.data, resolve=True)
+    missing = missing_paths(chosen)
+    if missing:
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} was trained on {describe(group, values)}, and {', '.join(missing)} is not "
+            "here: give the same data's location here (e.g. data.root=...), or other data (data=... data.*=...)"
+        )
+    log.info("testing on the data the checkpoint was trained on: %s", describe(group, chosen))
 
 
 def apply_checkpoint(cfg: DictConfig, module: AnomalyModule) -> None:
     """Fill the config with what the checkpoint decides, then apply the scoring and speed settings.
 
-    The checkpoint decides the data (see :func:`training_data`), the input size, the resize method and the masking
+    The checkpoint decides the data (see :func:`checkpoint_data`), the input size, the resize method and the masking
     name.
 
     Args:
@@ -96,11 +131,7 @@ def apply_checkpoint(cfg: DictConfig, module: AnomalyModule) -> None:
     Raises:
         ConfigError: When ``data.image_size`` differs from the checkpoint's.
     """
-    data = training_data(cfg, module)
-    if data is not None:
-        log.info("testing on the data of the checkpoint's training run (give data=... or data.* to choose other data)")
-        with open_dict(cfg):
-            cfg.data = OmegaConf.create(data)
+    checkpoint_data(cfg, module)
     height, width = input_size(cfg.data.image_size, module)
     settings = module.stage1_hparams
     with open_dict(cfg):
@@ -140,7 +171,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     apply_checkpoint(cfg, module)
     stage = module.stage
     with run_lock(output_dir), background_writes():  # the lock is held until the overlays are written
-        prepare_run_dir(output_dir, resume=False, overwrite=bool(cfg.get("overwrite", False)))
+        prepare_run_dir(
+            output_dir, resume=False, overwrite=bool(cfg.get("overwrite", False)), reads={"ckpt_path": cfg.ckpt_path}
+        )
         L.seed_everything(cfg.seed, workers=True)
         datamodule = build(cfg.data)
         trainer = test_trainer(cfg, stage, output_dir)

@@ -36,8 +36,10 @@ Outputs: ``anomaly_map`` ``(B, 1, H, W)``, ``score`` ``(B,)`` and, for FADeR, ``
 scoring and the soft-mask calibration (tau, T). The graph's size is the one stored in the checkpoint;
 ``image_size=`` may only repeat it unless ``force=true`` (checkpoints that predate stored sizes fall back to the
 run's ``metrics.json``). ``vit_weights`` is the DINO ViT state dict of a model with attention masking
-(checkpoints do not store it). Nothing is written unless the whole export succeeds, and an existing model is
-replaced file by file (weights before the ``.xml``, side-car last).
+(checkpoints do not store it). An output whose model, weights or side-car file is the checkpoint, ``vit_weights``
+or ``calibration_dir`` is refused before any work. Nothing is written unless the whole export succeeds: the model
+files and the side-car are written to a temporary folder beside them and swapped in together, so a re-export that
+fails leaves the earlier model whole.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -14,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from fader_lightning.errors import ConfigError, FaderError
+from fader_lightning.utils.latest import link_latest
 
 log = logging.getLogger(__name__)
 # conf/hydra/launcher/joblib.yaml deliberately shares the joblib plugin's name, so that
@@ -23,6 +25,11 @@ warnings.filterwarnings(
 )
 # data.val_policy=none returns no validation loader on purpose.
 warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
+warnings.filterwarnings("ignore", message=".*`validation_step`.*")
+# Lightning's tree flattening uses torch's deprecated LeafSpec; nothing a user of this project can change
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+# stage 2 keeps its frozen stage-1 model in eval mode on purpose
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
 def require(cfg: DictConfig) -> None:
@@ -38,6 +45,24 @@ def require(cfg: DictConfig) -> None:
     if missing:
         app = HydraConfig.get().help.app_name if HydraConfig.initialized() else "the command"
         raise ConfigError(f"missing {', '.join(f'{key}=...' for key in missing)}; {app} --help lists every key")
+
+
+def link_run(cfg: DictConfig, output_dir: Path) -> None:
+    """Point ``logs/<task>/latest`` at this job's run folder, or at its sweep folder in a multirun.
+
+    ``logs/<task>/runs/latest`` and ``logs/<task>/multiruns/latest`` keep the newest of each kind, so that a command
+    that needs a single run (``runs/latest/checkpoints/...``) still finds one after a sweep.
+
+    Args:
+        cfg: Composed config (``paths.log_dir``, ``task_name``).
+        output_dir: The job's run folder.
+    """
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    task_dir = Path(cfg.paths.log_dir) / cfg.task_name
+    target = Path(HydraConfig.get().sweep.dir if multirun else output_dir).resolve()
+    link_latest(task_dir, target)
+    if target.is_relative_to(task_dir.resolve()):  # not for a hydra.run.dir outside logs/
+        link_latest(task_dir / target.relative_to(task_dir.resolve()).parts[0], target)
 
 
 def run_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> None:

@@ -23,7 +23,14 @@ that size unless ``force=true`` (checkpoints that predate stored sizes fall back
 * ``scores.csv``: ``path,status,score,normalized_score,label,map,overlay,reason``, one row per input file:
   ``status`` ok with ``label`` 1 (anomalous) when ``score > threshold``, else 0, ``normalized_score`` the score on
   [0, 1] with the threshold at 0.5 (empty for checkpoints without calibration lows), ``map`` and ``overlay`` the
-  written files relative to ``output``; or ``status`` skipped with the ``reason`` (an unreadable file).
+  written files relative to ``output``; or ``status`` skipped with the ``reason`` (an unreadable file, or an image
+  with a side below the smallest the model scores).
+
+The three are written to a temporary folder inside ``output`` and swapped in whole when every image is done: they
+replace an earlier prediction's (a prediction that fails leaves it as it was), and never a ``maps/``, ``overlays/``
+or ``scores.csv`` that fader-predict did not write. An ``output`` folder that is, holds or lies inside an input
+(``input``: the folder, the file or each file a glob matches; ``normal_dir``, ``ckpt``, ``vit_weights``), or whose
+files a glob ``input`` would match on a re-run, is refused before any work.
 
 Stems used twice in a folder get ``_1``, ``_2``, ... appended. The image threshold comes from, in this order:
 ``threshold=FLOAT``; ``threshold=auto`` (or just ``normal_dir=DIR``): the ``quantile`` (default 1.0, the maximum,
@@ -50,13 +57,13 @@ from fader_lightning.errors import DataError
 
 
 def predict_job(cfg: DictConfig) -> None:
-    """Score the images, print a summary and fail when none could be read.
+    """Score the images, print a summary and fail when none could be scored.
 
     Args:
         cfg: The composed ``conf/predict.yaml`` config.
 
     Raises:
-        DataError: When no input image could be read (``scores.csv`` lists why).
+        DataError: When no input image could be scored (``scores.csv`` lists why).
     """
     result = predict(cfg)
     anomalous = sum(row["label"] for row in result.scored)
@@ -65,11 +72,11 @@ def predict_job(cfg: DictConfig) -> None:
         f"({result.threshold_source}); results in {cfg.output}"
     ]
     if result.skipped:
-        lines.append(f"skipped {len(result.skipped)} unreadable file(s) (listed in scores.csv):")
+        lines.append(f"skipped {len(result.skipped)} file(s) that could not be scored (listed in scores.csv):")
         lines += [f"  {row['path']}: {row['reason']}" for row in result.skipped]
     sys.stdout.write("\n".join(lines) + "\n")
     if not result.scored:
-        raise DataError(f"no image of input={cfg.input} could be read; {cfg.output}/scores.csv gives the reasons")
+        raise DataError(f"no image of input={cfg.input} could be scored; {cfg.output}/scores.csv gives the reasons")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")

@@ -118,8 +118,8 @@ class AnomalyDataModule(L.LightningDataModule):
         train_augmentations: Albumentations transforms for training images only.
         check_mask_sizes: Compare every mask's size with its image's at setup.
         interpolation: Image resize method: ``area`` (default, no aliasing when downscaling), ``linear``, ``cubic``.
-        check_cache: JSON file remembering which files setup has decoded and checked (by size and modification
-            time), so the jobs of a sweep check each file once; ``None`` remembers them in this process only.
+        check_cache: JSON file remembering which files setup has decoded and checked (by a digest of their
+            bytes), so the jobs of a sweep check each file once; ``None`` remembers them in this process only.
         image_cache: Folder of resized images and masks shared by the jobs of a sweep (see
             :mod:`~fader_lightning.data.image_cache`); ``None`` decodes every file in every job.
     """

@@ -82,7 +82,7 @@ def validate_samples(
 ) -> None:
     """Check a sample table before any training starts, decoding every image and mask.
 
-    Every file is decoded completely (in parallel, remembered by size and modification time; see
+    Every file is decoded completely (in parallel, remembered by a digest of their bytes; see
     :func:`~fader_lightning.data.verify.decode_all`), so a truncated file fails here rather than mid-run. What is
     suspicious but usable is reported once per split: mixed image sizes or aspect ratios, JPEG masks (thresholded
     at mid-grey), and a test split whose metrics will be undefined (no anomalous or no normal image).

@@ -32,7 +32,7 @@ from fader_lightning.models import EARModel, FADeRModel, FADeRModule
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.checkpoints import load_module, run_entry
 from fader_lightning.models.scoring import AnomalyScorer, scaled_kernel_size
-from fader_lightning.utils.io import atomic_write_bytes, atomic_write_json, writable_folder
+from fader_lightning.utils.io import atomic_write_bytes, atomic_write_json, check_apart, staged, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -478,18 +478,14 @@ def write_openvino(model: onnx.ModelProto, files: Sequence[Path]) -> None:
 
     Args:
         model: The model.
-        files: The ``.xml`` file and its ``.bin`` weights.
+        files: The ``.xml`` file and its ``.bin`` weights (the same name with ``.bin``, which OpenVINO gives them).
     """
     import openvino as ov
 
-    xml, weights = files
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "model.onnx"
         source.write_bytes(model.SerializeToString())
-        ov.save_model(ov.convert_model(source), Path(tmp) / "model.xml", compress_to_fp16=False)
-        # the .xml finds its weights by name: the new weights land first, so a new .xml never meets old ones
-        atomic_write_bytes(weights, (Path(tmp) / "model.bin").read_bytes())
-        atomic_write_bytes(xml, (Path(tmp) / "model.xml").read_bytes())
+        ov.save_model(ov.convert_model(source), files[0], compress_to_fp16=False)
 
 
 def unet_nodes(model: onnx.ModelProto, detector: ExportableDetector) -> list[str]:
@@ -574,6 +570,43 @@ def write_onnx_int8(
         atomic_write_bytes(files[0], target.read_bytes())
 
 
+def write_format(
+    model: onnx.ModelProto,
+    files: Sequence[Path],
+    description: dict[str, Any],
+    detector: ExportableDetector,
+    calibration: Tensor | None,
+) -> None:
+    """Write the model files of the side-car's format, and add what the format records to the side-car.
+
+    Args:
+        model: The float32 ONNX model.
+        files: The model files to write (see :func:`check_arguments`).
+        description: The side-car (its ``format``; changed in place).
+        detector: The exported detector.
+        calibration: The ``onnx-int8`` calibration images.
+    """
+    fmt = description["format"]
+    if fmt == "onnx":
+        write_onnx(model, files)
+    elif fmt == "openvino":
+        write_openvino(model, files)
+        description["openvino"] = {
+            "compile_config": dict(OPENVINO_CONFIG),
+            "description": "float32 like the other formats; OpenVINO's CPU plugin otherwise runs in bfloat16 on "
+            "CPUs that support it (AMX, AVX512-BF16), which changes anomaly maps by about 1e-2",
+        }
+    else:
+        write_onnx_int8(model, files, calibration_feeds(detector, calibration), unet_nodes(model, detector))
+        description["quantization"] = {
+            "method": "static, QDQ, MinMax calibration",
+            "weights": "int8, symmetric, per output channel",
+            "activations": "uint8, per tensor",
+            "quantized": "U-Net convolutions; masks, scoring and FADeR's predictor stay float32",
+            "calibration_images": len(calibration),
+        }
+
+
 def export_model(
     module: AnomalyModule,
     output: str | Path,
@@ -585,6 +618,9 @@ def export_model(
     calibration: Tensor | None = None,
 ) -> dict[str, Any]:
     """Export a stage module in one format and write its side-car ``.json``.
+
+    The model files and the side-car are written to a temporary folder beside them and swapped in together: an
+    export that fails leaves an earlier model whole, and a new model never meets an earlier one's weights or side-car.
 
     Args:
         module: Stage-1 or stage-2 module.
@@ -607,25 +643,9 @@ def export_model(
     description = describe(module, detector, image_size, opset, fmt)
     model = trace_onnx(detector, description, opset)
     description["files"] = [path.name for path in files]
-    if fmt == "onnx":
-        write_onnx(model, files)
-    elif fmt == "openvino":
-        write_openvino(model, files)
-        description["openvino"] = {
-            "compile_config": dict(OPENVINO_CONFIG),
-            "description": "float32 like the other formats; OpenVINO's CPU plugin otherwise runs in bfloat16 on "
-            "CPUs that support it (AMX, AVX512-BF16), which changes anomaly maps by about 1e-2",
-        }
-    else:
-        write_onnx_int8(model, files, calibration_feeds(detector, calibration), unet_nodes(model, detector))
-        description["quantization"] = {
-            "method": "static, QDQ, MinMax calibration",
-            "weights": "int8, symmetric, per output channel",
-            "activations": "uint8, per tensor",
-            "quantized": "U-Net convolutions; masks, scoring and FADeR's predictor stay float32",
-            "calibration_images": len(calibration),
-        }
-    atomic_write_json(sidecar, description)
+    with staged(sidecar.parent, [path.name for path in (*files, sidecar)]) as staging:
+        write_format(model, [staging / path.name for path in files], description, detector, calibration)
+        atomic_write_json(staging / sidecar.name, description)
     mode = "in the graph" if detector.mask_graph is not None else "as input"
     log.info("exported %s (%dx%d, %s, masks %s) to %s", module.stage, *image_size, fmt, mode, files[0])
     return description
@@ -644,14 +664,17 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         The side-car description.
 
     Raises:
-        ConfigError: On an unknown format or mask mode, a bad output or calibration folder, or a size that does
-            not fit the model.
+        ConfigError: On an unknown format or mask mode, a bad output or calibration folder, an output (model,
+            weights or side-car) that is an input (``ckpt``, ``calibration_dir``, ``vit_weights``), or a size that
+            does not fit the model.
         CheckpointError: When the checkpoint cannot be loaded.
     """
     calibration_dir = cfg.calibration_dir
     if isinstance(cfg.opset, bool) or not isinstance(cfg.opset, int) or cfg.opset < MIN_OPSET:
         raise ConfigError(f"opset={cfg.opset!r} is invalid; use an integer >= {MIN_OPSET} (conf/export.yaml: 17)")
-    files, _ = check_arguments(cfg.output, cfg.format, cfg.masks, calibration_dir is not None)
+    files, sidecar = check_arguments(cfg.output, cfg.format, cfg.masks, calibration_dir is not None)
+    inputs = {"ckpt": cfg.ckpt, "calibration_dir": calibration_dir, "vit_weights": cfg.vit_weights}
+    check_apart("output", files[0], inputs, writes=[*files[1:], sidecar])
     paths = None if calibration_dir is None else calibration_paths(calibration_dir)
     writable_folder(files[0].parent, "output's folder")
     module = load_module(cfg.ckpt, "cpu", cfg.vit_weights)

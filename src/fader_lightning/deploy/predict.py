@@ -7,13 +7,14 @@ the threshold comes from.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import glob
 import io
 import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,14 @@ from omegaconf import DictConfig
 from torch import Tensor
 from tqdm import tqdm
 
-from fader_lightning.api import Detector
+from fader_lightning.api import Detection, Detector
 from fader_lightning.data.samples import IMAGE_EXTENSIONS
 from fader_lightning.deploy.sizing import resolve_image_size
 from fader_lightning.errors import ConfigError, DataError
 from fader_lightning.keys import IMAGE_THRESHOLD_ORACLE
 from fader_lightning.models.checkpoints import load_module, run_entry
 from fader_lightning.utils.background import background_writes, submit
-from fader_lightning.utils.io import atomic_write_bytes, atomic_write_text, writable_folder
+from fader_lightning.utils.io import atomic_write_bytes, atomic_write_text, check_apart, staged, writable_folder
 from fader_lightning.visualize import MapScale, encode_png, heatmap, overlay_panel
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ PROGRESS_MIN_IMAGES = 20
 """A progress bar is shown above this many images (and always when stderr is a terminal)."""
 COLUMNS: tuple[str, ...] = ("path", "status", "score", "normalized_score", "label", "map", "overlay", "reason")
 """Columns of ``scores.csv``."""
+SCORES_FILE = "scores.csv"
+OUTPUTS: tuple[str, ...] = ("maps", "overlays", SCORES_FILE)
+"""What a prediction writes in ``output``: replaced together, never mixed with an earlier prediction's."""
 
 
 @dataclass
@@ -62,7 +66,7 @@ class Prediction:
 
     @property
     def skipped(self) -> list[dict[str, Any]]:
-        """The rows of the files that could not be read."""
+        """The rows of the files that could not be scored (unreadable, or too small for the model)."""
         return [row for row in self.rows if row["status"] == "skipped"]
 
 
@@ -116,16 +120,101 @@ def output_names(paths: Sequence[Path], base: Path) -> dict[Path, str]:
     return names
 
 
+def check_output(output: Path, spec: str, paths: Sequence[Path], names: Iterable[str], cfg: DictConfig) -> None:
+    """Refuse an output folder that overlaps the inputs, or whose ``maps/``, ``overlays/`` or table are not ours.
+
+    Args:
+        output: The ``output=`` folder.
+        spec: ``input=``.
+        paths: The input files it names.
+        names: Their output names (see :func:`output_names`).
+        cfg: The config (``normal_dir``, ``ckpt``, ``vit_weights``).
+
+    Raises:
+        ConfigError: When ``output`` is, holds or lies inside an input (``input``, each file a glob matches,
+            ``normal_dir``, ``ckpt``, ``vit_weights``), a glob ``input`` would match the files written there, or it
+            holds a ``maps/``, ``overlays/`` or ``scores.csv`` that fader-predict did not write.
+    """
+    given = {"input": spec if Path(spec).exists() else None, "normal_dir": cfg.normal_dir, "ckpt": cfg.ckpt,
+             "vit_weights": cfg.vit_weights}  # fmt: skip
+    check_apart("output", output, given, folder=True)
+    if given["input"] is None:  # a glob: its files, and what a re-run of it would match
+        for path in paths:
+            check_apart("output", output, {"input": path}, folder=True)
+        check_glob_misses_outputs(spec, output, names)
+    check_earlier_prediction(output)
+
+
+def check_glob_misses_outputs(spec: str, output: Path, names: Iterable[str]) -> None:
+    """Refuse a glob ``input`` that matches a file written in ``output``: a re-run would score its own overlays.
+
+    Args:
+        spec: The glob.
+        output: The output folder.
+        names: The output names of the inputs (see :func:`output_names`).
+
+    Raises:
+        ConfigError: Naming the glob, the file it would match and the fix.
+    """
+    pattern = Path(os.path.abspath(spec)).parts
+    for name in names:
+        for folder in ("maps", "overlays"):
+            written = Path(os.path.abspath(output / folder / f"{name}.png"))
+            if _glob_matches(pattern, written.parts):
+                raise ConfigError(
+                    f"input={spec} matches {written}, which output={output} gets: a re-run would score its own "
+                    "overlays; choose an output= folder the pattern cannot match, or a narrower pattern"
+                )
+
+
+def _glob_matches(pattern: Sequence[str], parts: Sequence[str]) -> bool:
+    """Whether a path (its parts) matches a glob (its parts; ``**`` spans any number of folders, as in ``input=``)."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return _glob_matches(pattern[1:], parts) or (bool(parts) and _glob_matches(pattern, parts[1:]))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _glob_matches(pattern[1:], parts[1:])
+
+
+def check_earlier_prediction(output: Path) -> None:
+    """Refuse to replace a ``maps/``, ``overlays/`` or ``scores.csv`` in ``output`` that fader-predict did not write.
+
+    A prediction replaces all three whole; an earlier one is recognised by its ``scores.csv`` header.
+
+    Args:
+        output: The output folder.
+
+    Raises:
+        ConfigError: Naming what is there and the fix.
+    """
+    present = [name for name in OUTPUTS if os.path.lexists(output / name)]
+    if present and _header(output / SCORES_FILE) != ",".join(COLUMNS):
+        raise ConfigError(
+            f"output={output} holds {', '.join(present)}, not an earlier result of fader-predict (no scores.csv of "
+            "its own): a prediction replaces maps/, overlays/ and scores.csv whole; choose another output= folder, "
+            "or move them away"
+        )
+
+
+def _header(path: Path) -> str | None:
+    """The first line of a text file, or ``None`` when it cannot be read."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return handle.readline().rstrip("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def infer_batches(
     detector: Detector, paths: Sequence[Path], batch_size: int, skipped: Callable[[Path, str], None]
 ) -> Iterator[tuple[list[Path], Tensor, dict[str, Tensor]]]:
-    """Read, resize (as in training) and infer images batch by batch, skipping unreadable files.
+    """Read, resize (as in training) and infer images batch by batch, skipping files that cannot be scored.
 
     Args:
         detector: The model with its preprocessing.
         paths: Image files.
         batch_size: Images per forward pass.
-        skipped: Called with the path and the reason of every unreadable file.
+        skipped: Called with the path and the reason of every file :meth:`Detector.preprocess` refuses.
 
     Yields:
         The readable paths of a batch, their images ``(B, 3, H, W)`` and the module's outputs.
@@ -276,6 +365,22 @@ def write_images(
         atomic_write_bytes(output / "overlays" / f"{name}.png", encode_png(panel))
 
 
+def scored_row(path: Path, found: Detection, name: str) -> dict[str, Any]:
+    """The ``scores.csv`` row of a scored image.
+
+    Args:
+        path: The input file.
+        found: Its detection.
+        name: Its output name (see :func:`output_names`).
+
+    Returns:
+        The row (see :data:`COLUMNS`).
+    """
+    return {"path": str(path), "status": "ok", "score": found.score, "label": int(found.label),
+            "normalized_score": found.normalized_score if found.normalized_score is not None else "",
+            "map": f"maps/{name}.png", "overlay": f"overlays/{name}.png"}  # fmt: skip
+
+
 def write_scores(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write ``scores.csv`` atomically (scores with full float precision).
 
@@ -294,6 +399,9 @@ def write_scores(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 def predict(cfg: DictConfig) -> Prediction:
     """Score images and write maps, overlays and ``scores.csv`` (what ``fader-predict`` runs).
 
+    The three are written to a temporary folder inside ``output`` and swapped in together when every image is done,
+    replacing an earlier prediction's whole; a prediction that fails leaves ``output`` as it was.
+
     Args:
         cfg: The ``conf/predict.yaml`` config: ``ckpt``, ``input``, ``output``, ``threshold``, ``normal_dir``,
             ``quantile``, ``image_size``, ``force``, ``batch_size``, ``device`` and ``vit_weights``.
@@ -302,7 +410,9 @@ def predict(cfg: DictConfig) -> Prediction:
         The rows of ``scores.csv`` and the threshold.
 
     Raises:
-        ConfigError: On bad options, no threshold, or a size that does not fit the model.
+        ConfigError: On bad options, no threshold, a size that does not fit the model, or an output folder that
+            overlaps the inputs or holds another tool's ``maps/``, ``overlays/`` or ``scores.csv`` (see
+            :func:`check_output`).
         CheckpointError: When the checkpoint cannot be loaded.
         DataError: When the input matches no file or ``normal_dir`` has no readable image.
     """
@@ -311,6 +421,8 @@ def predict(cfg: DictConfig) -> Prediction:
     if isinstance(cfg.quantile, bool) or not isinstance(cfg.quantile, int | float):
         raise ConfigError(f"quantile={cfg.quantile!r} is invalid; use a value in (0, 1], 1.0 being the maximum")
     paths, base = resolve_inputs(str(cfg.input))
+    names = output_names(paths, base)
+    check_output(Path(cfg.output), str(cfg.input), paths, names.values(), cfg)
     output = writable_folder(cfg.output, "output")
     module = load_module(cfg.ckpt, cfg.device, cfg.vit_weights)
     entry = run_entry(cfg.ckpt, module.stage)
@@ -326,19 +438,17 @@ def predict(cfg: DictConfig) -> Prediction:
         detector.image_threshold,
     )
     detector = Detector(module, size, image_threshold=result.threshold)
-    names = output_names(paths, base)
     rows: dict[Path, dict[str, Any]] = {}
 
     def skip(path: Path, reason: str) -> None:
         rows[path] = {"path": str(path), "status": "skipped", "reason": reason}
 
-    with background_writes():  # a batch's maps and overlays are written while the next batch is scored
-        for kept, batch, outputs in infer_batches(detector, paths, cfg.batch_size, skip):
-            submit(write_images, output, [names[path] for path in kept], batch, outputs, detector)
-            for path, found in zip(kept, detector.detections(outputs, [str(p) for p in kept]), strict=True):
-                rows[path] = {"path": str(path), "status": "ok", "score": found.score, "label": int(found.label),
-                              "normalized_score": found.normalized_score if found.normalized_score is not None else "",
-                              "map": f"maps/{names[path]}.png", "overlay": f"overlays/{names[path]}.png"}  # fmt: skip
-    result.rows = [rows[path] for path in paths]
-    write_scores(output / "scores.csv", result.rows)
+    with staged(output, OUTPUTS) as staging:  # swapped in whole at the end: never mixed with an earlier prediction
+        with background_writes():  # a batch's maps and overlays are written while the next batch is scored
+            for kept, batch, outputs in infer_batches(detector, paths, cfg.batch_size, skip):
+                submit(write_images, staging, [names[path] for path in kept], batch, outputs, detector)
+                for path, found in zip(kept, detector.detections(outputs, [str(p) for p in kept]), strict=True):
+                    rows[path] = scored_row(path, found, names[path])
+        result.rows = [rows[path] for path in paths]
+        write_scores(staging / SCORES_FILE, result.rows)
     return result

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
+from fader_lightning.data.source import RECORD_KEY
 from fader_lightning.errors import ConfigError, TrainingError
 from fader_lightning.metrics import AnomalyScoreStore
 from fader_lightning.metrics.diagnostics import TestDiagnostics
@@ -113,6 +114,23 @@ class AnomalyModule(L.LightningModule):
         self.fpr_limit = fpr_limit
         self.store = AnomalyScoreStore(map_dtype=map_storage, fpr_limit=fpr_limit)
         self.hparams.update({"fpr_limit": fpr_limit, "map_storage": map_storage})
+
+    def record_data(self, record: Mapping[str, Any]) -> None:
+        """State the data the model is trained on in its hyper-parameters, so in every checkpoint it writes.
+
+        Args:
+            record: :func:`~fader_lightning.data.source.data_record` of the job's data.
+        """
+        self.hparams[RECORD_KEY] = dict(record)
+
+    @property
+    def data_source(self) -> dict[str, Any] | None:
+        """The data the model was trained on, as its checkpoint records it, or ``None``.
+
+        Untrusted: read it with :func:`~fader_lightning.data.source.read_record`. Under FADeR, its stage-1 model's
+        record when it has none of its own.
+        """
+        return self.hparams.get(RECORD_KEY) or self.stage1_hparams.get(RECORD_KEY)
 
     @property
     @abstractmethod

@@ -1,12 +1,14 @@
-"""Atomic file writes: a crash never leaves a half-written result behind."""
+"""Atomic file writes: a crash never leaves a half-written result behind, nor a set of files half replaced."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,104 @@ def check_links_stay_inside(folder: str | Path) -> None:
                 f"{entry} is a symbolic link to {entry.resolve()}, outside the output folder {folder}; outputs never "
                 "follow a link out of their folder: remove the link or choose another output folder"
             )
+
+
+RELATIONS: dict[str, str] = {
+    "is": "writing it would replace that input",
+    "holds": "the outputs written there could replace that input",
+    "lies inside": "a re-run would read the outputs as inputs",
+}
+"""How an output may overlap an input (:func:`check_apart`), and why each is refused."""
+
+
+def check_apart(
+    key: str,
+    output: str | Path,
+    inputs: Mapping[str, str | os.PathLike | None],
+    *,
+    folder: bool = False,
+    writes: Sequence[Path] = (),
+) -> None:
+    """Refuse an output that is one of the command's inputs, or, for an output folder, holds one or lies inside one.
+
+    Paths are compared resolved (symbolic links followed, ``..`` removed), so a link to an input is caught too.
+
+    Args:
+        key: The argument that named the output (``output``).
+        output: The file or folder the command writes.
+        inputs: The command's inputs by argument (``ckpt``, ``input``, ...; ``None`` for one not given): files, or
+            folders that count with everything in them.
+        folder: ``output`` is a folder: it must neither hold an input nor lie inside an input folder.
+        writes: Other files the command writes beside ``output`` (an export's weights and side-car).
+
+    Raises:
+        ConfigError: Naming the output, the input, why and the fix.
+    """
+    for name, given in inputs.items():
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        for written in (Path(output), *writes):
+            target = written.resolve()
+            relation = "is" if target == source else None
+            if folder and relation is None:
+                relation = "holds" if source.is_relative_to(target) else None
+                relation = relation or ("lies inside" if target.is_relative_to(source) else None)
+            if relation is not None:
+                what = f"{key}={output}" + (f" (its file {written})" if written != Path(output) else "")
+                raise ConfigError(
+                    f"{what} {relation} {name}={given}: {RELATIONS[relation]}; a command never writes over, into or "
+                    f"beside what it reads: choose another {key}= apart from every input"
+                )
+
+
+@contextmanager
+def staged(folder: str | Path, names: Sequence[str]) -> Iterator[Path]:
+    """Write a set of entries of ``folder`` in a temporary sibling folder, and swap them in together at the end.
+
+    Files that belong together (a model, its weights and its side-car; maps, overlays and the table that lists them)
+    are written into the yielded folder. When the block completes, ``folder``'s earlier entries ``names`` are moved
+    out, the new ones moved in (renames within one folder) and the earlier ones deleted; an entry of ``names`` the
+    block did not write is removed too, so nothing of an earlier set stays beside the new one. When the block fails
+    ``folder`` is left as it was, and when a rename fails the earlier entries are put back.
+
+    Args:
+        folder: The destination folder (created if missing).
+        names: The entries that make up the set.
+
+    Yields:
+        The temporary folder (hidden, inside ``folder``, unique per process and call); it is removed at the end.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staged-", dir=folder))
+    try:
+        yield staging
+        _swap_in(staging, folder, names)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging: Path, folder: Path, names: Sequence[str]) -> None:
+    """Move ``folder``'s entries ``names`` out (into ``staging``), then ``staging``'s in; on an error, undo both."""
+    replaced = staging / ".replaced"
+    replaced.mkdir()
+    moved_out, moved_in = [], []
+    try:
+        for name in names:
+            if os.path.lexists(folder / name):
+                os.rename(folder / name, replaced / name)
+                moved_out.append(name)
+        for name in names:
+            if os.path.lexists(staging / name):
+                os.rename(staging / name, folder / name)
+                moved_in.append(name)
+    except OSError:
+        for name in moved_in:
+            os.rename(folder / name, staging / name)
+        for name in moved_out:
+            os.rename(replaced / name, folder / name)
+        raise
 
 
 def _umask() -> int:

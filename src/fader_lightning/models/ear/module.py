@@ -86,6 +86,9 @@ class EARModule(AnomalyModule):
             ``levels``, ``patch_size``), applied in training steps only; ``None`` or ``p = 0`` trains without it.
         image_size: Input size the model is trained at (``data.image_size``): an int or ``[height, width]``. Saved
             in the checkpoint, so that stage 2, predict and export resize as training did.
+        data_source: The data it is trained on (:func:`~fader_lightning.data.source.data_record`), stated by the
+            training job (:meth:`record_data`) and saved in the checkpoint, so that ``fader-eval`` tests it on the
+            same data.
         interpolation: Resize method of the training images (``data.interpolation``).
         speed: How the U-Net runs: ``channels_last`` and ``bf16`` of
             :meth:`~fader_lightning.models.unet.UNet.set_speed`.
@@ -116,6 +119,7 @@ class EARModule(AnomalyModule):
         mask_cache_dir: str | None = None,
         skip_dropout: Mapping[str, Any] | None = None,
         image_size: int | Sequence[int] | None = None,
+        data_source: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(fpr_limit=fpr_limit, map_storage=map_storage)
         unet, masking, fill, loss, scoring, skip_dropout = (
@@ -127,7 +131,8 @@ class EARModule(AnomalyModule):
             {"unet": unet, "masking": masking, "fill": fill, "loss": loss, "scoring": scoring,
              "mask_cache_dir": mask_cache_dir, "fpr_limit": fpr_limit, "map_storage": map_storage,
              "skip_dropout": skip_dropout, "interpolation": interpolation, "speed": plain(speed),
-             "image_size": list(as_hw(image_size)) if image_size is not None else None}
+             "image_size": list(as_hw(image_size)) if image_size is not None else None,
+             "data_source": plain(data_source) or None}
         )  # fmt: skip
         self.model = build_ear_model(unet, masking, fill, scoring, mask_cache_dir)
         with settings_of("model.speed"):

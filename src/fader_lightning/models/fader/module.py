@@ -139,6 +139,7 @@ class FADeRModule(AnomalyModule):
         image_size: Input size stage 2 trains at (``data.image_size``); saved in the checkpoint.
         interpolation: Resize method of its training images (``data.interpolation``).
         force_image_size: Train at ``image_size`` even when the stage-1 model was trained at another size.
+        data_source: The data it is trained on, saved in the checkpoint (see :class:`EARModule`).
     """
 
     stage = FADER
@@ -183,6 +184,7 @@ class FADeRModule(AnomalyModule):
         vit_weights: str | None = None,
         image_size: int | list[int] | None = None,
         interpolation: str | None = None,
+        data_source: Mapping[str, Any] | None = None,
     ) -> None:
         if target not in TARGETS:
             raise ConfigError(f"fader.target={target!r} is unknown; use one of {', '.join(TARGETS)}")
@@ -270,7 +272,7 @@ class FADeRModule(AnomalyModule):
         """Check, before anything runs, that the data's image size fits the frozen model and is the one it knows."""
         stage1_size = self.stage1_hparams.get("image_size")
         trained = None if self.hparams.get("force_image_size") or stage1_size is None else tuple(stage1_size)
-        size = self.data_image_size(self.ear, self.ear.scorer.num_scales, trained, "fader.force_image_size")
+        size = self.data_image_size(self.ear, self.ear.scorer.num_scales, trained, "force")
         if size is not None:
             with settings_of("fader"):
                 check_patch_grid(*size, self.fader.patch_size)
