@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -40,10 +41,17 @@ class EpochLog(L.Callback):
     and caps it at ``trainer.max_time``; on a CPU, an estimate over an hour names the switches that shorten it. After
     the second epoch it is revised from the epochs' own times when it was off by half or more (stage 2 computes
     the frozen model's features in its first epoch only). The epoch lines are written only when the progress bar
-    is off (a bar already shows the same), so a run's console output stays short either way.
+    is off (a bar already shows the same), and at most ``lines`` of them per stage (evenly spaced, the last epoch
+    always), so a run's console output fits on one screen either way.
+
+    Args:
+        lines: Most epoch lines per stage; ``0`` writes one for every epoch.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lines: int) -> None:
+        if lines < 0:
+            raise ValueError(f"lines={lines} must be >= 0 (0: a line for every epoch)")
+        self.lines = lines
         self._start = 0.0
         self._step_start = 0.0
         self._estimate = 0.0
@@ -94,7 +102,8 @@ class EpochLog(L.Callback):
             if not 0.5 < revised / max(self._estimate, 1e-9) < 1.5:
                 self._estimate = revised
                 self._announce(trainer, pl_module, "about {} in all, from its first two epochs ({})")
-        if trainer.progress_bar_callback is not None:
+        every = math.ceil(epochs / self.lines) if self.lines and epochs > 0 else 1
+        if trainer.progress_bar_callback is not None or (epoch % every and epoch != epochs):
             return
         losses = {key: value for key, value in trainer.callback_metrics.items() if key in LOSS_KEYS}
         loss_text = "".join(f"{key.split('/')[-1]} {float(value):.4f}, " for key, value in losses.items())

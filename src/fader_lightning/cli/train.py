@@ -23,6 +23,7 @@ from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.errors import ConfigError
 from fader_lightning.keys import FADER, JOB_STAGES
 from fader_lightning.run_dir import prepare_run_dir, run_lock
+from fader_lightning.settings_check import check_training_job
 from fader_lightning.stages import check_launch, run_stages
 from fader_lightning.utils.threads import apply_threads, plan_for_job
 
@@ -51,6 +52,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"augmentation={cfg.get('augmentation')!r} is not a preset; use one of "
             f"{', '.join(cfg.get('augmentations', {}))} (conf/augmentations/default.yaml), or add one there"
         )
+    check_training_job(cfg)
     apply_threads(plan_for_job(cfg))  # before any torch work
     check_launch(cfg)
     forced = adopt_stage1(cfg) if cfg.stage == FADER and cfg.fader.get("ckpt_path") else {}

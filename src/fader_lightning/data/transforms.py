@@ -24,7 +24,8 @@ def as_hw(image_size: int | Sequence[int], key: str = "data.image_size") -> tupl
     Raises:
         ConfigError: When the value is not one positive int or a pair of them.
     """
-    sides = [image_size] if isinstance(image_size, Integral | str) else list(image_size)
+    pair = isinstance(image_size, Sequence) and not isinstance(image_size, str)
+    sides = list(image_size) if pair else [image_size]
     if not all(isinstance(side, Integral) and not isinstance(side, bool) for side in sides) or len(sides) not in (1, 2):
         sides = [0]
     if min(sides) <= 0:

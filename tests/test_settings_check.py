@@ -1,0 +1,30 @@
+"""Numeric settings of a training job are checked before any work, each named with its fix."""
+
+from pathlib import Path
+
+import pytest
+
+from conftest import compose_train_cfg
+from fader_lightning.cli.train import train
+from fader_lightning.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_epochs=0", r"trainer\.max_epochs=0 must be an integer of at least 1 \(trainer\.max_time"),
+        ("fader.trainer.max_epochs=-2", r"fader\.trainer\.max_epochs=-2 must be an integer of at least 1"),
+        ("data.train_batch_size=0", r"data\.train_batch_size=0 must be an integer of at least 1"),
+        ("data.eval_batch_size=2.5", r"data\.eval_batch_size=2\.5 must be an integer"),
+        ("data.num_workers=-1", r"data\.num_workers=-1 must be an integer of at least 0"),
+        ("model.optimizer.lr=0", r"model\.optimizer\.lr=0 must be a finite number above 0"),
+        ("fader.optimizer.lr=nan", r"fader\.optimizer\.lr=nan must be a finite number above 0"),
+        ("seed=1.5", r"seed=1\.5 must be an integer"),
+        ("data.image_size=64.0", r"data\.image_size"),
+    ],
+)
+def test_a_wrong_setting_is_named_before_any_work(tmp_path: Path, override: str, message: str) -> None:
+    cfg = compose_train_cfg(tmp_path, ["stage=both", override])
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()  # nothing ran, nothing was made
