@@ -324,7 +324,7 @@ class SoftMask(nn.Module):
         self.tau.fill_(tau)
         self.temperature.fill_(temperature)
         self.calibrated.fill_(True)
-        log.info("SoftMask calibrated on %d predictions: tau=%g, T=%g", preds.numel(), tau, temperature)
+        log.debug("SoftMask calibrated on %d predictions: tau=%g, T=%g", preds.numel(), tau, temperature)
         return tau, temperature
 
     def extra_repr(self) -> str:
