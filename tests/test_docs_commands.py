@@ -1,11 +1,11 @@
 """Every shell command of README.md and docs/*.md runs as written, from a folder outside the checkout.
 
 Each fenced ``bash`` block runs as a script (its variables and line continuations included) in one working folder,
-in document order, so that later commands find the runs of earlier ones (``logs/train/latest``) as a user's would.
+in document order, so that later commands find the runs of earlier ones (``logs/train/runs/latest``) as a user's would.
 The project's commands (``.venv/bin/fader-*`` and ``fader-*``) are wrappers that append :data:`SHRINK` to the
-command line (a tiny input size and U-Net, one epoch: later overrides win in Hydra), and ``FADER_DATA_DIR`` and the
-docs' ``../shared/data`` point at the shared real data. Nothing else is changed. A command that cannot run here is
-listed in :data:`EXCLUDED` with the reason.
+command line (a tiny input size and U-Net, one epoch: later overrides win in Hydra), ``FADER_DATA_DIR`` and the
+docs' ``../shared/data`` point at the shared real data, and ``SEED=0`` stands for the docs' loop over seeds.
+Nothing else is changed. A command that cannot run here is listed in :data:`EXCLUDED` with the reason.
 """
 
 from __future__ import annotations
