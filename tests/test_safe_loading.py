@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from conftest import TINY_UNET, compose_train_cfg, fader_module
 from fader_lightning.cli.train import train
@@ -61,7 +62,7 @@ def test_stage1_store(malicious: tuple[Path, Path], tmp_path: Path) -> None:
     cfg = compose_train_cfg(tmp_path / "run", [*SMALL, "reuse_stage1=true"])
     store = Path(cfg.paths.stage1_store)
     store.mkdir(parents=True)
-    os.replace(path, store / f"{stage1_key(cfg)}.ckpt")  # a poisoned store entry
+    os.replace(path, store / f"{stage1_key(cfg, instantiate(cfg.data))}.ckpt")  # a poisoned store entry
     with pytest.raises(CheckpointError, match="stage-1 store"):
         train(cfg)
     assert not marker.exists()

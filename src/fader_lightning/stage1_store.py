@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fader_lightning.data.datamodule import AnomalyDataModule
@@ -61,13 +60,12 @@ def training_files_digest(datamodule: AnomalyDataModule) -> str:
         return hashlib.sha256(" ".join(digests).encode()).hexdigest()
 
 
-def stage1_key(cfg: DictConfig) -> str:
+def stage1_key(cfg: DictConfig, datamodule: AnomalyDataModule) -> str:
     """Hash the settings that determine a stage-1 model, and the training files' bytes.
-
-    The data module is built from ``cfg.data`` to list its training files (a cheap listing, without decoding).
 
     Args:
         cfg: Full training config.
+        datamodule: The job's data module, whose training files are hashed (listed, not decoded).
 
     Returns:
         A 20-character hex key.
@@ -80,7 +78,7 @@ def stage1_key(cfg: DictConfig) -> str:
         "model": model,
         "seed": cfg.seed,
         "trainer": {k: trainer.get(k) for k in _TRAINER_KEYS},
-        "train_files": training_files_digest(instantiate(cfg.data)),
+        "train_files": training_files_digest(datamodule),
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

@@ -136,7 +136,7 @@ def run_stage(
     L.seed_everything(cfg.seed, workers=True)  # each stage starts from the same RNG state, however it is reached
     spec, trainer_overrides = stage_model_spec(cfg, stage, stage1_ckpt)
     reuse = stage == EAR and cfg.get("reuse_stage1", False)
-    key = stage1_key(cfg) if reuse else None
+    key = stage1_key(cfg, datamodule) if reuse else None
     stored = stage1_store.lookup(cfg.paths.stage1_store, key) if reuse else None
     if stored:
         masking = cfg.model.masking
