@@ -139,6 +139,31 @@ def command_cfg(config_name: str, **values: Any) -> DictConfig:
     return cfg
 
 
+def edit_checkpoint(
+    source: str | Path, edit: Callable[[dict[str, Any]], None], target: str | Path | None = None
+) -> Path:
+    """Save a changed copy of a checkpoint as the project would have written it (its weights digest renewed).
+
+    Args:
+        source: The checkpoint.
+        edit: Changes the loaded dictionary in place.
+        target: Where to save it (default: over ``source``).
+
+    Returns:
+        The saved file.
+    """
+    import torch
+
+    from fader_lightning.models.checkpoints import DIGEST_KEY, weights_digest
+
+    checkpoint = torch.load(source, weights_only=True)
+    edit(checkpoint)
+    checkpoint[DIGEST_KEY] = weights_digest(checkpoint)
+    path = Path(target or source)
+    torch.save(checkpoint, path)
+    return path
+
+
 def run_command(main: Callable[[], None], args: list[str]) -> int:
     """Run a Hydra app's ``main`` as its console script would, with ``args`` as its command line.
 

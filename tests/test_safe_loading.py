@@ -7,7 +7,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import TINY_UNET, compose_train_cfg, fader_module
+from conftest import TINY_UNET, compose_train_cfg, edit_checkpoint, fader_module
 from fader_lightning.cli.train import train
 from fader_lightning.errors import CheckpointError
 from fader_lightning.models.checkpoints import TRUST_ENV, load_module, read_checkpoint
@@ -52,8 +52,11 @@ def test_predict_and_export_load(malicious: tuple[Path, Path]) -> None:
 
 def test_resume(malicious: tuple[Path, Path], tmp_path: Path) -> None:
     path, marker = malicious
+    resumed = tmp_path / "run/out/checkpoints/ear/last.ckpt"  # a resume reads only its own folder's checkpoints
+    resumed.parent.mkdir(parents=True)
+    os.replace(path, resumed)
     with pytest.raises(CheckpointError, match=r"point ckpt_path at"):
-        train(compose_train_cfg(tmp_path / "run", [*SMALL, f"ckpt_path={path}"]))
+        train(compose_train_cfg(tmp_path / "run", [*SMALL, f"ckpt_path={resumed}"]))
     assert not marker.exists()
 
 
@@ -100,10 +103,7 @@ def attention_ckpt(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _rewrite_masking(path: Path, **masking: object) -> Path:
-    checkpoint = torch.load(path, weights_only=True)
-    checkpoint["hyper_parameters"]["masking"].update(masking)
-    torch.save(checkpoint, path)
-    return path
+    return edit_checkpoint(path, lambda checkpoint: checkpoint["hyper_parameters"]["masking"].update(masking))
 
 
 def test_loading_a_checkpoint_never_downloads(

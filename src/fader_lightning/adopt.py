@@ -50,7 +50,8 @@ def given_keys() -> list[str]:
     return [override.lstrip("+~").split("=", 1)[0] for override in task]
 
 
-def _comparable(setting: Setting, value: Any) -> Any:
+def comparable(setting: Setting, value: Any) -> Any:
+    """A setting's value in a form that compares equal across a checkpoint and a config (plain, sizes as [h, w])."""
     if value is None:
         return None
     if setting.hparam == "image_size":
@@ -58,7 +59,7 @@ def _comparable(setting: Setting, value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def _differing(stored: Any, job: Any, keys: list[str]) -> dict[str, dict[str, Any]]:
+def differing(stored: Any, job: Any, keys: list[str]) -> dict[str, dict[str, Any]]:
     """Where the job's value contradicts the checkpoint's: ``{sub-key: {"checkpoint": ..., "job": ...}}``.
 
     Args:
@@ -92,14 +93,14 @@ def adopt_stage1(cfg: DictConfig) -> dict[str, Any]:
     for setting in SETTINGS:
         if hparams.get(setting.hparam) is None:  # a checkpoint that predates the setting: the job's value stands
             continue
-        stored = _comparable(setting, hparams[setting.hparam])
+        stored = comparable(setting, hparams[setting.hparam])
         keys = [key.removeprefix(setting.key).lstrip(".") for key in given
                 if key == setting.key or key.startswith(f"{setting.key}.")]  # fmt: skip
-        differing = _differing(stored, _comparable(setting, OmegaConf.select(cfg, setting.key)), keys) if keys else {}
-        if differing and not (force and setting.forceable):
-            raise ConfigError(_message(setting, differing, path))
-        if differing:
-            forced.update({".".join(filter(None, (setting.key, key))): value for key, value in differing.items()})
+        changed = differing(stored, comparable(setting, OmegaConf.select(cfg, setting.key)), keys) if keys else {}
+        if changed and not (force and setting.forceable):
+            raise ConfigError(_message(setting, changed, path))
+        if changed:
+            forced.update({".".join(filter(None, (setting.key, key))): value for key, value in changed.items()})
             if setting.hparam == "image_size":
                 with open_dict(cfg):
                     cfg.fader.force_image_size = True
@@ -108,7 +109,7 @@ def adopt_stage1(cfg: DictConfig) -> dict[str, Any]:
         with open_dict(cfg):
             OmegaConf.update(cfg, setting.key, stored, merge=False, force_add=True)
     log.info("stage 2 takes the stage-1 model's settings from %s: %s", path,
-             ", ".join(f"{s.key}={_comparable(s, OmegaConf.select(cfg, s.key))}" for s in SETTINGS[1:]))  # fmt: skip
+             ", ".join(f"{s.key}={comparable(s, OmegaConf.select(cfg, s.key))}" for s in SETTINGS[1:]))  # fmt: skip
     return forced
 
 

@@ -65,10 +65,38 @@ def checkpoint_name(path: str | None) -> str:
     return path.stem
 
 
+def resumed_run(ckpt_path: str | None) -> str | None:
+    """The run folder that wrote a stage-1 checkpoint ``<run>/checkpoints/ear/<file>``, or ``None``.
+
+    ``conf/train.yaml``'s ``resume_dir``: a resume (``ckpt_path=...``) runs there, through links such as
+    ``runs/latest``.
+
+    Args:
+        ckpt_path: The job's ``ckpt_path`` (``None`` for a new run).
+
+    Returns:
+        The absolute run folder, or ``None`` when there is no ``ckpt_path`` or it does not lie in a run's
+        ``checkpoints/ear/``.
+    """
+    if not ckpt_path:
+        return None
+    real = Path(os.path.expanduser(str(ckpt_path))).resolve()
+    if real.parent.name != "ear" or real.parent.parent.name != "checkpoints":
+        return None
+    return str(real.parents[2])
+
+
+def first_set(value: Any, default: Any) -> Any:
+    """``value`` unless it is ``None``, else ``default`` (``oc.select`` returns a key's ``null`` as it is)."""
+    return default if value is None else value
+
+
 # the resolvers of conf/ (paths and folder names); every command and the API import this module before composing
 OmegaConf.register_new_resolver("fader_cwd", working_dir, replace=True)
 OmegaConf.register_new_resolver("fader_dataset", dataset_name, replace=True)
 OmegaConf.register_new_resolver("fader_checkpoint", checkpoint_name, replace=True)
+OmegaConf.register_new_resolver("fader_resumed_run", resumed_run, replace=True)
+OmegaConf.register_new_resolver("fader_or", first_set, replace=True)
 
 
 def literal_settings(name: str, exclude: Iterable[str] = ()) -> dict[str, Any]:

@@ -11,6 +11,8 @@ EAR = "ear"
 """Stage 1: the EAR masked-inpainting model."""
 FADER = "fader"
 """Stage 2: FADeR on the frozen stage 1."""
+STAGE_ORDER: tuple[str, ...] = (EAR, FADER)
+"""The stages in the order they build on each other: a later stage's model depends on every earlier one's."""
 JOB_STAGES: dict[str, tuple[str, ...]] = {EAR: (EAR,), FADER: (FADER,), "both": (EAR, FADER)}
 """The stages a job runs for each value of ``stage=``."""
 

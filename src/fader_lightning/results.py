@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,31 @@ def record_stage(run_dir: str | Path, stage: str, entry: dict[str, Any]) -> Path
     atomic_write_json(path, results)
     log.info("%s results written to %s", stage, path)
     return path
+
+
+STALE = "stale"
+"""Status of an entry whose model was built on an earlier stage's model that has since been trained again."""
+
+
+def mark_stale(run_dir: str | Path, stages: Sequence[str], reason: str) -> list[str]:
+    """Mark the entries of ``stages`` in ``run_dir/metrics.json`` stale (status ``stale``, ``error``: why), atomically.
+
+    Args:
+        run_dir: The run's output folder.
+        stages: The stages whose entries no longer hold.
+        reason: Why, for the entry's ``error`` (tables show it).
+
+    Returns:
+        The stages marked (those with an entry that was not stale already).
+    """
+    path = Path(run_dir) / METRICS_FILE
+    results = load_results(path)
+    marked = [stage for stage in stages
+              if isinstance(results.get(stage), dict) and results[stage].get("status") != STALE]  # fmt: skip
+    if not marked:
+        return []
+    for stage in marked:
+        results[stage] = {**results[stage], "status": STALE, "error": reason}
+    atomic_write_json(path, results)
+    log.warning("%s: marked the %s entry stale: %s", path, ", ".join(marked), reason)
+    return marked

@@ -13,21 +13,24 @@ import os
 import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 from fader_lightning.errors import ConfigError
 from fader_lightning.keys import EAR, FADER
 from fader_lightning.results import METRICS_FILE, load_results
-from fader_lightning.utils.io import atomic_write_json, check_links_stay_inside, writable_folder
+from fader_lightning.utils.io import (
+    REPLACED_PREFIX,
+    aside_folder,
+    atomic_write_json,
+    check_links_stay_inside,
+    writable_folder,
+)
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".fader-run.lock"
 CHECKPOINTS = "checkpoints"
 RUN_ARTEFACTS = (METRICS_FILE, CHECKPOINTS)
-REPLACED_PREFIX = ".replaced-"
-"""``overwrite=true`` moves the earlier run's artefacts into ``<run>/.replaced-<time>/``."""
 STAGES = (EAR, FADER)
 """What a run of ours holds: ``metrics.json`` entries and ``checkpoints/`` sub-folders of these stages only."""
 
@@ -45,7 +48,8 @@ def prepare_run_dir(
 
     Args:
         output_dir: The job's run folder.
-        resume: The job resumes training from a checkpoint (``ckpt_path=...``): the folder's run is continued.
+        resume: The job resumes training from one of this folder's checkpoints (``ckpt_path=...``, checked by
+            :func:`fader_lightning.resume.check_resume`): the folder's run is continued.
         overwrite: ``overwrite=true``: the earlier run's ``metrics.json`` and checkpoints are moved into
             ``output_dir/.replaced-<time>/`` first (nothing is deleted).
         reads: The checkpoints the job reads, by config key (``fader.ckpt_path``, ``ckpt_path``; ``None`` values are
@@ -61,15 +65,17 @@ def prepare_run_dir(
     """
     check_links_stay_inside(output_dir)
     found = [name for name in RUN_ARTEFACTS if (output_dir / name).exists()]
-    if not found or resume:
+    if not found:
         return None
-    foreign = _foreign(output_dir, found)
+    foreign = _foreign(output_dir, found)  # a resume included: its results go into that metrics.json
     if foreign:
         raise ConfigError(
             f"run folder {output_dir} holds {foreign}, which fader-lightning did not write: a job never replaces "
             "another tool's files, overwrite=true included; choose a new folder (hydra.run.dir=... or "
             f"hydra.sweep.dir=...), or move those files out of {output_dir}"
         )
+    if resume:
+        return None
     if not overwrite:
         raise ConfigError(
             f"run folder {output_dir} already holds a run ({', '.join(found)}); choose a new folder (hydra.run.dir=... "
@@ -121,8 +127,7 @@ def _move_run_aside(output_dir: Path, found: list[str], reads: Mapping[str, str 
     kept = {Path(path).resolve(): key for key, path in reads.items() if path}
     kept = {path: key for path, key in kept.items() if path.is_relative_to(run)}
     results = load_results(run / METRICS_FILE)
-    replaced = run / f"{REPLACED_PREFIX}{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
-    replaced.mkdir()
+    replaced = aside_folder(run)
     for name in found:
         _move_aside(run / name, run, replaced, set(kept))
     entries = {stage: entry for stage, entry in results.items() if _named(entry.get("checkpoint")) in kept}

@@ -23,6 +23,8 @@ COUNTS = {
     "trainer.max_epochs": 1,
 }
 """Integer settings and their smallest allowed value."""
+MAX_SEED = 2**32 - 1
+"""The largest seed every generator accepts (numpy's)."""
 
 
 def _integer(value: Any) -> bool:
@@ -65,8 +67,8 @@ def check_training_job(cfg: DictConfig) -> None:
     Raises:
         ConfigError: Naming the first wrong setting and what it must be.
     """
-    if not _integer(cfg.seed):
-        raise ConfigError(f"seed={cfg.seed!r} must be an integer")
+    if not _integer(cfg.seed) or not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError(f"seed={cfg.seed!r} must be an integer from 0 to {MAX_SEED}")
     counts = dict(COUNTS)
     if FADER in JOB_STAGES.get(cfg.stage, ()):
         counts["fader.trainer.max_epochs"] = 1

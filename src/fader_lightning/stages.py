@@ -24,8 +24,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fader_lightning import stage1_store
 from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.data.source import data_record
-from fader_lightning.errors import CheckpointError, ConfigError, FaderError
-from fader_lightning.keys import EAR, FADER, JOB_STAGES
+from fader_lightning.data.transforms import as_hw
+from fader_lightning.errors import ConfigError, FaderError
+from fader_lightning.keys import EAR, FADER, JOB_STAGES, STAGE_ORDER
 from fader_lightning.masking import single_mask_problem
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.checkpoints import (
@@ -36,7 +37,7 @@ from fader_lightning.models.checkpoints import (
     stage_checkpoint,
     weights_only,
 )
-from fader_lightning.results import record_stage
+from fader_lightning.results import mark_stale, record_stage
 from fader_lightning.stage1_store import stage1_key
 from fader_lightning.utils.background import background_writes
 from fader_lightning.utils.provenance import environment
@@ -153,6 +154,10 @@ def run_stage(
         logger=build_loggers(cfg) or False,
         **trainer_overrides,
     )
+    if stage == EAR and not stored and cfg.data.get("image_size") is not None:  # before the data is read and cached
+        size = as_hw(OmegaConf.to_container(cfg.data.image_size) if OmegaConf.is_config(cfg.data.image_size)
+                     else cfg.data.image_size)  # fmt: skip
+        model.check_training_memory(size, cfg.data.train_batch_size, trainer.strategy.root_device)
     log_config(trainer.loggers, cfg, stage)
     entry: dict[str, Any] = {"status": "ok"}
     if stage == FADER:  # what stage 2 really ran on: the stage-1 checkpoint's settings, not the config's
@@ -167,11 +172,7 @@ def run_stage(
                  trainer.max_epochs, epochs_key, cfg.trainer.get("max_time") or "none")  # fmt: skip
         start = time.perf_counter()
         resume = cfg.get("ckpt_path") if stage == EAR else None
-        if resume:
-            if not Path(resume).is_file():
-                raise CheckpointError(
-                    f"ckpt_path={resume} does not exist; point it at the run's checkpoints/ear/last.ckpt to resume it"
-                )
+        if resume:  # checked before the job started (fader_lightning.resume): this folder's, same settings
             hint = "point ckpt_path at the run's checkpoints/ear/last.ckpt to resume it"
             check_fits(read_checkpoint(resume, hint), model, resume, "ckpt_path")
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=weights_only())
@@ -310,6 +311,8 @@ def run_stages(cfg: DictConfig, output_dir: Path, forced: dict[str, Any] | None 
                                                  "error": reason})  # fmt: skip
                 log.info("%s: skipped", reason)
                 continue
+            if stage == EAR:  # a later stage's entry no longer describes the model this stage is about to train
+                stale(output_dir, EAR, cfg.get("ckpt_path"))
             try:
                 datamodule = datamodule or build(cfg.data)
                 entry = run_stage(cfg, stage, datamodule, output_dir, stage1_ckpt)
@@ -319,7 +322,11 @@ def run_stages(cfg: DictConfig, output_dir: Path, forced: dict[str, Any] | None 
                     trained = stage_checkpoint(output_dir, skipped)
                     if trained.is_file():  # what the failed stage trained before it stopped
                         failed["checkpoint"] = str(trained)
-                    record(output_dir, skipped, {**provenance(cfg, skipped, output_dir), **failed})
+                    try:
+                        record(output_dir, skipped, {**provenance(cfg, skipped, output_dir), **failed})
+                    except OSError as unwritten:  # a full disk: say so, and end with the error that stopped the job
+                        log.error("%s failed, and its entry could not be written to %s/metrics.json (%s)",
+                                  skipped, output_dir, unwritten)  # fmt: skip
                 finish_wandb(exit_code=1)
                 raise
             finally:
@@ -329,6 +336,14 @@ def run_stages(cfg: DictConfig, output_dir: Path, forced: dict[str, Any] | None 
                 results[stage]["forced"] = forced
             record(output_dir, stage, results[stage])
     return results
+
+
+@rank_zero_only
+def stale(output_dir: Path, stage: str, resumed: str | None) -> None:
+    """Mark the ``metrics.json`` entries of the stages after ``stage`` stale: ``stage`` is trained again."""
+    how = f"resumed from {resumed}" if resumed else "trained again"
+    mark_stale(output_dir, STAGE_ORDER[STAGE_ORDER.index(stage) + 1 :],
+               f"{stage} was {how} after this entry was written; run this stage again on the new model")  # fmt: skip
 
 
 @rank_zero_only

@@ -1,5 +1,6 @@
 """``fader-eval``: a checkpoint of either stage tested on any category, like the test pass of its training run."""
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_UNET, compose_train_cfg
+from conftest import TINY_UNET, compose_train_cfg, edit_checkpoint
 from fader_lightning.cli.evaluate import evaluate
 from fader_lightning.cli.train import train
 from fader_lightning.data.source import data_record
@@ -83,24 +84,24 @@ def test_nothing_a_run_folder_or_checkpoint_holds_is_run(trained, tmp_path: Path
     # a record that names another class, or holds a node to instantiate, is refused and runs nothing
     for stage_key, record in (("_target_", "builtins.open"), ("category", target)):
         bad = tmp_path / f"bad-{stage_key}.ckpt"
-        checkpoint = torch.load(results["fader"]["checkpoint"], weights_only=True)
-        checkpoint["hyper_parameters"]["data_source"] = {**checkpoint["hyper_parameters"]["data_source"],
-                                                         stage_key: record}  # fmt: skip
-        torch.save(checkpoint, bad)
+        edit_checkpoint(results["fader"]["checkpoint"], functools.partial(_record, stage_key, record), bad)
         with pytest.raises(CheckpointError, match="nothing"):
             run_eval(tmp_path / f"eval-{stage_key}", bad, ["logger=none"], tmp_path / "unused")
         assert not payload.exists()
+
+
+def _record(key: str, value: object, checkpoint: dict) -> None:
+    checkpoint["hyper_parameters"]["data_source"][key] = value
 
 
 def test_recorded_data_that_is_not_here_is_named_and_can_be_moved(trained, tmp_path: Path) -> None:
     tmp, results = trained
     moved = tmp_path / "moved"
     shutil.copytree(tmp / "data", moved)
-    checkpoint = torch.load(results["ear"]["checkpoint"], weights_only=True)
-    recorded = checkpoint["hyper_parameters"]["data_source"]["root"]
-    checkpoint["hyper_parameters"]["data_source"]["root"] = str(tmp_path / "gone")
-    copy = tmp_path / "copy.ckpt"
-    torch.save(checkpoint, copy)
+    recorded = torch.load(results["ear"]["checkpoint"], weights_only=True)["hyper_parameters"]["data_source"]["root"]
+    copy = edit_checkpoint(results["ear"]["checkpoint"],
+                           lambda ckpt: ckpt["hyper_parameters"]["data_source"].update(root=str(tmp_path / "gone")),
+                           tmp_path / "copy.ckpt")  # fmt: skip
     with pytest.raises(ConfigError, match=r"was trained on data=synthetic data\.root=.*gone.*is not here.*data\.root="):
         run_eval(tmp_path / "a", copy, ["logger=none"], tmp_path / "unused")
     assert not (tmp_path / "gone").exists()  # never generated where a file says

@@ -1,6 +1,7 @@
 """A real multirun on the joblib launcher: 2 categories x 2 masking methods (plus one broken job), 2 jobs at once,
 then aggregation; with no ``hydra.sweep.dir``, as a user types it."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -49,3 +50,42 @@ def test_multirun_with_a_failing_job_then_aggregate(tmp_path: Path) -> None:
     synth = next(line for line in table.splitlines() if line.startswith("| synth_object"))
     assert "failed" not in synth and "—" not in synth
     assert paths["chart"].stat().st_size > 0
+
+
+SWEEP = ["stage=ear", "data.image_size=32", "data.n_train=8", "data.n_test_good=3", "data.n_test_defect=2",
+         "data.size=48", "model.unet.widths=[8,16,32,64]", "trainer.max_epochs=1", "logger=none",
+         "callbacks.overlays.num_samples=0", "trainer.enable_progress_bar=false"]  # fmt: skip
+
+
+def test_a_refused_job_or_sweep_rewrites_no_record(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "fader_lightning.cli.train", *args, *SWEEP, f"paths.data_dir={tmp_path / 'data'}",
+               f"paths.log_dir={tmp_path / 'logs'}"]  # fmt: skip
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    first = run("-m", "seed=0,1", f"hydra.sweep.dir={sweep}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    jobs = sorted(sweep.glob("*_synthetic-*"))
+    files = [*(path for job in jobs for path in (*(job / ".hydra").iterdir(), job / "metrics.json")),
+             sweep / "multirun.yaml"]  # fmt: skip
+    records = {path: path.stat().st_mtime_ns for path in files}
+    assert len(jobs) == 2 and len(records) == 9
+    # another sweep into the same folder: refused before Hydra writes its grid
+    other = run("-m", "seed=2,3", f"hydra.sweep.dir={sweep}")
+    assert other.returncode == 1 and "ConfigError: sweep folder" in other.stderr and "Traceback" not in other.stderr
+    # the same sweep again completes it: its finished jobs are refused by their folders and rewrite nothing
+    again = run("-m", "seed=0,1", f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 0 and (again.stdout + again.stderr).count("already holds a run") == 2
+    # a single run refused by its folder
+    single = run("seed=5", f"hydra.run.dir={jobs[0]}")
+    assert single.returncode == 1 and "already holds a run" in single.stdout + single.stderr
+    assert {path: path.stat().st_mtime_ns for path in records if path.name != "multirun.yaml"} == {
+        path: stamp for path, stamp in records.items() if path.name != "multirun.yaml"
+    }
+    assert "seed=5" not in (jobs[0] / ".hydra/overrides.yaml").read_text()
+    assert "seed=0,1" in (sweep / "multirun.yaml").read_text()
+    table = aggregate([sweep], "twice", out_root=tmp_path / "results")["csv"]
+    rows = [row for row in csv.DictReader(table.open()) if row["stage"] == "ear"]  # the sweep trains stage 1 only
+    assert rows and {row["status"] for row in rows} == {"ok"} and {row["seeds"] for row in rows} == {"0;1"}

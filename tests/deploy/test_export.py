@@ -343,10 +343,24 @@ def test_bad_masks_and_calibration_arguments(tmp_path: Path) -> None:
         export_checkpoint(
             command_cfg("export", ckpt=missing, output=output, format="onnx-int8", calibration_dir=tmp_path / "nowhere")
         )
-    with pytest.raises(ConfigError, match="opset='new' is invalid; use an integer >= 7"):
-        export_checkpoint(command_cfg("export", ckpt=missing, output=output, opset="new"))
+    for opset in ("new", 12, 7):  # 7-12 cannot express aten::unflatten
+        with pytest.raises(ConfigError, match=f"opset={opset!r} is invalid; use an integer >= 13"):
+            export_checkpoint(command_cfg("export", ckpt=missing, output=output, opset=opset))
     assert run_command(main, [f"ckpt={missing}", f"output={output}", "format=onnx-int8"]) == 1
     assert not output.exists()
+
+
+@pytest.mark.parametrize("opset", [13, 99])
+def test_every_accepted_opset_exports_or_is_named(tmp_path: Path, opset: int) -> None:
+    module = EARModule(**EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]}, masking={"name": "saliency"}).eval()
+    output = tmp_path / "m.onnx"
+    if opset == 99:  # newer than this torch exports
+        with pytest.raises(ConfigError, match=r"opset=99 cannot be exported by this torch .*use opset=17"):
+            export_model(module, output, (64, 64), fmt="onnx", masks="auto", opset=opset)
+        assert not output.exists()
+        return
+    sidecar = export_model(module, output, (64, 64), fmt="onnx", masks="auto", opset=opset)
+    assert sidecar["opset"] == 13 and onnx.load(output).opset_import[0].version == 13
 
 
 def test_an_output_that_is_an_input_is_refused(

@@ -35,7 +35,7 @@ from fader_lightning.aggregate.table import (
 from fader_lightning.errors import DataError
 from fader_lightning.keys import JOB_STAGES
 from fader_lightning.results import METRICS_FILE, load_results
-from fader_lightning.run_dir import REPLACED_PREFIX
+from fader_lightning.utils.io import REPLACED_PREFIX
 
 log = logging.getLogger(__name__)
 OVERRIDE_PARSER = OverridesParser.create()

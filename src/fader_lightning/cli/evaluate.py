@@ -28,7 +28,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fader_lightning.cli.job import run_job
+from fader_lightning.cli.job import record_config, run_job
 from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data.source import describe, missing_paths, read_record
 from fader_lightning.data.transforms import as_hw
@@ -174,6 +174,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         prepare_run_dir(
             output_dir, resume=False, overwrite=bool(cfg.get("overwrite", False)), reads={"ckpt_path": cfg.ckpt_path}
         )
+        record_config(cfg, output_dir)
         L.seed_everything(cfg.seed, workers=True)
         datamodule = build(cfg.data)
         trainer = test_trainer(cfg, stage, output_dir)

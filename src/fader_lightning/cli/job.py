@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import traceback
@@ -15,6 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from fader_lightning.errors import ConfigError, FaderError
+from fader_lightning.utils.io import atomic_write_text
 from fader_lightning.utils.latest import link_latest
 
 log = logging.getLogger(__name__)
@@ -65,8 +67,54 @@ def link_run(cfg: DictConfig, output_dir: Path) -> None:
         link_latest(task_dir / target.relative_to(task_dir.resolve()).parts[0], target)
 
 
+STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+"""Write failures of the storage itself (full disk, quota, read-only or size-limited file system): no bug to trace."""
+
+
+def storage_message(err: OSError) -> str:
+    """One line for a write that the storage refused: what, where, and what to do."""
+    where = f" writing {err.filename}" if err.filename else ""
+    return (
+        f"OSError: {err.strerror or err}{where}. Free space there, or write elsewhere (paths.log_dir=..., "
+        "hydra.run.dir=..., paths.cache_dir=...); the run's metrics.json records the stage that failed, where it "
+        "could still be written"
+    )
+
+
+HYDRA_RECORD = ".hydra"
+"""Hydra's record of a job in its run folder: ``config.yaml``, ``hydra.yaml`` and ``overrides.yaml``."""
+
+
+def record_config(cfg: DictConfig, output_dir: Path) -> None:
+    """Write Hydra's record of the job into its run folder, once the folder checks have passed.
+
+    ``conf/hydra/default.yaml`` turns Hydra's own writing off (``output_subdir: null``): Hydra writes the record
+    before the job starts, so a job refused for its folder would have rewritten the record of the run it refused to
+    touch. The files are Hydra's own (``fader-aggregate`` places a job in its sweep by them); ``config.yaml`` holds
+    what the job runs, with what it took from a checkpoint.
+
+    Args:
+        cfg: The job's config.
+        output_dir: Its run folder.
+
+    Raises:
+        ConfigError: When ``.hydra`` in the folder is a file or a link.
+    """
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    folder = output_dir / HYDRA_RECORD
+    if (folder.exists() and not folder.is_dir()) or folder.is_symlink():
+        raise ConfigError(f"{folder} is not a folder: Hydra's record of the job goes there; move it away")
+    folder.mkdir(parents=True, exist_ok=True)
+    job = OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"])
+    atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(job))
+    atomic_write_text(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": OmegaConf.to_container(hydra_cfg)}))
+    atomic_write_text(folder / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.to_container(hydra_cfg.overrides.task)))
+
+
 def run_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> None:
-    """Run a Hydra job; a project error ends it with its message, not a traceback.
+    """Run a Hydra job; a project error, or storage that refuses a write (a full disk), ends it in one message.
 
     In a multirun a failed job is logged and the sweep goes on with the next job.
 
@@ -81,7 +129,12 @@ def run_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> None:
         log.error("%s: %s", type(err).__name__, err)
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             sys.exit(1)
-    except Exception:
+    except Exception as err:
+        if isinstance(err, OSError) and err.errno in STORAGE_ERRORS:
+            log.error("%s", storage_message(err))
+            if HydraConfig.get().mode != RunMode.MULTIRUN:
+                sys.exit(1)
+            return
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
         log.error("job failed; the sweep goes on:\n%s", traceback.format_exc())

@@ -18,10 +18,11 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from fader_lightning.adopt import adopt_stage1
-from fader_lightning.cli.job import link_run, run_job
+from fader_lightning.cli.job import link_run, record_config, run_job
 from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.errors import ConfigError
 from fader_lightning.keys import FADER, JOB_STAGES
+from fader_lightning.resume import check_resume
 from fader_lightning.run_dir import prepare_run_dir, run_lock
 from fader_lightning.settings_check import check_training_job
 from fader_lightning.stages import check_launch, run_stages
@@ -57,6 +58,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_launch(cfg)
     forced = adopt_stage1(cfg) if cfg.stage == FADER and cfg.fader.get("ckpt_path") else {}
     output_dir = Path(cfg.paths.output_dir)
+    check_resume(cfg, output_dir)
     if rank_zero_only.rank != 0:  # DDP ranks > 0 re-enter here while rank 0 holds the folder
         return run_stages(cfg, output_dir, forced)
     with run_lock(output_dir):  # first: a concurrent job must never see, let alone overwrite, this one's files
@@ -66,6 +68,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             overwrite=bool(cfg.get("overwrite", False)),
             reads={"fader.ckpt_path": cfg.get("fader", {}).get("ckpt_path")},
         )
+        record_config(cfg, output_dir)
         link_run(cfg, output_dir)
         return run_stages(cfg, output_dir, forced)
 

@@ -59,6 +59,11 @@ def resolve_category_dir(root: Path, category: str, known: tuple[str, ...], step
     """
     if not root.is_dir():
         raise DataError(f"dataset root {root} does not exist.\n{steps}")
+    if not category or category in (".", "..") or Path(category).name != category:
+        raise DataError(
+            f"data.category={category!r} must name one folder under data.root={root} (no path separators, not "
+            f"'.' or '..'); official names: {', '.join(known)}"
+        )
     category_dir = root / category
     if category_dir.is_dir():
         if category not in known:
@@ -69,7 +74,8 @@ def resolve_category_dir(root: Path, category: str, known: tuple[str, ...], step
     close = difflib.get_close_matches(category, candidates, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise DataError(
-        f"category '{category}' not found under {root}.{hint} Present there: {', '.join(present) or 'nothing'}; "
+        f"data.category={category!r} not found under data.root={root}.{hint} Present there: "
+        f"{', '.join(present) or 'nothing'}; "
         f"official names: {', '.join(known)}."
     )
 

@@ -49,10 +49,22 @@ def list_images(directory: Path) -> list[Path]:
 
     Returns:
         The sorted image paths; empty when the folder does not exist.
+
+    Raises:
+        DataError: For an entry named like an image that is not a readable file (a link to nothing, a link loop, a
+            folder): leaving it out would silently change the data.
     """
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    named = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    broken = [p for p in named if not p.is_file()]
+    if broken:
+        what = "a symbolic link that leads to no file" if broken[0].is_symlink() else "not a file"
+        raise DataError(
+            f"{broken[0]} is {what}{f' (and {len(broken) - 1} more in {directory})' if len(broken) > 1 else ''}; "
+            "point it at its image, or remove it"
+        )
+    return named
 
 
 def find_mask(mask_dir: Path, stem: str, suffix: str) -> Path | None:

@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 FORMATS: dict[str, str] = {"onnx": ".onnx", "onnx-int8": ".onnx", "openvino": ".xml"}
 """Export formats and the suffix of their model file."""
 MASK_MODES: tuple[str, ...] = ("auto", "input", "embedded")
-MIN_OPSET = 7
-"""The oldest ONNX opset accepted."""
+MIN_OPSET = 13
+"""The oldest ONNX opset accepted: the oldest that expresses every graph (``aten::unflatten`` needs 13)."""
 OPENVINO_CONFIG: dict[str, str] = {"INFERENCE_PRECISION_HINT": "f32"}
 """``compile_model`` settings that give float32 results, recorded in an OpenVINO export's side-car."""
 MAX_CALIBRATION_IMAGES = 64
@@ -314,15 +314,23 @@ def trace_onnx(detector: ExportableDetector, description: dict[str, Any], opset:
     with torch.no_grad(), warnings.catch_warnings():
         # Shape checks of the model turn into constants of this fixed-size graph, which is what is wanted.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(
-            detector,
-            args,
-            buffer,
-            input_names=[entry["name"] for entry in description["inputs"]],
-            output_names=[entry["name"] for entry in description["outputs"]],
-            opset_version=opset,
-            dynamo=False,
-        )
+        try:
+            torch.onnx.export(
+                detector,
+                args,
+                buffer,
+                input_names=[entry["name"] for entry in description["inputs"]],
+                output_names=[entry["name"] for entry in description["outputs"]],
+                opset_version=opset,
+                dynamo=False,
+            )
+        except (torch.onnx.errors.OnnxExporterError, RuntimeError) as err:
+            if "opset" not in str(err).lower():
+                raise
+            raise ConfigError(
+                f"opset={opset} cannot be exported by this torch ({str(err).splitlines()[0]}); use opset=17 "
+                "(conf/export.yaml)"
+            ) from err
     model = onnx.load_from_string(buffer.getvalue())
     for value in (*model.graph.input, *model.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"

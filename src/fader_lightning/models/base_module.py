@@ -19,7 +19,15 @@ from fader_lightning.data.source import RECORD_KEY
 from fader_lightning.errors import ConfigError, TrainingError
 from fader_lightning.metrics import AnomalyScoreStore
 from fader_lightning.metrics.diagnostics import TestDiagnostics
-from fader_lightning.models.checkpoints import STAGE_KEY, refresh_weights, register_stage, restore_frozen, strip_frozen
+from fader_lightning.models.checkpoints import (
+    DIGEST_KEY,
+    STAGE_KEY,
+    refresh_weights,
+    register_stage,
+    restore_frozen,
+    strip_frozen,
+    weights_digest,
+)
 from fader_lightning.models.ear.model import EARModel
 from fader_lightning.models.fit_check import check_minimum_size
 from fader_lightning.models.scoring import AnomalyScorer, MapStatistics
@@ -357,13 +365,14 @@ class AnomalyModule(L.LightningModule):
                                 "pixel_threshold": self.scorer.pixel_threshold, "split": "checkpoint"}  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """State the stage and leave the frozen mask generator's weights out (a DINO ViT: 87 MB).
+        """State the stage, leave the frozen mask generator's weights out (a DINO ViT: 87 MB), and seal the rest.
 
         They are rebuilt from the masking settings in the hyper-parameters, and the mask cache key holds a digest
         of them.
         """
         checkpoint[STAGE_KEY] = self.stage
         checkpoint["state_dict"] = strip_frozen(checkpoint["state_dict"], self.frozen_prefix)
+        checkpoint[DIGEST_KEY] = weights_digest(checkpoint)  # read_checkpoint refuses a file damaged since
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the freshly built mask generator's weights back, so strict loading still checks everything else."""

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 TRUST_ENV = "FADER_TRUST_CHECKPOINTS"
 STAGE_KEY = "stage"
 """Key of the stage name in a checkpoint dictionary."""
+DIGEST_KEY = "weights_sha256"
+"""Key of the digest of a checkpoint's weights and hyper-parameters (:func:`weights_digest`)."""
 STAGE_MODULES: dict[str, type[AnomalyModule]] = {}
 """Module class of each stage (``ear``, ``fader``); every stage module registers itself when defined."""
 LEGACY_STAGE_KEYS: dict[str, tuple[str, ...]] = {FADER: ("ckpt_path", "patch_size"), EAR: ("unet", "masking")}
@@ -80,6 +84,31 @@ def weights_only() -> bool:
     return os.environ.get(TRUST_ENV, "").strip().lower() not in ("1", "true", "yes")
 
 
+def weights_digest(checkpoint: Mapping[str, Any]) -> str:
+    """The SHA-256 of a checkpoint's weights (names, dtypes, shapes, bytes) and hyper-parameters.
+
+    The stage modules store it when they save (``on_save_checkpoint``) and :func:`read_checkpoint` compares it: a
+    file damaged after it was written (a flipped bit, a partial copy) is refused instead of scoring differently.
+
+    Args:
+        checkpoint: The checkpoint dictionary.
+
+    Returns:
+        The hex digest.
+    """
+    digest = hashlib.sha256()
+    for name, value in sorted(checkpoint.get("state_dict", {}).items()):
+        digest.update(f"{name} {getattr(value, 'dtype', type(value).__name__)} {list(getattr(value, 'shape', []))}"
+                      .encode())  # fmt: skip
+        if isinstance(value, torch.Tensor):
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
+    hparams = checkpoint.get("hyper_parameters", {})
+    digest.update(json.dumps(dict(hparams), sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
 def read_checkpoint(path: str | Path, hint: str) -> dict[str, Any]:
     """Load a checkpoint file on the CPU, weights-only unless trusted.
 
@@ -93,16 +122,25 @@ def read_checkpoint(path: str | Path, hint: str) -> dict[str, Any]:
     Raises:
         CheckpointError: When the file cannot be read as a (weights-only) checkpoint; nothing in it has run.
     """
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): a copy or a save that did not finish; {hint}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only())
     except Exception as err:
+        reason = (str(err).splitlines() or [""])[0]
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}); {hint}. "
+            f"{path} is not a readable checkpoint ({type(err).__name__}: {reason}); {hint}. "
             f"Checkpoints load weights-only, so pickled code never runs; set {TRUST_ENV}=1 only for a file you "
             "trust that holds other objects"
         ) from err
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dictionary; {hint}")
+    stored = checkpoint.get(DIGEST_KEY)
+    if stored is not None and stored != weights_digest(checkpoint):
+        raise CheckpointError(
+            f"{path} was damaged after it was written: its weights or settings no longer match the digest saved "
+            f"with them ({DIGEST_KEY}); copy it again from its source, or train it again"
+        )
     return checkpoint
 
 

@@ -9,10 +9,21 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fader_lightning.errors import ConfigError
+
+REPLACED_PREFIX = ".replaced-"
+"""``overwrite=true`` moves what it replaces into ``<folder>/.replaced-<time>/`` (a run's artefacts, a sweep's grid)."""
+
+
+def aside_folder(folder: Path) -> Path:
+    """Create ``folder/.replaced-<time>/``, where ``overwrite=true`` moves what it replaces."""
+    replaced = folder / f"{REPLACED_PREFIX}{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
+    replaced.mkdir()
+    return replaced
 
 
 def writable_folder(path: str | Path, key: str) -> Path:

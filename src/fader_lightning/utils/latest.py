@@ -32,6 +32,7 @@ def link_latest(task_dir: str | os.PathLike[str], target: str | os.PathLike[str]
         return None
     tmp = task_dir / f".{LATEST}.{os.getpid()}.tmp"
     try:
+        task_dir.mkdir(parents=True, exist_ok=True)  # a run whose hydra.run.dir lies outside logs/ may come first
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(os.path.relpath(target.resolve(), task_dir.resolve()), target_is_directory=True)
         os.replace(tmp, link)

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
@@ -135,6 +136,7 @@ class EARModule(AnomalyModule):
              "data_source": plain(data_source) or None}
         )  # fmt: skip
         self.model = build_ear_model(unet, masking, fill, scoring, mask_cache_dir)
+        self._memory_checked: tuple[Any, ...] | None = None  # (size, batch, device) of the last memory check
         with settings_of("model.speed"):
             self.model.unet.set_speed(**speed)
         with settings_of("model.loss"):
@@ -175,9 +177,26 @@ class EARModule(AnomalyModule):
         scales = max(self.loss_fn.msgms_scales, self.model.scorer.num_scales)
         size = self.data_image_size(self.model, scales, self.trained_size)
         if size is not None and stage == "fit":
-            batch = self.trainer.datamodule.train_batch_size
-            needed = training_step_bytes(self.model.unet, self.loss_fn, *size, batch)
-            check_memory(needed, available_bytes(self.trainer.strategy.root_device), *size, batch)
+            trainer = self.trainer
+            self.check_training_memory(size, trainer.datamodule.train_batch_size, trainer.strategy.root_device)
+
+    def check_training_memory(self, size: tuple[int, int], batch_size: int, device: torch.device) -> None:
+        """Refuse a training step that cannot fit in ``device``'s memory (jobs call it before the data is read).
+
+        Args:
+            size: ``(height, width)`` of the training images.
+            batch_size: Training batch size.
+            device: Where training runs.
+
+        Raises:
+            ConfigError: When the estimated step exceeds the memory, naming the keys to lower.
+        """
+        checked = (tuple(size), batch_size, str(device))
+        if checked == self._memory_checked:  # measured once: the probe step draws from the global generator
+            return
+        needed = training_step_bytes(self.model.unet, self.loss_fn, *size, batch_size)
+        check_memory(needed, available_bytes(device), *size, batch_size)
+        self._memory_checked = checked
 
     def _losses(self, batch: Batch, masks: Tensor, skip_transform: PatchSkipDropout | None = None) -> dict[str, Tensor]:
         recon = self.model.reconstruct(batch.image, masks, skip_transform=skip_transform)
