@@ -30,6 +30,8 @@ warnings.filterwarnings("ignore", message="Total length of `list` across ranks i
 warnings.filterwarnings("ignore", message=".*`validation_step`.*")
 # Lightning's tree flattening uses torch's deprecated LeafSpec; nothing a user of this project can change
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+# a run folder holds checkpoints only when it is this run's own, resumed or redone (fader_lightning.run_dir)
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 # stage 2 keeps its frozen stage-1 model in eval mode on purpose
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
