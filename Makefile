@@ -55,7 +55,7 @@ demo: install ## The main job on the embedded generated data: the demo table, en
 reproduce-table: install ## Sweep, then aggregate: DATASET=mvtec|visa|demo [DATA_DIR=..] [CATEGORIES=a,b] [MASKING=x,y]
 	$(PY) -m fader_lightning.cli.train experiment=table_$(DATASET) hydra.sweep.dir=$(SWEEP_DIR) \
 		$(DATA_ROOT_ARG) $(CATEGORY_ARG) $(MASKING_ARG) $(EXTRA)
-	$(PY) -m fader_lightning.aggregate $(SWEEP_DIR) --name $(DATASET)
+	$(PY) -m fader_lightning.aggregate $(SWEEP_DIR) --name $(DATASET) --operating-point
 
 CKPT ?=
 EVAL_DATA_ARG := $(if $(filter-out demo,$(DATASET)),data=$(DATASET),)

@@ -86,6 +86,22 @@ def test_detector_scores_files_arrays_and_tensors_like_the_module(trained: tuple
     assert len(detector.predict(batch)) == len(files)  # a (B, 3, H, W) batch
 
 
+def test_the_recorded_rates_at_the_threshold_are_what_the_deployed_detector_does(trained: tuple[Path, dict]) -> None:
+    tmp, results = trained
+    files = sorted((tmp / "data" / "synthetic" / "synth_object" / "test").rglob("*.png"))
+    for stage, entry in results.items():
+        found = Detector.from_checkpoint(entry["checkpoint"], device="cpu").predict(files)
+        normal = [d.label for d, path in zip(found, files, strict=True) if path.parent.name == "good"]
+        anomalous = [d.label for d, path in zip(found, files, strict=True) if path.parent.name != "good"]
+        metrics = entry["metrics"]
+        assert metrics["image_fpr_at_threshold"] == pytest.approx(np.mean(normal)), stage
+        assert metrics["image_tpr_at_threshold"] == pytest.approx(np.mean(anomalous)), stage
+        balanced = (np.mean(anomalous) + 1 - np.mean(normal)) / 2
+        assert metrics["image_balanced_accuracy_at_threshold"] == pytest.approx(balanced), stage
+        assert all(0 <= metrics[key] <= 1 for key in ("pixel_fpr_at_threshold", "pixel_tpr_at_threshold",
+                                                       "pro_at_threshold"))  # fmt: skip
+
+
 def test_detector_refuses_non_finite_and_too_small_images_by_name(trained: tuple[Path, dict], tmp_path: Path) -> None:
     detector = Detector.from_checkpoint(trained[1]["ear"]["checkpoint"], device="cpu")
     side = detector.minimum_side

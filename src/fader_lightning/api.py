@@ -52,7 +52,7 @@ class Detection:
 
     Attributes:
         score: Image anomaly score (higher is more anomalous), on the model's own scale.
-        normalized_score: The score on ``[0, 1]`` with the threshold at 0.5 (see
+        normalized_score: The score on ``(0, 1)`` with the threshold at 0.5, in the order of the scores (see
             :func:`~fader_lightning.models.scoring.normalized`); ``None`` when the checkpoint has no calibration lows.
         label: ``True`` (anomalous) when the score is above the image threshold; ``None`` without a threshold.
         anomaly_map: ``(H, W)`` float32 map at the model's input size.

@@ -24,3 +24,10 @@ IMAGE_THRESHOLD_ORACLE = "image_threshold_oracle"
 """Picked on the test labels: an ORACLE threshold, never a deployable one."""
 PIXEL_F1MAX_ORACLE = "pixel_f1max_oracle"
 PIXEL_THRESHOLD_ORACLE = "pixel_threshold_oracle"
+AT_THRESHOLD = "_at_threshold"
+"""Suffix of the metrics measured at the calibrated thresholds (chosen on normal images only): deployable figures."""
+IMAGE_OPERATING_POINT = tuple(f"image_{name}{AT_THRESHOLD}" for name in ("fpr", "tpr", "precision", "f1",
+                                                                         "balanced_accuracy"))  # fmt: skip
+"""Image error rates at the calibrated image threshold (:func:`~fader_lightning.metrics.image_operating_point`)."""
+PIXEL_OPERATING_POINT = tuple(f"{name}{AT_THRESHOLD}" for name in ("pixel_fpr", "pixel_tpr", "pro"))
+"""Pixel error rates and the per-region overlap at the calibrated pixel threshold."""

@@ -93,3 +93,32 @@ def test_ablation_variants_are_separate_cells(ablation: Sweep, tmp_path: Path) -
     assert all(f"fader.patch_size={c['variant'][-1]}" in run["overrides"] for c in cells for run in c["runs"])
     latex = paths["latex"].read_text()
     assert r"\multicolumn{6}{c}{[fader.patch\_size=4]}" in latex
+
+
+def test_the_figures_at_the_calibrated_threshold_are_a_column_group_of_their_own(
+    complete: tuple[list[Path], Sweep], tmp_path: Path
+) -> None:
+    from fader_lightning.aggregate.table import OPERATING_POINT_LABELS
+
+    dirs, _ = complete
+    written = {}
+    for path in sorted(Path(dirs[0]).rglob("metrics.json")):  # as a test pass writes them, beside the AUROCs
+        results = json.loads(path.read_text())
+        for stage, entry in results.items():
+            entry["metrics"].update({key: 0.01 * (i + 1) for i, key in enumerate(OPERATING_POINT_LABELS)})
+            written[entry["category"], entry["masking"], stage] = entry["metrics"]
+        path.write_text(json.dumps(results))
+    plain = aggregate(dirs, "plain", out_root=tmp_path / "results")["markdown"].read_text()
+    assert "@t" not in plain
+    table = aggregate(dirs, "op", out_root=tmp_path / "results", include_operating_point=True)["markdown"].read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| category"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    saliency_ear = [column for column in columns if column.startswith("saliency EAR ")]
+    assert [column.removeprefix("saliency EAR ") for column in saliency_ear] == [
+        "I-AUROC", "P-AUROC", *OPERATING_POINT_LABELS.values()
+    ]  # fmt: skip
+    rows = markdown_rows(table)
+    assert (
+        rows["grid"]["checkerboard EAR+FADeR PRO@t"]
+        == f"{100 * written['grid', 'checkerboard', 'fader']['pro_at_threshold']:.1f}"
+    )

@@ -270,12 +270,14 @@ def test_normalised_scoring_measures_normal_statistics_once_and_they_travel(tmp_
     zscore = run("zscore", "model.scoring.normalize=zscore")
     module = EARModule.load_from_checkpoint(zscore["checkpoint"])
     assert module.scorer.normalize == "zscore" and module.scorer.map_mean.shape == (1, 1, 32, 32)
-    # the statistics are those of the model's own unnormalised maps of every normal training image
+    # the statistics are those of the model's own unnormalised maps of the training images: the 2 normals held out
+    # for the thresholds stay unseen by them
     datamodule = compose_and_build_data(tmp_path)
     module.eval().scorer.clear_statistics()
     with torch.no_grad():
-        maps = torch.cat([module.infer(b.image)["anomaly_map"] for b in datamodule.normal_dataloader()])
-    assert len(maps) == 8
+        maps = torch.cat([module.infer(b.image)["anomaly_map"] for b in datamodule.fit_dataloader()])
+    assert len(maps) == 6 and len(datamodule.val_samples) == 2
+    assert not {s.image_path for s in datamodule.val_samples} & {s.image_path for s in datamodule.train_samples}
     stored = EARModule.load_from_checkpoint(zscore["checkpoint"]).scorer
     torch.testing.assert_close(stored.map_mean, maps.mean(0, keepdim=True), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(stored.map_std, maps.std(0, unbiased=False, keepdim=True), rtol=1e-3, atol=1e-5)

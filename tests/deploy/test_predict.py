@@ -205,8 +205,8 @@ def test_outputs_mirror_the_input_folders_and_scores_are_also_normalised(run: di
     calibration = load_results(run["run_dir"])["fader"]["calibration"]
     low, threshold = calibration["image_min"], calibration["image_threshold"]
     for row in result.rows:
-        expected = min(max(0.5 + 0.5 * (row["score"] - threshold) / (threshold - low), 0.0), 1.0)
-        assert row["normalized_score"] == pytest.approx(expected, abs=1e-5)
+        x = 4 * (row["score"] - threshold) / (threshold - low)
+        assert row["normalized_score"] == pytest.approx(0.5 + 0.5 * x / (1 + abs(x)), abs=1e-5)
         assert (row["normalized_score"] > 0.5) == bool(row["label"])
 
 

@@ -7,7 +7,14 @@ import torch
 from scipy import ndimage, stats
 
 from fader_lightning.errors import ConfigError, DataError
-from fader_lightning.metrics import aupro, f1_max, image_auroc, pixel_auroc
+from fader_lightning.metrics import (
+    aupro,
+    f1_max,
+    image_auroc,
+    image_operating_point,
+    pixel_auroc,
+    pixel_operating_point,
+)
 
 EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -197,3 +204,49 @@ def test_perfectly_separated_scores_give_auroc_at_most_one():
             continue
         assert 0.0 <= image_auroc(scores, labels) <= 1.0
         assert image_auroc(scores, labels) == pytest.approx(1.0)
+
+
+def test_image_operating_point_matches_a_count_by_hand() -> None:
+    rng = np.random.default_rng(0)
+    scores, labels = rng.normal(size=200), rng.random(200) < 0.3
+    scores[labels] += 1.0
+    threshold = 0.8
+    got = image_operating_point(torch.from_numpy(scores), torch.from_numpy(labels), threshold)
+    tp = sum(1 for s, y in zip(scores, labels, strict=True) if y and s > threshold)
+    fp = sum(1 for s, y in zip(scores, labels, strict=True) if not y and s > threshold)
+    fn = sum(1 for s, y in zip(scores, labels, strict=True) if y and s <= threshold)
+    tn = sum(1 for s, y in zip(scores, labels, strict=True) if not y and s <= threshold)
+    expected = {
+        "fpr": fp / (fp + tn),
+        "tpr": tp / (tp + fn),
+        "precision": tp / (tp + fp),
+        "f1": 2 * tp / (2 * tp + fp + fn),
+        "balanced_accuracy": (tp / (tp + fn) + tn / (tn + fp)) / 2,
+    }
+    assert got == pytest.approx(expected)
+
+
+def test_image_operating_point_at_the_extremes() -> None:
+    scores, labels = torch.tensor([0.1, 0.2, 0.9]), torch.tensor([0, 0, 1])
+    above_all = image_operating_point(scores, labels, 1.0)  # nothing flagged: precision undefined, F1 0
+    assert above_all["fpr"] == 0 and above_all["tpr"] == 0 and math.isnan(above_all["precision"])
+    assert above_all["f1"] == 0 and above_all["balanced_accuracy"] == 0.5
+    assert image_operating_point(scores, labels, 0.2) == {"fpr": 0.0, "tpr": 1.0, "precision": 1.0, "f1": 1.0,
+                                                          "balanced_accuracy": 1.0}  # fmt: skip
+    normals_only = image_operating_point(scores[:2], labels[:2], 0.15)
+    assert normals_only["fpr"] == 0.5 and math.isnan(normals_only["tpr"])
+
+
+def test_pixel_operating_point_matches_a_count_by_hand() -> None:
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[0, 1:3, 1:3] = True  # region A: 4 px
+    masks[0, 5:7, 5:8] = True  # region B: 6 px
+    masks[1, 0:2, 6:8] = True  # region C: 4 px
+    maps = torch.zeros(2, 8, 8)
+    maps[0, 1:3, 1:3] = 1.0  # all of A
+    maps[0, 5, 5:8] = 1.0  # half of B
+    maps[1, 7, 0:4] = 1.0  # 4 normal pixels
+    got = pixel_operating_point(maps, masks, 0.5)
+    defect, normal = 14, 128 - 14
+    assert got == pytest.approx({"fpr": 4 / normal, "tpr": 7 / defect, "pro": (1 + 0.5 + 0) / 3})
+    assert pixel_operating_point(maps, masks, 1.0)["pro"] == 0.0  # a pixel equal to the threshold is not flagged

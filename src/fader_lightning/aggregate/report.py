@@ -24,6 +24,7 @@ def aggregate(
     use_wandb: bool = False,
     include_diagnostics: bool = False,
     latex_metrics: Sequence[str] | None = None,
+    include_operating_point: bool = False,
 ) -> dict[str, Path]:
     """Collect the sweeps; write the tables (md, csv, tex), the chart (png, pdf, svg) and ``provenance.json``.
 
@@ -35,6 +36,8 @@ def aggregate(
         use_wandb: Log to W&B (also done when a W&B run is already active).
         include_diagnostics: Tabulate the FADeR test-pass diagnostics next to the AUROCs.
         latex_metrics: The metrics ``table.tex`` shows (``None``: all of the table's).
+        include_operating_point: Tabulate the false- and true-positive rates, F1 and PRO at the thresholds calibrated
+            on normal images, a column group of their own.
 
     Returns:
         ``{"markdown", "csv", "latex", "chart", "chart_pdf", "chart_svg", "provenance"}`` → path written.
@@ -45,7 +48,8 @@ def aggregate(
     """
     if not name or Path(name).name != name or name in {".", ".."}:
         raise ConfigError(f"--name {name!r} must be a plain folder name (results go to <out>/<name>/)")
-    table = build_table(collect(sweep_dirs), include_aupro=include_aupro, include_diagnostics=include_diagnostics)
+    table = build_table(collect(sweep_dirs), include_aupro=include_aupro, include_diagnostics=include_diagnostics,
+                        include_operating_point=include_operating_point)  # fmt: skip
     out_dir = Path(out_root) / name
     from fader_lightning.aggregate.chart import write_chart  # matplotlib loads only when a chart is drawn
 

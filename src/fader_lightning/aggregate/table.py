@@ -22,7 +22,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fader_lightning.keys import AUPRO, EAR, FADER, IMAGE_AUROC, PIXEL_AUROC
+from fader_lightning.keys import (
+    AUPRO,
+    EAR,
+    FADER,
+    IMAGE_AUROC,
+    IMAGE_OPERATING_POINT,
+    PIXEL_AUROC,
+    PIXEL_OPERATING_POINT,
+)
 
 OK, FAILED, MISSING, PARTIAL = "ok", "failed", "missing", "partial"
 NOT_APPLICABLE = "not_applicable"  # e.g. FADeR on the multi-pass random_multi baseline
@@ -38,7 +46,18 @@ DIAGNOSTIC_LABELS = {
     "diag.score_change_normal": "score change normal",
     "diag.score_change_anomalous": "score change anomalous",
 }
-METRIC_LABELS = {IMAGE_AUROC: "I-AUROC", PIXEL_AUROC: "P-AUROC", AUPRO: "AUPRO", **DIAGNOSTIC_LABELS}
+# the deployable figures at the thresholds calibrated on normal images (never on test labels), a column group of their
+# own (--operating-point); F1-max and its threshold are oracle figures and never tabulated
+OPERATING_POINT_LABELS = dict(
+    zip(
+        (*IMAGE_OPERATING_POINT, *PIXEL_OPERATING_POINT),
+        ("I-FPR@t", "I-TPR@t", "I-prec.@t", "I-F1@t", "I-bal.acc@t", "P-FPR@t", "P-TPR@t", "PRO@t"),
+        strict=True,
+    )
+)
+METRIC_LABELS = {
+    IMAGE_AUROC: "I-AUROC", PIXEL_AUROC: "P-AUROC", AUPRO: "AUPRO", **DIAGNOSTIC_LABELS, **OPERATING_POINT_LABELS
+}  # fmt: skip
 DEFAULT_METRICS = (IMAGE_AUROC, PIXEL_AUROC)
 NO_VARIANT = ""  # the variant of every row when the collection has no varying keys
 DEFAULT_VARIANT = "default"  # jobs that set none of the varying keys, when others do
@@ -235,6 +254,7 @@ def build_table(
     metrics: Sequence[str] = DEFAULT_METRICS,
     include_aupro: bool = False,
     include_diagnostics: bool = False,
+    include_operating_point: bool = False,
 ) -> Table:
     """Group rows into the paper's table; every category × masking × stage × variant gets a cell, empty ones included.
 
@@ -244,11 +264,14 @@ def build_table(
         include_aupro: Add ``aupro`` to the metrics.
         include_diagnostics: Add the test-pass diagnostics of :data:`DIAGNOSTIC_LABELS` (stage-1 cells show the
             ones that apply to it, the others are empty).
+        include_operating_point: Add the figures at the calibrated thresholds (:data:`OPERATING_POINT_LABELS`).
 
     Returns:
         The table.
     """
     metrics = (*metrics, AUPRO) if include_aupro and AUPRO not in metrics else tuple(metrics)
+    if include_operating_point:
+        metrics = (*metrics, *(key for key in OPERATING_POINT_LABELS if key not in metrics))
     if include_diagnostics:
         metrics = (*metrics, *(key for key in DIAGNOSTIC_LABELS if key not in metrics))
     categories = tuple(sorted({row.category for row in rows}))

@@ -25,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--diagnostics", action="store_true", help="also show FADeR's test-pass diagnostics (docs/METHOD.md)"
     )
     parser.add_argument(
+        "--operating-point",
+        action="store_true",
+        help="also show the error rates at the thresholds calibrated on normal images (FPR, TPR, F1, PRO)",
+    )
+    parser.add_argument(
         "--latex-metrics",
         type=lambda text: [metric.strip() for metric in text.split(",") if metric.strip()],
         default=None,
@@ -50,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = aggregate(
             args.sweep_dirs, args.name, args.out, args.aupro, use_wandb=args.wandb,
             include_diagnostics=args.diagnostics, latex_metrics=args.latex_metrics,
+            include_operating_point=args.operating_point,
         )  # fmt: skip
     except FaderError as err:
         sys.stderr.write(f"fader-aggregate: {type(err).__name__}: {err}\n")

@@ -22,7 +22,7 @@ that size unless ``force=true`` (checkpoints that predate stored sizes fall back
   threshold and the decision;
 * ``scores.csv``: ``path,status,score,normalized_score,label,map,overlay,reason``, one row per input file:
   ``status`` ok with ``label`` 1 (anomalous) when ``score > threshold``, else 0, ``normalized_score`` the score on
-  [0, 1] with the threshold at 0.5 (empty for checkpoints without calibration lows), ``map`` and ``overlay`` the
+  (0, 1) with the threshold at 0.5 (empty for checkpoints without calibration lows), ``map`` and ``overlay`` the
   written files relative to ``output``; or ``status`` skipped with the ``reason`` (an unreadable file, or an image
   with a side below the smallest the model scores).
 

@@ -229,7 +229,8 @@ class AnomalyDataModule(L.LightningDataModule):
         augmentations = self.train_augmentations if train else ()
         if split not in self._datasets:  # one dataset per split, so its decoded-image cache outlives each loader
             transform = build_transform(self.image_size, interpolation=self.interpolation)
-            samples = self.normal_samples if split == "normal" else getattr(self, f"{split}_samples")
+            samples = {"normal": self.normal_samples, "fit": self.train_samples}.get(split)
+            samples = getattr(self, f"{split}_samples") if samples is None else samples
             augment = A.Compose(augmentations) if augmentations else None  # after the cached resize, every read
             self._datasets[split] = AnomalyDataset(
                 samples, transform, cache=True, augment=augment, disk_cache=self.disk_cache
@@ -271,6 +272,14 @@ class AnomalyDataModule(L.LightningDataModule):
     def normal_dataloader(self) -> DataLoader:
         """Loader over :attr:`normal_samples`, unaugmented and in order, to calibrate scores on (never test images)."""
         return self._loader("normal")
+
+    def fit_dataloader(self) -> DataLoader:
+        """Loader over the training images only (no held-out normals), unaugmented and in order.
+
+        What the normal-map statistics are fitted on: the held-out normals must stay unseen by them, or the thresholds
+        calibrated on those normals come out too low for normals the model has never met.
+        """
+        return self._loader("fit")
 
     def test_dataloader(self) -> DataLoader:
         """Loader over the test split, in table order."""

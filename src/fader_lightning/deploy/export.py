@@ -31,7 +31,7 @@ from fader_lightning.masking import MaskGenerator
 from fader_lightning.models import EARModel, FADeRModel, FADeRModule
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.checkpoints import load_module, run_entry
-from fader_lightning.models.scoring import AnomalyScorer, scaled_kernel_size
+from fader_lightning.models.scoring import NORMALIZED_FORMULA, AnomalyScorer, scaled_kernel_size
 from fader_lightning.utils.io import atomic_write_bytes, atomic_write_json, check_apart, staged, writable_folder
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def describe_scoring(scorer: AnomalyScorer, height: int) -> dict[str, dict[str, 
             "pixel": scorer.pixel_threshold,
             "image_low": lows[0] if lows else None,
             "pixel_low": lows[1] if lows else None,
-            "normalized": "clip(0.5 + 0.5 * (value - threshold) / (threshold - low), 0, 1)",
+            "normalized": NORMALIZED_FORMULA,
         },
     }
 

@@ -1,4 +1,4 @@
-"""Anomaly-detection metrics on raw scores: image/pixel AUROC, AUPRO and oracle F1-max.
+"""Anomaly-detection metrics on raw scores: image/pixel AUROC, AUPRO, oracle F1-max, and the error rates at a threshold.
 
 All functions take CPU tensors of raw anomaly scores (any real range; higher means more anomalous) together with
 binary ground truth, and return plain Python floats. When the ground truth holds a single class the metric is
@@ -145,6 +145,77 @@ def f1_max(scores: Tensor, labels: Tensor) -> tuple[float, float]:
     f1 = 2.0 * true_positives / (cut + 1 + num_positive)
     best = int(np.argmax(f1))
     return float(f1[best]), float(sorted_scores[cut[best]])
+
+
+def image_operating_point(scores: Tensor, labels: Tensor, threshold: float) -> dict[str, float]:
+    """Error rates of the deployed decision ``score > threshold`` on images.
+
+    Unlike :func:`f1_max`, the threshold is given (calibrated on normal images), so these are the figures a user
+    meets in production.
+
+    Args:
+        scores: Image anomaly scores, shape ``[N]``.
+        labels: Ground truth per image, shape ``[N]``; nonzero/True means anomalous.
+        threshold: The decision threshold; an image is flagged when its score exceeds it.
+
+    Returns:
+        ``fpr`` (flagged normal images / normal images), ``tpr`` (flagged anomalous / anomalous), ``precision``,
+        ``f1`` and ``balanced_accuracy`` (mean of TPR and 1 - FPR). A rate without images to count is NaN, and so
+        is precision when nothing is flagged.
+
+    Raises:
+        DataError: If shapes differ or a score is not finite.
+    """
+    flagged = _as_numpy_scores(scores, labels, name="image operating point") > threshold
+    anomalous = _as_bool(labels).numpy().reshape(-1)
+    true_pos = int(np.count_nonzero(flagged & anomalous))
+    false_pos = int(np.count_nonzero(flagged & ~anomalous))
+    positives = int(np.count_nonzero(anomalous))
+    negatives = anomalous.size - positives
+    tpr, fpr = _ratio(true_pos, positives), _ratio(false_pos, negatives)
+    return {
+        "fpr": fpr,
+        "tpr": tpr,
+        "precision": _ratio(true_pos, true_pos + false_pos),
+        "f1": _ratio(2 * true_pos, true_pos + false_pos + positives),
+        "balanced_accuracy": (tpr + 1.0 - fpr) / 2.0,
+    }
+
+
+def pixel_operating_point(maps: Tensor, masks: Tensor, threshold: float) -> dict[str, float]:
+    """Error rates of the deployed pixel decision ``map > threshold``, and the per-region overlap there.
+
+    Args:
+        maps: Anomaly maps, shape ``[N, H, W]``.
+        masks: Ground-truth masks of the same shape; nonzero/True means anomalous.
+        threshold: The pixel threshold.
+
+    Returns:
+        ``fpr`` and ``tpr`` over all pixels pooled, and ``pro``: the mean over every 8-connected defect region of
+        the fraction of its pixels flagged (the PRO curve of :func:`aupro` read at this threshold). NaN where there
+        is nothing to count.
+
+    Raises:
+        DataError: If shapes differ, maps are not 3-D or a value is not finite.
+    """
+    if maps.dim() != 3:
+        raise DataError(f"pixel operating point expects maps of shape [N, H, W], got {tuple(maps.shape)}.")
+    flagged = _as_numpy_scores(maps, masks, name="pixel operating point") > threshold
+    defect = _as_bool(masks).numpy().reshape(-1)
+    region_ids, num_regions = _label_regions(defect.reshape(maps.shape))
+    positives = int(np.count_nonzero(defect))
+    overlap = np.bincount(region_ids[flagged], minlength=num_regions + 1)[1:]
+    sizes = np.bincount(region_ids, minlength=num_regions + 1)[1:]
+    return {
+        "fpr": _ratio(int(np.count_nonzero(flagged & ~defect)), defect.size - positives),
+        "tpr": _ratio(int(np.count_nonzero(flagged & defect)), positives),
+        "pro": float(np.mean(overlap / sizes)) if num_regions else math.nan,
+    }
+
+
+def _ratio(count: int, total: int) -> float:
+    """``count / total``, NaN when there is nothing to count."""
+    return count / total if total else math.nan
 
 
 def _auroc(preds: Tensor, labels: Tensor, name: str) -> float:

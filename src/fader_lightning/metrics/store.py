@@ -15,6 +15,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 
 from fader_lightning.errors import ConfigError, DataError
 from fader_lightning.keys import (
+    AT_THRESHOLD,
     AUPRO,
     IMAGE_AUROC,
     IMAGE_F1MAX_ORACLE,
@@ -23,7 +24,14 @@ from fader_lightning.keys import (
     PIXEL_F1MAX_ORACLE,
     PIXEL_THRESHOLD_ORACLE,
 )
-from fader_lightning.metrics.functional import aupro, f1_max, image_auroc, pixel_auroc
+from fader_lightning.metrics.functional import (
+    aupro,
+    f1_max,
+    image_auroc,
+    image_operating_point,
+    pixel_auroc,
+    pixel_operating_point,
+)
 from fader_lightning.metrics.sync import gather_on_cpu, state_batches
 
 log = logging.getLogger(__name__)
@@ -156,16 +164,23 @@ class AnomalyScoreStore(Metric):
         self.scores.append(scores.to(device="cpu", dtype=torch.float32))
         self.labels.append((labels if labels.dtype == torch.bool else labels != 0).cpu())
 
-    def compute(self) -> dict[str, float]:
+    def compute(self, image_threshold: float | None = None, pixel_threshold: float | None = None) -> dict[str, float]:
         """Compute every metric over all stored batches (of every rank, under DDP).
 
         Pixel metrics share one float32 copy of the maps, converted once and computed one after another.
+
+        Args:
+            image_threshold: The calibrated image threshold (chosen on normal images); ``None`` leaves out the image
+                metrics at it.
+            pixel_threshold: The calibrated pixel threshold; ``None`` leaves out the pixel metrics at it.
 
         Returns:
             ``image_auroc``, ``image_f1max_oracle``, ``image_threshold_oracle`` and, when maps
             were stored, ``pixel_auroc``, ``aupro``, ``pixel_f1max_oracle`` and ``pixel_threshold_oracle``. The
             F1-max values and their thresholds are ORACLE numbers (picked on the test labels; never deploy
-            them). Undefined metrics (one class only) are NaN.
+            them). With thresholds, the deployable figures at them: ``image_{fpr,tpr,precision,f1,
+            balanced_accuracy}_at_threshold`` and ``{pixel_fpr,pixel_tpr,pro}_at_threshold`` (see
+            :data:`~fader_lightning.keys.IMAGE_OPERATING_POINT`). Undefined metrics (one class only) are NaN.
 
         Raises:
             DataError: If nothing was stored.
@@ -173,17 +188,27 @@ class AnomalyScoreStore(Metric):
         if not state_batches(self.scores):
             raise DataError("AnomalyScoreStore.compute: no samples were stored; call update() first.")
         scores, labels = dim_zero_cat(self.scores), dim_zero_cat(self.labels)
-        image_f1, image_threshold = f1_max(scores, labels)
+        image_f1, oracle_threshold = f1_max(scores, labels)
         results = {
             IMAGE_AUROC: image_auroc(scores, labels),
             IMAGE_F1MAX_ORACLE: image_f1,
-            IMAGE_THRESHOLD_ORACLE: image_threshold,
+            IMAGE_THRESHOLD_ORACLE: oracle_threshold,
         }
+        if image_threshold is not None:
+            point = image_operating_point(scores, labels, image_threshold)
+            results.update({f"image_{name}{AT_THRESHOLD}": value for name, value in point.items()})
         if state_batches(self.maps):
             maps, masks = self._decoded_maps(), dim_zero_cat(self.masks)
             results[PIXEL_AUROC] = pixel_auroc(maps, masks)
             results[AUPRO] = aupro(maps, masks, fpr_limit=self.fpr_limit)
             results[PIXEL_F1MAX_ORACLE], results[PIXEL_THRESHOLD_ORACLE] = f1_max(maps, masks)
+            if pixel_threshold is not None:
+                point = pixel_operating_point(maps, masks, pixel_threshold)
+                results.update({
+                    f"pixel_fpr{AT_THRESHOLD}": point["fpr"],
+                    f"pixel_tpr{AT_THRESHOLD}": point["tpr"],
+                    f"pro{AT_THRESHOLD}": point["pro"],
+                })  # fmt: skip
         return results
 
     def _check_maps(self, maps: Tensor, masks: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:

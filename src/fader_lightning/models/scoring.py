@@ -350,19 +350,19 @@ class AnomalyScorer(nn.Module):
         Args:
             image: Image-score threshold (the largest score of the calibration images).
             pixel: Anomaly-map threshold (their largest map value).
-            image_low: Their smallest score, which :func:`normalized` maps to 0.
+            image_low: Their smallest score, which :func:`normalized` maps to 0.1.
             pixel_low: Their smallest map value.
         """
         values = [image, pixel, image_low, pixel_low]
         self.thresholds = torch.tensor(values, dtype=torch.float32, device=self.thresholds.device)
 
     def normalized_scores(self, scores: Tensor) -> Tensor | None:
-        """Image scores on the ``[0, 1]`` scale whose threshold is 0.5 (see :func:`normalized`), if calibrated."""
+        """Image scores on the ``(0, 1)`` scale whose threshold is 0.5 (see :func:`normalized`), if calibrated."""
         lows = self.normal_lows
         return None if lows is None else normalized(scores, lows[0], self.image_threshold)
 
     def normalized_maps(self, maps: Tensor) -> Tensor | None:
-        """Anomaly maps on the ``[0, 1]`` scale whose pixel threshold is 0.5 (see :func:`normalized`), if calibrated."""
+        """Anomaly maps on the ``(0, 1)`` scale whose pixel threshold is 0.5 (see :func:`normalized`), if calibrated."""
         lows = self.normal_lows
         return None if lows is None else normalized(maps, lows[1], self.pixel_threshold)
 
@@ -445,23 +445,32 @@ SCALE_SETTINGS: tuple[str, ...] = ("normalize", "std_floor", "pooling", "topk_fr
 """tuple[str, ...]: The other settings that change the scale of maps and scores, and so invalidate thresholds."""
 
 
-def normalized(values: Tensor, low: float, threshold: float) -> Tensor:
-    """Put scores on a ``[0, 1]`` scale where the threshold is 0.5, as anomalib reports them.
+NORMALIZED_GAIN = 4.0
+"""How far from 0.5 the calibration range reaches on the normalised scale: their lowest score maps to 0.1."""
+NORMALIZED_FORMULA = "0.5 + 0.5 * x / (1 + abs(x)), x = 4 * (value - threshold) / (threshold - low)"
+""":func:`normalized` as the export side-car states it."""
 
-    ``0.5 + 0.5 * (value - threshold) / (threshold - low)``, clipped to ``[0, 1]``: the calibration images' scores
-    (from ``low`` to ``threshold``) fill ``[0, 0.5]``, and a score as far above the threshold as their range reaches 1.
-    So ``normalized > 0.5`` exactly when ``value > threshold``.
+
+def normalized(values: Tensor, low: float, threshold: float) -> Tensor:
+    """Put scores on a ``(0, 1)`` scale where the threshold is 0.5 and every difference in score is kept.
+
+    ``0.5 + 0.5 * x / (1 + |x|)`` with ``x = 4 * (value - threshold) / (threshold - low)``: the threshold maps to
+    0.5, the calibration images' lowest score to 0.1, a score as far above the threshold as their range reaches to
+    0.9, and ten ranges above to 0.988. The function is strictly increasing and never reaches 0 or 1, so the order of
+    scores survives over the whole range (a clipped scale would read 1.0 for most anomalies), and
+    ``normalized > 0.5`` exactly when ``value > threshold``.
 
     Args:
         values: Scores or maps.
         low: Smallest score of the calibration images.
-        threshold: The threshold (their largest score).
+        threshold: The threshold.
 
     Returns:
-        The normalised values, float32.
+        The normalised values, float32 (computed in float64, so that far-apart large scores stay apart).
     """
     spread = max(threshold - low, 1e-12)
-    return (0.5 + 0.5 * (values.float() - threshold) / spread).clamp(0.0, 1.0)
+    x = NORMALIZED_GAIN * (values.double() - threshold) / spread
+    return (0.5 + 0.5 * x / (1.0 + x.abs())).float()
 
 
 def rebuild_scorer(old: AnomalyScorer, settings: dict[str, Any]) -> AnomalyScorer:
