@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fader_lightning.errors import ConfigError
-from fader_lightning.keys import EAR, FADER
+from fader_lightning.keys import STAGE_ORDER
 from fader_lightning.results import METRICS_FILE, load_results
 from fader_lightning.utils.io import (
     REPLACED_PREFIX,
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 LOCK_FILE = ".fader-run.lock"
 CHECKPOINTS = "checkpoints"
 RUN_ARTEFACTS = (METRICS_FILE, CHECKPOINTS)
-STAGES = (EAR, FADER)
+STAGES = STAGE_ORDER
 """What a run of ours holds: ``metrics.json`` entries and ``checkpoints/`` sub-folders of these stages only."""
 
 

@@ -77,4 +77,4 @@ def check_training_job(cfg: DictConfig) -> None:
     check_rate("fader.optimizer.lr", OmegaConf.select(cfg, "fader.optimizer.lr", default=1.0))
     size = OmegaConf.select(cfg, "data.image_size")
     if size is not None:
-        as_hw(OmegaConf.to_container(size) if OmegaConf.is_config(size) else size)
+        as_hw(size)

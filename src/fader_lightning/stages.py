@@ -155,9 +155,7 @@ def run_stage(
         **trainer_overrides,
     )
     if stage == EAR and not stored and cfg.data.get("image_size") is not None:  # before the data is read and cached
-        size = as_hw(OmegaConf.to_container(cfg.data.image_size) if OmegaConf.is_config(cfg.data.image_size)
-                     else cfg.data.image_size)  # fmt: skip
-        model.check_training_memory(size, cfg.data.train_batch_size, trainer.strategy.root_device)
+        model.check_training_memory(as_hw(cfg.data.image_size), cfg.data.train_batch_size, trainer.strategy.root_device)
     log_config(trainer.loggers, cfg, stage)
     entry: dict[str, Any] = {"status": "ok"}
     if stage == FADER:  # what stage 2 really ran on: the stage-1 checkpoint's settings, not the config's
