@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 CONSTRAINTS := requirements/constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test lint format demo reproduce-table eval bench bench-speed clean bench-peers
+.PHONY: help install lock test lint format demo reproduce-table eval bench bench-speed bench-calibration clean bench-peers
 
 DATASET ?= demo
 DATA_DIR ?=
@@ -42,12 +42,12 @@ test: install ## Run the test suite
 	$(PY) -m pytest
 
 lint: install ## ruff check and format check
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 format: install ## Apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix src tests
-	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
 
 demo: install ## The main job on the embedded generated data: the demo table, end to end
 	$(MAKE) --no-print-directory reproduce-table DATASET=demo
@@ -69,6 +69,12 @@ bench: install ## Measure costs, latencies, throughput and memory: results/bench
 
 bench-speed: install ## Test-pass breakdown, U-Net speed switches, scaling 64-512 px: results/speed.{json,md}, scaling.png
 	$(PY) -m fader_lightning.cli.bench_speed --out results
+
+RUNS ?=
+
+bench-calibration: install ## Calibration methods on trained stage-1 runs: RUNS="<run or multirun folder> ..." -> results/calibration/
+	@test -n "$(RUNS)" || { echo "make bench-calibration needs RUNS=<fader-train run or multirun folders>"; exit 2; }
+	$(PY) benchmarks/calibration_table.py --runs $(RUNS) --out results/calibration
 
 clean: ## Remove caches and run outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache outputs multirun logs .lock-venv

@@ -12,7 +12,8 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, compose_train_cfg
-from fader_lightning.configs import literal_settings
+from fader_lightning.configs import checkpoint_name, literal_settings
+from fader_lightning.models.calibration import Calibration
 
 GROUPS = [
     "data",
@@ -207,3 +208,25 @@ def test_several_loggers_at_once(tmp_path: Path) -> None:
     for choice in ("[csv,wandb]", "many"):
         cfg = compose_train_cfg(tmp_path, [f"logger={choice}"])
         assert set(cfg.logger) == {"csv", "wandb"}
+
+
+def test_an_evaluation_folder_is_named_after_the_checkpoints_run(tmp_path: Path) -> None:
+    single = tmp_path / "runs" / "mvtecad-bottle-checkerboard-s0" / "2026-01-01_00-00-00" / "checkpoints" / "ear"
+    sweep = tmp_path / "multiruns" / "2026-01-01_00-00-00"
+    job = sweep / "3_mvtecad-grid-saliency-s2" / "checkpoints" / "fader"
+    for folder in (single, job):
+        folder.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    assert checkpoint_name(str(single / "last.ckpt")) == "mvtecad-bottle-checkerboard-s0-ear"
+    assert checkpoint_name(str(job / "last.ckpt")) == "mvtecad-grid-saliency-s2-fader"  # not the sweep's time
+    assert checkpoint_name(str(tmp_path / "model.ckpt")) == "model" and checkpoint_name(None) == "checkpoint"
+
+
+def test_the_commands_calibration_keys_are_the_settings() -> None:
+    """eval.yaml and predict.yaml replace conf/calibration/default.yaml's keys one by one: the same keys, all null."""
+    settings = literal_settings("calibration/default")
+    assert set(settings) == set(Calibration.__dataclass_fields__)
+    Calibration.of(settings)  # the shipped default is valid
+    for command in ("eval", "predict"):
+        node = OmegaConf.load(Path(CONFIG_DIR) / f"{command}.yaml").calibration
+        assert set(node) == set(settings) and all(value is None for value in node.values()), command

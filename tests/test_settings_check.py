@@ -21,6 +21,10 @@ from fader_lightning.errors import ConfigError
         ("fader.optimizer.lr=nan", r"fader\.optimizer\.lr=nan must be a finite number above 0"),
         ("seed=1.5", r"seed=1\.5 must be an integer"),
         ("data.image_size=64.0", r"data\.image_size"),
+        ("calibration.target_fpr=1.5", r"calibration\.target_fpr=1\.5 is invalid.*in \(0, 1\)"),
+        ("calibration.target_fpr=0", r"calibration\.target_fpr=0 is invalid"),
+        ("calibration.method=median", r"calibration\.method='median' is unknown; use one of max, quantile"),
+        ("calibration.margin=-1", r"calibration\.margin=-1 is invalid"),
     ],
 )
 def test_a_wrong_setting_is_named_before_any_work(tmp_path: Path, override: str, message: str) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
@@ -55,9 +56,12 @@ class Detection:
         normalized_score: The score on ``(0, 1)`` with the threshold at 0.5, in the order of the scores (see
             :func:`~fader_lightning.models.scoring.normalized`); ``None`` when the checkpoint has no calibration lows.
         label: ``True`` (anomalous) when the score is above the image threshold; ``None`` without a threshold.
-        anomaly_map: ``(H, W)`` float32 map at the model's input size.
-        mask: ``(H, W)`` bool, the map above the pixel threshold; ``None`` without one.
+        anomaly_map: ``(h, w)`` float32 map at the model's input size.
+        mask: ``(h, w)`` bool, the map above the pixel threshold; ``None`` without one.
         source: The file the image came from, else ``None``.
+        full_map: ``(H, W)`` float32 map at the input image's own size (see :func:`to_size`); ``None`` when the
+            image's size is not known.
+        full_mask: ``(H, W)`` bool, :attr:`full_map` above the pixel threshold; ``None`` without either.
     """
 
     score: float
@@ -66,6 +70,26 @@ class Detection:
     anomaly_map: np.ndarray
     mask: np.ndarray | None
     source: str | None = None
+    full_map: np.ndarray | None = None
+    full_mask: np.ndarray | None = None
+
+
+def to_size(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A map resized to an image's own size: bilinear when enlarged, area-averaged when shrunk.
+
+    Args:
+        values: ``(h, w)`` float map.
+        size: The image's height and width.
+
+    Returns:
+        ``(H, W)`` float32 map.
+    """
+    height, width = size
+    if (height, width) == values.shape:
+        return values.astype(np.float32, copy=True)
+    shrink = height < values.shape[0] and width < values.shape[1]
+    method = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(values.astype(np.float32), (width, height), interpolation=method)
 
 
 def as_rgb_uint8(image: ImageLike) -> np.ndarray:
@@ -170,7 +194,7 @@ class Detector:
         return minimum_side(self.module.inpainter.unet.stride, self.module.scorer.num_scales)
 
     def preprocess(self, image: ImageLike, name: str | None = None) -> Tensor:
-        """Decode and resize one image exactly as training did.
+        """Decode and resize one image exactly as training did (see :meth:`prepare`).
 
         Args:
             image: See :data:`ImageLike`.
@@ -178,6 +202,18 @@ class Detector:
 
         Returns:
             ``(3, H, W)`` float32 in [0, 1] at :attr:`image_size`.
+        """
+        return self.prepare(image, name)[0]
+
+    def prepare(self, image: ImageLike, name: str | None = None) -> tuple[Tensor, tuple[int, int]]:
+        """Decode and resize one image exactly as training did, and say its own size.
+
+        Args:
+            image: See :data:`ImageLike`.
+            name: What errors call the image (default: its file, else its kind and shape).
+
+        Returns:
+            ``(3, H, W)`` float32 in [0, 1] at :attr:`image_size`, and the image's own height and width.
 
         Raises:
             DataError: When the image cannot be read, holds NaN or infinite values, or a side of it is below
@@ -194,7 +230,7 @@ class Detector:
                 "image at its full resolution"
             )
         resized = self.transform(image=rgb)["image"]
-        return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().div_(255.0)
+        return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().div_(255.0), (height, width)
 
     @torch.inference_mode()
     def infer(self, images: Tensor) -> dict[str, Tensor]:
@@ -208,16 +244,23 @@ class Detector:
         """
         return self.module.infer(images.to(self.module.device))
 
-    def detections(self, outputs: dict[str, Tensor], sources: Sequence[str | None]) -> list[Detection]:
+    def detections(
+        self,
+        outputs: dict[str, Tensor],
+        sources: Sequence[str | None],
+        sizes: Sequence[tuple[int, int] | None] | None = None,
+    ) -> list[Detection]:
         """Turn a batch of outputs into :class:`Detection` objects.
 
         Args:
             outputs: What :meth:`infer` returned.
             sources: The file of each image (``None`` for in-memory images).
+            sizes: Each image's own height and width (see :meth:`prepare`), for the full-size map and mask.
 
         Returns:
             One detection per image.
         """
+        sizes = sizes or [None] * len(sources)
         scores = outputs["score"].float().cpu()
         maps = outputs["anomaly_map"][:, 0].float().cpu()
         calibrated = self.lows is not None and self.image_threshold is not None
@@ -230,16 +273,27 @@ class Detector:
                 anomaly_map=maps[i].numpy(),
                 mask=(maps[i] > self.pixel_threshold).numpy() if self.pixel_threshold is not None else None,
                 source=source,
+                **self._full_size(maps[i].numpy(), size),
             )
-            for i, source in enumerate(sources)
+            for i, (source, size) in enumerate(zip(sources, sizes, strict=True))
         ]
 
-    def predict(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 8) -> list[Detection]:
+    def _full_size(self, values: np.ndarray, size: tuple[int, int] | None) -> dict[str, np.ndarray | None]:
+        """The ``full_map`` and ``full_mask`` of a :class:`Detection` at an image's own size (``None``: unknown)."""
+        full = None if size is None else to_size(values, size)
+        mask = None if full is None or self.pixel_threshold is None else full > self.pixel_threshold
+        return {"full_map": full, "full_mask": mask}
+
+    def predict(
+        self, images: ImageLike | Sequence[ImageLike], batch_size: int = 8, full_size: bool = True
+    ) -> list[Detection]:
         """Score images.
 
         Args:
             images: One image, a list of them, or a batch: a ``(B, 3, H, W)`` tensor or ``(B, H, W[, C])`` array.
             batch_size: Images per forward pass.
+            full_size: Also return each map and mask at the image's own size (``full_map``, ``full_mask``: 5 bytes a
+                pixel; ``False`` keeps the model-size ones only, for many large images).
 
         Returns:
             One :class:`Detection` per image, in order.
@@ -250,9 +304,10 @@ class Detector:
         """
         results: list[Detection] = []
         for chunk in _chunks(list(enumerate(_as_list(images))), batch_size):
-            batch = torch.stack([self.preprocess(image, _describe(image, index)) for index, image in chunk])
+            prepared = [self.prepare(image, _describe(image, index)) for index, image in chunk]
             sources = [str(image) if isinstance(image, str | os.PathLike) else None for _, image in chunk]
-            results += self.detections(self.infer(batch), sources)
+            sizes = [size for _, size in prepared] if full_size else None
+            results += self.detections(self.infer(torch.stack([tensor for tensor, _ in prepared])), sources, sizes)
         return results
 
 

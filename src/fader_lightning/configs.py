@@ -8,6 +8,7 @@ directly and an installed wheel (``pip install .``) carries its own copy; either
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,8 @@ def checkpoint_name(path: str | None) -> str:
     """A checkpoint's name for an evaluation folder: its run folder's name and stage, or its file name.
 
     Args:
-        path: ``<runs>/<name>/<time>/checkpoints/<stage>/last.ckpt`` (or a link to its run), or any other file.
+        path: ``<runs>/<name>/<time>/checkpoints/<stage>/last.ckpt`` (or a link to its run), a sweep job's
+            ``<sweep>/<num>_<name>/checkpoints/<stage>/last.ckpt``, or any other file.
 
     Returns:
         ``<name>-<stage>`` for a checkpoint inside a run folder, else the file's stem (``checkpoint`` without one).
@@ -61,7 +63,10 @@ def checkpoint_name(path: str | None) -> str:
         return "checkpoint"
     path = Path(str(path)).resolve()  # through links such as logs/train/runs/latest
     if len(path.parents) > 3 and path.parent.parent.name == "checkpoints":
-        return f"{path.parents[3].name}-{path.parent.name}"
+        run = path.parents[2]
+        job = re.fullmatch(r"\d+_(.+)", run.name)
+        name = job[1] if job and (run.parent / "multirun.yaml").is_file() else run.parent.name
+        return f"{name}-{path.parent.name}"
     return path.stem
 
 

@@ -13,8 +13,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from fader_lightning.data.transforms import as_hw
-from fader_lightning.errors import ConfigError
+from fader_lightning.errors import ConfigError, settings_of
 from fader_lightning.keys import FADER, JOB_STAGES
+from fader_lightning.models.calibration import Calibration
 
 COUNTS = {
     "data.train_batch_size": 1,
@@ -78,3 +79,5 @@ def check_training_job(cfg: DictConfig) -> None:
     size = OmegaConf.select(cfg, "data.image_size")
     if size is not None:
         as_hw(size)
+    with settings_of("calibration"):
+        Calibration.of(OmegaConf.select(cfg, "calibration", default=None) or {})

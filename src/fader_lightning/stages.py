@@ -146,7 +146,7 @@ def run_stage(
                             bool(masking.get("pretrained", False)), "masking.weights_path", hint)  # fmt: skip
     else:
         model = build(spec)
-    model.set_evaluation(cfg.model.scoring, cfg.model.fpr_limit, cfg.model.map_storage)
+    model.set_evaluation(cfg.model.scoring, cfg.model.fpr_limit, cfg.model.map_storage, cfg.calibration)
     model.record_data(data_record(cfg.data))  # fader-eval tests a copy of the checkpoint on the same data
     trainer: L.Trainer = build(
         cfg.trainer,

@@ -1,4 +1,4 @@
-"""Drawing: heat maps on a fixed scale, contours, colour bars, captions and the overlay panel of one image.
+"""Drawing: heat maps on a fixed scale, contours, colour bars, captions and the titled overlay panel of one image.
 
 Heat maps use one documented scale (:class:`MapScale`): with a calibrated model, blue is the lowest map value of the
 normal calibration images, the middle of the JET colours (green) is the pixel threshold, and red is as far above the
@@ -22,6 +22,12 @@ TEXT_HEIGHT = 12
 """Pixels per caption line."""
 BAR_WIDTH = 56
 """Width of the colour bar strip, labels included."""
+TITLE_HEIGHT = TEXT_HEIGHT + 2
+"""Height of the title strip over each overlay panel (a one-line :func:`caption`)."""
+HEAT_ALPHA = 0.5
+"""Weight of the heat map where it is laid over the image."""
+SOFT_MASK_COLORMAP = cv2.COLORMAP_VIRIDIS
+"""FADeR's soft mask is a skip weight, not an anomaly score: its own colours (dark: attenuated, yellow: passed)."""
 
 
 @dataclass(frozen=True)
@@ -67,24 +73,39 @@ def to_uint8_rgb(image: Tensor) -> np.ndarray:
     return (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-def heatmap(values: Tensor | np.ndarray, vmin: float, vmax: float) -> np.ndarray:
-    """Colour a (H, W) map with the JET colormap between fixed bounds.
+def heatmap(values: Tensor | np.ndarray, vmin: float, vmax: float, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+    """Colour a (H, W) map between fixed bounds.
 
     Args:
         values: The map.
         vmin: Value shown as the coldest colour.
         vmax: Value shown as the hottest colour.
+        colormap: OpenCV colour map: JET for anomaly maps, :data:`SOFT_MASK_COLORMAP` for FADeR's soft mask.
 
     Returns:
         RGB uint8 array (H, W, 3).
     """
     array = values.detach().float().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values, np.float32)
     scaled = ((array - vmin) / max(vmax - vmin, 1e-12)).clip(0, 1)
-    return cv2.applyColorMap((scaled * 255).round().astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    return cv2.applyColorMap((scaled * 255).round().astype(np.uint8), colormap)[..., ::-1]
+
+
+def blend(image: np.ndarray, heat: np.ndarray, alpha: float = HEAT_ALPHA) -> np.ndarray:
+    """A heat map laid over an image.
+
+    Args:
+        image: RGB uint8 image.
+        heat: RGB uint8 heat map of the same size.
+        alpha: Weight of the heat map.
+
+    Returns:
+        RGB uint8 array.
+    """
+    return cv2.addWeighted(heat, alpha, image, 1.0 - alpha, 0.0)
 
 
 def outline(image: np.ndarray, mask: Tensor, colour: tuple[int, int, int]) -> np.ndarray:
-    """Draw the contour of a binary mask on an RGB image.
+    """Draw the contour of a binary mask on an RGB image, over a white halo so that it shows on dark objects too.
 
     Args:
         image: RGB uint8 image.
@@ -96,6 +117,7 @@ def outline(image: np.ndarray, mask: Tensor, colour: tuple[int, int, int]) -> np
     """
     out = np.ascontiguousarray(image.copy())
     contours, _ = cv2.findContours(mask.cpu().numpy().astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, (255, 255, 255), 3)
     cv2.drawContours(out, contours, -1, colour, 1)
     return out
 
@@ -104,19 +126,20 @@ def _text(canvas: np.ndarray, text: str, x: int, y: int) -> None:
     cv2.putText(canvas, text, (x, y), FONT, 0.33, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def colour_bar(height: int, scale: MapScale) -> np.ndarray:
-    """A vertical JET bar for a heat-map scale, labelled with its bounds and the threshold.
+def colour_bar(height: int, scale: MapScale, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+    """A vertical bar for a map's scale, labelled with its bounds and the threshold.
 
     Args:
         height: Height in pixels (the panel's).
-        scale: The scale the heat maps use.
+        scale: The scale the maps use.
+        colormap: The maps' OpenCV colour map.
 
     Returns:
         RGB uint8 array (height, :data:`BAR_WIDTH`, 3) on a black background.
     """
     canvas = np.zeros((height, BAR_WIDTH, 3), np.uint8)
     ramp = np.linspace(scale.high, scale.low, height, dtype=np.float32)[:, None].repeat(10, axis=1)
-    canvas[:, 2:12] = heatmap(ramp, scale.low, scale.high)
+    canvas[:, 2:12] = heatmap(ramp, scale.low, scale.high, colormap)
     marks = [(scale.high, 8), (scale.low, height - 2)]
     if not math.isnan(scale.threshold):
         row = round((scale.high - scale.threshold) / max(scale.high - scale.low, 1e-12) * (height - 1))
@@ -143,25 +166,40 @@ def caption(lines: Sequence[str], width: int) -> np.ndarray:
     return canvas
 
 
+def titled(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Panels side by side, each under its title.
+
+    Args:
+        panels: ``(title, RGB uint8 array)`` pairs of the same height.
+
+    Returns:
+        RGB uint8 array, :data:`TITLE_HEIGHT` pixels taller than the panels.
+    """
+    return np.concatenate([np.concatenate([caption([title], panel.shape[1]), panel]) for title, panel in panels], 1)
+
+
 def overlay_panel(
     image: Tensor,
     gt_mask: Tensor | None,
     amap: Tensor,
     scale: MapScale,
-    extras: dict[str, Tensor] | None = None,
+    soft_mask: Tensor | None = None,
     hidden: Tensor | None = None,
     masked_input: Tensor | None = None,
     recon: Tensor | None = None,
     lines: Sequence[str] = (),
 ) -> np.ndarray:
-    """Build one overlay row: image | I' | Î | GT | heat map | prediction | extras | colour bar, over a caption.
+    """One overlay row, each panel titled, over a caption.
+
+    image | input I' | recon Î | truth | map (the heat map blended over the image) | predicted | the map's bar
+    [| FADeR's soft mask | its bar].
 
     Args:
         image: (3, H, W) image in [0, 1].
         gt_mask: (H, W) ground-truth mask, ``None`` when there is none (prediction on new images).
         amap: (H, W) anomaly map.
         scale: Heat-map colours and the pixel threshold (above it a pixel is predicted defective; NaN: none).
-        extras: More (H, W) maps in [0, 1] to append (for example FADeR's soft mask).
+        soft_mask: FADeR's (H, W) skip weights in [0, 1] (1: the skip passes), in their own colours and bar.
         hidden: The (H, W) binary mask M of single-mask models, outlined in blue on the ground-truth panel: the
             defect parts outside it are the ones the skips copy, which FADeR has to find.
         masked_input: I', the (3, H, W) image the inpainting network sees (its hidden pixels filled).
@@ -175,19 +213,28 @@ def overlay_panel(
     no_mask = torch.zeros(amap.shape, dtype=torch.bool)
     gt = gt_mask > 0.5 if gt_mask is not None else no_mask
     predicted = amap > scale.threshold if not math.isnan(scale.threshold) else no_mask
-    panels = [rgb]
-    panels += [to_uint8_rgb(extra) for extra in (masked_input, recon) if extra is not None]
+    panels = [("image", rgb)]
+    panels += [(title, to_uint8_rgb(view)) for title, view in (("input I'", masked_input), ("recon", recon))
+               if view is not None]  # fmt: skip
     if gt_mask is not None or hidden is not None:
-        panels.append(outline(outline(rgb, hidden > 0.5, (0, 0, 255)) if hidden is not None else rgb, gt, (0, 255, 0)))
-    panels += [heatmap(amap, scale.low, scale.high), outline(outline(rgb, predicted, (255, 0, 0)), gt, (0, 255, 0))]
-    panels += [heatmap(extra, 0.0, 1.0) for extra in (extras or {}).values()]
-    panels.append(colour_bar(rgb.shape[0], scale))
-    row = np.concatenate(panels, axis=1)
+        masked = outline(rgb, hidden > 0.5, (0, 0, 255)) if hidden is not None else rgb
+        panels.append(("truth" if hidden is None else "truth, M", outline(masked, gt, (0, 255, 0))))
+    panels += [
+        ("map", blend(rgb, heatmap(amap, scale.low, scale.high))),
+        ("predicted", outline(outline(rgb, predicted, (255, 0, 0)), gt, (0, 255, 0))),
+        ("scale", colour_bar(rgb.shape[0], scale)),
+    ]
+    if soft_mask is not None:
+        panels += [
+            ("soft mask", heatmap(soft_mask, 0.0, 1.0, SOFT_MASK_COLORMAP)),
+            ("weight", colour_bar(rgb.shape[0], MapScale(0.0, 1.0), SOFT_MASK_COLORMAP)),
+        ]
+    row = titled(panels)
     return np.concatenate([row, caption(lines, row.shape[1])], axis=0) if lines else row
 
 
 def encode_png(panel: np.ndarray) -> bytes:
-    """PNG bytes of an RGB uint8 array.
+    """PNG bytes of an RGB uint8 array, or of a grayscale ``(H, W)`` uint8 or uint16 one.
 
     Args:
         panel: The array.
@@ -198,7 +245,7 @@ def encode_png(panel: np.ndarray) -> bytes:
     Raises:
         ValueError: When OpenCV cannot encode it.
     """
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(panel[..., ::-1]))
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(panel[..., ::-1] if panel.ndim == 3 else panel))
     if not ok:
         raise ValueError(f"cannot encode a {panel.shape} array as PNG")
     return encoded.tobytes()

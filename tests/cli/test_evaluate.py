@@ -5,14 +5,17 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from conftest import TINY_UNET, compose_train_cfg, edit_checkpoint
 from fader_lightning.cli.evaluate import evaluate
 from fader_lightning.cli.train import train
 from fader_lightning.data.source import data_record
 from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.models import EARModule
 from fader_lightning.results import load_results
 
 DATA = ["data.category=synth_object", "data.image_size=48", "data.n_train=24", "data.n_test_defect=4",
@@ -148,3 +151,26 @@ def test_bad_checkpoints_and_sizes_are_refused_before_any_work(trained, tmp_path
     with pytest.raises(ConfigError, match=r"data.image_size=\[64, 64\] differs from the \[48, 48\]"):
         run_eval(tmp_path / "size", results["ear"]["checkpoint"], [*DATA, "data.image_size=64"], tmp / "data")
     assert not (tmp_path / "size" / "out").exists()
+
+
+def test_another_calibration_method_recalibrates_on_the_held_out_normals(trained, tmp_path: Path) -> None:
+    tmp, results = trained
+    ckpt = results["ear"]["checkpoint"]
+    gap = ["calibration.method=seen_gap", "calibration.target_fpr=0.1", "calibration.margin=0"]
+    entry = run_eval(tmp_path / "gap", ckpt, gap, tmp / "data")
+    calibration = entry["calibration"]
+    assert (calibration["method"], calibration["target_fpr"], calibration["split"]) == ("seen_gap", 0.1, "held_out")
+    assert (calibration["normal_images"], calibration["training_images"]) == (2, 22)  # 10 % of 24 held out
+    # recomputed here: the module's scores of the held-out and the training normals, numpy's quantile and median
+    module = EARModule.load_from_checkpoint(ckpt).eval()
+    datamodule = instantiate(compose_train_cfg(tmp_path / "dm", [*TRAIN, "stage=ear"], tmp / "data").data)
+    datamodule.setup("fit")
+    held, seen = (np.concatenate([module.infer(batch.image)["score"].detach().numpy() for batch in loader])
+                  for loader in (datamodule.val_dataloader(), datamodule.fit_dataloader()))  # fmt: skip
+    expected = np.quantile(seen, 0.9) * np.median(held) / np.median(seen)
+    assert calibration["image_threshold"] == pytest.approx(expected, rel=1e-4)
+    assert load_results(tmp_path / "gap" / "out")["ear"]["calibration"]["method"] == "seen_gap"
+    with pytest.raises(ConfigError, match=r"calibration\.method=gaussian at calibration\.target_fpr=0\.05 needs 3 "
+                                          r"held-out normal images, and data\.val_ratio=0\.1 holds out 2 of the 24 "
+                                          r"normal training images: data\.val_ratio=0\.11 holds out 3"):  # fmt: skip
+        run_eval(tmp_path / "few", ckpt, ["calibration.method=gaussian"], tmp / "data")

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
+from PIL import Image
 
 from conftest import EAR_SETTINGS, TINY_UNET, command_cfg, compose_train_cfg, fader_module, run_command
 from fader_lightning.cli.bench import save_stage1
@@ -26,6 +27,7 @@ from fader_lightning.data.dataset import AnomalyDataset
 from fader_lightning.data.samples import ANOMALOUS, NORMAL, Sample, list_images
 from fader_lightning.data.transforms import build_transform
 from fader_lightning.deploy.export import FORMATS, OPENVINO_CONFIG, export_checkpoint, export_model
+from fader_lightning.deploy.predict import predict
 from fader_lightning.errors import CheckpointError, ConfigError
 from fader_lightning.models import EARModule, FADeRModel, FADeRModule
 
@@ -230,6 +232,37 @@ def test_onnxruntime_alone_scores_images_with_the_masks_in_the_graph(
     assert_outputs_match(run_onnxruntime_alone(output, images, tmp_path), expected, stage, tol=1e-4)
 
 
+def test_the_sidecars_reference_code_reproduces_fader_predict(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """The side-car's Python lines, run with numpy, OpenCV, Pillow and onnxruntime alone, on files of other sizes."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    sources = sorted((checkpoints["data"] / "test").rglob("*.png"))[:4]
+    for index, path in enumerate(sources):
+        image = Image.open(path).resize((100 + 7 * index, 90))
+        (image.convert("L") if index == 0 else image).save(folder / f"{index}.png")  # an 8-bit grayscale file too
+    output = tmp_path / "model.onnx"
+    assert run_command(main, [f"ckpt={checkpoints['ear']}", f"output={output}"]) == 0
+    sidecar = json.loads((tmp_path / "model.json").read_text())
+    assert "interpolation=cv2.INTER_AREA" in sidecar["preprocessing"]["resize"]
+    script = "\n".join([*sidecar["preprocessing"]["python"], REFERENCE_RUN])
+    files = [str(path) for path in sorted(folder.glob("*.png"))]
+    proc = subprocess.run([sys.executable, "-c", script, *files], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reference = json.loads(proc.stdout)
+    result = predict(command_cfg("predict", ckpt=checkpoints["ear"], input=folder, output=tmp_path / "pred"))
+    for row in result.rows:
+        score, label = reference[row["path"]]
+        assert score == pytest.approx(row["score"], abs=1e-4) and label == bool(row["label"])
+
+
+REFERENCE_RUN = """
+import sys
+print(json.dumps({path: score(path)[:2] for path in sys.argv[1:]}))
+assert "fader_lightning" not in sys.modules and "torch" not in sys.modules
+"""
+
+
 def test_openvino_ir_matches_torch(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     """FADeR (stage 1 inside it), compiled with the side-car's float32 setting: within 1e-4 of eager ``infer``."""
     stage = "fader"
@@ -282,6 +315,19 @@ def test_int8_model_keeps_the_ranking_of_the_float_model(checkpoints: dict[str, 
     assert float_auroc > 0.7  # the set is learnable: the bound below is not met by two useless models
     assert float_auroc - int8_auroc <= 0.05
     assert np.corrcoef(float_maps.ravel(), int8_maps.ravel())[0, 1] >= 0.99
+    # the INT8 thresholds sit on its own scale: the float ones moved by the median score shift on the calibration set
+    normal = AnomalyDataset(
+        [Sample(path, "train", NORMAL, "good", None, "synth") for path in list_images(data / "train" / "good")],
+        build_transform(64, sidecar["interpolation"]),
+    )
+    calibration = torch.stack([normal[index]["image"] for index in range(len(normal))])
+    (_, float_normal), (_, int8_normal) = (run_onnx(path, images=calibration) for path in (float_model, int8_model))
+    thresholds = sidecar["thresholds"]
+    assert thresholds["float"]["image"] == json.loads((tmp_path / "float.json").read_text())["thresholds"]["image"]
+    shift = float(np.median(int8_normal.astype(np.float64) - float_normal))
+    assert thresholds["image"] == pytest.approx(thresholds["float"]["image"] + shift, abs=1e-5)
+    assert thresholds["image_low"] == pytest.approx(thresholds["float"]["image_low"] + shift, abs=1e-5)
+    assert "8 calibration images" in thresholds["int8"]
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
@@ -414,3 +460,22 @@ def test_a_failed_reexport_leaves_the_earlier_openvino_model_whole(
     with torch.no_grad():
         expected = second.infer(images)
     assert np.abs(compiled({"images": images.numpy()})[compiled.outputs[1]] - expected["score"].numpy()).max() < 1e-4
+
+
+def test_links_in_the_outputs_folder_matter_only_where_the_export_writes(
+    checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A user's folder may hold links (a .venv, a data folder); a side-car that is a link out of it is refused."""
+    folder, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    (folder / ".venv").symlink_to(elsewhere)
+    assert run_command(main, [f"ckpt={checkpoints['ear']}", f"output={folder / 'model.onnx'}"]) == 0
+    assert (folder / "model.onnx").is_file() and not any(elsewhere.iterdir())
+    (elsewhere / "notes.json").write_text("{}")
+    (folder / "other.json").symlink_to(elsewhere / "notes.json")
+    assert run_command(main, [f"ckpt={checkpoints['ear']}", f"output={folder / 'other.onnx'}"]) == 1
+    assert re.search(
+        r"other\.json is a symbolic link to .*notes\.json, outside the output folder", capsys.readouterr().err
+    )
+    assert (elsewhere / "notes.json").read_text() == "{}"

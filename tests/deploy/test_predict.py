@@ -13,18 +13,20 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from PIL import Image
+from scipy.stats import norm
 
 from conftest import TINY_UNET, command_cfg, compose_train_cfg, edit_checkpoint, run_command
+from fader_lightning.api import Detector
 from fader_lightning.cli.predict import main
 from fader_lightning.cli.train import train
-from fader_lightning.data.image_io import read_image
+from fader_lightning.data.image_io import MAX_PIXELS_ENV, read_image
 from fader_lightning.data.synthetic import make_mvtec_tree
 from fader_lightning.data.transforms import build_transform
 from fader_lightning.deploy.predict import predict
 from fader_lightning.errors import ConfigError
 from fader_lightning.models import EARModule, FADeRModule
 from fader_lightning.results import load_results
-from fader_lightning.visualize import BAR_WIDTH, TEXT_HEIGHT
+from fader_lightning.visualize import BAR_WIDTH, TEXT_HEIGHT, TITLE_HEIGHT
 
 TRAIN_SIZE = 64
 RUN = ["data.category=synth_object", f"data.image_size={TRAIN_SIZE}", "data.n_train=8", "data.n_test_good=2",
@@ -88,10 +90,13 @@ def test_folder_with_corrupt_file(run: dict[str, Path], tmp_path: Path, capsys: 
         assert int(row["label"]) == int(score > threshold)
     assert {row["label"] for row in rows} == {"0", "1"}
     for row in rows:
-        # image_size is the checkpoint's (64), not the 80 px of the files
-        assert Image.open(out / row["map"]).size == (TRAIN_SIZE, TRAIN_SIZE)
-        # image | I' | reconstruction | heat map | region | FADeR soft mask | colour bar, over a 2-line caption
-        assert Image.open(out / row["overlay"]).size == (6 * TRAIN_SIZE + BAR_WIDTH, TRAIN_SIZE + 2 * TEXT_HEIGHT + 2)
+        # maps and masks at the files' own 80 px; overlays at the checkpoint's 64 (the model's input)
+        assert Image.open(out / row["map"]).size == Image.open(out / row["mask"]).size == (80, 80)
+        assert (int(row["height"]), int(row["width"])) == (80, 80)
+        # titled: image | I' | reconstruction | map | region | its bar | FADeR soft mask | its bar, over a caption
+        assert Image.open(out / row["overlay"]).size == (
+            6 * TRAIN_SIZE + 2 * BAR_WIDTH, TITLE_HEIGHT + TRAIN_SIZE + 2 * TEXT_HEIGHT + 2
+        )  # fmt: skip
     assert not (out / "maps" / "broken.png").exists()
 
 
@@ -102,7 +107,9 @@ def test_auto_threshold_single_image_and_glob(run: dict[str, Path], tmp_path: Pa
         command_cfg("predict", ckpt=run["ear"], input=str(run["normals"] / "*.png"), output=tmp_path / "glob",
                     normal_dir=run["normals"])
     )  # fmt: skip
-    assert result.threshold == pytest.approx(max(normal_scores.values()), abs=1e-5)
+    # the checkpoint's calibration (auto, a margin of 1 std): too few images for a quantile, so max + 1 std
+    values = np.array(list(normal_scores.values()))
+    assert result.threshold == pytest.approx(values.max() + values.std(ddof=1), abs=1e-4)
     assert [row["path"] for row in result.rows] == [str(p) for p in normals]
     assert all(row["label"] == 0 for row in result.rows)  # the maximum is not above itself
     single = run["inputs"] / "good_000.png"
@@ -119,12 +126,13 @@ def test_the_calibrated_threshold_travels_with_the_checkpoint(run: dict[str, Pat
     calibration = load_results(run["run_dir"])["ear"]["calibration"]
     assert result.threshold == pytest.approx(calibration["image_threshold"]) and "calibrated" in result.threshold_source
     assert calibration["split"] == "train" and calibration["normal_images"] == 8  # no held-out normals in this run
-    # the largest score of the run's own normal training images, recomputed here
+    assert (calibration["method"], calibration["requested"], calibration["margin"]) == ("max", "auto", 1.0)
+    # the largest score of the run's own normal training images and 1 std of them, recomputed here
     datamodule = instantiate(compose_train_cfg(run["tmp"], RUN).data)
     datamodule.setup("fit")
     module = EARModule.load_from_checkpoint(run["ear"])
-    normals = independent_scores(module, [sample.image_path for sample in datamodule.normal_samples])
-    assert result.threshold == pytest.approx(max(normals.values()), abs=1e-5)
+    normals = np.array(list(independent_scores(module, [s.image_path for s in datamodule.normal_samples]).values()))
+    assert result.threshold == pytest.approx(normals.max() + normals.std(ddof=1), abs=1e-4)
 
 
 def test_older_checkpoints_fall_back_to_the_oracle_with_a_warning(
@@ -165,7 +173,9 @@ def test_unknown_and_missing_keys_are_named(
         ("threshold=high", "threshold='high' is invalid"),
         ("image_size=[0,4]", "image_size="),
         ("batch_size=0", "batch_size=0 is invalid"),
-        ("quantile=most", "quantile='most' is invalid"),
+        ("calibration.target_fpr=1.5", "calibration.target_fpr=1.5 is invalid"),
+        ("output_size=huge", "output_size='huge' is unknown; use one of input, model"),
+        ("map_encoding=gray32", "map_encoding='gray32' is unknown; use one of heat, gray8, gray16"),
     ):
         assert run_command(main, [f"ckpt={run['ear']}", f"input={run['inputs']}", f"output={tmp_path}", bad]) == 1
         assert named in capsys.readouterr().err
@@ -177,7 +187,8 @@ def test_a_checkpoint_moved_out_of_its_run_is_served_at_its_own_size(run: dict[s
     moved.parent.mkdir()
     moved.write_bytes(run["ear"].read_bytes())
     image = sorted(run["inputs"].glob("good_*.png"))[0]
-    predict(command_cfg("predict", ckpt=moved, input=image, output=tmp_path / "out", threshold=0.5))
+    predict(command_cfg("predict", ckpt=moved, input=image, output=tmp_path / "out", threshold=0.5,
+                        output_size="model"))  # fmt: skip
     assert Image.open(tmp_path / "out" / "maps" / f"{image.stem}.png").size == (TRAIN_SIZE, TRAIN_SIZE)
     module = EARModule.load_from_checkpoint(moved)
     assert module.trained_size == (TRAIN_SIZE, TRAIN_SIZE)
@@ -186,9 +197,9 @@ def test_a_checkpoint_moved_out_of_its_run_is_served_at_its_own_size(run: dict[s
             command_cfg("predict", ckpt=moved, input=image, output=tmp_path / "other", threshold=0.5, image_size=32)
         )
     forced = predict(command_cfg("predict", ckpt=moved, input=image, output=tmp_path / "forced", threshold=0.5,
-                                 image_size=[32, 32], force=True))  # fmt: skip
+                                 image_size=[32, 32], force=True, output_size="model"))  # fmt: skip
     assert len(forced.scored) == 1
-    assert Image.open(tmp_path / "forced" / "maps" / f"{image.stem}.png").size == (32, 32)
+    assert Image.open(tmp_path / "forced" / "masks" / f"{image.stem}.png").size == (32, 32)
 
 
 def test_outputs_mirror_the_input_folders_and_scores_are_also_normalised(run: dict[str, Path], tmp_path: Path) -> None:
@@ -260,10 +271,10 @@ def test_a_prediction_replaces_the_earlier_one_whole_or_not_at_all(
         with pytest.raises(OSError, match="No space left"):
             predict(command_cfg("predict", ckpt=run["ear"], input=run["inputs"], output=out, threshold=0.0))
     assert listing(out) == earlier  # no new map beside the earlier table
-    assert sorted(path.name for path in out.iterdir()) == ["maps", "overlays", "scores.csv"]
+    assert sorted(path.name for path in out.iterdir()) == ["maps", "masks", "overlays", "scores.csv"]
     single = run["inputs"] / "good_000.png"
     predict(command_cfg("predict", ckpt=run["ear"], input=single, output=out, threshold=0.5))
-    assert sorted(listing(out)) == ["maps/good_000.png", "overlays/good_000.png", "scores.csv"]
+    assert sorted(listing(out)) == ["maps/good_000.png", "masks/good_000.png", "overlays/good_000.png", "scores.csv"]
     assert [row["path"] for row in read_scores(out / "scores.csv")] == [str(single)]
 
 
@@ -289,3 +300,64 @@ def test_an_image_below_the_models_smallest_side_is_skipped_by_name(run: dict[st
     (skipped,) = result.skipped
     assert skipped["path"] == str(folder / "dot.png")
     assert re.search(rf"{folder / 'dot.png'} is 1x1 pixels, below the \d+ pixels a side", skipped["reason"])
+
+
+def test_maps_and_masks_come_at_the_images_own_size(run: dict[str, Path], tmp_path: Path) -> None:
+    """A 90x120 image: maps/ and masks/ at 90x120, the model-size map enlarged bilinearly, in every encoding."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.open(run["inputs"] / "good_000.png").resize((120, 90)).save(folder / "wide.png")
+    detector = Detector.from_checkpoint(run["fader"])
+    (found,) = detector.predict([folder / "wide.png"])
+    small = torch.from_numpy(found.anomaly_map)[None, None]
+    enlarged = torch.nn.functional.interpolate(small, size=(90, 120), mode="bilinear", align_corners=False)[0, 0]
+    assert found.full_map.shape == (90, 120)
+    assert np.abs(found.full_map - enlarged.numpy()).max() < 1e-4
+    assert np.array_equal(found.full_mask, found.full_map > detector.pixel_threshold)
+    assert detector.predict([folder / "wide.png"], full_size=False)[0].full_map is None
+    low, threshold = detector.lows[1], detector.pixel_threshold
+    x = 4 * (found.full_map.astype(np.float64) - threshold) / (threshold - low)
+    unit = 0.5 + 0.5 * x / (1 + np.abs(x))  # the side-car's formula, written out
+    for encoding, top in (("gray8", 255), ("gray16", 65535)):
+        out = tmp_path / encoding
+        result = predict(command_cfg("predict", ckpt=run["fader"], input=folder, output=out, map_encoding=encoding))
+        (row,) = result.rows
+        stored = np.array(Image.open(out / row["map"]))
+        assert stored.shape == (90, 120) and stored.dtype == (np.uint8 if top == 255 else np.uint16)
+        assert np.abs(stored / top - unit).max() <= 1.0 / top + 1e-4
+        mask = np.array(Image.open(out / row["mask"]))
+        assert set(np.unique(mask)) <= {0, 255}
+        assert np.array_equal(mask == 255, found.full_map > threshold)
+    heat = np.array(Image.open(tmp_path / "gray8" / "overlays" / "wide.png"))
+    assert heat.shape[0] == TITLE_HEIGHT + TRAIN_SIZE + 2 * TEXT_HEIGHT + 2  # overlays stay at model size
+
+
+def test_auto_threshold_by_the_calibration_methods(run: dict[str, Path], tmp_path: Path) -> None:
+    normals = sorted(run["normals"].glob("*.png"))
+    values = np.array(list(independent_scores(EARModule.load_from_checkpoint(run["ear"]), normals).values()))
+    image, good = run["inputs"] / "good_000.png", run["normals"]
+    result = predict(command_cfg("predict", ckpt=run["ear"], input=image, output=tmp_path / "g", normal_dir=good,
+                                 calibration={"method": "gaussian", "target_fpr": 0.1, "margin": 0}))  # fmt: skip
+    assert result.threshold == pytest.approx(values.mean() + norm.ppf(0.9) * values.std(ddof=1), abs=1e-4)
+    with pytest.raises(
+        ConfigError,
+        match=rf"calibration.method=quantile at calibration.target_fpr=0.05 needs 19 normal "
+        rf"images and normal_dir={re.escape(str(run['normals']))} gives {len(normals)}",
+    ):
+        predict(command_cfg("predict", ckpt=run["ear"], input=image, output=tmp_path / "q", normal_dir=run["normals"],
+                            calibration={"method": "quantile"}))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"seen_gap needs the model's training images"):
+        predict(command_cfg("predict", ckpt=run["ear"], input=image, output=tmp_path / "s", normal_dir=run["normals"],
+                            calibration={"method": "seen_gap"}))  # fmt: skip
+
+
+def test_an_input_above_the_decompression_limit_is_skipped_by_name(
+    run: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = run["inputs"] / "good_000.png"  # 80 x 80 = 6,400 pixels
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
+    args = [f"ckpt={run['ear']}", f"input={image}", f"output={tmp_path / 'out'}", "threshold=0.5"]
+    assert run_command(main, args) == 1  # nothing could be scored
+    (row,) = read_scores(tmp_path / "out" / "scores.csv")
+    assert row["status"] == "skipped" and str(image) in row["reason"]
+    assert "6,400 pixels, above the limit of 1,000" in row["reason"] and f"{MAX_PIXELS_ENV}=6400" in row["reason"]

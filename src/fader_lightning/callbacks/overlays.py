@@ -64,9 +64,8 @@ def write_overlays(
         selection: How the samples were picked (for the log line).
     """
     for index, (sample, lines) in enumerate(zip(samples, captions, strict=True)):
-        extras = {"soft_mask": sample["soft_mask"]} if sample["soft_mask"] is not None else {}
-        panel = overlay_panel(sample["image"], sample["mask"], sample["amap"], scale, extras, sample["hidden"],
-                              sample["masked_input"], sample["recon"], lines)  # fmt: skip
+        panel = overlay_panel(sample["image"], sample["mask"], sample["amap"], scale, sample["soft_mask"],
+                              sample["hidden"], sample["masked_input"], sample["recon"], lines)  # fmt: skip
         name = f"{index:02d}_{Path(sample['path']).parent.name}_{Path(sample['path']).stem}.png"
         atomic_write_bytes(folder / name, encode_png(panel))
     log.info("wrote %d overlays (%s) to %s", len(samples), selection, folder)

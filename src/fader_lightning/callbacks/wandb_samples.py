@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from fader_lightning.callbacks.samples import TestSampleCollector, map_scale
-from fader_lightning.visualize import colour_bar, heatmap, to_uint8_rgb
+from fader_lightning.visualize import SOFT_MASK_COLORMAP, colour_bar, heatmap, to_uint8_rgb
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ class WandbSampleTable(TestSampleCollector):
                   for key in ("masked_input", "recon")),
                 wandb.Image(np.concatenate([heatmap(sample["amap"], scale.low, scale.high),
                                             colour_bar(sample["amap"].shape[0], scale)], axis=1)),
-                wandb.Image(heatmap(sample["soft_mask"], 0.0, 1.0)) if sample["soft_mask"] is not None else None,
+                wandb.Image(heatmap(sample["soft_mask"], 0.0, 1.0, SOFT_MASK_COLORMAP))
+                if sample["soft_mask"] is not None else None,
                 sample["score"],
                 sample["label"],
                 sample["defect_type"],

@@ -141,7 +141,9 @@ def apply_checkpoint(cfg: DictConfig, module: AnomalyModule) -> None:
     scoring = {key: value for key, value in (cfg.get("scoring") or {}).items() if value is not None}
     fpr_limit = module.fpr_limit if cfg.fpr_limit is None else cfg.fpr_limit
     map_storage = cfg.map_storage or module.hparams.get("map_storage", "float16")
-    module.set_evaluation({**settings.get("scoring", {}), **scoring}, fpr_limit, map_storage)
+    calibration = {key: value for key, value in (cfg.get("calibration") or {}).items() if value is not None}
+    stored = module.calibration_settings.as_dict()
+    module.set_evaluation({**settings.get("scoring", {}), **scoring}, fpr_limit, map_storage, {**stored, **calibration})
     unet, speed = module.inpainter.unet, cfg.get("speed") or {}
     with settings_of("speed"):
         unet.set_speed(

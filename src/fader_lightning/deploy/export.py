@@ -204,6 +204,63 @@ def describe_scoring(scorer: AnomalyScorer, height: int) -> dict[str, dict[str, 
     }
 
 
+RESIZE_CALLS = {"area": "cv2.INTER_AREA", "linear": "cv2.INTER_LINEAR", "cubic": "cv2.INTER_CUBIC"}
+"""The OpenCV flag of each ``data.interpolation``: what training resized with (albumentations calls OpenCV)."""
+
+
+def describe_preprocessing(interpolation: str, image_size: tuple[int, int]) -> dict[str, str]:
+    """The side-car's ``preprocessing`` entry: the calls and dtypes that reproduce the scores of ``fader-predict``.
+
+    Args:
+        interpolation: The checkpoint's resize method.
+        image_size: Height and width of the graph.
+
+    Returns:
+        ``decode``, ``resize`` and ``to_input``, each a library call.
+    """
+    height, width = image_size
+    return {
+        "decode": "numpy.array(PIL.Image.open(path).convert('RGB')): uint8 (H, W, 3) RGB of an 8-bit file (16-bit "
+        "files: value * 255 / 65535, rounded, first)",
+        "resize": f"cv2.resize(rgb, ({width}, {height}), interpolation={RESIZE_CALLS[interpolation]}) on that uint8 "
+        "array, as training did: another resize (PIL's BOX, or the same call on floats) moves the scores "
+        "(docs/CALIBRATION.md measures it)",
+        "to_input": "resized.astype(numpy.float32).transpose(2, 0, 1)[None] / 255.0: (1, 3, H, W) in [0, 1]",
+    }
+
+
+def reference_code(description: dict[str, Any], model_file: str, sidecar_file: str) -> list[str] | None:
+    """A minimal Python scorer of the exported ONNX model that needs numpy, OpenCV, Pillow and onnxruntime only.
+
+    Args:
+        description: The side-car.
+        model_file: The model's file name.
+        sidecar_file: The side-car's file name.
+
+    Returns:
+        Its lines, or ``None`` when the graph also takes masks (they need the masking method).
+    """
+    if len(description["inputs"]) != 1:
+        return None
+    height, width = description["image_size"]
+    flag = RESIZE_CALLS[description["interpolation"]]
+    return [
+        "import json",
+        "import cv2",
+        "import numpy as np",
+        "import onnxruntime as ort",
+        "from PIL import Image",
+        f"sidecar = json.load(open({sidecar_file!r}))",
+        f"session = ort.InferenceSession({model_file!r}, providers=['CPUExecutionProvider'])",
+        "def score(path):",
+        "    rgb = np.array(Image.open(path).convert('RGB'), dtype=np.uint8)",
+        f"    resized = cv2.resize(rgb, ({width}, {height}), interpolation={flag})",
+        "    images = resized.astype(np.float32).transpose(2, 0, 1)[None] / 255.0",
+        "    anomaly_map, value = session.run(['anomaly_map', 'score'], {'images': images})[:2]",
+        "    return float(value[0]), bool(value[0] > sidecar['thresholds']['image']), anomaly_map[0, 0]",
+    ]
+
+
 def describe_fader(fader: FADeRModel, image_size: tuple[int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The side-car's ``fader`` entry and the ``soft_mask`` output.
 
@@ -276,12 +333,15 @@ def describe(
         "stage": module.stage,
         "image_size": [height, width],
         "interpolation": interpolation,
+        "preprocessing": describe_preprocessing(interpolation, image_size),
         "inputs": [images] if masks is None else [images, masks],
         "outputs": outputs,
         "masking": masking,
         "fill": {"fill": ear.obfuscation.fill, "block": ear.obfuscation.block},
         **describe_scoring(ear.scorer, height),
     }
+    # how the thresholds were chosen on normal images: the method and its target false-positive rate
+    description["thresholds"]["calibration"] = module.calibration_settings.as_dict()
     if detector.fader is not None:
         description["fader"], soft_mask = describe_fader(detector.fader, image_size)
         outputs.append(soft_mask)
@@ -578,6 +638,57 @@ def write_onnx_int8(
         atomic_write_bytes(files[0], target.read_bytes())
 
 
+def graph_scores(session: Any, feeds: Sequence[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Image scores and largest map values of a graph on its calibration inputs.
+
+    Args:
+        session: An onnxruntime session.
+        feeds: Its inputs, batch by batch.
+
+    Returns:
+        Scores and map peaks, one per image.
+    """
+    scores, peaks = [], []
+    for feed in feeds:
+        anomaly_map, score = session.run(["anomaly_map", "score"], feed)[:2]
+        scores.append(score.astype(np.float64))
+        peaks.append(anomaly_map.reshape(len(score), -1).max(axis=1).astype(np.float64))
+    return np.concatenate(scores), np.concatenate(peaks)
+
+
+def int8_thresholds(
+    model: onnx.ModelProto, int8_file: Path, feeds: Sequence[dict[str, np.ndarray]], thresholds: dict[str, Any]
+) -> None:
+    """Move the thresholds onto the INT8 model's own scale (in place), and record the float ones.
+
+    Quantisation moves every score; each threshold and low moves by the median difference between the INT8 and the
+    float graph's scores (image) or map peaks (pixel) on the calibration images.
+
+    Args:
+        model: The float32 model.
+        int8_file: The written INT8 model.
+        feeds: The calibration inputs.
+        thresholds: The side-car's ``thresholds`` entry (float values; changed in place).
+    """
+    import onnxruntime as ort  # the deploy extras, as for the quantiser
+
+    if thresholds["image"] is None:
+        return
+    options = {"providers": ["CPUExecutionProvider"]}
+    float_scores = graph_scores(ort.InferenceSession(model.SerializeToString(), **options), feeds)
+    int8_scores = graph_scores(ort.InferenceSession(str(int8_file), **options), feeds)
+    image_shift, pixel_shift = (float(np.median(q - f)) for q, f in zip(int8_scores, float_scores, strict=True))
+    thresholds["float"] = {key: thresholds[key] for key in ("image", "pixel", "image_low", "pixel_low")}
+    for key, shift in (("image", image_shift), ("image_low", image_shift), ("pixel", pixel_shift),
+                       ("pixel_low", pixel_shift)):  # fmt: skip
+        if thresholds[key] is not None:
+            thresholds[key] += shift
+    thresholds["int8"] = (
+        f"the float thresholds and lows moved by the median INT8 - float difference of the scores "
+        f"({image_shift:+.4g}) and map peaks ({pixel_shift:+.4g}) of {len(int8_scores[0])} calibration images"
+    )
+
+
 def write_format(
     model: onnx.ModelProto,
     files: Sequence[Path],
@@ -605,7 +716,9 @@ def write_format(
             "CPUs that support it (AMX, AVX512-BF16), which changes anomaly maps by about 1e-2",
         }
     else:
-        write_onnx_int8(model, files, calibration_feeds(detector, calibration), unet_nodes(model, detector))
+        feeds = calibration_feeds(detector, calibration)
+        write_onnx_int8(model, files, feeds, unet_nodes(model, detector))
+        int8_thresholds(model, files[0], feeds, description["thresholds"])
         description["quantization"] = {
             "method": "static, QDQ, MinMax calibration",
             "weights": "int8, symmetric, per output channel",
@@ -651,6 +764,8 @@ def export_model(
     description = describe(module, detector, image_size, opset, fmt)
     model = trace_onnx(detector, description, opset)
     description["files"] = [path.name for path in files]
+    if fmt != "openvino":
+        description["preprocessing"]["python"] = reference_code(description, files[0].name, sidecar.name)
     with staged(sidecar.parent, [path.name for path in (*files, sidecar)]) as staging:
         write_format(model, [staging / path.name for path in files], description, detector, calibration)
         atomic_write_json(staging / sidecar.name, description)
@@ -684,7 +799,7 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     inputs = {"ckpt": cfg.ckpt, "calibration_dir": calibration_dir, "vit_weights": cfg.vit_weights}
     check_apart("output", files[0], inputs, writes=[*files[1:], sidecar])
     paths = None if calibration_dir is None else calibration_paths(calibration_dir)
-    writable_folder(files[0].parent, "output's folder")
+    writable_folder(files[0].parent, "output's folder", [path.name for path in (*files, sidecar)])
     module = load_module(cfg.ckpt, "cpu", cfg.vit_weights)
     size = resolve_image_size(cfg.image_size, module, run_entry(cfg.ckpt, module.stage), cfg.force)
     calibration = None if paths is None else calibration_images(paths, size, module.preprocessing["interpolation"])

@@ -15,10 +15,11 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
@@ -27,9 +28,11 @@ from tqdm import tqdm
 from fader_lightning.api import Detection, Detector
 from fader_lightning.data.samples import IMAGE_EXTENSIONS
 from fader_lightning.deploy.sizing import resolve_image_size
-from fader_lightning.errors import ConfigError, DataError
+from fader_lightning.errors import ConfigError, DataError, settings_of
 from fader_lightning.keys import IMAGE_THRESHOLD_ORACLE
+from fader_lightning.models.calibration import AUTO, Calibration
 from fader_lightning.models.checkpoints import load_module, run_entry
+from fader_lightning.models.scoring import normalized
 from fader_lightning.utils.background import background_writes, submit
 from fader_lightning.utils.io import atomic_write_bytes, atomic_write_text, check_apart, staged, writable_folder
 from fader_lightning.visualize import MapScale, encode_png, heatmap, overlay_panel
@@ -38,11 +41,19 @@ log = logging.getLogger(__name__)
 
 PROGRESS_MIN_IMAGES = 20
 """A progress bar is shown above this many images (and always when stderr is a terminal)."""
-COLUMNS: tuple[str, ...] = ("path", "status", "score", "normalized_score", "label", "map", "overlay", "reason")
+COLUMNS: tuple[str, ...] = (
+    "path", "status", "score", "normalized_score", "label", "map", "mask", "overlay", "height", "width", "reason"
+)  # fmt: skip
 """Columns of ``scores.csv``."""
+EARLIER_COLUMNS = ("path", "status", "score", "normalized_score", "label", "map", "overlay", "reason")
+"""The columns of the ``scores.csv`` of earlier versions, whose outputs a prediction may replace too."""
 SCORES_FILE = "scores.csv"
-OUTPUTS: tuple[str, ...] = ("maps", "overlays", SCORES_FILE)
+OUTPUTS: tuple[str, ...] = ("maps", "masks", "overlays", SCORES_FILE)
 """What a prediction writes in ``output``: replaced together, never mixed with an earlier prediction's."""
+OUTPUT_SIZES = ("input", "model")
+"""``output_size``: maps and masks at each input image's own size, or at the model's input size."""
+MAP_ENCODINGS = {"heat": np.uint8, "gray8": np.uint8, "gray16": np.uint16}
+"""``map_encoding``: JET colours for people, or the normalised map (0.5 at the threshold) in 8 or 16 bits."""
 
 
 @dataclass
@@ -188,11 +199,11 @@ def check_earlier_prediction(output: Path) -> None:
         ConfigError: Naming what is there and the fix.
     """
     present = [name for name in OUTPUTS if os.path.lexists(output / name)]
-    if present and _header(output / SCORES_FILE) != ",".join(COLUMNS):
+    if present and _header(output / SCORES_FILE) not in (",".join(COLUMNS), ",".join(EARLIER_COLUMNS)):
         raise ConfigError(
             f"output={output} holds {', '.join(present)}, not an earlier result of fader-predict (no scores.csv of "
-            "its own): a prediction replaces maps/, overlays/ and scores.csv whole; choose another output= folder, "
-            "or move them away"
+            "its own): a prediction replaces maps/, masks/, overlays/ and scores.csv whole; choose another output= "
+            "folder, or move them away"
         )
 
 
@@ -207,7 +218,7 @@ def _header(path: Path) -> str | None:
 
 def infer_batches(
     detector: Detector, paths: Sequence[Path], batch_size: int, skipped: Callable[[Path, str], None]
-) -> Iterator[tuple[list[Path], Tensor, dict[str, Tensor]]]:
+) -> Iterator[tuple[list[Path], Tensor, list[tuple[int, int]], dict[str, Tensor]]]:
     """Read, resize (as in training) and infer images batch by batch, skipping files that cannot be scored.
 
     Args:
@@ -217,15 +228,17 @@ def infer_batches(
         skipped: Called with the path and the reason of every file :meth:`Detector.preprocess` refuses.
 
     Yields:
-        The readable paths of a batch, their images ``(B, 3, H, W)`` and the module's outputs.
+        The readable paths of a batch, their images ``(B, 3, H, W)``, their own sizes and the module's outputs.
     """
     show = len(paths) > PROGRESS_MIN_IMAGES or sys.stderr.isatty()
     with tqdm(total=len(paths), unit="image", disable=not show, file=sys.stderr) as progress:
         for start in range(0, len(paths), batch_size):
-            kept, images = [], []
+            kept, images, sizes = [], [], []
             for path in paths[start : start + batch_size]:
                 try:
-                    images.append(detector.preprocess(path))
+                    image, size = detector.prepare(path)
+                    images.append(image)
+                    sizes.append(size)
                     kept.append(path)
                 except DataError as err:
                     log.warning("skipping %s: %s", path, err)
@@ -233,27 +246,31 @@ def infer_batches(
             progress.update(min(batch_size, len(paths) - start))
             if images:
                 batch = torch.stack(images)
-                yield kept, batch, detector.infer(batch)
+                yield kept, batch, sizes, detector.infer(batch)
 
 
-def calibrate_threshold(detector: Detector, normal_dir: str | Path, batch_size: int, quantile: float) -> float:
-    """Image threshold from normal images: the ``quantile`` of their scores (1.0: the maximum).
+def calibrate_threshold(detector: Detector, normal_dir: str | Path, batch_size: int, settings: Calibration) -> float:
+    """Image threshold from a folder of normal images the model never trained on, by a calibration method.
 
     Args:
         detector: The model.
         normal_dir: Folder of normal images (sub-folders included).
         batch_size: Images per forward pass.
-        quantile: Quantile in ``(0, 1]``.
+        settings: The calibration method and target (``calibration.*``); ``seen_gap`` needs the training images,
+            which a folder does not give; ``auto`` is ``quantile`` where the folder has enough images, else ``max``.
 
     Returns:
         The threshold.
 
     Raises:
-        ConfigError: When ``quantile`` is outside ``(0, 1]``.
+        ConfigError: For ``seen_gap``, or when the folder has fewer images than the method needs.
         DataError: When the folder holds no readable image.
     """
-    if not 0 < quantile <= 1:
-        raise ConfigError(f"quantile={quantile} is invalid; use a value in (0, 1], 1.0 being the maximum")
+    if settings.method == "seen_gap":
+        raise ConfigError(
+            "calibration.method=seen_gap needs the model's training images; with normal_dir= choose "
+            "calibration.method=auto, max, quantile or gaussian"
+        )
     if not Path(normal_dir).is_dir():
         raise DataError(f"normal_dir={normal_dir} is not a folder; point it at a folder of normal images")
     try:
@@ -266,9 +283,18 @@ def calibrate_threshold(detector: Detector, normal_dir: str | Path, batch_size: 
     if not scores:
         raise DataError(f"none of the {len(paths)} images in normal_dir={normal_dir} could be read")
     all_scores = torch.cat(scores)
-    threshold = float(torch.quantile(all_scores, quantile))
-    log.info("threshold %.6g: quantile %g of the scores of %d normal images in %s", threshold, quantile,
-             len(all_scores), normal_dir)  # fmt: skip
+    if settings.method == AUTO:  # unseen normals, as many as the folder holds: a quantile where they suffice
+        quantile = replace(settings, method="quantile")
+        settings = quantile if len(all_scores) >= quantile.held_out_needed else replace(settings, method="max")
+    if len(all_scores) < settings.held_out_needed:
+        raise ConfigError(
+            f"calibration.method={settings.method} at calibration.target_fpr={settings.target_fpr:g} needs "
+            f"{settings.held_out_needed} normal images and normal_dir={normal_dir} gives {len(all_scores)}: add "
+            "images, or choose calibration.method=max"
+        )
+    threshold = settings.threshold(all_scores)
+    log.info("threshold %.6g: calibration.method=%s (target_fpr %g) on the scores of %d normal images in %s",
+             threshold, settings.method, settings.target_fpr, len(all_scores), normal_dir)  # fmt: skip
     return threshold
 
 
@@ -336,29 +362,59 @@ def heat_scale(detector: Detector) -> MapScale:
     return scale or MapScale(0.0, detector.image_threshold, detector.image_threshold)
 
 
+def map_png(values: np.ndarray, scale: MapScale, encoding: str) -> bytes:
+    """The PNG of one anomaly map.
+
+    Args:
+        values: ``(H, W)`` map.
+        scale: The detector's heat-map scale (:func:`heat_scale`).
+        encoding: ``heat`` (JET colours on the scale), ``gray8`` or ``gray16`` (the normalised map, 0.5 at the
+            threshold, see :func:`~fader_lightning.models.scoring.normalized`, in 8 or 16 bits).
+
+    Returns:
+        The encoded file.
+    """
+    if encoding == "heat":
+        return encode_png(heatmap(values, scale.low, scale.high))
+    unit = normalized(torch.from_numpy(values), scale.low, scale.threshold).numpy()
+    depth = MAP_ENCODINGS[encoding]
+    return encode_png((unit * np.iinfo(depth).max).round().astype(depth))
+
+
 def write_images(
-    output: Path, names: Sequence[str], images: Tensor, outputs: Mapping[str, Tensor], detector: Detector
+    output: Path,
+    names: Sequence[str],
+    images: Tensor,
+    outputs: Mapping[str, Tensor],
+    found: Sequence[Detection],
+    detector: Detector,
+    encoding: str,
 ) -> None:
-    """Write the heat maps and overlays of a batch.
+    """Write the maps, masks and overlays of a batch.
 
     Args:
         output: Output folder.
         names: Output path (sub-folders and stem) of each image.
-        images: The images ``(B, 3, H, W)``.
+        images: The images ``(B, 3, h, w)``.
         outputs: The module's outputs for them.
+        found: Their detections: the maps and masks at the images' own sizes when known, else at model size.
         detector: The model (its obfuscation for I', its thresholds).
+        encoding: How maps are written (see :func:`map_png`).
     """
     scale, threshold = heat_scale(detector), detector.image_threshold
     masks = outputs.get("masks")
     masked = detector.module.inpainter.obfuscation(images.to(masks.device), masks[:, :1]) if masks is not None else None
-    for index, name in enumerate(names):
+    for index, (name, detection) in enumerate(zip(names, found, strict=True)):
+        values = detection.anomaly_map if detection.full_map is None else detection.full_map
+        atomic_write_bytes(output / "maps" / f"{name}.png", map_png(values, scale, encoding))
+        region = ((values > scale.threshold) * np.uint8(255)).astype(np.uint8)  # the region the overlay outlines
+        atomic_write_bytes(output / "masks" / f"{name}.png", encode_png(region))
         amap = outputs["anomaly_map"][index, 0].float().cpu()
-        extras = {"soft_mask": outputs["soft_mask"][index, 0].float().cpu()} if "soft_mask" in outputs else {}
-        atomic_write_bytes(output / "maps" / f"{name}.png", encode_png(heatmap(amap, scale.low, scale.high)))
+        soft_mask = outputs["soft_mask"][index, 0].float().cpu() if "soft_mask" in outputs else None
         score = float(outputs["score"][index])
         lines = [name, f"score {score:.4g} thr {threshold:.4g}: {'anomalous' if score > threshold else 'normal'}"]
         panel = overlay_panel(
-            images[index].cpu(), None, amap, scale, extras,
+            images[index].cpu(), None, amap, scale, soft_mask,
             masked_input=masked[index].float().cpu() if masked is not None else None,
             recon=outputs["recon"][index].float().clamp(0, 1).cpu(), lines=lines,
         )  # fmt: skip
@@ -376,9 +432,11 @@ def scored_row(path: Path, found: Detection, name: str) -> dict[str, Any]:
     Returns:
         The row (see :data:`COLUMNS`).
     """
+    height, width = (found.full_map if found.full_map is not None else found.anomaly_map).shape
     return {"path": str(path), "status": "ok", "score": found.score, "label": int(found.label),
             "normalized_score": found.normalized_score if found.normalized_score is not None else "",
-            "map": f"maps/{name}.png", "overlay": f"overlays/{name}.png"}  # fmt: skip
+            "map": f"maps/{name}.png", "mask": f"masks/{name}.png", "overlay": f"overlays/{name}.png",
+            "height": height, "width": width}  # fmt: skip
 
 
 def write_scores(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -396,6 +454,25 @@ def write_scores(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def check_outputs_size(cfg: DictConfig) -> bool:
+    """Check ``output_size`` and ``map_encoding``.
+
+    Args:
+        cfg: The predict config.
+
+    Returns:
+        Whether maps and masks are written at the input images' own sizes.
+
+    Raises:
+        ConfigError: On an unknown value.
+    """
+    if cfg.output_size not in OUTPUT_SIZES:
+        raise ConfigError(f"output_size={cfg.output_size!r} is unknown; use one of {', '.join(OUTPUT_SIZES)}")
+    if cfg.map_encoding not in MAP_ENCODINGS:
+        raise ConfigError(f"map_encoding={cfg.map_encoding!r} is unknown; use one of {', '.join(MAP_ENCODINGS)}")
+    return cfg.output_size == "input"
+
+
 def predict(cfg: DictConfig) -> Prediction:
     """Score images and write maps, overlays and ``scores.csv`` (what ``fader-predict`` runs).
 
@@ -404,7 +481,7 @@ def predict(cfg: DictConfig) -> Prediction:
 
     Args:
         cfg: The ``conf/predict.yaml`` config: ``ckpt``, ``input``, ``output``, ``threshold``, ``normal_dir``,
-            ``quantile``, ``image_size``, ``force``, ``batch_size``, ``device`` and ``vit_weights``.
+            ``calibration``, ``image_size``, ``force``, ``batch_size``, ``device`` and ``vit_weights``.
 
     Returns:
         The rows of ``scores.csv`` and the threshold.
@@ -418,8 +495,6 @@ def predict(cfg: DictConfig) -> Prediction:
     """
     if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
         raise ConfigError(f"batch_size={cfg.batch_size!r} is invalid; use an integer >= 1")
-    if isinstance(cfg.quantile, bool) or not isinstance(cfg.quantile, int | float):
-        raise ConfigError(f"quantile={cfg.quantile!r} is invalid; use a value in (0, 1], 1.0 being the maximum")
     paths, base = resolve_inputs(str(cfg.input))
     names = output_names(paths, base)
     check_output(Path(cfg.output), str(cfg.input), paths, names.values(), cfg)
@@ -429,11 +504,14 @@ def predict(cfg: DictConfig) -> Prediction:
     size = resolve_image_size(cfg.image_size, module, entry, cfg.force)
     module.inpainter.unet.check_input_size(*size)
     detector = Detector(module, size)
+    chosen = {key: value for key, value in (cfg.get("calibration") or {}).items() if value is not None}
+    with settings_of("calibration"):
+        settings = Calibration.of({**module.calibration_settings.as_dict(), **chosen})
     result = Prediction()
     result.threshold, result.threshold_source = resolve_threshold(
         cfg.threshold,
         cfg.normal_dir,
-        lambda folder: calibrate_threshold(detector, folder, cfg.batch_size, cfg.quantile),
+        lambda folder: calibrate_threshold(detector, folder, cfg.batch_size, settings),
         entry,
         detector.image_threshold,
     )
@@ -443,12 +521,15 @@ def predict(cfg: DictConfig) -> Prediction:
     def skip(path: Path, reason: str) -> None:
         rows[path] = {"path": str(path), "status": "skipped", "reason": reason}
 
+    full_size = check_outputs_size(cfg)
     with staged(output, OUTPUTS) as staging:  # swapped in whole at the end: never mixed with an earlier prediction
         with background_writes():  # a batch's maps and overlays are written while the next batch is scored
-            for kept, batch, outputs in infer_batches(detector, paths, cfg.batch_size, skip):
-                submit(write_images, staging, [names[path] for path in kept], batch, outputs, detector)
-                for path, found in zip(kept, detector.detections(outputs, [str(p) for p in kept]), strict=True):
-                    rows[path] = scored_row(path, found, names[path])
+            for kept, batch, sizes, outputs in infer_batches(detector, paths, cfg.batch_size, skip):
+                found = detector.detections(outputs, [str(p) for p in kept], sizes if full_size else None)
+                submit(write_images, staging, [names[path] for path in kept], batch, outputs, found, detector,
+                       cfg.map_encoding)  # fmt: skip
+                for path, detection in zip(kept, found, strict=True):
+                    rows[path] = scored_row(path, detection, names[path])
         result.rows = [rows[path] for path in paths]
         write_scores(staging / SCORES_FILE, result.rows)
     return result

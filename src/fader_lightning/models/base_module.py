@@ -16,9 +16,10 @@ from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
 from fader_lightning.data.source import RECORD_KEY
-from fader_lightning.errors import ConfigError, TrainingError
+from fader_lightning.errors import ConfigError, TrainingError, settings_of
 from fader_lightning.metrics import AnomalyScoreStore
 from fader_lightning.metrics.diagnostics import TestDiagnostics
+from fader_lightning.models.calibration import CALIBRATION_KEY, Calibration, ratio_for
 from fader_lightning.models.checkpoints import (
     DIGEST_KEY,
     STAGE_KEY,
@@ -54,6 +55,43 @@ def plain(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     if isinstance(settings, DictConfig):
         return OmegaConf.to_container(settings, resolve=True)
     return dict(settings)
+
+
+def check_enough(settings: Calibration, count: int, datamodule: Any, held_out: bool, training: bool = False) -> None:
+    """Refuse a calibration with fewer normal images than its method needs, saying which setting gives them.
+
+    Args:
+        settings: The calibration settings.
+        count: The normal images at hand (held-out ones, or training ones without a held-out split).
+        datamodule: The datamodule that served them.
+        held_out: Whether they were held out of training.
+        training: Whether ``count`` counts the training images of ``seen_gap``.
+
+    Raises:
+        ConfigError: When ``count`` is too small.
+    """
+    need = settings.training_needed if training else settings.held_out_needed
+    if count >= need:
+        return
+    what = f"calibration.method={settings.method} at calibration.target_fpr={settings.target_fpr:g}"
+    if training:
+        raise ConfigError(
+            f"{what} needs the scores of {need} training images (1 / target_fpr) and the training split has {count}: "
+            "raise calibration.target_fpr, or choose calibration.method=auto (max where the data is too small)"
+        )
+    if held_out:
+        total = len(datamodule.train_samples) + count
+        ratio = ratio_for(need, total)
+        have = f"data.val_ratio={datamodule.val_ratio} holds out {count} of the {total} normal training images"
+        fix = f"data.val_ratio={ratio} holds out {need}" if ratio else f"{total} training images cannot spare {need}"
+    else:
+        have = f"without held-out normals (data.val_policy={datamodule.val_policy}) it has the {count} training images"
+        fix = "more normal training images are needed"
+    others = {"quantile": "choose calibration.method=max or a larger calibration.target_fpr"}
+    other = others.get(settings.method, "choose calibration.method=max")
+    if need == 2 and settings.margin > 0:  # the margin's standard deviation, not the method, needs the second one
+        other = "set calibration.margin=0"
+    raise ConfigError(f"{what} needs {need} held-out normal images, and {have}: {fix}; or {other}")
 
 
 class AnomalyModule(L.LightningModule):
@@ -111,14 +149,25 @@ class AnomalyModule(L.LightningModule):
         self.test_diagnostics: dict[str, float | None] = {}
         self.calibration: dict[str, Any] = {}
 
-    def set_evaluation(self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str) -> None:
+    def set_evaluation(
+        self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str, calibration: Mapping[str, Any]
+    ) -> None:
         """Apply a job's evaluation settings to a loaded model (they never change trained weights).
+
+        Other calibration settings than the model's drop its thresholds: they are calibrated again before testing.
 
         Args:
             scoring: Settings of :class:`~fader_lightning.models.scoring.AnomalyScorer`.
             fpr_limit: FPR limit of AUPRO.
             map_storage: Storage dtype of test maps.
+            calibration: Settings of :class:`~fader_lightning.models.calibration.Calibration`.
         """
+        with settings_of("calibration"):
+            settings = Calibration.of(calibration)
+        if settings != self.calibration_settings:
+            self.scorer.clear_thresholds()
+            self.calibration = {}
+        self.hparams[CALIBRATION_KEY] = settings.as_dict()
         self.fpr_limit = fpr_limit
         self.store = AnomalyScoreStore(map_dtype=map_storage, fpr_limit=fpr_limit)
         self.hparams.update({"fpr_limit": fpr_limit, "map_storage": map_storage})
@@ -305,17 +354,67 @@ class AnomalyModule(L.LightningModule):
         self.scorer.set_statistics(*stats.compute())
         log.info("%s: normal-map statistics measured on %d normal images", self.stage, stats.count)
 
+    @property
+    def calibration_settings(self) -> Calibration:
+        """How this model's thresholds are chosen (``calibration``; checkpoints that predate it: the maximum)."""
+        return Calibration.of(self.hparams.get(CALIBRATION_KEY) or {})
+
+    def _scores_and_peaks(self, loader: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """Image scores, largest and smallest map values of every image of a loader."""
+        scores, peaks, floors = [], [], []
+        for out in self._maps(loader):
+            maps = out["anomaly_map"].float().flatten(1)
+            scores.append(out["score"].float().cpu())
+            peaks.append(maps.amax(1).cpu())
+            floors.append(maps.amin(1).cpu())
+        return torch.cat(scores), torch.cat(peaks), torch.cat(floors)
+
+    def check_calibration_data(self) -> tuple[Calibration, bool]:
+        """The calibration that will run on this datamodule's normals, refused when they are too few for it.
+
+        Called before training (:meth:`on_fit_start`), so that a method the data cannot serve fails before any work.
+
+        Returns:
+            The settings with ``auto`` resolved, and whether there are held-out normals.
+
+        Raises:
+            ConfigError: When the method needs more normal images than the data gives it (the message says which
+                ``data.val_ratio`` gives enough), or ``seen_gap`` has no held-out normals to measure its gap on.
+        """
+        datamodule = self.calibration_data()
+        held_out = datamodule.val_policy == "from_train" and bool(datamodule.val_samples)
+        count = len(datamodule.val_samples) if held_out else len(datamodule.normal_samples)
+        settings = self.calibration_settings.resolved(count if held_out else 0, len(datamodule.train_samples))
+        if settings.method == "seen_gap" and not held_out:
+            raise ConfigError(
+                "calibration.method=seen_gap measures the gap between training and held-out normal images, and "
+                f"this data holds none out (data.val_policy={datamodule.val_policy}): set "
+                "data.val_policy=from_train, or choose calibration.method=auto or max"
+            )
+        check_enough(settings, count, datamodule, held_out)
+        if settings.method == "seen_gap":
+            check_enough(settings, len(datamodule.train_samples), datamodule, held_out, training=True)
+        return settings, held_out
+
+    def on_fit_start(self) -> None:
+        """Refuse, before the first step, a calibration the data cannot serve (see :meth:`check_calibration_data`)."""
+        self.check_calibration_data()
+
     def fit_thresholds(self) -> None:
-        """Calibrate the image and pixel thresholds: the largest score and map value of normal images.
+        """Calibrate the image and pixel thresholds on normal images with :attr:`calibration_settings`.
 
         The normal images held out of training (``data.val_policy=from_train``) are used when there are any;
         otherwise the training images, whose scores are lower than those of unseen normals (a warning says so).
         Never test images. The thresholds, and the smallest score and map value (the low end of the normalised
         scale, see :func:`~fader_lightning.models.scoring.normalized`), are stored in the scorer (so in the checkpoint)
         and in :attr:`calibration`.
+
+        Raises:
+            ConfigError: When the method needs more normal images than the data gives it (the message says which
+                ``data.val_ratio`` gives enough).
         """
         datamodule = self.calibration_data()
-        held_out = datamodule.val_policy == "from_train" and bool(datamodule.val_samples)
+        settings, held_out = self.check_calibration_data()
         if not held_out:
             log.warning(
                 "%s: thresholds calibrated on the training images (no held-out normals): expect false positives; "
@@ -323,21 +422,25 @@ class AnomalyModule(L.LightningModule):
                 self.stage,
             )
         loader = datamodule.val_dataloader() if held_out else datamodule.normal_dataloader()
-        scores, peaks, floors = [], [], []
-        for out in self._maps(loader):
-            maps = out["anomaly_map"].float().flatten(1)
-            scores.append(out["score"].float().cpu())
-            peaks.append(maps.amax(1).cpu())
-            floors.append(maps.amin(1).cpu())
-        scores = torch.cat(scores)
-        image, pixel = float(scores.max()), float(torch.cat(peaks).max())
-        image_low, pixel_low = float(scores.min()), float(torch.cat(floors).min())
+        scores, peaks, floors = self._scores_and_peaks(loader)
+        training = (None, None)
+        if settings.method == "seen_gap":
+            training = self._scores_and_peaks(datamodule.fit_dataloader())[:2]
+        image, pixel = settings.threshold(scores, training[0]), settings.threshold(peaks, training[1])
+        image_low, pixel_low = float(scores.min()), float(floors.min())
         self.scorer.set_thresholds(image, pixel, image_low, pixel_low)
+        image, pixel = self.scorer.image_threshold, self.scorer.pixel_threshold  # as stored (float32) and deployed
         self.calibration = {"image_threshold": image, "pixel_threshold": pixel, "image_min": image_low,
-                            "pixel_min": pixel_low, "normal_images": len(loader.dataset),
-                            "split": "held_out" if held_out else "train"}  # fmt: skip
-        log.info("%s: thresholds image %.6g, pixel %.6g from %d %s normal images", self.stage, image, pixel,
-                 len(loader.dataset), "held-out" if held_out else "training")  # fmt: skip
+                            "pixel_min": pixel_low, "normal_images": len(scores),
+                            "split": "held_out" if held_out else "train", **settings.as_dict(),
+                            "requested": self.calibration_settings.method}  # fmt: skip
+        if training[0] is not None:
+            self.calibration["training_images"] = len(training[0])
+        asked = self.calibration_settings.method
+        method = settings.method if asked == settings.method else f"{asked}: {settings.method}"
+        log.info("%s: thresholds image %.6g, pixel %.6g from %d %s normal images (calibration.method=%s, "
+                 "target_fpr=%g, margin=%g std)", self.stage, image, pixel, len(scores),
+                 "held-out" if held_out else "training", method, settings.target_fpr, settings.margin)  # fmt: skip
 
     def calibrate(self) -> None:
         """Measure what scoring needs from normal images: map statistics (``normalize``), then thresholds."""
@@ -363,7 +466,8 @@ class AnomalyModule(L.LightningModule):
             self.calibrate()
         elif not self.calibration:
             self.calibration = {"image_threshold": self.scorer.image_threshold,
-                                "pixel_threshold": self.scorer.pixel_threshold, "split": "checkpoint"}  # fmt: skip
+                                "pixel_threshold": self.scorer.pixel_threshold, "split": "checkpoint",
+                                **self.calibration_settings.as_dict()}  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """State the stage, leave the frozen mask generator's weights out (a DINO ViT: 87 MB), and seal the rest.
@@ -376,8 +480,15 @@ class AnomalyModule(L.LightningModule):
         checkpoint[DIGEST_KEY] = weights_digest(checkpoint)  # read_checkpoint refuses a file damaged since
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put the freshly built mask generator's weights back, so strict loading still checks everything else."""
+        """Put the freshly built mask generator's weights back, so strict loading still checks everything else.
+
+        A loaded model also takes its calibration settings from the checkpoint (they are no constructor argument); a
+        resumed one keeps its job's.
+        """
         restore_frozen(checkpoint["state_dict"], self.state_dict(), self.frozen_prefix)
+        stored = checkpoint.get("hyper_parameters", {}).get(CALIBRATION_KEY)
+        if stored is not None and CALIBRATION_KEY not in self.hparams:
+            self.hparams[CALIBRATION_KEY] = dict(stored)
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """Infer a test batch and add it to the score store."""

@@ -356,6 +356,10 @@ class AnomalyScorer(nn.Module):
         values = [image, pixel, image_low, pixel_low]
         self.thresholds = torch.tensor(values, dtype=torch.float32, device=self.thresholds.device)
 
+    def clear_thresholds(self) -> None:
+        """Forgets the thresholds, so that they are calibrated again (e.g. with other calibration settings)."""
+        self.thresholds = torch.zeros(0, device=self.thresholds.device)
+
     def normalized_scores(self, scores: Tensor) -> Tensor | None:
         """Image scores on the ``(0, 1)`` scale whose threshold is 0.5 (see :func:`normalized`), if calibrated."""
         lows = self.normal_lows

@@ -7,7 +7,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -26,12 +26,14 @@ def aside_folder(folder: Path) -> Path:
     return replaced
 
 
-def writable_folder(path: str | Path, key: str) -> Path:
+def writable_folder(path: str | Path, key: str, names: Iterable[str] | None = None) -> Path:
     """Check, before any work, that ``path`` can be the output folder a command writes into.
 
     Args:
         path: The folder (created if missing).
         key: The argument that named it, for the error message.
+        names: The entries the command writes there, when it writes only these (an export's files beside
+            whatever else the folder holds); ``None``: the folder is the command's own.
 
     Returns:
         The folder.
@@ -48,11 +50,11 @@ def writable_folder(path: str | Path, key: str) -> Path:
         raise ConfigError(f"{key}={path} cannot be created ({err.strerror}); choose a writable folder") from err
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"{key}={path} is not writable; choose a writable folder")
-    check_links_stay_inside(path)
+    check_links_stay_inside(path, names)
     return path
 
 
-def check_links_stay_inside(folder: str | Path) -> None:
+def check_links_stay_inside(folder: str | Path, names: Iterable[str] | None = None) -> None:
     """Refuse an output folder whose sub-folder is a symbolic link leading out of it.
 
     A command writes its files into named sub-folders (``checkpoints/``, ``overlays/``, ``maps/``); a link there
@@ -60,13 +62,15 @@ def check_links_stay_inside(folder: str | Path) -> None:
 
     Args:
         folder: The output folder.
+        names: Only these entries (the ones the command writes); ``None``: every entry.
 
     Raises:
         ConfigError: Naming the link, where it leads, and the fix.
     """
     folder = Path(folder)
     root = folder.resolve()
-    for entry in folder.iterdir() if folder.is_dir() else ():
+    entries = folder.iterdir() if names is None else (folder / name for name in names)
+    for entry in entries if folder.is_dir() else ():
         if entry.is_symlink() and not entry.resolve().is_relative_to(root):
             raise ConfigError(
                 f"{entry} is a symbolic link to {entry.resolve()}, outside the output folder {folder}; outputs never "

@@ -148,9 +148,11 @@ class EARModule(AnomalyModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
 
-    def set_evaluation(self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str) -> None:
+    def set_evaluation(
+        self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str, calibration: Mapping[str, Any]
+    ) -> None:
         """Apply a job's evaluation settings, the scorer included (see :meth:`AnomalyModule.set_evaluation`)."""
-        super().set_evaluation(scoring, fpr_limit, map_storage)
+        super().set_evaluation(scoring, fpr_limit, map_storage, calibration)
         self.model.scorer = rebuild_scorer(self.model.scorer, plain(scoring))
         self.hparams["scoring"] = plain(scoring)
 

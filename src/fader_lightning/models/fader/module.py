@@ -19,6 +19,7 @@ from fader_lightning.keys import FADER
 from fader_lightning.masking import single_mask_problem
 from fader_lightning.metrics.diagnostics import TestDiagnostics
 from fader_lightning.models.base_module import AnomalyModule, Optimizer, Scheduler, plain
+from fader_lightning.models.calibration import CALIBRATION_KEY
 from fader_lightning.models.checkpoints import VIT_KEYS, load_stage1, restore_frozen, stage1_overrides
 from fader_lightning.models.ear.model import EARModel
 from fader_lightning.models.ear.module import EARModule
@@ -197,7 +198,8 @@ class FADeRModule(AnomalyModule):
         if stage1_settings is None:
             key = "fader.ckpt_path"
             stage1 = load_stage1(ckpt_path, key, expected_unet, mask_cache_dir, vit_weights, allow_download)
-            stage1_settings = plain(stage1.hparams)
+            # stage 1's settings as a model; its thresholds' calibration is its own (stage 2 calibrates anew)
+            stage1_settings = {k: v for k, v in plain(stage1.hparams).items() if k != CALIBRATION_KEY}
         else:  # a FADeR checkpoint being loaded: its state dict holds the stage-1 weights
             own = stage1_overrides(stage1_settings, ckpt_path, mask_cache_dir, vit_weights, allow_download, VIT_KEYS)
             stage1_settings = {**EARModule.LEGACY_HPARAMS, **stage1_settings}
@@ -243,9 +245,11 @@ class FADeRModule(AnomalyModule):
         self._pairing = torch.Generator().manual_seed(seed)
         self.diagnostics = TestDiagnostics(patch_size)
 
-    def set_evaluation(self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str) -> None:
+    def set_evaluation(
+        self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str, calibration: Mapping[str, Any]
+    ) -> None:
         """Apply a job's evaluation settings; the frozen model's scorer is replaced and recorded with it."""
-        super().set_evaluation(scoring, fpr_limit, map_storage)
+        super().set_evaluation(scoring, fpr_limit, map_storage, calibration)
         self.ear.scorer = rebuild_scorer(self.ear.scorer, plain(scoring))
         self.stage1_hparams["scoring"] = plain(scoring)
         self.hparams["stage1_settings"] = self.stage1_hparams
