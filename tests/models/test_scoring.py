@@ -13,6 +13,7 @@ from fader_lightning.models.scoring import (
     anomaly_map,
     box_filter,
     image_score,
+    normalized,
     raw_anomaly_map,
     rebuild_scorer,
     scaled_kernel_size,
@@ -225,22 +226,23 @@ def test_rebuilt_scorer_keeps_statistics_only_while_the_map_is_the_same() -> Non
 
 def test_normalised_scores_put_the_threshold_at_one_half() -> None:
     scorer = AnomalyScorer()
-    assert scorer.normalized_scores(torch.ones(2)) is None  # not calibrated
+    assert scorer.normal_lows is None  # not calibrated
     scorer.set_thresholds(3.0, 5.0, 1.0, 2.0)
+    assert scorer.normal_lows == (1.0, 2.0)
     scores = torch.tensor([0.0, 1.0, 2.0, 3.0, 3.5, 5.0, 9.0, 1e4, 1e5])
     # independent arithmetic: x = 4 (s - 3) / (3 - 1), n = 0.5 + 0.5 x / (1 + |x|)
     xs = [4 * (s - 3) / 2 for s in scores.tolist()]
     expected = torch.tensor([0.5 + 0.5 * x / (1 + abs(x)) for x in xs])
-    normalized = scorer.normalized_scores(scores)
-    torch.testing.assert_close(normalized, expected)
-    assert normalized[1] == pytest.approx(0.1) and normalized[3] == 0.5 and normalized[5] == pytest.approx(0.9)
-    assert torch.equal(normalized > 0.5, scores > 3.0)
-    assert bool((normalized.diff() > 0).all()) and bool((normalized < 1).all())  # the order kept, nothing clipped
-    maps = scorer.normalized_maps(torch.tensor([2.0, 5.0, 8.0]))  # low 2, threshold 5: range 3
-    torch.testing.assert_close(maps, torch.tensor([0.1, 0.5, 0.9]))
+    result = normalized(scores, scorer.normal_lows[0], scorer.image_threshold).float()
+    torch.testing.assert_close(result, expected)
+    assert result[1] == pytest.approx(0.1) and result[3] == 0.5 and result[5] == pytest.approx(0.9)
+    assert torch.equal(result > 0.5, scores > 3.0)
+    assert bool((result.diff() > 0).all()) and bool((result < 1).all())  # the order kept, nothing clipped
+    maps = normalized(torch.tensor([2.0, 5.0, 8.0]), scorer.normal_lows[1], scorer.pixel_threshold)  # range 3
+    torch.testing.assert_close(maps.float(), torch.tensor([0.1, 0.5, 0.9]))
     older = AnomalyScorer()
     older.load_state_dict({**scorer.state_dict(), "thresholds": torch.tensor([3.0, 5.0])})
-    assert older.image_threshold == 3.0 and older.normalized_scores(scores) is None
+    assert older.image_threshold == 3.0 and older.normal_lows is None
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"normalize": "minmax"}, "minmax"), ({"std_floor": 0.0}, "std_floor")])

@@ -360,16 +360,6 @@ class AnomalyScorer(nn.Module):
         """Forgets the thresholds, so that they are calibrated again (e.g. with other calibration settings)."""
         self.thresholds = torch.zeros(0, device=self.thresholds.device)
 
-    def normalized_scores(self, scores: Tensor) -> Tensor | None:
-        """Image scores on the ``(0, 1)`` scale whose threshold is 0.5 (see :func:`normalized`), if calibrated."""
-        lows = self.normal_lows
-        return None if lows is None else normalized(scores, lows[0], self.image_threshold)
-
-    def normalized_maps(self, maps: Tensor) -> Tensor | None:
-        """Anomaly maps on the ``(0, 1)`` scale whose pixel threshold is 0.5 (see :func:`normalized`), if calibrated."""
-        lows = self.normal_lows
-        return None if lows is None else normalized(maps, lows[1], self.pixel_threshold)
-
     def clear_statistics(self) -> None:
         """Forgets the statistics, so that maps come out unnormalised (to measure new ones)."""
         self.set_statistics(torch.zeros(0), torch.zeros(0))
