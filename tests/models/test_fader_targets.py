@@ -8,6 +8,7 @@ from fader_lightning.masking import Obfuscation, build_mask_generator
 from fader_lightning.models.ear.model import EARModel
 from fader_lightning.models.fader.model import gt_patch_targets
 from fader_lightning.models.fader.targets import (
+    TARGETS,
     check_synthetic,
     complement_targets,
     synthetic_defects,
@@ -92,3 +93,19 @@ def test_complement_target_is_the_inpainted_error(ear: EARModel) -> None:
     torch.testing.assert_close(targets, torch.where(hidden, from_first, from_second))
     assert targets.shape == (2, 1, 4, 4)
     assert raw_anomaly_map(images, recon).shape == (2, 1, 32, 32)
+
+
+def test_every_target_of_the_table_gives_its_patch_targets(ear: EARModel) -> None:
+    """The dispatch table: each name's function, on clean images, against the functions it names."""
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    masks = ear.masks(images)
+    with torch.no_grad():
+        recon = ear.reconstruct(images, masks)
+        errors = gt_patch_targets(images, recon, 8)
+        got = {name: make(ear, images, masks, recon, 8, errors) for name, make in TARGETS.items()}
+        complement = complement_targets(ear, images, masks, recon, 8)
+    assert set(got) == {"msgms", "mse", "complement", "synthetic"}
+    assert torch.equal(got["msgms"], errors) and torch.equal(got["complement"], complement)
+    torch.testing.assert_close(got["mse"], gt_patch_targets(images, recon, 8, "mse"))
+    assert not torch.equal(got["mse"], errors) and float(got["synthetic"].abs().max()) == 0.0
+    assert all(value.shape == (2, 1, 4, 4) for value in got.values())

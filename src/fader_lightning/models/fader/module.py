@@ -35,7 +35,6 @@ from fader_lightning.models.fader.model import (
 from fader_lightning.models.fader.targets import (
     TARGETS,
     check_synthetic,
-    complement_targets,
     synthetic_defects,
     synthetic_targets,
 )
@@ -315,14 +314,7 @@ class FADeRModule(AnomalyModule):
         errors = gt_patch_targets(images, recon, size)
         hidden = patch_mask_fraction(masks, size)
         target = self.hparams.target
-        if not training_rows:
-            targets = errors
-        elif target in ("msgms", "mse"):
-            targets = errors if target == "msgms" else gt_patch_targets(images, recon, size, "mse")
-        elif target == "complement":
-            targets = complement_targets(self.ear, images, masks, recon, size)
-        else:
-            targets = torch.zeros_like(errors)  # a clean image adds no error: its synthetic rows follow
+        targets = TARGETS[target](self.ear, images, masks, recon, size, errors) if training_rows else errors
         rows = [
             PatchRows.stored(features[j : j + 1], targets[j : j + 1], errors[j : j + 1], hidden[j : j + 1])
             for j in range(len(images))

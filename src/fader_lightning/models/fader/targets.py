@@ -15,7 +15,7 @@ All functions are pure torch and run without gradients.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -29,7 +29,9 @@ from fader_lightning.models.scoring import raw_anomaly_map
 if TYPE_CHECKING:
     from fader_lightning.models.ear.model import EARModel
 
-TARGETS: tuple[str, ...] = ("msgms", "mse", "synthetic", "complement")
+CleanTargets = Callable[["EARModel", Tensor, Tensor, Tensor, int, Tensor], Tensor]
+"""``(ear, images, masks, recon, patch_size, msgms_errors) -> (B, 1, H / P, W / P)``: one target's patch targets of
+clean training images."""
 DEFECT_KINDS: tuple[str, ...] = ("cutpaste", "blob")
 
 
@@ -165,3 +167,14 @@ def complement_targets(ear: EARModel, images: Tensor, masks: Tensor, recon: Tens
     recon_complement = ear.reconstruct(images, complement)
     inpainted = masks * raw_anomaly_map(images, recon) + complement * raw_anomaly_map(images, recon_complement)
     return F.avg_pool2d(inpainted, patch_size)
+
+
+TARGETS: dict[str, CleanTargets] = {
+    "msgms": lambda ear, images, masks, recon, size, errors: errors,
+    "mse": lambda ear, images, masks, recon, size, errors: gt_patch_targets(images, recon, size, "mse"),
+    "complement": lambda ear, images, masks, recon, size, errors: complement_targets(ear, images, masks, recon, size),
+    # a clean image adds no error: its corrupted copies carry the targets (FADeRModule adds them)
+    "synthetic": lambda ear, images, masks, recon, size, errors: torch.zeros_like(errors),
+}
+"""``fader.target``: each target's patch targets of clean training images. A target is added here, with its function,
+or not at all: an unknown name fails when the module is built."""
