@@ -230,3 +230,22 @@ def test_the_commands_calibration_keys_are_the_settings() -> None:
     for command in ("eval", "predict"):
         node = OmegaConf.load(Path(CONFIG_DIR) / f"{command}.yaml").calibration
         assert set(node) == set(settings) and all(value is None for value in node.values()), command
+
+
+@pytest.mark.parametrize(
+    ("function", "parameter", "config", "key"),
+    [
+        ("fader_lightning.models.fader.model.FADeRModel", "attenuate_masked", "fader/default", "attenuate_masked"),
+        ("fader_lightning.models.fader.model.FADeRModel", "patch_size", "fader/default", "patch_size"),
+        ("fader_lightning.models.fader.model.SoftMask.calibrate", "quantile", "fader/default", "calibration.quantile"),
+        ("fader_lightning.models.skip_dropout.PatchSkipDropout", "levels", "model/ear", "skip_dropout.levels"),
+        ("fader_lightning.models.skip_dropout.PatchSkipDropout", "patch_size", "model/ear", "skip_dropout.patch_size"),
+    ],
+)
+def test_pure_torch_defaults_agree_with_conf(function: str, parameter: str, config: str, key: str) -> None:
+    """A default of a pure-torch class is the value conf/ gives it (or there is none, as for PatchSkipDropout's p)."""
+    module, _, name = function.rpartition(".")
+    target = get_class(function) if name[0].isupper() else getattr(get_class(module), name)
+    default = inspect.signature(target).parameters[parameter].default
+    value = OmegaConf.select(OmegaConf.load(Path(CONFIG_DIR) / f"{config}.yaml"), key)
+    assert (list(default) if isinstance(default, tuple) else default) == value, (function, parameter)

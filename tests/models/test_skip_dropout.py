@@ -30,7 +30,7 @@ def test_no_dropout_and_bad_settings() -> None:
     with pytest.raises(ConfigError, match=r"^p=1\.0 is invalid"):
         PatchSkipDropout(p=1.0)
     with pytest.raises(ConfigError, match=r"^patch_size=0 is invalid"):
-        PatchSkipDropout(patch_size=0)
+        PatchSkipDropout(p=0.1, patch_size=0)
     masking = {"name": "checkerboard"}
     assert (
         EARModule(
@@ -41,7 +41,7 @@ def test_no_dropout_and_bad_settings() -> None:
     net = UNet(widths=(8, 16, 32, 64))
     x = torch.rand(1, 3, 32, 32)
     with pytest.raises(ConfigError, match=r"^levels=\[0, 3\].*\[0, 1, 2\]"):
-        PatchSkipDropout(levels=(0, 3)).check_levels(len(net.encode(x)[0]))
+        PatchSkipDropout(p=0.1, levels=(0, 3)).check_levels(len(net.encode(x)[0]))
     # built from the config, the error names the config key, before any training step
     with pytest.raises(ConfigError, match=r"^model\.skip_dropout\.levels=\[0, 3\].*\[0, 1, 2\]"):
         EARModule(**EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]}, masking={"name": "none"},

@@ -32,7 +32,7 @@ class PatchSkipDropout(nn.Module):
         ConfigError: If ``p`` or ``patch_size`` is out of range.
     """
 
-    def __init__(self, p: float = 0.1, levels: Sequence[int] = (0, 1, 2), patch_size: int = 8) -> None:
+    def __init__(self, p: float, levels: Sequence[int] = (0, 1, 2), patch_size: int = 8) -> None:
         super().__init__()
         if not 0 <= p < 1:
             raise ConfigError(f"p={p} is invalid; use a probability in [0, 1) such as 0.1")

@@ -270,7 +270,7 @@ class SoftMask(nn.Module):
     def calibrate(
         self,
         preds: Tensor,
-        quantile: float | str = 0.99,
+        quantile: float | str = "max",
         median_quantile: float = 0.5,
         temperature_scale: float = 0.1,
         min_temperature: float = 1e-6,
@@ -395,7 +395,7 @@ class FADeRModel(nn.Module):
         enabled: bool = True,
         in_channels: int = 3,
         use: str = "attenuate",
-        attenuate_masked: bool = True,
+        attenuate_masked: bool = False,
         residual_region: str = "all",
     ) -> None:
         super().__init__()
