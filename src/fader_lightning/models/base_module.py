@@ -430,13 +430,13 @@ class AnomalyModule(L.LightningModule):
         image_low, pixel_low = float(scores.min()), float(floors.min())
         self.scorer.set_thresholds(image, pixel, image_low, pixel_low)
         image, pixel = self.scorer.image_threshold, self.scorer.pixel_threshold  # as stored (float32) and deployed
+        asked = self.calibration_settings.method
         self.calibration = {"image_threshold": image, "pixel_threshold": pixel, "image_min": image_low,
                             "pixel_min": pixel_low, "normal_images": len(scores),
                             "split": "held_out" if held_out else "train", **settings.as_dict(),
-                            "requested": self.calibration_settings.method}  # fmt: skip
+                            "requested": asked}  # fmt: skip
         if training[0] is not None:
             self.calibration["training_images"] = len(training[0])
-        asked = self.calibration_settings.method
         method = settings.method if asked == settings.method else f"{asked}: {settings.method}"
         log.info("%s: thresholds image %.6g, pixel %.6g from %d %s normal images (calibration.method=%s, "
                  "target_fpr=%g, margin=%g std)", self.stage, image, pixel, len(scores),
