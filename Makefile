@@ -41,9 +41,10 @@ lock: ## Re-resolve the newest allowed versions in a scratch venv and pin them i
 test: install ## Run the test suite
 	$(PY) -m pytest
 
-lint: install ## ruff check and format check
+lint: install ## ruff check and format check, and the import contracts of .importlinter (docs/ARCHITECTURE.md)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/lint-imports
 
 format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests benchmarks
@@ -55,7 +56,7 @@ demo: install ## The main job on the embedded generated data: the demo table, en
 reproduce-table: install ## Sweep, then aggregate: DATASET=mvtec|visa|demo [DATA_DIR=..] [CATEGORIES=a,b] [MASKING=x,y]
 	$(PY) -m fader_lightning.cli.train experiment=table_$(DATASET) hydra.sweep.dir=$(SWEEP_DIR) \
 		$(DATA_ROOT_ARG) $(CATEGORY_ARG) $(MASKING_ARG) $(EXTRA)
-	$(PY) -m fader_lightning.aggregate $(SWEEP_DIR) --name $(DATASET) --operating-point
+	$(PY) -m fader_lightning.cli.aggregate $(SWEEP_DIR) --name $(DATASET) --operating-point
 
 CKPT ?=
 EVAL_DATA_ARG := $(if $(filter-out demo,$(DATASET)),data=$(DATASET),)
@@ -65,10 +66,10 @@ eval: install ## Test a checkpoint on its run's data, or another: CKPT=<run>/che
 	$(PY) -m fader_lightning.cli.evaluate ckpt_path=$(abspath $(CKPT)) $(EVAL_DATA_ARG) $(DATA_ROOT_ARG) $(CATEGORY_ARG) $(EXTRA)
 
 bench: install ## Measure costs, latencies, throughput and memory: results/bench.json and results/bench.md
-	$(PY) -m fader_lightning.cli.bench --out results
+	$(PY) benchmarks/bench.py --out results
 
 bench-speed: install ## Test-pass breakdown, U-Net speed switches, scaling 64-512 px: results/speed.{json,md}, scaling.png
-	$(PY) -m fader_lightning.cli.bench_speed --out results
+	$(PY) benchmarks/bench_speed.py --out results
 
 RUNS ?=
 
@@ -93,4 +94,4 @@ $(PEERS_STAMP): pyproject.toml $(CONSTRAINTS) $(PEERS_REQUIREMENTS)
 	touch $(PEERS_STAMP)
 
 bench-peers: $(PEERS_STAMP) ## anomalib PatchCore/PaDiM/FastFlow/DRAEM vs EAR, EAR + FADeR (own venv): results/peers.{json,md} [DATA_DIR=.. CATEGORY=x IMAGE_SIZE=n] [EXTRA=..]
-	$(PEERS_VENV)/bin/python -m fader_lightning.cli.bench_peers --out results $(PEERS_ARGS) $(EXTRA)
+	$(PEERS_VENV)/bin/python benchmarks/bench_peers.py --out results $(PEERS_ARGS) $(EXTRA)

@@ -20,6 +20,7 @@ from fader_lightning.configs import CONFIG_DIR, literal_settings
 from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.data.synthetic import make_mvtec_tree, make_visa_tree
 from fader_lightning.models import FADeRModule
+from fader_lightning.models.loading import STAGE1_SOURCE_KEYS, load_stage1
 
 pytest_plugins = ("sweeps",)  # the fake-sweep fixtures of the aggregate tests
 
@@ -58,11 +59,10 @@ EAR_SETTINGS = {
 }
 """The values ``conf/`` gives a stage-1 module besides its network and masking, for modules built in tests."""
 FADER_SETTINGS = {
-    **literal_settings("fader/default", exclude=("trainer", "ckpt_path")),
+    **literal_settings("fader/default", exclude=("trainer", *STAGE1_SOURCE_KEYS)),
     "seed": literal_settings("train")["seed"],
-    "allow_download": False,
 }
-"""``conf/fader/default.yaml``'s settings of a stage-2 module (the job's seed; tests never download)."""
+"""``conf/fader/default.yaml``'s settings of a stage-2 module (with the job's seed)."""
 
 
 DATA_ARGUMENTS = ("root", "normal_dir", "abnormal_dir", "mask_dir", "split_csv")
@@ -87,8 +87,13 @@ def datamodule(kind: str, *args: Any, **settings: Any) -> AnomalyDataModule:
 
 
 def fader_module(ckpt: str | Path, **settings: Any) -> FADeRModule:
-    """A stage-2 module on a stage-1 checkpoint with ``conf/``'s settings, some replaced by ``settings``."""
-    return FADeRModule(str(ckpt), **{**FADER_SETTINGS, **settings})
+    """A stage-2 module on a stage-1 checkpoint with ``conf/``'s settings, some replaced by ``settings``.
+
+    The stage-1 model is loaded as a ``stage=fader`` job loads it: ``settings`` may hold the loading keys of the
+    ``fader`` node (``expected_unet``, ``mask_cache_dir``, ``vit_weights``, ``allow_download``).
+    """
+    source = {key: settings.pop(key) for key in STAGE1_SOURCE_KEYS if key in settings}
+    return FADeRModule(load_stage1(ckpt, "fader.ckpt_path", **source), **{**FADER_SETTINGS, **settings})
 
 
 def compose_train_cfg(
@@ -154,7 +159,7 @@ def edit_checkpoint(
     """
     import torch
 
-    from fader_lightning.models.checkpoints import DIGEST_KEY, weights_digest
+    from fader_lightning.models.checkpoint_file import DIGEST_KEY, weights_digest
 
     checkpoint = torch.load(source, weights_only=True)
     edit(checkpoint)

@@ -15,9 +15,10 @@ import torch
 from PIL import Image
 
 from conftest import REPO_ROOT, TINY_UNET
-from fader_lightning.api import Detector, as_rgb_uint8, train
+from fader_lightning.api import Detector, train
 from fader_lightning.data.image_io import read_image
 from fader_lightning.data.transforms import build_transform
+from fader_lightning.deploy.detector import as_rgb_uint8
 from fader_lightning.errors import ConfigError, DataError
 from fader_lightning.models import FADeRModule
 

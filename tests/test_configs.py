@@ -110,7 +110,7 @@ def test_multi_device_jobs_are_refused_in_a_local_multirun(tmp_path: Path) -> No
     from hydra.types import RunMode
 
     from fader_lightning.errors import ConfigError
-    from fader_lightning.stages import check_launch
+    from fader_lightning.jobs.stages import check_launch
 
     cfg = compose_train_cfg(tmp_path, ["trainer=ddp"])
     check_launch(cfg)  # a single run may launch its DDP ranks
@@ -129,8 +129,8 @@ def test_multi_device_jobs_are_refused_in_a_local_multirun(tmp_path: Path) -> No
 def test_augmentation_presets_compose_and_an_unknown_one_is_named(tmp_path: Path) -> None:
     import albumentations as A
 
-    from fader_lightning.cli.train import train
     from fader_lightning.errors import ConfigError
+    from fader_lightning.jobs.train import train
 
     flips = instantiate(compose_train_cfg(tmp_path, ["augmentation=flip"]).data.train_augmentations)
     assert [type(t) for t in flips] == [A.Affine, A.HorizontalFlip, A.VerticalFlip]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_UNET, compose_train_cfg
-from fader_lightning.cli.train import train
+from fader_lightning.jobs.train import train
 
 # checkerboard cells of 16 px at 64 px hide half of the image; the generated spots and scratches fall on both halves
 RUN = ["data.category=synth_object", "data.image_size=64", "data.n_train=32", "data.n_test_defect=8", TINY_UNET,

@@ -6,7 +6,7 @@ Refactoring must not change what a seed and a config produce: the same masks, we
 import pytest
 
 from conftest import TINY_UNET, compose_train_cfg
-from fader_lightning.cli.train import train
+from fader_lightning.jobs.train import train
 
 RUN = ["data.category=synth_object", "data.image_size=48", "data.n_train=16", "data.n_test_good=4",
        "data.n_test_defect=3", TINY_UNET, "masking=saliency", "stage=both", "trainer.max_epochs=2",

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_UNET, compose_train_cfg, run_command
-from fader_lightning.cli.train import train
 from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.jobs.train import train
 from fader_lightning.results import STALE, load_results
 
 SMALL = ["data.image_size=32", "data.n_train=8", "data.n_test_good=4", "data.n_test_defect=2", "data.size=64",

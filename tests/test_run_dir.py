@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import TINY_UNET, compose_train_cfg
-from fader_lightning.cli.train import train
 from fader_lightning.errors import ConfigError
+from fader_lightning.jobs.run_dir import LOCK_FILE, REPLACED_PREFIX, prepare_run_dir, run_lock
+from fader_lightning.jobs.train import train
 from fader_lightning.models import FADeRModule
 from fader_lightning.results import load_results
-from fader_lightning.run_dir import LOCK_FILE, REPLACED_PREFIX, prepare_run_dir, run_lock
 
 SMALL = ["data.image_size=32", "data.n_train=8", "data.n_test_good=4", "data.n_test_defect=2", "data.size=64",
          TINY_UNET, "logger=none", "trainer.max_epochs=1", "callbacks.overlays.num_samples=0"]  # fmt: skip

@@ -8,10 +8,11 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import TINY_UNET, compose_train_cfg, edit_checkpoint, fader_module
-from fader_lightning.cli.train import train
 from fader_lightning.errors import CheckpointError
-from fader_lightning.models.checkpoints import TRUST_ENV, load_module, read_checkpoint
-from fader_lightning.stage1_store import stage1_key
+from fader_lightning.jobs.stage1_store import stage1_key
+from fader_lightning.jobs.train import train
+from fader_lightning.models.checkpoint_file import TRUST_ENV, read_checkpoint
+from fader_lightning.models.loading import load_module
 
 SMALL = ["data.image_size=32", "data.n_train=8", "data.n_test_good=4", "data.n_test_defect=2", "data.size=64",
          TINY_UNET, "logger=none", "trainer.max_epochs=1", "callbacks.overlays.num_samples=0"]  # fmt: skip

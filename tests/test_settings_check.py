@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_train_cfg
-from fader_lightning.cli.train import train
 from fader_lightning.errors import ConfigError
+from fader_lightning.jobs.train import train
 
 
 @pytest.mark.parametrize(

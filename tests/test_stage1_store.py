@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from conftest import compose_train_cfg
-from fader_lightning.stage1_store import stage1_key
+from fader_lightning.jobs.stage1_store import stage1_key
 
 SMALL_DATA = ["data.image_size=32", "data.n_train=8", "data.n_test_good=4", "data.n_test_defect=2", "data.size=64"]
 

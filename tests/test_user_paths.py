@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 
 from conftest import EAR_SETTINGS, TINY_UNET, command_cfg, compose_train_cfg, fader_module
-from fader_lightning.cli.train import train
 from fader_lightning.deploy.export import export_checkpoint
 from fader_lightning.deploy.predict import predict
 from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.jobs.run_dir import prepare_run_dir
+from fader_lightning.jobs.train import train
 from fader_lightning.results import load_results, record_stage
-from fader_lightning.run_dir import prepare_run_dir
 from fader_lightning.utils.io import writable_folder
 
 
@@ -93,7 +93,7 @@ def test_outputs_never_follow_a_symlinked_sub_folder_out(tmp_path: Path) -> None
 
 def test_checkpoints_with_or_without_calibration_fit_a_fresh_model() -> None:
     from fader_lightning.models import EARModule
-    from fader_lightning.models.checkpoints import check_fits
+    from fader_lightning.models.checkpoint_file import check_fits
 
     unet = {"widths": [8, 16]}
     calibrated = EARModule(**EAR_SETTINGS, unet=unet, masking={"name": "checkerboard"})

@@ -11,10 +11,10 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import TINY_UNET, compose_train_cfg, edit_checkpoint
-from fader_lightning.cli.evaluate import evaluate
-from fader_lightning.cli.train import train
 from fader_lightning.data.source import data_record
 from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.jobs.evaluate import evaluate
+from fader_lightning.jobs.train import train
 from fader_lightning.models import EARModule
 from fader_lightning.results import load_results
 

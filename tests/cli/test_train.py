@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import TINY_UNET, compose_train_cfg
-from fader_lightning.cli.train import train
 from fader_lightning.errors import ConfigError, TrainingError
+from fader_lightning.jobs.train import train
 from fader_lightning.masking import available_methods
 from fader_lightning.models import EARModule
 from fader_lightning.results import load_results

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_UNET, compose_train_cfg, datamodule, fader_module
-from fader_lightning.cli.train import train
 from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.jobs.train import train
 from fader_lightning.masking import single_mask_problem
 from fader_lightning.models import EARModule, FADeRModule
 from fader_lightning.results import load_results

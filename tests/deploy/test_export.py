@@ -20,16 +20,16 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from conftest import EAR_SETTINGS, TINY_UNET, command_cfg, compose_train_cfg, fader_module, run_command
-from fader_lightning.cli.bench import save_stage1
 from fader_lightning.cli.export import main
-from fader_lightning.cli.train import train
 from fader_lightning.data.dataset import AnomalyDataset
 from fader_lightning.data.samples import ANOMALOUS, NORMAL, Sample, list_images
 from fader_lightning.data.transforms import build_transform
 from fader_lightning.deploy.export import FORMATS, OPENVINO_CONFIG, export_checkpoint, export_model
 from fader_lightning.deploy.predict import predict
 from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.jobs.train import train
 from fader_lightning.models import EARModule, FADeRModel, FADeRModule
+from fader_lightning.models.checkpoint_file import write_checkpoint
 
 RUN = ["data.category=synth_object", "data.image_size=64", "data.n_train=8", "data.size=64", TINY_UNET,
        "stage=both", "trainer.max_epochs=1", "fader.trainer.max_epochs=1", "test=false", "logger=none",
@@ -192,7 +192,7 @@ def checkerboard_modules(folder: Path) -> dict[str, EARModule | FADeRModule]:
     stage1 = EARModule(
         **EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard", "cell_size": 8}
     )
-    checkpoint = save_stage1(stage1.eval(), folder / "checkerboard.ckpt")
+    checkpoint = write_checkpoint(stage1.eval(), folder / "checkerboard.ckpt")
     return {"ear": stage1, "fader": fader_module(str(checkpoint)).eval()}
 
 

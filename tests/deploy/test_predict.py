@@ -18,12 +18,12 @@ from scipy.stats import norm
 from conftest import TINY_UNET, command_cfg, compose_train_cfg, edit_checkpoint, run_command
 from fader_lightning.api import Detector
 from fader_lightning.cli.predict import main
-from fader_lightning.cli.train import train
 from fader_lightning.data.image_io import MAX_PIXELS_ENV, read_image
 from fader_lightning.data.synthetic import make_mvtec_tree
 from fader_lightning.data.transforms import build_transform
 from fader_lightning.deploy.predict import predict
 from fader_lightning.errors import ConfigError
+from fader_lightning.jobs.train import train
 from fader_lightning.models import EARModule, FADeRModule
 from fader_lightning.results import load_results
 from fader_lightning.visualize import BAR_WIDTH, TEXT_HEIGHT, TITLE_HEIGHT

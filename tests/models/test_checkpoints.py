@@ -9,13 +9,15 @@ import torch
 from conftest import EAR_SETTINGS, fader_module
 from fader_lightning.errors import CheckpointError, ConfigError
 from fader_lightning.models import EARModule
-from fader_lightning.models.checkpoints import (
+from fader_lightning.models.checkpoint_file import (
+    DIGEST_KEY,
     STAGE_KEY,
-    checkpoint_stage,
-    load_module,
-    run_entry,
-    stage_checkpoint,
+    read_checkpoint,
+    weights_digest,
+    write_checkpoint,
 )
+from fader_lightning.models.loading import checkpoint_stage, load_module
+from fader_lightning.run_layout import run_entry, stage_checkpoint
 
 
 def saved(module: EARModule) -> dict:
@@ -59,3 +61,20 @@ def test_a_module_built_without_an_optimizer_refuses_to_train(tmp_path: Path) ->
     with pytest.raises(ConfigError, match=r"FADeRModule has no optimizer to train with.*fader\.optimizer"):
         stage2.configure_optimizers()
     assert (stage2.fpr_limit, stage2.hparams.fpr_limit) == (EAR_SETTINGS["fpr_limit"], None)  # None: stage 1's
+
+
+def test_the_writer_outside_a_trainer_writes_what_both_stages_load(tmp_path: Path) -> None:
+    module = EARModule(
+        **EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard"}, image_size=32
+    )
+    path = write_checkpoint(module.eval(), tmp_path / "s1.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s1.ckpt"]  # no temporary file left behind
+    checkpoint = read_checkpoint(path, "a test file")  # the digest it states matches what it holds
+    assert checkpoint[STAGE_KEY] == "ear" and checkpoint[DIGEST_KEY] == weights_digest(checkpoint)
+    reloaded = load_module(path)
+    for a, b in zip(module.state_dict().values(), reloaded.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)  # uncalibrated thresholds are NaN
+    fader = fader_module(path)
+    assert fader.hparams.stage1_settings["unet"] == {"widths": [8, 16, 32, 64]} and fader.fader.patch_size == 8
+    for name, value in module.model.state_dict().items():
+        torch.testing.assert_close(fader.ear.state_dict()[name], value, rtol=0, atol=0, equal_nan=True)

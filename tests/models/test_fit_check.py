@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import TINY_UNET, compose_train_cfg
-from fader_lightning.cli.train import train
 from fader_lightning.errors import ConfigError
+from fader_lightning.jobs.train import train
 from fader_lightning.models import fit_check
 from fader_lightning.models.losses import InpaintingLoss
 from fader_lightning.models.unet import UNet

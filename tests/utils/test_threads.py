@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import TINY_UNET, compose_train_cfg
-from fader_lightning.cli.train import train
 from fader_lightning.errors import ConfigError
+from fader_lightning.jobs.train import train
 from fader_lightning.results import load_results
 from fader_lightning.utils import threads
 from fader_lightning.utils.threads import ThreadPlan, apply_threads, parallel_jobs, plan_threads

@@ -10,10 +10,11 @@ from test_train import SMALL_DATA
 
 from conftest import TINY_UNET, compose_train_cfg
 from fader_lightning.callbacks.wandb_samples import COLUMNS, WandbSampleTable
-from fader_lightning.cli.train import train
 from fader_lightning.data.dataset import Batch
+from fader_lightning.jobs.train import train
 from fader_lightning.models import EARModule
-from fader_lightning.utils.wandb_setup import RUN_LOCAL_FOLDERS, wandb_offline
+from fader_lightning.utils.wandb_mode import wandb_offline
+from fader_lightning.utils.wandb_setup import RUN_LOCAL_FOLDERS
 from wandb_records import log_records, read_run
 
 WANDB_RUN = [*SMALL_DATA, TINY_UNET, "logger=wandb", "callbacks=wandb", "trainer.max_epochs=1", "masking=saliency",

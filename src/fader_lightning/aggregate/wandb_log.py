@@ -12,6 +12,7 @@ from pathlib import Path
 from fader_lightning.aggregate.table import Table
 from fader_lightning.aggregate.writers import csv_fields, display_rows, records
 from fader_lightning.errors import ConfigError
+from fader_lightning.utils.wandb_mode import wandb_offline
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +23,10 @@ def wandb_mode() -> str:
     """``WANDB_MODE`` when set, ``online`` with an API key, else ``offline``.
 
     The key is ``WANDB_API_KEY`` or the netrc entry that ``wandb login`` writes for the W&B host; the detection is
-    :func:`fader_lightning.utils.wandb_setup.wandb_offline`, shared with ``fader-train``.
+    :func:`fader_lightning.utils.wandb_mode.wandb_offline`, shared with ``fader-train``.
     """
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
-    # imported here: wandb_setup pulls in Lightning (and torch), which fader-aggregate otherwise never loads
-    from fader_lightning.utils.wandb_setup import wandb_offline
-
     return "offline" if wandb_offline() else "online"
 
 

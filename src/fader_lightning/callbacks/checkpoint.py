@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from fader_lightning.models.checkpoints import save_atomically
+from fader_lightning.models.checkpoint_file import save_atomically
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):

@@ -63,3 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.write("".join(f"{key}: {path}\n" for key, path in paths.items()))
     sys.stdout.write("\n" + paths["markdown"].read_text())
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,73 +4,17 @@ Examples:
     fader-train data=mvtec data.root=/data/mvtec_ad data.category=bottle masking=saliency
     fader-train -m data.category=bottle,grid masking=saliency,checkerboard
 
-The stages themselves run in :mod:`fader_lightning.stages`.
+The job is :func:`fader_lightning.jobs.train.train`.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-from typing import Any
-
 import hydra
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from fader_lightning.adopt import adopt_stage1
-from fader_lightning.cli.job import link_run, record_config, run_job
+from fader_lightning.cli.job import run_job
 from fader_lightning.configs import CONFIG_DIR
-from fader_lightning.errors import ConfigError
-from fader_lightning.keys import FADER, JOB_STAGES
-from fader_lightning.resume import check_resume
-from fader_lightning.run_dir import prepare_run_dir, run_lock
-from fader_lightning.settings_check import check_training_job
-from fader_lightning.stages import check_launch, run_stages
-from fader_lightning.utils.threads import apply_threads, plan_for_job
-
-log = logging.getLogger(__name__)
-
-
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run the stages named by ``cfg.stage`` and record each in ``metrics.json``.
-
-    A failing stage, and every stage after it, is recorded with ``status: failed`` and the error before
-    the error is raised again.
-
-    Args:
-        cfg: Full config.
-
-    Returns:
-        ``{stage: entry}`` of the stages run.
-
-    Raises:
-        ConfigError: When ``cfg.stage`` is unknown.
-    """
-    if cfg.stage not in JOB_STAGES:
-        raise ConfigError(f"stage={cfg.stage!r} is unknown; use one of {', '.join(JOB_STAGES)}")
-    if cfg.get("augmentation") not in cfg.get("augmentations", {}):
-        raise ConfigError(
-            f"augmentation={cfg.get('augmentation')!r} is not a preset; use one of "
-            f"{', '.join(cfg.get('augmentations', {}))} (conf/augmentations/default.yaml), or add one there"
-        )
-    check_training_job(cfg)
-    apply_threads(plan_for_job(cfg))  # before any torch work
-    check_launch(cfg)
-    forced = adopt_stage1(cfg) if cfg.stage == FADER and cfg.fader.get("ckpt_path") else {}
-    output_dir = Path(cfg.paths.output_dir)
-    check_resume(cfg, output_dir)
-    if rank_zero_only.rank != 0:  # DDP ranks > 0 re-enter here while rank 0 holds the folder
-        return run_stages(cfg, output_dir, forced)
-    with run_lock(output_dir):  # first: a concurrent job must never see, let alone overwrite, this one's files
-        prepare_run_dir(
-            output_dir,
-            resume=bool(cfg.get("ckpt_path")),
-            overwrite=bool(cfg.get("overwrite", False)),
-            reads={"fader.ckpt_path": cfg.get("fader", {}).get("ckpt_path")},
-        )
-        record_config(cfg, output_dir)
-        link_run(cfg, output_dir)
-        return run_stages(cfg, output_dir, forced)
+from fader_lightning.jobs.train import train
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -30,8 +30,9 @@ from fader_lightning.errors import ConfigError
 from fader_lightning.masking import MaskGenerator
 from fader_lightning.models import EARModel, FADeRModel, FADeRModule
 from fader_lightning.models.base_module import AnomalyModule
-from fader_lightning.models.checkpoints import load_module, run_entry
+from fader_lightning.models.loading import load_module
 from fader_lightning.models.scoring import NORMALIZED_FORMULA, AnomalyScorer, scaled_kernel_size
+from fader_lightning.run_layout import run_entry
 from fader_lightning.utils.io import atomic_write_bytes, atomic_write_json, check_apart, staged, writable_folder
 
 log = logging.getLogger(__name__)

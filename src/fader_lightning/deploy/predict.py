@@ -25,14 +25,15 @@ from omegaconf import DictConfig
 from torch import Tensor
 from tqdm import tqdm
 
-from fader_lightning.api import Detection, Detector
 from fader_lightning.data.samples import IMAGE_EXTENSIONS
+from fader_lightning.deploy.detector import Detection, Detector
 from fader_lightning.deploy.sizing import resolve_image_size
 from fader_lightning.errors import ConfigError, DataError, settings_of
 from fader_lightning.keys import IMAGE_THRESHOLD_ORACLE
 from fader_lightning.models.calibration import AUTO, Calibration
-from fader_lightning.models.checkpoints import load_module, run_entry
+from fader_lightning.models.loading import load_module
 from fader_lightning.models.scoring import normalized
+from fader_lightning.run_layout import run_entry
 from fader_lightning.utils.background import background_writes, submit
 from fader_lightning.utils.io import atomic_write_bytes, atomic_write_text, check_apart, staged, writable_folder
 from fader_lightning.visualize import MapScale, encode_png, heatmap, overlay_panel

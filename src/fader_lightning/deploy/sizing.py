@@ -1,7 +1,7 @@
 """The inference size of the deployment commands (``fader-predict``, ``fader-export``): the checkpoint's own.
 
 Older checkpoints that do not store it fall back to the training run's ``metrics.json`` (see
-:func:`~fader_lightning.models.checkpoints.run_entry`).
+:func:`~fader_lightning.run_layout.run_entry`).
 """
 
 from __future__ import annotations

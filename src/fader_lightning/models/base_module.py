@@ -7,7 +7,7 @@ import math
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning as L
 import torch
@@ -20,18 +20,19 @@ from fader_lightning.errors import ConfigError, TrainingError, settings_of
 from fader_lightning.metrics import AnomalyScoreStore
 from fader_lightning.metrics.diagnostics import TestDiagnostics
 from fader_lightning.models.calibration import CALIBRATION_KEY, Calibration, ratio_for
-from fader_lightning.models.checkpoints import (
+from fader_lightning.models.checkpoint_file import (
     DIGEST_KEY,
     STAGE_KEY,
     refresh_weights,
-    register_stage,
     restore_frozen,
     strip_frozen,
     weights_digest,
 )
-from fader_lightning.models.ear.model import EARModel
 from fader_lightning.models.fit_check import check_minimum_size
 from fader_lightning.models.scoring import AnomalyScorer, MapStatistics
+
+if TYPE_CHECKING:  # the stage modules build the EAR model; the base only names its type
+    from fader_lightning.models.ear.model import EARModel
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +114,6 @@ class AnomalyModule(L.LightningModule):
     LEGACY_HPARAMS: ClassVar[Mapping[str, Any]] = {}
     """What checkpoints written before a hyper-parameter existed were trained with. Used only to load such a
     checkpoint (:meth:`load_from_checkpoint`): modules built from a config get every value from ``conf/``."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Register a class that names a stage of its own as the module of that stage (for loading checkpoints)."""
-        super().__init_subclass__(**kwargs)
-        if "stage" in cls.__dict__:
-            register_stage(cls)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:

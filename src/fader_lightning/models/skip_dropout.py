@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from fader_lightning.errors import ConfigError
-from fader_lightning.models.fader.model import attenuate
+from fader_lightning.models.unet import attenuate
 
 
 class PatchSkipDropout(nn.Module):

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fader_lightning.errors import ConfigError
@@ -212,3 +213,22 @@ class UNet(nn.Module):
         """
         skips, bottleneck = self.encode(x)
         return self.decode(bottleneck, skips)
+
+
+def attenuate(skips: Sequence[Tensor], soft_mask: Tensor, levels: Sequence[int]) -> list[Tensor]:
+    """Multiplies selected skip tensors by the soft mask, resized (nearest) to each one's spatial size.
+
+    Args:
+        skips: Skip tensors, highest resolution first.
+        soft_mask: Weights of shape ``(B, 1, h, w)`` on the patch grid.
+        levels: Indices of the skips to attenuate.
+
+    Returns:
+        The skips; those not in ``levels`` are the very same tensor objects.
+    """
+    out = list(skips)
+    for level in levels:
+        skip = out[level]
+        weights = F.interpolate(soft_mask.to(skip.dtype), size=skip.shape[-2:], mode="nearest")
+        out[level] = skip * weights
+    return out

@@ -10,22 +10,21 @@ Importing this module registers the OmegaConf resolvers used by ``conf/logger/wa
 from __future__ import annotations
 
 import logging
-import netrc
 import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from fader_lightning.utils.wandb_mode import wandb_offline
+
 log = logging.getLogger(__name__)
 
-DEFAULT_WANDB_HOST = "https://api.wandb.ai"
 # wandb's folders outside the run (artifact staging, artifact cache, downloads), and where an offline run keeps them
 RUN_LOCAL_FOLDERS = {"WANDB_DATA_DIR": "staging", "WANDB_CACHE_DIR": "cache", "WANDB_ARTIFACT_DIR": "artifacts"}
 _SET_BY_US: dict[str, str] = {}
@@ -64,26 +63,6 @@ class RunFolderWandbLogger(WandbLogger):
                 if os.environ.get(name) in (None, _SET_BY_US.get(name)):  # never a folder the user chose
                     os.environ[name] = _SET_BY_US[name] = str(root / folder)
         return super().experiment
-
-
-def wandb_offline() -> bool:
-    """Whether W&B runs offline by default: only when the user set nothing that says otherwise.
-
-    Returns ``False`` as soon as ``WANDB_API_KEY`` or ``WANDB_MODE`` is set, or the netrc file (``$NETRC`` or
-    ``~/.netrc``, where ``wandb login`` stores its key) has an entry for the W&B host (``$WANDB_BASE_URL``,
-    ``api.wandb.ai`` by default); wandb then follows its own settings, ``WANDB_MODE`` included.
-
-    Returns:
-        ``True`` when W&B must log offline.
-    """
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE"):
-        return False
-    host = urlparse(os.environ.get("WANDB_BASE_URL") or DEFAULT_WANDB_HOST).hostname
-    path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
-    try:
-        return netrc.netrc(str(path)).authenticators(host) is None
-    except (OSError, netrc.NetrcParseError):
-        return True
 
 
 def wandb_group() -> str:

@@ -11,10 +11,11 @@ from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
 from fader_lightning.data.transforms import as_hw
-from fader_lightning.errors import ConfigError, settings_of
+from fader_lightning.errors import CheckpointError, ConfigError, settings_of
 from fader_lightning.keys import EAR
 from fader_lightning.masking import MaskCache, Obfuscation, build_mask_generator
 from fader_lightning.models.base_module import AnomalyModule, Optimizer, Scheduler, plain
+from fader_lightning.models.checkpoint_file import VIT_KEYS, stage1_overrides
 from fader_lightning.models.ear.model import EARModel
 from fader_lightning.models.fit_check import available_bytes, check_memory, training_step_bytes
 from fader_lightning.models.losses import InpaintingLoss
@@ -225,3 +226,36 @@ class EARModule(AnomalyModule):
     def configure_optimizers(self) -> Any:
         """Adam (or the configured optimizer and schedule) on the U-Net only; the mask generator stays frozen."""
         return self.optimizers_with_schedule(self.model.unet.parameters())
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Mapping[str, Any],
+        path: str | Path,
+        mask_cache_dir: str | None = None,
+        vit_weights: str | None = None,
+        allow_download: bool = False,
+    ) -> EARModule:
+        """A stage-1 module built from stored settings: the frozen stage-1 model of a FADeR checkpoint.
+
+        Its weights are the FADeR checkpoint's (loaded with it); what the loading job decides is applied as for a
+        stage-1 checkpoint (:func:`stage1_overrides`).
+
+        Args:
+            settings: The checkpoint's ``stage1_settings``.
+            path: The FADeR checkpoint, for messages.
+            mask_cache_dir: The job's mask cache folder (``None``: memory only).
+            vit_weights: The job's ViT state dict, if it gives one.
+            allow_download: Whether the job allows timm to fetch pretrained weights.
+
+        Returns:
+            The stage-1 module with freshly initialised weights.
+
+        Raises:
+            CheckpointError: When the settings hold no U-Net or masking, or attention's ViT weights are not here.
+        """
+        if "unet" not in settings or "masking" not in settings:
+            raise CheckpointError(f"{path} is a FADeR checkpoint without its stage-1 settings (stage1_settings)")
+        settings = {**cls.LEGACY_HPARAMS, **settings}
+        own = stage1_overrides(settings, path, mask_cache_dir, vit_weights, allow_download, VIT_KEYS)
+        return cls(**{**settings, **own})

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from fader_lightning.errors import ConfigError
 from fader_lightning.models.scoring import raw_anomaly_map
+from fader_lightning.models.unet import attenuate
 
 if TYPE_CHECKING:
     from fader_lightning.models.ear.model import EARModel
@@ -330,25 +331,6 @@ class SoftMask(nn.Module):
     def extra_repr(self) -> str:
         """Summary shown by ``repr``."""
         return f"mapping={self.mapping!r}"
-
-
-def attenuate(skips: Sequence[Tensor], soft_mask: Tensor, levels: Sequence[int]) -> list[Tensor]:
-    """Multiplies selected skip tensors by the soft mask, resized (nearest) to each one's spatial size.
-
-    Args:
-        skips: Skip tensors, highest resolution first.
-        soft_mask: Weights of shape ``(B, 1, h, w)`` on the patch grid.
-        levels: Indices of the skips to attenuate.
-
-    Returns:
-        The skips; those not in ``levels`` are the very same tensor objects.
-    """
-    out = list(skips)
-    for level in levels:
-        skip = out[level]
-        weights = F.interpolate(soft_mask.to(skip.dtype), size=skip.shape[-2:], mode="nearest")
-        out[level] = skip * weights
-    return out
 
 
 class FADeRModel(nn.Module):

@@ -20,7 +20,7 @@ from fader_lightning.masking import single_mask_problem
 from fader_lightning.metrics.diagnostics import TestDiagnostics
 from fader_lightning.models.base_module import AnomalyModule, Optimizer, Scheduler, plain
 from fader_lightning.models.calibration import CALIBRATION_KEY
-from fader_lightning.models.checkpoints import VIT_KEYS, load_stage1, restore_frozen, stage1_overrides
+from fader_lightning.models.checkpoint_file import restore_frozen
 from fader_lightning.models.ear.model import EARModel
 from fader_lightning.models.ear.module import EARModule
 from fader_lightning.models.fader.model import (
@@ -100,7 +100,9 @@ class FADeRModule(AnomalyModule):
     (see :mod:`fader_lightning.metrics.diagnostics`).
 
     Args:
-        ckpt_path: Stage-1 checkpoint.
+        stage1: The trained stage-1 module, frozen here (loaded by the job from ``fader.ckpt_path`` with
+            :func:`~fader_lightning.models.loading.load_stage1`); ``None`` builds it from ``stage1_settings``, as
+            loading a FADeR checkpoint does (its weights are in the checkpoint's state dict).
         patch_size: Patch side P in pixels.
         source: MLP input: ``skip_features`` or ``pixels``.
         hidden: Hidden width of the MLP.
@@ -115,26 +117,20 @@ class FADeRModule(AnomalyModule):
             ``val`` when the data holds normals out, else ``train``) plus the keyword arguments of
             :meth:`~fader_lightning.models.fader.model.SoftMask.calibrate` (``quantile`` may be ``max``).
         optimizer: Partial optimizer; ``None`` for inference only (training refuses).
-        expected_unet: U-Net settings the checkpoint must match (``None``: no check).
         seed: Seed of the random pairing of patches and of the synthetic defects.
         max_cached_images: Bound of the feature/target cache (augmented data never repeats).
         speed: How the frozen U-Net runs in this job (``model.speed``; ``None``: as the stage-1 model's settings
             say).
         fpr_limit: FPR limit of AUPRO (``None``: the stage-1 model's).
         map_storage: Storage dtype of test maps (``None``: the stage-1 model's).
-        stage1_settings: Hyper-parameters of the stage-1 model. Filled in from ``ckpt_path`` on first
-            construction and stored in the checkpoint, so a FADeR checkpoint loads on its own (its state
-            dict holds the frozen stage-1 weights) even after the stage-1 file has moved.
+        stage1_settings: Hyper-parameters of the stage-1 model, as a FADeR checkpoint stores them (its state dict
+            holds the frozen stage-1 weights, so it loads on its own even after the stage-1 file has moved); ``None``
+            takes them from ``stage1``.
         use: ``attenuate``, ``residual`` or ``both`` (see :class:`~fader_lightning.models.fader.model.FADeRModel`).
         attenuate_masked: Whether patches hidden by the mask may be attenuated.
         synthetic: Settings of the ``synthetic`` target: ``copies`` per image, ``kinds``, ``min_side``,
             ``max_side`` (see :func:`~fader_lightning.models.fader.targets.synthetic_defects`) and ``tie_below``.
         residual_region: ``all`` or ``masked`` (see :class:`~fader_lightning.models.fader.model.FADeRModel`).
-        mask_cache_dir: The job's disk cache of stage-1 masks (``None``: memory only); a checkpoint's own folder is
-            never used.
-        vit_weights: ViT state dict for a stage 1 with attention masking (checkpoints do not store it).
-        allow_download: Whether timm may fetch the pretrained ViT when there is no ``vit_weights`` (the job's
-            ``masking.pretrained`` with ``masking=attention``; never when loading a checkpoint for inference).
         scheduler: Optional partial learning-rate scheduler, stepped per epoch (``fader/scheduler=cosine``).
         image_size: Input size stage 2 trains at (``data.image_size``); saved in the checkpoint.
         interpolation: Resize method of its training images (``data.interpolation``).
@@ -146,14 +142,14 @@ class FADeRModule(AnomalyModule):
     frozen_prefix = "ear.masker."
     LEGACY_HPARAMS: ClassVar[Mapping[str, Any]] = {
         "use": "attenuate", "attenuate_masked": False, "residual_region": "all", "synthetic": {},
-        "allow_download": False, "force_image_size": False,
+        "force_image_size": False,
     }  # fmt: skip
     """Checkpoints written before these settings existed attenuate (visible patches only), never download, and were
     not trained on synthetic defects."""
 
     def __init__(
         self,
-        ckpt_path: str,
+        stage1: EARModule | None = None,
         *,
         patch_size: int,
         source: str,
@@ -171,17 +167,13 @@ class FADeRModule(AnomalyModule):
         attenuate_masked: bool,
         synthetic: Mapping[str, Any],
         residual_region: str,
-        allow_download: bool,
         force_image_size: bool,
         optimizer: Optimizer | None = None,
         scheduler: Scheduler | None = None,
-        expected_unet: Mapping[str, Any] | None = None,
         speed: Mapping[str, bool] | None = None,
         fpr_limit: float | None = None,
         map_storage: str | None = None,
         stage1_settings: Mapping[str, Any] | None = None,
-        mask_cache_dir: str | None = None,
-        vit_weights: str | None = None,
         image_size: int | list[int] | None = None,
         interpolation: str | None = None,
         data_source: Mapping[str, Any] | None = None,
@@ -190,25 +182,23 @@ class FADeRModule(AnomalyModule):
             raise ConfigError(f"fader.target={target!r} is unknown; use one of {', '.join(TARGETS)}")
         if margin < 0:
             raise ConfigError(f"fader.margin={margin} must be >= 0")
-        calibration = plain(calibration)
-        expected_unet, synthetic = plain(expected_unet), plain(synthetic)
+        calibration, synthetic = plain(calibration), plain(synthetic)
         speed = plain(speed) if speed is not None else None
         levels = tuple(int(level) for level in levels)
-        if stage1_settings is None:
-            key = "fader.ckpt_path"
-            stage1 = load_stage1(ckpt_path, key, expected_unet, mask_cache_dir, vit_weights, allow_download)
-            # stage 1's settings as a model; its thresholds' calibration is its own (stage 2 calibrates anew)
+        if stage1 is None and stage1_settings is None:
+            raise ConfigError("FADeRModule needs its stage-1 model: stage1=<EARModule> (models.loading.load_stage1)")
+        if stage1 is None:  # Lightning's load_from_checkpoint: the frozen weights follow, from the state dict
+            stage1 = EARModule.from_settings(stage1_settings, "the FADeR checkpoint")
+        if stage1_settings is None:  # stage 1's settings as a model; its thresholds' calibration is its own
             stage1_settings = {k: v for k, v in plain(stage1.hparams).items() if k != CALIBRATION_KEY}
-        else:  # a FADeR checkpoint being loaded: its state dict holds the stage-1 weights
-            own = stage1_overrides(stage1_settings, ckpt_path, mask_cache_dir, vit_weights, allow_download, VIT_KEYS)
-            stage1_settings = {**EARModule.LEGACY_HPARAMS, **stage1_settings}
-            stage1 = EARModule(**{**stage1_settings, **own})
+        stage1_settings = {**EARModule.LEGACY_HPARAMS, **plain(stage1_settings)}
         super().__init__(
             fpr_limit=stage1_settings["fpr_limit"] if fpr_limit is None else fpr_limit,
             map_storage=stage1_settings["map_storage"] if map_storage is None else map_storage,
         )
         image_size = list(as_hw(image_size)) if image_size is not None else None
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["stage1", "optimizer", "scheduler"])
+        self.hparams["stage1_settings"] = stage1_settings
         self.ear = stage1.model
         problem = single_mask_problem(stage1.hparams.masking["name"])
         if problem:

@@ -120,7 +120,7 @@ def default_data(category: str, folder: Path) -> tuple[Path, str]:
             f"category {category!r} is not in the shared data {shared}; pass --root <MVTec root> "
             "(make bench-peers DATA_DIR=<MVTec root>)"
         )
-    from fader_lightning.cli.bench import bottle_or_synthetic  # needs the deploy extras, which .venv-peers has
+    from bench_common import bottle_or_synthetic
 
     return bottle_or_synthetic(folder)
 
@@ -252,8 +252,8 @@ def run_ear(spec: dict[str, Any], stage: str) -> dict[str, Any]:
         the checkpoint; ``own_metrics`` are the run's own test metrics (the same functions, float16 map storage).
     """
     from fader_lightning.api import train
-    from fader_lightning.models.checkpoints import load_module
-    from fader_lightning.stages import build
+    from fader_lightning.jobs.stages import build
+    from fader_lightning.models.loading import load_module
 
     entry = train(ear_overrides(spec, stage), output_dir=Path(spec["folder"]) / f"{stage}_run")[stage]
     config = entry["config"]
@@ -344,7 +344,7 @@ def run_peer(spec: dict[str, Any], name: str) -> dict[str, Any]:
     import lightning as L
     from anomalib.engine import Engine
 
-    from fader_lightning.stages import build
+    from fader_lightning.jobs.stages import build
 
     reference = spec["reference"]
     torch.set_num_threads(reference["threads"])
@@ -397,7 +397,7 @@ def run_worker(name: str, spec: dict[str, Any], logs: Path) -> dict[str, Any]:
     spec_path = Path(spec["folder"]) / f"spec_{name}.json"
     atomic_write_json(spec_path, spec)
     log_path = logs / f"{name}.log"
-    command = [sys.executable, "-m", "fader_lightning.cli.bench_peers", "--worker", name, "--spec", str(spec_path)]
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--spec", str(spec_path)]
     with log_path.open("w") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage: its peak RSS
@@ -589,7 +589,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m fader_lightning.cli.bench_peers [--root R --category C --image-size N] [--quick]``."""
+    """Command line: ``python benchmarks/bench_peers.py [--root R --category C --image-size N] [--quick]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results"), help="folder of peers.json and peers.md")
     parser.add_argument("--root", type=Path, help="MVTec root holding the category (default: see default_data)")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import bench_speed
 import pytest
 from PIL import Image
 
-from fader_lightning.cli import bench_speed
 from fader_lightning.data.synthetic import make_mvtec_tree
 
 

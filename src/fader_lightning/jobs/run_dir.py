@@ -2,7 +2,9 @@
 
 A re-run into an existing ``hydra.run.dir`` (or sweep folder) would otherwise train stage 2 on the previous run's
 stage-1 model and point ``metrics.json`` at old checkpoints; two jobs in one folder at once would mix their seeds.
-``overwrite=true`` never deletes: it moves the earlier run aside, and only a run of fader-lightning.
+``overwrite=true`` never deletes: it moves the earlier run aside, and only a run of fader-lightning. Once its folder
+checks pass, a job writes Hydra's record there (:func:`record_config`) and points ``logs/<task>/latest`` at it
+(:func:`link_run`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
 from fader_lightning.errors import ConfigError
 from fader_lightning.keys import STAGE_ORDER
 from fader_lightning.results import METRICS_FILE, load_results
@@ -22,9 +28,11 @@ from fader_lightning.utils.io import (
     REPLACED_PREFIX,
     aside_folder,
     atomic_write_json,
+    atomic_write_text,
     check_links_stay_inside,
     writable_folder,
 )
+from fader_lightning.utils.latest import link_latest
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +57,7 @@ def prepare_run_dir(
     Args:
         output_dir: The job's run folder.
         resume: The job resumes training from one of this folder's checkpoints (``ckpt_path=...``, checked by
-            :func:`fader_lightning.resume.check_resume`): the folder's run is continued.
+            :func:`fader_lightning.jobs.resume.check_resume`): the folder's run is continued.
         overwrite: ``overwrite=true``: the earlier run's ``metrics.json`` and checkpoints are moved into
             ``output_dir/.replaced-<time>/`` first (nothing is deleted).
         reads: The checkpoints the job reads, by config key (``fader.ckpt_path``, ``ckpt_path``; ``None`` values are
@@ -219,3 +227,53 @@ def run_lock(output_dir: Path) -> Iterator[Path]:
     finally:
         if _holder(lock) == (os.getpid(), socket.gethostname()):
             lock.unlink(missing_ok=True)
+
+
+def link_run(cfg: DictConfig, output_dir: Path) -> None:
+    """Point ``logs/<task>/latest`` at this job's run folder, or at its sweep folder in a multirun.
+
+    ``logs/<task>/runs/latest`` and ``logs/<task>/multiruns/latest`` keep the newest of each kind, so that a command
+    that needs a single run (``runs/latest/checkpoints/...``) still finds one after a sweep.
+
+    Args:
+        cfg: Composed config (``paths.log_dir``, ``task_name``).
+        output_dir: The job's run folder.
+    """
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    task_dir = Path(cfg.paths.log_dir) / cfg.task_name
+    target = Path(HydraConfig.get().sweep.dir if multirun else output_dir).resolve()
+    link_latest(task_dir, target)
+    if target.is_relative_to(task_dir.resolve()):  # not for a hydra.run.dir outside logs/
+        link_latest(task_dir / target.relative_to(task_dir.resolve()).parts[0], target)
+
+
+HYDRA_RECORD = ".hydra"
+"""Hydra's record of a job in its run folder: ``config.yaml``, ``hydra.yaml`` and ``overrides.yaml``."""
+
+
+def record_config(cfg: DictConfig, output_dir: Path) -> None:
+    """Write Hydra's record of the job into its run folder, once the folder checks have passed.
+
+    ``conf/hydra/default.yaml`` turns Hydra's own writing off (``output_subdir: null``): Hydra writes the record
+    before the job starts, so a job refused for its folder would have rewritten the record of the run it refused to
+    touch. The files are Hydra's own (``fader-aggregate`` places a job in its sweep by them); ``config.yaml`` holds
+    what the job runs, with what it took from a checkpoint.
+
+    Args:
+        cfg: The job's config.
+        output_dir: Its run folder.
+
+    Raises:
+        ConfigError: When ``.hydra`` in the folder is a file or a link.
+    """
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    folder = output_dir / HYDRA_RECORD
+    if (folder.exists() and not folder.is_dir()) or folder.is_symlink():
+        raise ConfigError(f"{folder} is not a folder: Hydra's record of the job goes there; move it away")
+    folder.mkdir(parents=True, exist_ok=True)
+    job = OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"])
+    atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(job))
+    atomic_write_text(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": OmegaConf.to_container(hydra_cfg)}))
+    atomic_write_text(folder / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.to_container(hydra_cfg.overrides.task)))

@@ -4,11 +4,10 @@ import json
 import math
 from pathlib import Path
 
+import bench_peers as peers
 import pytest
 import timm
-
-import fader_lightning.cli.bench_peers as peers
-from fader_lightning.cli.bench_peers import (
+from bench_peers import (
     FROM_SCRATCH,
     NO_INTERNET,
     PRETRAINED,
@@ -21,6 +20,7 @@ from fader_lightning.cli.bench_peers import (
     ratios,
     run,
 )
+
 from fader_lightning.errors import ConfigError, DataError
 
 

@@ -21,24 +21,19 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fader_lightning import stage1_store
 from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.data.source import data_record
 from fader_lightning.data.transforms import as_hw
 from fader_lightning.errors import ConfigError, FaderError
+from fader_lightning.jobs import stage1_store
+from fader_lightning.jobs.stage1_store import stage1_key
 from fader_lightning.keys import EAR, FADER, JOB_STAGES, STAGE_ORDER
 from fader_lightning.masking import single_mask_problem
 from fader_lightning.models.base_module import AnomalyModule
-from fader_lightning.models.checkpoints import (
-    check_fits,
-    load_stage1,
-    read_checkpoint,
-    save_atomically,
-    stage_checkpoint,
-    weights_only,
-)
+from fader_lightning.models.checkpoint_file import check_fits, read_checkpoint, save_atomically, weights_only
+from fader_lightning.models.loading import STAGE1_SOURCE_KEYS, load_stage1
 from fader_lightning.results import mark_stale, record_stage
-from fader_lightning.stage1_store import stage1_key
+from fader_lightning.run_layout import checkpoint_dir, stage_checkpoint
 from fader_lightning.utils.background import background_writes
 from fader_lightning.utils.provenance import environment
 from fader_lightning.utils.threads import plan_for_job
@@ -83,7 +78,7 @@ def build_callbacks(cfg: DictConfig, stage: str, output_dir: Path) -> list[L.Cal
     for name, spec in (cfg.get("callbacks") or {}).items():
         callback = build(spec)
         if isinstance(callback, ModelCheckpoint):
-            callback.dirpath = str(output_dir / "checkpoints" / stage)
+            callback.dirpath = str(checkpoint_dir(output_dir, stage))
         log.debug("callback %s: %s", name, type(callback).__name__)
         callbacks.append(callback)
     return callbacks
@@ -94,8 +89,13 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     return [build(spec) for spec in (cfg.get("logger") or {}).values()]
 
 
-def stage_model_spec(cfg: DictConfig, stage: str, stage1_ckpt: str | None) -> tuple[DictConfig, dict[str, Any]]:
-    """The module config of a stage and the trainer settings it brings (stage 2's ``fader.trainer`` node).
+def stage_model_spec(
+    cfg: DictConfig, stage: str, stage1_ckpt: str | None
+) -> tuple[DictConfig, dict[str, Any], dict[str, Any]]:
+    """The module config of a stage, the keyword arguments it is built with and the trainer settings it brings.
+
+    Stage 2's node also says which stage-1 model it trains on and how to load it (:data:`STAGE1_SOURCE_KEYS`): the
+    job loads that model (:func:`~fader_lightning.models.loading.load_stage1`) and hands it to ``FADeRModule``.
 
     Args:
         cfg: Full config.
@@ -103,20 +103,25 @@ def stage_model_spec(cfg: DictConfig, stage: str, stage1_ckpt: str | None) -> tu
         stage1_ckpt: Stage-1 checkpoint produced in this run (for ``stage=both``), else ``None``.
 
     Returns:
-        The node to instantiate and extra trainer arguments.
+        The node to instantiate, its extra keyword arguments (stage 2: ``stage1``) and extra trainer arguments.
 
     Raises:
         ConfigError: When stage 2 has no stage-1 checkpoint to start from.
+        CheckpointError: When that checkpoint cannot be loaded or does not fit the configured U-Net.
     """
     if stage == EAR:
-        return cfg.model, {}
+        return cfg.model, {}, {}
+    resolved = OmegaConf.to_container(cfg.fader, resolve=True)
     spec = cfg.fader.copy()
     with open_dict(spec):
-        trainer = OmegaConf.to_container(spec.pop("trainer"), resolve=True)
-        spec.ckpt_path = stage1_ckpt or spec.ckpt_path
-    if not spec.ckpt_path:
+        for key in ("trainer", *STAGE1_SOURCE_KEYS):
+            del spec[key]
+    source = {key: resolved[key] for key in STAGE1_SOURCE_KEYS if key != "ckpt_path"}
+    path = stage1_ckpt or resolved["ckpt_path"]
+    if not path:
         raise ConfigError("stage=fader needs fader.ckpt_path=<stage-1 checkpoints/ear/last.ckpt>, or use stage=both")
-    return spec, trainer
+    trainer = resolved["trainer"]
+    return spec, {"stage1": load_stage1(path, "fader.ckpt_path", **source)}, trainer
 
 
 def run_stage(
@@ -135,7 +140,7 @@ def run_stage(
         The stage's results entry (metrics, timing, checkpoint).
     """
     L.seed_everything(cfg.seed, workers=True)  # each stage starts from the same RNG state, however it is reached
-    spec, trainer_overrides = stage_model_spec(cfg, stage, stage1_ckpt)
+    spec, build_kwargs, trainer_overrides = stage_model_spec(cfg, stage, stage1_ckpt)
     reuse = stage == EAR and cfg.get("reuse_stage1", False)
     key = stage1_key(cfg, datamodule) if reuse else None
     stored = stage1_store.lookup(cfg.paths.stage1_store, key) if reuse else None
@@ -145,7 +150,7 @@ def run_stage(
         model = load_stage1(stored, "paths.stage1_store", None, cfg.model.mask_cache_dir, masking.get("weights_path"),
                             bool(masking.get("pretrained", False)), "masking.weights_path", hint)  # fmt: skip
     else:
-        model = build(spec)
+        model = build(spec, **build_kwargs)
     model.set_evaluation(cfg.model.scoring, cfg.model.fpr_limit, cfg.model.map_storage, cfg.calibration)
     model.record_data(data_record(cfg.data))  # fader-eval tests a copy of the checkpoint on the same data
     trainer: L.Trainer = build(
@@ -170,7 +175,7 @@ def run_stage(
                  trainer.max_epochs, epochs_key, cfg.trainer.get("max_time") or "none")  # fmt: skip
         start = time.perf_counter()
         resume = cfg.get("ckpt_path") if stage == EAR else None
-        if resume:  # checked before the job started (fader_lightning.resume): this folder's, same settings
+        if resume:  # checked before the job started (fader_lightning.jobs.resume): this folder's, same settings
             hint = "point ckpt_path at the run's checkpoints/ear/last.ckpt to resume it"
             check_fits(read_checkpoint(resume, hint), model, resume, "ckpt_path")
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=weights_only())

@@ -15,12 +15,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fader_lightning.adopt import SETTINGS, comparable, differing
 from fader_lightning.configs import resumed_run
 from fader_lightning.data.source import PATH_KEYS, RECORD_KEY, data_record
 from fader_lightning.errors import CheckpointError, ConfigError
+from fader_lightning.jobs.adopt import SETTINGS, comparable, differing
 from fader_lightning.keys import EAR, FADER
-from fader_lightning.models.checkpoints import read_checkpoint, stage_checkpoint
+from fader_lightning.models.checkpoint_file import read_checkpoint
+from fader_lightning.run_layout import stage_checkpoint
 
 RESUMED = tuple(setting for setting in SETTINGS if setting.hparam != "scoring")
 """What a resume must share with its checkpoint; the scoring is fitted after training, so it may change."""

@@ -41,10 +41,18 @@ from typing import Any
 
 import lightning as L
 import torch
+from bench_common import (
+    EAR_SETTINGS,
+    MVTEC_SETTINGS,
+    UNET,
+    bottle_or_synthetic,
+    markdown_breakdown,
+    matmul_gflops,
+    median_ms,
+)
 
 from fader_lightning.callbacks import OverlayWriter
 from fader_lightning.callbacks.wandb_samples import WandbSampleTable
-from fader_lightning.cli.bench import EAR_SETTINGS, MVTEC_SETTINGS, UNET, bottle_or_synthetic, matmul_gflops, median_ms
 from fader_lightning.configs import literal_settings
 from fader_lightning.data import MVTecADDataModule
 from fader_lightning.data.image_cache import ResizedImageCache
@@ -323,7 +331,8 @@ def scaling() -> dict[str, dict[str, float]]:
 MEMORY_PROBE = """
 import json, re, sys, lightning as L
 from pathlib import Path
-from fader_lightning.cli.bench_speed import datamodule, stage1
+sys.path.insert(0, sys.argv[5])
+from bench_speed import datamodule, stage1
 def status(key):
     return int(re.search(key + r':\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1)) / 1024
 root, category, size, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -348,7 +357,8 @@ def test_memory(root: Path, category: str, size: int = 128) -> dict[str, dict[st
     """
     out = {}
     for count in MEMORY_IMAGES:
-        args = [sys.executable, "-c", MEMORY_PROBE, str(root), category, str(size), str(count)]
+        here = str(Path(__file__).resolve().parent)
+        args = [sys.executable, "-c", MEMORY_PROBE, str(root), category, str(size), str(count), here]
         proc = subprocess.run(args, capture_output=True, text=True, check=True, timeout=1800)
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         out[str(count)] = {**row, "maps_mb": 2 * count * size * size / 2**20}
@@ -382,33 +392,6 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     return atomic_write_bytes(path, buffer.getvalue())
-
-
-def markdown_breakdown(breakdown: dict[str, dict[str, float]]) -> str:
-    """The test-pass breakdown as a Markdown table, one column per image size."""
-    lines: list[str] = []
-    parts = ("decode", "resize", "cache_read", "masks", "unet", "scoring", "metrics", "overlays", "overlays_wait",
-             "wandb", "other")  # fmt: skip
-    sizes = list(breakdown)
-    lines += ["| part (ms per image) | " + " | ".join(f"{size} px" for size in sizes) + " |",
-              "| --- |" + " ---: |" * len(sizes)]  # fmt: skip
-    for part in parts:
-        lines.append(f"| {part} | " + " | ".join(f"{breakdown[s][f'{part}_ms']:.1f}" for s in sizes) + " |")
-    totals = [
-        ("forward_img_per_s", "model forward alone, img/s"),
-        ("test_first_run_img_per_s", "first pass (decode check, calibration, cold kernels), img/s"),
-    ]
-    passes = (("before", "overlays drawn in the pass, every file decoded"),
-              ("cold_cache", "overlays in the background, setup fills the empty image cache (a first evaluation)"),
-              ("cached", "overlays in the background, images read from the cache (a training job, later jobs)"),
-              ("workers1", "overlays in the background, decoding in 1 loader worker"))  # fmt: skip
-    for key, label in passes:
-        totals += [(f"test_{key}_img_per_s", f"test pass, {label}, img/s"),
-                   (f"test_{key}_over_forward", "/ forward alone"),
-                   (f"test_{key}_forward_share", "share of the pass in its own forwards")]  # fmt: skip
-    for key, label in totals:
-        lines.append(f"| {label} | " + " | ".join(f"{breakdown[s][key]:.2f}" for s in sizes) + " |")
-    return "\n".join(lines)
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fader_lightning.data.transforms import as_hw
 from fader_lightning.errors import ConfigError
-from fader_lightning.models.checkpoints import read_checkpoint
+from fader_lightning.models.checkpoint_file import read_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -21,21 +21,29 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import onnxruntime as ort
 import openvino
 import timm
 import torch
-import torch.utils.benchmark as benchmark
+from bench_common import (
+    EAR_CONFIG,
+    EAR_SETTINGS,
+    FADER_LR,
+    FADER_SETTINGS,
+    MVTEC_SETTINGS,
+    UNET,
+    bottle_or_synthetic,
+    markdown_breakdown,
+    matmul_gflops,
+    median_ms,
+)
 from omegaconf import OmegaConf
 
-from fader_lightning.configs import CONFIG_DIR, literal_settings
+from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data import MVTecADDataModule
-from fader_lightning.data.synthetic import make_mvtec_tree
 from fader_lightning.deploy.export import FORMATS, export_model
 from fader_lightning.masking import build_mask_generator
 from fader_lightning.models import EARModule, FADeRModule
@@ -47,71 +55,10 @@ from fader_lightning.utils.io import atomic_write_json, atomic_write_text
 log = logging.getLogger(__name__)
 
 SIZE = 256
-UNET = {"widths": [64, 128, 256, 512]}
 VIT = OmegaConf.load(Path(CONFIG_DIR) / "masking" / "attention.yaml").model_name
 """The DINO ViT of ``masking=attention``."""
-EAR_CONFIG = OmegaConf.load(Path(CONFIG_DIR) / "model" / "ear.yaml")
-EAR_SETTINGS = {
-    "fpr_limit": EAR_CONFIG.fpr_limit,
-    "map_storage": EAR_CONFIG.map_storage,
-    "speed": literal_settings("model/ear")["speed"],
-    "interpolation": literal_settings("data/mvtec")["interpolation"],
-}
-"""What ``conf/`` gives a stage-1 module besides its network and masking."""
-FADER_SETTINGS = {
-    **literal_settings("fader/default", exclude=("trainer", "ckpt_path")),
-    "seed": 0,
-    "allow_download": False,
-}
-"""``conf/fader/default.yaml``'s stage-2 settings."""
-MVTEC_SETTINGS = {**literal_settings("data/mvtec", exclude=("root", "category")), "seed": 0}
-"""``conf/data/mvtec.yaml``'s settings."""
-FADER_LR = OmegaConf.load(Path(CONFIG_DIR) / "fader" / "default.yaml").optimizer.lr
 DEPLOYED_IN_GRAPH = ("onnx_stage1_masks_in_graph", "openvino_stage1_masks_in_graph", "onnx_int8_stage1_masks_in_graph")
 """Latency lines of the self-contained exports (saliency masks computed in the graph), each also a ratio to torch."""
-
-
-def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 3) -> float:
-    """Median wall time of a call in milliseconds, timed with ``torch.utils.benchmark``.
-
-    The timer runs the call with torch's current thread count and synchronises CUDA around it, so GPU work is
-    timed to its end.
-
-    Args:
-        fn: The call.
-        repeats: Timed repeats.
-        warmup: Untimed calls first.
-
-    Returns:
-        The median in ms.
-    """
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    if warmup:
-        timer.timeit(warmup)
-    return 1000 * statistics.median(timer.timeit(1).median for _ in range(repeats))
-
-
-def matmul_gflops(n: int = 1024) -> float:
-    """Measured fp32 matmul throughput of this CPU (all threads torch uses).
-
-    Args:
-        n: Matrix side.
-
-    Returns:
-        GFLOP/s.
-    """
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / (median_ms(lambda: a @ b, repeats=20) / 1000) / 1e9
-
-
-def save_stage1(module: EARModule, path: Path) -> Path:
-    """Write a loadable stage-1 checkpoint of an untrained module."""
-    state = {k: v for k, v in module.state_dict().items() if not k.startswith("model.masker.")}
-    torch.save(
-        {"state_dict": state, "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": L.__version__},
-        path,
-    )
-    return path
 
 
 def stage1(masking: dict[str, Any]) -> EARModule:
@@ -182,10 +129,8 @@ def latencies(image: torch.Tensor, folder: Path) -> dict[str, float]:
     ``torch_stage1_saliency``.
     """
     out: dict[str, float] = {}
-    checkpoint = save_stage1(stage1({"name": "saliency"}), folder / "ear.ckpt")
-    # both from the same checkpoint, so the stage-1 weights are loaded the same way in both
-    ear = EARModule.load_from_checkpoint(checkpoint).eval()
-    fader = FADeRModule(str(checkpoint), **FADER_SETTINGS).eval()
+    ear = stage1({"name": "saliency"})
+    fader = FADeRModule(ear, **FADER_SETTINGS).eval()  # on the same stage-1 model
     riad = stage1({"name": "random_multi"})
     weights = folder / "vit.pth"
     torch.save(timm.create_model(VIT, pretrained=False).state_dict(), weights)
@@ -226,7 +171,8 @@ def train_throughput(folder: Path, batch: int = 4) -> dict[str, float]:
         optimizer.zero_grad()
 
     adam = functools.partial(torch.optim.Adam, lr=FADER_LR)
-    fader = FADeRModule(str(save_stage1(ear.eval(), folder / "train.ckpt")), **FADER_SETTINGS, optimizer=adam).train()
+    # its own stage-1 model: FADeR freezes the one it is given, and stage 1 trains above
+    fader = FADeRModule(stage1({"name": "saliency"}), **FADER_SETTINGS, optimizer=adam).train()
     fader_optimizer = fader.configure_optimizers()
     fader._features_and_targets(images)  # first epoch: frozen features and GT targets are cached
 
@@ -244,16 +190,6 @@ def train_throughput(folder: Path, batch: int = 4) -> dict[str, float]:
         "stage2_img_per_s": batch / (median_ms(stage2_step, repeats=10, warmup=2) / 1000),
         "stage2_first_epoch_img_per_s": batch / (median_ms(stage2_first_epoch, repeats=3, warmup=1) / 1000),
     }
-
-
-def bottle_or_synthetic(folder: Path) -> tuple[Path, str]:
-    """MVTec bottle from ``$FADER_DATA_DIR/mvtec_ad`` when present, else a generated stand-in of its size."""
-    mvtec = Path(os.environ.get("FADER_DATA_DIR", "data")) / "mvtec_ad"
-    if (mvtec / "bottle").is_dir():
-        return mvtec, "bottle"
-    root = make_mvtec_tree(folder / "synthetic", ["bottle_like"], n_train=60, n_test_good=20, n_test_defect=32,
-                           size=900)  # fmt: skip
-    return root, "bottle_like"
 
 
 def loader_epoch_seconds(root: Path, category: str, workers: int) -> float:
@@ -364,8 +300,6 @@ def markdown(report: dict[str, Any]) -> str:
     breakdown = report.get("test_pass_breakdown")
     lines += ["", "## Where a test pass spends its time", ""]
     if breakdown:
-        from fader_lightning.cli.bench_speed import markdown_breakdown  # it imports this module's helpers
-
         lines += ["From `make bench-speed` (`speed.json` in the same folder), measured in its own run.", "",
                   markdown_breakdown(breakdown)]  # fmt: skip
     else:
@@ -390,7 +324,7 @@ def run(out_dir: Path) -> dict[str, Any]:
         gflops = matmul_gflops()
         lat = latencies(image, folder)
         ear = stage1({"name": "saliency"})
-        fader = FADeRModule(str(save_stage1(ear, folder / "cost.ckpt")), **FADER_SETTINGS)
+        fader = FADeRModule(ear, **FADER_SETTINGS)
         cost = costs(image, ear, fader)
         train = train_throughput(folder)
         root, category = bottle_or_synthetic(folder)
@@ -435,7 +369,7 @@ def run(out_dir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m fader_lightning.cli.bench [--out results]``."""
+    """Command line: ``python benchmarks/bench.py [--out results]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
