@@ -42,7 +42,7 @@ def test_output_folder_that_is_a_file_or_read_only(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(image)
     with pytest.raises(ConfigError, match=r"output=.*out\.txt is a file"):
         # refused before the checkpoint is read
-        predict(command_cfg("predict", ckpt=tmp_path / "missing.ckpt", input=image, output=a_file))
+        predict(command_cfg("predict", ckpt_path=tmp_path / "missing.ckpt", input=image, output=a_file))
     if os.geteuid() != 0:  # root may write anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
@@ -52,9 +52,9 @@ def test_output_folder_that_is_a_file_or_read_only(tmp_path: Path) -> None:
 
 def test_export_output_that_would_clash(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"is a folder; name the \.onnx file"):
-        export_checkpoint(command_cfg("export", ckpt=tmp_path / "missing.ckpt", output=tmp_path))
+        export_checkpoint(command_cfg("export", ckpt_path=tmp_path / "missing.ckpt", output=tmp_path))
     with pytest.raises(ConfigError, match=r"overwritten by its own \.json side-car"):
-        export_checkpoint(command_cfg("export", ckpt=tmp_path / "missing.ckpt", output=tmp_path / "model.json"))
+        export_checkpoint(command_cfg("export", ckpt_path=tmp_path / "missing.ckpt", output=tmp_path / "model.json"))
 
 
 def test_resume_ckpt_path_missing_or_of_another_architecture(tmp_path: Path) -> None:

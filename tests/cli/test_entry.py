@@ -43,7 +43,7 @@ def test_help_is_the_module_docstring_and_the_config(capsys: pytest.CaptureFixtu
 
 
 def test_other_arguments_run_the_command(capsys: pytest.CaptureFixture) -> None:
-    assert run_command(entry.predict, ["ckpt=x.ckpt"]) == 1  # the real command ran: it names the missing keys
+    assert run_command(entry.predict, ["ckpt_path=x.ckpt"]) == 1  # the real command ran: it names the missing keys
     assert "missing input=..., output=..." in capsys.readouterr().err
 
 

@@ -61,7 +61,7 @@ def run_onnx(path: Path, **inputs: torch.Tensor) -> list[np.ndarray]:
 def test_onnx_matches_torch(checkpoints: dict[str, Path], tmp_path: Path, stage: str, size: int) -> None:
     output = tmp_path / f"{stage}.onnx"
     force = ["force=true"] if size != 64 else []  # trained at 64 px: another size only when forced
-    args = [f"ckpt={checkpoints[stage]}", "format=onnx", "masks=input", f"output={output}", f"image_size={size}"]
+    args = [f"ckpt_path={checkpoints[stage]}", "format=onnx", "masks=input", f"output={output}", f"image_size={size}"]
     assert run_command(main, [*args, *force]) == 0
     module = MODULES[stage].load_from_checkpoint(checkpoints[stage]).eval()
     # batch 3, not the traced batch of 1: the batch axis must really be dynamic
@@ -125,8 +125,10 @@ def test_fader_patch_size_that_onnx_cannot_pool(checkpoints: dict[str, Path], tm
 
 def test_bad_format(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="format='tflite' is unknown; use one of onnx"):
-        export_checkpoint(command_cfg("export", ckpt=checkpoints["ear"], output=tmp_path / "x.onnx", format="tflite"))
-    assert run_command(main, [f"ckpt={checkpoints['ear']}", "format=tflite", f"output={tmp_path / 'x.onnx'}"]) == 1
+        export_checkpoint(
+            command_cfg("export", ckpt_path=checkpoints["ear"], output=tmp_path / "x.onnx", format="tflite")
+        )
+    assert run_command(main, [f"ckpt_path={checkpoints['ear']}", "format=tflite", f"output={tmp_path / 'x.onnx'}"]) == 1
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -156,9 +158,9 @@ def test_the_checkpoint_decides_the_size_and_another_one_must_be_forced(
     moved = tmp_path / "elsewhere" / "model.ckpt"  # out of its run folder: no metrics.json to read the size from
     moved.parent.mkdir()
     moved.write_bytes(checkpoints["fader"].read_bytes())
-    description = export_checkpoint(command_cfg("export", ckpt=moved, output=tmp_path / "own.onnx"))
+    description = export_checkpoint(command_cfg("export", ckpt_path=moved, output=tmp_path / "own.onnx"))
     assert description["image_size"] == [64, 64] and description["interpolation"] == "area"
-    assert run_command(main, [f"ckpt={moved}", f"output={tmp_path / 'big.onnx'}", "image_size=128"]) == 1
+    assert run_command(main, [f"ckpt_path={moved}", f"output={tmp_path / 'big.onnx'}", "image_size=128"]) == 1
     assert "image_size=[128, 128] differs from the [64, 64] the checkpoint was trained at" in capsys.readouterr().err
     assert not (tmp_path / "big.onnx").exists()
 
@@ -213,7 +215,9 @@ def test_onnxruntime_alone_scores_images_with_the_masks_in_the_graph(
     """Within 1e-4 of eager ``infer`` (maps and scores), the only input being the images."""
     output = tmp_path / "model.onnx"
     if masking == "saliency":
-        assert run_command(main, [f"ckpt={checkpoints[stage]}", f"output={output}"]) == 0  # masks=auto is the default
+        assert (
+            run_command(main, [f"ckpt_path={checkpoints[stage]}", f"output={output}"]) == 0
+        )  # masks=auto is the default
         module = MODULES[stage].load_from_checkpoint(checkpoints[stage]).eval()
     else:
         module = checkerboard_modules(tmp_path)[stage]
@@ -241,7 +245,7 @@ def test_the_sidecars_reference_code_reproduces_fader_predict(checkpoints: dict[
         image = Image.open(path).resize((100 + 7 * index, 90))
         (image.convert("L") if index == 0 else image).save(folder / f"{index}.png")  # an 8-bit grayscale file too
     output = tmp_path / "model.onnx"
-    assert run_command(main, [f"ckpt={checkpoints['ear']}", f"output={output}"]) == 0
+    assert run_command(main, [f"ckpt_path={checkpoints['ear']}", f"output={output}"]) == 0
     sidecar = json.loads((tmp_path / "model.json").read_text())
     assert "interpolation=cv2.INTER_AREA" in sidecar["preprocessing"]["resize"]
     script = "\n".join([*sidecar["preprocessing"]["python"], REFERENCE_RUN])
@@ -250,7 +254,7 @@ def test_the_sidecars_reference_code_reproduces_fader_predict(checkpoints: dict[
                           timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     reference = json.loads(proc.stdout)
-    result = predict(command_cfg("predict", ckpt=checkpoints["ear"], input=folder, output=tmp_path / "pred"))
+    result = predict(command_cfg("predict", ckpt_path=checkpoints["ear"], input=folder, output=tmp_path / "pred"))
     for row in result.rows:
         score, label = reference[row["path"]]
         assert score == pytest.approx(row["score"], abs=1e-4) and label == bool(row["label"])
@@ -267,7 +271,7 @@ def test_openvino_ir_matches_torch(checkpoints: dict[str, Path], tmp_path: Path)
     """FADeR (stage 1 inside it), compiled with the side-car's float32 setting: within 1e-4 of eager ``infer``."""
     stage = "fader"
     output = tmp_path / "model.xml"
-    assert run_command(main, [f"ckpt={checkpoints[stage]}", "format=openvino", f"output={output}"]) == 0
+    assert run_command(main, [f"ckpt_path={checkpoints[stage]}", "format=openvino", f"output={output}"]) == 0
     sidecar = json.loads((tmp_path / "model.json").read_text())
     assert sidecar["format"] == "openvino" and sidecar["files"] == ["model.xml", "model.bin"]
     assert (tmp_path / "model.bin").stat().st_size > 0 and sidecar["masking"]["in_graph"]
@@ -291,9 +295,9 @@ def test_int8_model_keeps_the_ranking_of_the_float_model(checkpoints: dict[str, 
     """Calibrated on the training images: image AUROC within 0.05 of float, maps correlated >= 0.99."""
     data = checkpoints["data"]
     float_model, int8_model = tmp_path / "float.onnx", tmp_path / "int8.onnx"
-    assert run_command(main, [f"ckpt={checkpoints['ear']}", f"output={float_model}"]) == 0
+    assert run_command(main, [f"ckpt_path={checkpoints['ear']}", f"output={float_model}"]) == 0
     args = [
-        f"ckpt={checkpoints['ear']}",
+        f"ckpt_path={checkpoints['ear']}",
         "format=onnx-int8",
         f"output={int8_model}",
         f"calibration_dir={data}/train/good",
@@ -353,7 +357,7 @@ def test_bad_outputs_are_refused_before_any_work(tmp_path: Path, fmt: str) -> No
     before = sorted(tmp_path.rglob("*"))
 
     def export_cfg(ckpt: Path, output: Path) -> DictConfig:
-        return command_cfg("export", ckpt=ckpt, output=output, format=fmt, **calibration)
+        return command_cfg("export", ckpt_path=ckpt, output=output, format=fmt, **calibration)
 
     for output, message in cases.items():
         with pytest.raises(ConfigError, match=message):
@@ -363,36 +367,38 @@ def test_bad_outputs_are_refused_before_any_work(tmp_path: Path, fmt: str) -> No
         locked.mkdir(mode=0o500)
         with pytest.raises(ConfigError, match="not writable"):
             export_checkpoint(
-                command_cfg("export", ckpt=missing, output=locked / f"model{suffix}", format=fmt, **calibration)
+                command_cfg("export", ckpt_path=missing, output=locked / f"model{suffix}", format=fmt, **calibration)
             )
         locked.rmdir()
     assert sorted(tmp_path.rglob("*")) == before
     with pytest.raises(CheckpointError):
         export_checkpoint(
-            command_cfg("export", ckpt=missing, output=tmp_path / f"model{suffix}", format=fmt, **calibration)
+            command_cfg("export", ckpt_path=missing, output=tmp_path / f"model{suffix}", format=fmt, **calibration)
         )
 
 
 def test_bad_masks_and_calibration_arguments(tmp_path: Path) -> None:
     missing, output = tmp_path / "missing.ckpt", tmp_path / "model.onnx"
     with pytest.raises(ConfigError, match="masks='outside' is unknown; use one of auto, input, embedded"):
-        export_checkpoint(command_cfg("export", ckpt=missing, output=output, masks="outside"))
+        export_checkpoint(command_cfg("export", ckpt_path=missing, output=output, masks="outside"))
     with pytest.raises(ConfigError, match="format=onnx-int8 needs calibration_dir=DIR"):
-        export_checkpoint(command_cfg("export", ckpt=missing, output=output, format="onnx-int8"))
+        export_checkpoint(command_cfg("export", ckpt_path=missing, output=output, format="onnx-int8"))
     with pytest.raises(ConfigError, match="calibration_dir is only used by format=onnx-int8"):
-        export_checkpoint(command_cfg("export", ckpt=missing, output=output, calibration_dir=tmp_path))
+        export_checkpoint(command_cfg("export", ckpt_path=missing, output=output, calibration_dir=tmp_path))
     with pytest.raises(ConfigError, match=r"calibration_dir=.* holds no image"):
         export_checkpoint(
-            command_cfg("export", ckpt=missing, output=output, format="onnx-int8", calibration_dir=tmp_path)
+            command_cfg("export", ckpt_path=missing, output=output, format="onnx-int8", calibration_dir=tmp_path)
         )
     with pytest.raises(ConfigError, match=r"calibration_dir=.*nowhere is not a folder"):
         export_checkpoint(
-            command_cfg("export", ckpt=missing, output=output, format="onnx-int8", calibration_dir=tmp_path / "nowhere")
+            command_cfg(
+                "export", ckpt_path=missing, output=output, format="onnx-int8", calibration_dir=tmp_path / "nowhere"
+            )
         )
     for opset in ("new", 12, 7):  # 7-12 cannot express aten::unflatten
         with pytest.raises(ConfigError, match=f"opset={opset!r} is invalid; use an integer >= 13"):
-            export_checkpoint(command_cfg("export", ckpt=missing, output=output, opset=opset))
-    assert run_command(main, [f"ckpt={missing}", f"output={output}", "format=onnx-int8"]) == 1
+            export_checkpoint(command_cfg("export", ckpt_path=missing, output=output, opset=opset))
+    assert run_command(main, [f"ckpt_path={missing}", f"output={output}", "format=onnx-int8"]) == 1
     assert not output.exists()
 
 
@@ -417,8 +423,8 @@ def test_an_output_that_is_an_input_is_refused(
     (tmp_path / "link.onnx").symlink_to(trained)
     (tmp_path / "weights.bin").write_bytes(b"vit")
     cases = {
-        (f"output={trained}",): rf"output={trained} is ckpt={trained}: writing it would replace that input",
-        (f"output={tmp_path / 'link.onnx'}",): r"link\.onnx is ckpt=",
+        (f"output={trained}",): rf"output={trained} is ckpt_path={trained}: writing it would replace that input",
+        (f"output={tmp_path / 'link.onnx'}",): r"link\.onnx is ckpt_path=",
         (f"output={tmp_path / 'model.onnx'}",): r"model\.onnx \(its file .*model\.json\) is vit_weights=",
         (f"output={tmp_path / 'weights.xml'}", "format=openvino"): r"weights\.xml \(its file .*weights\.bin\) is vit",
     }
@@ -426,7 +432,7 @@ def test_an_output_that_is_an_input_is_refused(
     for args, message in cases.items():
         vit = tmp_path / ("model.json" if "model.onnx" in args[0] else "weights.bin")
         vit.touch()
-        assert run_command(main, [f"ckpt={trained}", *args, f"vit_weights={vit}"]) == 1
+        assert run_command(main, [f"ckpt_path={trained}", *args, f"vit_weights={vit}"]) == 1
         assert re.search(message, capsys.readouterr().err), args
     assert {path: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()} == {
         **before,
@@ -470,11 +476,11 @@ def test_links_in_the_outputs_folder_matter_only_where_the_export_writes(
     folder.mkdir()
     elsewhere.mkdir()
     (folder / ".venv").symlink_to(elsewhere)
-    assert run_command(main, [f"ckpt={checkpoints['ear']}", f"output={folder / 'model.onnx'}"]) == 0
+    assert run_command(main, [f"ckpt_path={checkpoints['ear']}", f"output={folder / 'model.onnx'}"]) == 0
     assert (folder / "model.onnx").is_file() and not any(elsewhere.iterdir())
     (elsewhere / "notes.json").write_text("{}")
     (folder / "other.json").symlink_to(elsewhere / "notes.json")
-    assert run_command(main, [f"ckpt={checkpoints['ear']}", f"output={folder / 'other.onnx'}"]) == 1
+    assert run_command(main, [f"ckpt_path={checkpoints['ear']}", f"output={folder / 'other.onnx'}"]) == 1
     assert re.search(
         r"other\.json is a symbolic link to .*notes\.json, outside the output folder", capsys.readouterr().err
     )

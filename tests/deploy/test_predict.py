@@ -73,7 +73,7 @@ def test_folder_with_corrupt_file(run: dict[str, Path], tmp_path: Path, capsys: 
     expected = independent_scores(FADeRModule.load_from_checkpoint(run["fader"]), readable)
     threshold = float(np.median(list(expected.values())))
     out = tmp_path / "pred"
-    code = run_command(main, [f"ckpt={run['fader']}", f"input={run['inputs']}", f"output={out}",
+    code = run_command(main, [f"ckpt_path={run['fader']}", f"input={run['inputs']}", f"output={out}",
                               f"threshold={threshold!r}", "batch_size=3"])  # fmt: skip
     assert code == 0
     assert "broken.png" in capsys.readouterr().out
@@ -104,7 +104,7 @@ def test_auto_threshold_single_image_and_glob(run: dict[str, Path], tmp_path: Pa
     normals = sorted(run["normals"].glob("*.png"))
     normal_scores = independent_scores(EARModule.load_from_checkpoint(run["ear"]), normals)
     result = predict(
-        command_cfg("predict", ckpt=run["ear"], input=str(run["normals"] / "*.png"), output=tmp_path / "glob",
+        command_cfg("predict", ckpt_path=run["ear"], input=str(run["normals"] / "*.png"), output=tmp_path / "glob",
                     normal_dir=run["normals"])
     )  # fmt: skip
     # the checkpoint's calibration (auto, a margin of 1 std): too few images for a quantile, so max + 1 std
@@ -113,7 +113,9 @@ def test_auto_threshold_single_image_and_glob(run: dict[str, Path], tmp_path: Pa
     assert [row["path"] for row in result.rows] == [str(p) for p in normals]
     assert all(row["label"] == 0 for row in result.rows)  # the maximum is not above itself
     single = run["inputs"] / "good_000.png"
-    code = run_command(main, [f"ckpt={run['ear']}", f"input={single}", f"output={tmp_path / 'one'}", "threshold=0.0"])
+    code = run_command(
+        main, [f"ckpt_path={run['ear']}", f"input={single}", f"output={tmp_path / 'one'}", "threshold=0.0"]
+    )
     assert code == 0
     assert [row["label"] for row in read_scores(tmp_path / "one" / "scores.csv")] == ["1"]
     overlay = Image.open(tmp_path / "one" / "overlays" / "good_000.png")
@@ -121,7 +123,7 @@ def test_auto_threshold_single_image_and_glob(run: dict[str, Path], tmp_path: Pa
 
 
 def test_the_calibrated_threshold_travels_with_the_checkpoint(run: dict[str, Path], tmp_path: Path) -> None:
-    result = predict(command_cfg("predict", ckpt=run["ear"], input=run["inputs"] / "good_000.png",
+    result = predict(command_cfg("predict", ckpt_path=run["ear"], input=run["inputs"] / "good_000.png",
                                  output=tmp_path / "calibrated"))  # fmt: skip
     calibration = load_results(run["run_dir"])["ear"]["calibration"]
     assert result.threshold == pytest.approx(calibration["image_threshold"]) and "calibrated" in result.threshold_source
@@ -145,19 +147,19 @@ def test_older_checkpoints_fall_back_to_the_oracle_with_a_warning(
     edit_checkpoint(run["ear"], drop_thresholds, older)
     oracle = load_results(run["run_dir"])["ear"]["metrics"]["image_threshold_oracle"]
     with caplog.at_level(logging.WARNING):
-        result = predict(command_cfg("predict", ckpt=older, input=run["inputs"] / "good_000.png",
+        result = predict(command_cfg("predict", ckpt_path=older, input=run["inputs"] / "good_000.png",
                                      output=tmp_path / "oracle"))  # fmt: skip
     assert result.threshold == oracle
     assert "ORACLE" in caplog.text
     moved = tmp_path / "elsewhere.ckpt"  # outside its run folder: no metrics.json, so a threshold is required
     shutil.copy(older, moved)
     with pytest.raises(ConfigError, match="no image threshold"):
-        predict(command_cfg("predict", ckpt=moved, input=run["inputs"], output=tmp_path / "none"))
+        predict(command_cfg("predict", ckpt_path=moved, input=run["inputs"], output=tmp_path / "none"))
 
 
 def test_nothing_readable_exits_1(run: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "bad"
-    args = [f"ckpt={run['ear']}", f"input={run['inputs'] / 'broken.png'}", f"output={out}", "threshold=1"]
+    args = [f"ckpt_path={run['ear']}", f"input={run['inputs'] / 'broken.png'}", f"output={out}", "threshold=1"]
     assert run_command(main, args) == 1
     assert [row["status"] for row in read_scores(out / "scores.csv")] == ["skipped"]
 
@@ -165,9 +167,9 @@ def test_nothing_readable_exits_1(run: dict[str, Path], tmp_path: Path) -> None:
 def test_unknown_and_missing_keys_are_named(
     run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert run_command(main, [f"ckpt={run['ear']}", "input=x", "output=y", "treshold=1"]) == 1
+    assert run_command(main, [f"ckpt_path={run['ear']}", "input=x", "output=y", "treshold=1"]) == 1
     assert "Key 'treshold' is not in struct" in capsys.readouterr().err
-    assert run_command(main, [f"ckpt={run['ear']}", "input=x"]) == 1
+    assert run_command(main, [f"ckpt_path={run['ear']}", "input=x"]) == 1
     assert "missing output=...; fader-predict --help lists every key" in capsys.readouterr().err
     for bad, named in (
         ("threshold=high", "threshold='high' is invalid"),
@@ -177,7 +179,7 @@ def test_unknown_and_missing_keys_are_named(
         ("output_size=huge", "output_size='huge' is unknown; use one of input, model"),
         ("map_encoding=gray32", "map_encoding='gray32' is unknown; use one of heat, gray8, gray16"),
     ):
-        assert run_command(main, [f"ckpt={run['ear']}", f"input={run['inputs']}", f"output={tmp_path}", bad]) == 1
+        assert run_command(main, [f"ckpt_path={run['ear']}", f"input={run['inputs']}", f"output={tmp_path}", bad]) == 1
         assert named in capsys.readouterr().err
     assert not (tmp_path / "scores.csv").exists()
 
@@ -187,16 +189,18 @@ def test_a_checkpoint_moved_out_of_its_run_is_served_at_its_own_size(run: dict[s
     moved.parent.mkdir()
     moved.write_bytes(run["ear"].read_bytes())
     image = sorted(run["inputs"].glob("good_*.png"))[0]
-    predict(command_cfg("predict", ckpt=moved, input=image, output=tmp_path / "out", threshold=0.5,
+    predict(command_cfg("predict", ckpt_path=moved, input=image, output=tmp_path / "out", threshold=0.5,
                         output_size="model"))  # fmt: skip
     assert Image.open(tmp_path / "out" / "maps" / f"{image.stem}.png").size == (TRAIN_SIZE, TRAIN_SIZE)
     module = EARModule.load_from_checkpoint(moved)
     assert module.trained_size == (TRAIN_SIZE, TRAIN_SIZE)
     with pytest.raises(ConfigError, match=r"image_size=\[32, 32\] differs from the \[64, 64\].*force=true"):
         predict(
-            command_cfg("predict", ckpt=moved, input=image, output=tmp_path / "other", threshold=0.5, image_size=32)
+            command_cfg(
+                "predict", ckpt_path=moved, input=image, output=tmp_path / "other", threshold=0.5, image_size=32
+            )
         )
-    forced = predict(command_cfg("predict", ckpt=moved, input=image, output=tmp_path / "forced", threshold=0.5,
+    forced = predict(command_cfg("predict", ckpt_path=moved, input=image, output=tmp_path / "forced", threshold=0.5,
                                  image_size=[32, 32], force=True, output_size="model"))  # fmt: skip
     assert len(forced.scored) == 1
     assert Image.open(tmp_path / "forced" / "masks" / f"{image.stem}.png").size == (32, 32)
@@ -205,7 +209,7 @@ def test_a_checkpoint_moved_out_of_its_run_is_served_at_its_own_size(run: dict[s
 def test_outputs_mirror_the_input_folders_and_scores_are_also_normalised(run: dict[str, Path], tmp_path: Path) -> None:
     test_root = run["normals"].parents[1] / "test"  # good/, and one folder per defect type: stems repeat across them
     out = tmp_path / "mirrored"
-    result = predict(command_cfg("predict", ckpt=run["fader"], input=test_root, output=out))
+    result = predict(command_cfg("predict", ckpt_path=run["fader"], input=test_root, output=out))
     files = sorted(p for p in test_root.rglob("*.png"))
     assert [row["path"] for row in result.rows] == [str(p) for p in files]
     for row, path in zip(result.rows, files, strict=True):
@@ -235,18 +239,18 @@ def test_an_output_that_overlaps_an_input_is_refused(
         (f"input={images}", f"output={images}"): rf"output={images} is input={images}",
         (f"input={images / 'good_000.png'}", f"output={tmp_path}"): r"holds input=.*good_000\.png",
         (f"input={images}", f"output={run['normals'] / 'pred'}", f"normal_dir={run['normals']}"): "inside normal_dir=",
-        (f"input={images}", f"output={shipped}"): r"shipped holds ckpt=.*model\.ckpt",
+        (f"input={images}", f"output={shipped}"): r"shipped holds ckpt_path=.*model\.ckpt",
         (f"input={tmp_path}/**/*.png", f"output={tmp_path / 'pred'}"): r"\*\*/\*\.png matches .*pred/maps/.*re-run",
         (f"input={images}/*.png", f"output={images}"): r"output=.*images holds input=.*\.png",
     }
     before = sorted(tmp_path.rglob("*"))
     for args, message in cases.items():
-        ckpt_arg = f"ckpt={ckpt}" if "shipped" in args[1] else f"ckpt={run['ear']}"
+        ckpt_arg = f"ckpt_path={ckpt}" if "shipped" in args[1] else f"ckpt_path={run['ear']}"
         assert run_command(main, [ckpt_arg, *args, "threshold=0.5"]) == 1
         assert re.search(message, capsys.readouterr().err), args
     assert sorted(tmp_path.rglob("*")) == before  # refused before any work
     # a glob that cannot match what is written beside it is fine
-    result = predict(command_cfg("predict", ckpt=ckpt, input=f"{images}/good_*.png", output=images / "pred",
+    result = predict(command_cfg("predict", ckpt_path=ckpt, input=f"{images}/good_*.png", output=images / "pred",
                                  threshold=0.5))  # fmt: skip
     assert len(result.scored) == len(list(images.glob("good_*.png")))
 
@@ -259,7 +263,7 @@ def test_a_prediction_replaces_the_earlier_one_whole_or_not_at_all(
     run: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "pred"
-    predict(command_cfg("predict", ckpt=run["ear"], input=run["inputs"], output=out, threshold=0.5))
+    predict(command_cfg("predict", ckpt_path=run["ear"], input=run["inputs"], output=out, threshold=0.5))
     earlier = listing(out)
     assert "maps/good_000.png" in earlier and "scores.csv" in earlier
 
@@ -269,11 +273,11 @@ def test_a_prediction_replaces_the_earlier_one_whole_or_not_at_all(
     with monkeypatch.context() as patch:
         patch.setattr("fader_lightning.deploy.predict.write_images", crash)
         with pytest.raises(OSError, match="No space left"):
-            predict(command_cfg("predict", ckpt=run["ear"], input=run["inputs"], output=out, threshold=0.0))
+            predict(command_cfg("predict", ckpt_path=run["ear"], input=run["inputs"], output=out, threshold=0.0))
     assert listing(out) == earlier  # no new map beside the earlier table
     assert sorted(path.name for path in out.iterdir()) == ["maps", "masks", "overlays", "scores.csv"]
     single = run["inputs"] / "good_000.png"
-    predict(command_cfg("predict", ckpt=run["ear"], input=single, output=out, threshold=0.5))
+    predict(command_cfg("predict", ckpt_path=run["ear"], input=single, output=out, threshold=0.5))
     assert sorted(listing(out)) == ["maps/good_000.png", "masks/good_000.png", "overlays/good_000.png", "scores.csv"]
     assert [row["path"] for row in read_scores(out / "scores.csv")] == [str(single)]
 
@@ -283,10 +287,10 @@ def test_maps_or_overlays_of_another_tool_are_never_replaced(run: dict[str, Path
     (tmp_path / "maps" / "city.png").write_bytes(b"a map of the city")
     image = run["inputs"] / "good_000.png"
     with pytest.raises(ConfigError, match=r"holds maps, not an earlier result of fader-predict.*choose another"):
-        predict(command_cfg("predict", ckpt=run["ear"], input=image, output=tmp_path, threshold=0.5))
+        predict(command_cfg("predict", ckpt_path=run["ear"], input=image, output=tmp_path, threshold=0.5))
     (tmp_path / "scores.csv").write_text("id,value\n")
     with pytest.raises(ConfigError, match=r"holds maps, scores\.csv, not an earlier result"):
-        predict(command_cfg("predict", ckpt=run["ear"], input=image, output=tmp_path, threshold=0.5))
+        predict(command_cfg("predict", ckpt_path=run["ear"], input=image, output=tmp_path, threshold=0.5))
     assert listing(tmp_path) == {"maps/city.png": b"a map of the city", "scores.csv": b"id,value\n"}
 
 
@@ -295,7 +299,7 @@ def test_an_image_below_the_models_smallest_side_is_skipped_by_name(run: dict[st
     folder.mkdir()
     shutil.copy(run["inputs"] / "good_000.png", folder / "good.png")
     Image.new("RGB", (1, 1), (255, 0, 0)).save(folder / "dot.png")
-    result = predict(command_cfg("predict", ckpt=run["ear"], input=folder, output=tmp_path / "out", threshold=0.5))
+    result = predict(command_cfg("predict", ckpt_path=run["ear"], input=folder, output=tmp_path / "out", threshold=0.5))
     assert [row["path"] for row in result.scored] == [str(folder / "good.png")]
     (skipped,) = result.skipped
     assert skipped["path"] == str(folder / "dot.png")
@@ -320,7 +324,9 @@ def test_maps_and_masks_come_at_the_images_own_size(run: dict[str, Path], tmp_pa
     unit = 0.5 + 0.5 * x / (1 + np.abs(x))  # the side-car's formula, written out
     for encoding, top in (("gray8", 255), ("gray16", 65535)):
         out = tmp_path / encoding
-        result = predict(command_cfg("predict", ckpt=run["fader"], input=folder, output=out, map_encoding=encoding))
+        result = predict(
+            command_cfg("predict", ckpt_path=run["fader"], input=folder, output=out, map_encoding=encoding)
+        )
         (row,) = result.rows
         stored = np.array(Image.open(out / row["map"]))
         assert stored.shape == (90, 120) and stored.dtype == (np.uint8 if top == 255 else np.uint16)
@@ -336,7 +342,7 @@ def test_auto_threshold_by_the_calibration_methods(run: dict[str, Path], tmp_pat
     normals = sorted(run["normals"].glob("*.png"))
     values = np.array(list(independent_scores(EARModule.load_from_checkpoint(run["ear"]), normals).values()))
     image, good = run["inputs"] / "good_000.png", run["normals"]
-    result = predict(command_cfg("predict", ckpt=run["ear"], input=image, output=tmp_path / "g", normal_dir=good,
+    result = predict(command_cfg("predict", ckpt_path=run["ear"], input=image, output=tmp_path / "g", normal_dir=good,
                                  calibration={"method": "gaussian", "target_fpr": 0.1, "margin": 0}))  # fmt: skip
     assert result.threshold == pytest.approx(values.mean() + norm.ppf(0.9) * values.std(ddof=1), abs=1e-4)
     with pytest.raises(
@@ -344,11 +350,11 @@ def test_auto_threshold_by_the_calibration_methods(run: dict[str, Path], tmp_pat
         match=rf"calibration.method=quantile at calibration.target_fpr=0.05 needs 19 normal "
         rf"images and normal_dir={re.escape(str(run['normals']))} gives {len(normals)}",
     ):
-        predict(command_cfg("predict", ckpt=run["ear"], input=image, output=tmp_path / "q", normal_dir=run["normals"],
-                            calibration={"method": "quantile"}))  # fmt: skip
+        predict(command_cfg("predict", ckpt_path=run["ear"], input=image, output=tmp_path / "q",
+                            normal_dir=run["normals"], calibration={"method": "quantile"}))  # fmt: skip
     with pytest.raises(ConfigError, match=r"seen_gap needs the model's training images"):
-        predict(command_cfg("predict", ckpt=run["ear"], input=image, output=tmp_path / "s", normal_dir=run["normals"],
-                            calibration={"method": "seen_gap"}))  # fmt: skip
+        predict(command_cfg("predict", ckpt_path=run["ear"], input=image, output=tmp_path / "s",
+                            normal_dir=run["normals"], calibration={"method": "seen_gap"}))  # fmt: skip
 
 
 def test_an_input_above_the_decompression_limit_is_skipped_by_name(
@@ -356,7 +362,7 @@ def test_an_input_above_the_decompression_limit_is_skipped_by_name(
 ) -> None:
     image = run["inputs"] / "good_000.png"  # 80 x 80 = 6,400 pixels
     monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
-    args = [f"ckpt={run['ear']}", f"input={image}", f"output={tmp_path / 'out'}", "threshold=0.5"]
+    args = [f"ckpt_path={run['ear']}", f"input={image}", f"output={tmp_path / 'out'}", "threshold=0.5"]
     assert run_command(main, args) == 1  # nothing could be scored
     (row,) = read_scores(tmp_path / "out" / "scores.csv")
     assert row["status"] == "skipped" and str(image) in row["reason"]

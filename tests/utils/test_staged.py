@@ -72,16 +72,16 @@ def test_outputs_apart_from_inputs(tmp_path: Path) -> None:
     data.mkdir()
     (tmp_path / "link.onnx").symlink_to(ckpt)
     refused = {
-        ("output", ckpt, False, ()): r"output=.*model\.ckpt is ckpt=.*model\.ckpt: writing it would replace",
-        ("output", tmp_path / "link.onnx", False, ()): r"link\.onnx is ckpt=",  # through a link
+        ("output", ckpt, False, ()): r"output=.*model\.ckpt is ckpt_path=.*model\.ckpt: writing it would replace",
+        ("output", tmp_path / "link.onnx", False, ()): r"link\.onnx is ckpt_path=",  # through a link
         ("output", tmp_path / "m.xml", False, (tmp_path / "model.ckpt",)): r"m\.xml \(its file .*model\.ckpt\) is ckpt",
         ("output", tmp_path / "x" / ".." / "data", True, ()): r"is data=",
         ("output", data / "pred", True, ()): r"pred lies inside data=.*a re-run would read the outputs as inputs",
-        ("output", tmp_path, True, ()): r"holds ckpt=.*choose another output= apart from every input",
+        ("output", tmp_path, True, ()): r"holds ckpt_path=.*choose another output= apart from every input",
     }
     for (key, output, folder, writes), message in refused.items():
         with pytest.raises(ConfigError, match=message):
-            check_apart(key, output, {"ckpt": ckpt, "data": data, "missing": None}, folder=folder, writes=writes)
+            check_apart(key, output, {"ckpt_path": ckpt, "data": data, "missing": None}, folder=folder, writes=writes)
     # a file written inside an input folder, and a folder beside the inputs, are fine
-    check_apart("output", data / "model.onnx", {"ckpt": ckpt, "data": data})
-    check_apart("output", tmp_path / "pred", {"ckpt": ckpt, "data": data}, folder=True)
+    check_apart("output", data / "model.onnx", {"ckpt_path": ckpt, "data": data})
+    check_apart("output", tmp_path / "pred", {"ckpt_path": ckpt, "data": data}, folder=True)

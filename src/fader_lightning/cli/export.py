@@ -1,7 +1,7 @@
 """``fader-export``: export the whole inference graph of a checkpoint as a self-contained deployment model.
 
 Usage:
-    fader-export ckpt=PATH output=FILE [format=onnx|onnx-int8|openvino] [masks=auto|input|embedded]
+    fader-export ckpt_path=PATH output=FILE [format=onnx|onnx-int8|openvino] [masks=auto|input|embedded]
         [calibration_dir=DIR] [image_size=N|[H,W] [force=true]] [opset=17] [vit_weights=PATH]
 
 A Hydra app: ``conf/export.yaml`` holds every key with its default (``--cfg job`` prints them) and ``-m`` sweeps.

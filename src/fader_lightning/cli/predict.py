@@ -1,11 +1,11 @@
 """``fader-predict``: score images with a trained checkpoint; write heat maps, overlays and ``scores.csv``.
 
 Usage:
-    fader-predict ckpt=PATH input=IMAGE|FOLDER|GLOB output=DIR [threshold=FLOAT|auto] [normal_dir=DIR]
+    fader-predict ckpt_path=PATH input=IMAGE|FOLDER|GLOB output=DIR [threshold=FLOAT|auto] [normal_dir=DIR]
         [calibration.method=max|quantile|gaussian] [calibration.target_fpr=0.05] [output_size=input|model]
         [map_encoding=heat|gray8|gray16] [image_size=N|[H,W] [force=true]] [batch_size=8] [device=auto|cpu|cuda]
         [vit_weights=PATH]
-    fader-predict -m ckpt=A.ckpt,B.ckpt input=DIR 'output=out/${hydra:job.num}'
+    fader-predict -m ckpt_path=A.ckpt,B.ckpt input=DIR 'output=out/${hydra:job.num}'
 
 A Hydra app: ``conf/predict.yaml`` holds every key with its default (``--cfg job`` prints them) and ``-m`` sweeps.
 
@@ -38,7 +38,7 @@ that size unless ``force=true`` (checkpoints that predate stored sizes fall back
 They are written to a temporary folder inside ``output`` and swapped in whole when every image is done: they replace
 an earlier prediction's (a prediction that fails leaves it as it was), and never a ``maps/``, ``masks/``,
 ``overlays/`` or ``scores.csv`` that fader-predict did not write. An ``output`` folder that is, holds or lies inside
-an input (``input``: the folder, the file or each file a glob matches; ``normal_dir``, ``ckpt``, ``vit_weights``),
+an input (``input``: the folder, the file or each file a glob matches; ``normal_dir``, ``ckpt_path``, ``vit_weights``),
 or whose files a glob ``input`` would match on a re-run, is refused before any work.
 
 Stems used twice in a folder get ``_1``, ``_2``, ... appended. The image threshold comes from, in this order:

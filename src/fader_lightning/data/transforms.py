@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from numbers import Integral
 
@@ -9,6 +10,8 @@ import albumentations as A
 import cv2
 
 from fader_lightning.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def as_hw(image_size: int | Sequence[int], key: str = "data.image_size") -> tuple[int, int]:
@@ -34,6 +37,53 @@ def as_hw(image_size: int | Sequence[int], key: str = "data.image_size") -> tupl
 
 
 INTERPOLATIONS: dict[str, int] = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
+
+
+def checkpoint_size(
+    given: int | Sequence[int] | None,
+    trained: Sequence[int] | None,
+    key: str,
+    force: bool,
+    stored: int | Sequence[int] | None = None,
+) -> tuple[int, int]:
+    """The input size of a trained model: the size it was trained at, which ``key`` may only repeat unless forced.
+
+    The one rule of every command that runs a checkpoint (``fader-eval``, ``fader-predict``, ``fader-export``, the
+    Python API, and ``stage=fader`` on a stage-1 checkpoint); ``force=true`` is the one key that allows another size.
+
+    Args:
+        given: The size the job asks for (``key``), or ``None``.
+        trained: The size the checkpoint states, or ``None`` when it predates stored sizes.
+        key: The option that gave ``given`` (``data.image_size``, ``image_size``), for messages.
+        force: Accept a ``given`` size that differs from ``trained``.
+        stored: For a checkpoint that does not state its size: the one its training run's ``metrics.json`` records.
+
+    Returns:
+        Height and width.
+
+    Raises:
+        ConfigError: When ``given`` is not one or two positive integers, differs from ``trained`` without ``force``,
+            or nothing states the size.
+    """
+    trained = as_hw(trained, "the checkpoint's image_size") if trained is not None else None
+    if given is not None:
+        size = as_hw(given, key)
+        if trained is not None and size != trained and not force:
+            raise ConfigError(
+                f"{key}={list(size)} differs from the {list(trained)} the checkpoint was trained at: its scores "
+                f"would be meaningless; drop {key}= (the checkpoint's size is used), or add force=true to run at "
+                "this size anyway"
+            )
+        return size
+    if trained is not None:
+        return trained
+    if stored is not None:
+        log.info("image size %s from the training run's metrics.json (the checkpoint does not state it)", stored)
+        return as_hw(stored)
+    raise ConfigError(
+        "the checkpoint does not state its image size (it predates stored sizes) and has no metrics.json beside it "
+        f"that does; pass {key}=<the size it was trained at>"
+    )
 
 
 def build_transform(image_size: int | Sequence[int], interpolation: str = "area") -> A.Compose:

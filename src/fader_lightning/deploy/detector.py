@@ -22,13 +22,11 @@ from torch import Tensor
 
 from fader_lightning.data.image_io import read_image, scale_to_uint8
 from fader_lightning.data.transforms import build_transform
-from fader_lightning.deploy.sizing import resolve_image_size
 from fader_lightning.errors import ConfigError, DataError
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.fit_check import minimum_side
-from fader_lightning.models.loading import load_module
+from fader_lightning.models.loading import open_checkpoint
 from fader_lightning.models.scoring import normalized
-from fader_lightning.run_layout import run_entry
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +163,8 @@ class Detector:
         Raises:
             CheckpointError: When the file is missing or is not a checkpoint of either stage.
         """
-        module = load_module(path, device, vit_weights)
-        size = resolve_image_size(None, module, run_entry(path, module.stage), force=False)
-        return cls(module, size, image_threshold, pixel_threshold)
+        opened = open_checkpoint(path, device, vit_weights)
+        return cls(opened.module, opened.input_size(), image_threshold, pixel_threshold)
 
     @property
     def stage(self) -> str:

@@ -25,14 +25,12 @@ from torch import Tensor, nn
 from fader_lightning.data.dataset import AnomalyDataset
 from fader_lightning.data.samples import NORMAL, Sample, list_images
 from fader_lightning.data.transforms import build_transform
-from fader_lightning.deploy.sizing import resolve_image_size
 from fader_lightning.errors import ConfigError
 from fader_lightning.masking import MaskGenerator
 from fader_lightning.models import EARModel, FADeRModel, FADeRModule
 from fader_lightning.models.base_module import AnomalyModule
-from fader_lightning.models.loading import load_module
+from fader_lightning.models.loading import open_checkpoint
 from fader_lightning.models.scoring import NORMALIZED_FORMULA, AnomalyScorer, scaled_kernel_size
-from fader_lightning.run_layout import run_entry
 from fader_lightning.utils.io import atomic_write_bytes, atomic_write_json, check_apart, staged, writable_folder
 
 log = logging.getLogger(__name__)
@@ -781,7 +779,7 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     Every option is checked before the checkpoint is read.
 
     Args:
-        cfg: The ``conf/export.yaml`` config: ``ckpt``, ``output``, ``format``, ``masks``, ``calibration_dir``
+        cfg: The ``conf/export.yaml`` config: ``ckpt_path``, ``output``, ``format``, ``masks``, ``calibration_dir``
             (required by ``onnx-int8``, refused otherwise), ``image_size``, ``force``, ``opset`` and ``vit_weights``.
 
     Returns:
@@ -789,7 +787,7 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
 
     Raises:
         ConfigError: On an unknown format or mask mode, a bad output or calibration folder, an output (model,
-            weights or side-car) that is an input (``ckpt``, ``calibration_dir``, ``vit_weights``), or a size that
+            weights or side-car) that is an input (``ckpt_path``, ``calibration_dir``, ``vit_weights``), or a size that
             does not fit the model.
         CheckpointError: When the checkpoint cannot be loaded.
     """
@@ -797,12 +795,12 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if isinstance(cfg.opset, bool) or not isinstance(cfg.opset, int) or cfg.opset < MIN_OPSET:
         raise ConfigError(f"opset={cfg.opset!r} is invalid; use an integer >= {MIN_OPSET} (conf/export.yaml: 17)")
     files, sidecar = check_arguments(cfg.output, cfg.format, cfg.masks, calibration_dir is not None)
-    inputs = {"ckpt": cfg.ckpt, "calibration_dir": calibration_dir, "vit_weights": cfg.vit_weights}
+    inputs = {"ckpt_path": cfg.ckpt_path, "calibration_dir": calibration_dir, "vit_weights": cfg.vit_weights}
     check_apart("output", files[0], inputs, writes=[*files[1:], sidecar])
     paths = None if calibration_dir is None else calibration_paths(calibration_dir)
     writable_folder(files[0].parent, "output's folder", [path.name for path in (*files, sidecar)])
-    module = load_module(cfg.ckpt, "cpu", cfg.vit_weights)
-    size = resolve_image_size(cfg.image_size, module, run_entry(cfg.ckpt, module.stage), cfg.force)
+    opened = open_checkpoint(cfg.ckpt_path, "cpu", cfg.vit_weights)
+    module, size = opened.module, opened.input_size(cfg.image_size, "image_size", cfg.force)
     calibration = None if paths is None else calibration_images(paths, size, module.preprocessing["interpolation"])
     return export_model(
         module, cfg.output, size, fmt=cfg.format, masks=cfg.masks, opset=cfg.opset, calibration=calibration

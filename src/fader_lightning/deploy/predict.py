@@ -27,13 +27,11 @@ from tqdm import tqdm
 
 from fader_lightning.data.samples import IMAGE_EXTENSIONS
 from fader_lightning.deploy.detector import Detection, Detector
-from fader_lightning.deploy.sizing import resolve_image_size
 from fader_lightning.errors import ConfigError, DataError, settings_of
 from fader_lightning.keys import IMAGE_THRESHOLD_ORACLE
 from fader_lightning.models.calibration import AUTO, Calibration
-from fader_lightning.models.loading import load_module
+from fader_lightning.models.loading import open_checkpoint
 from fader_lightning.models.scoring import normalized
-from fader_lightning.run_layout import run_entry
 from fader_lightning.utils.background import background_writes, submit
 from fader_lightning.utils.io import atomic_write_bytes, atomic_write_text, check_apart, staged, writable_folder
 from fader_lightning.visualize import MapScale, encode_png, heatmap, overlay_panel
@@ -140,14 +138,14 @@ def check_output(output: Path, spec: str, paths: Sequence[Path], names: Iterable
         spec: ``input=``.
         paths: The input files it names.
         names: Their output names (see :func:`output_names`).
-        cfg: The config (``normal_dir``, ``ckpt``, ``vit_weights``).
+        cfg: The config (``normal_dir``, ``ckpt_path``, ``vit_weights``).
 
     Raises:
         ConfigError: When ``output`` is, holds or lies inside an input (``input``, each file a glob matches,
-            ``normal_dir``, ``ckpt``, ``vit_weights``), a glob ``input`` would match the files written there, or it
+            ``normal_dir``, ``ckpt_path``, ``vit_weights``), a glob ``input`` would match the files written there, or it
             holds a ``maps/``, ``overlays/`` or ``scores.csv`` that fader-predict did not write.
     """
-    given = {"input": spec if Path(spec).exists() else None, "normal_dir": cfg.normal_dir, "ckpt": cfg.ckpt,
+    given = {"input": spec if Path(spec).exists() else None, "normal_dir": cfg.normal_dir, "ckpt_path": cfg.ckpt_path,
              "vit_weights": cfg.vit_weights}  # fmt: skip
     check_apart("output", output, given, folder=True)
     if given["input"] is None:  # a glob: its files, and what a re-run of it would match
@@ -481,7 +479,7 @@ def predict(cfg: DictConfig) -> Prediction:
     replacing an earlier prediction's whole; a prediction that fails leaves ``output`` as it was.
 
     Args:
-        cfg: The ``conf/predict.yaml`` config: ``ckpt``, ``input``, ``output``, ``threshold``, ``normal_dir``,
+        cfg: The ``conf/predict.yaml`` config: ``ckpt_path``, ``input``, ``output``, ``threshold``, ``normal_dir``,
             ``calibration``, ``image_size``, ``force``, ``batch_size``, ``device`` and ``vit_weights``.
 
     Returns:
@@ -500,10 +498,9 @@ def predict(cfg: DictConfig) -> Prediction:
     names = output_names(paths, base)
     check_output(Path(cfg.output), str(cfg.input), paths, names.values(), cfg)
     output = writable_folder(cfg.output, "output")
-    module = load_module(cfg.ckpt, cfg.device, cfg.vit_weights)
-    entry = run_entry(cfg.ckpt, module.stage)
-    size = resolve_image_size(cfg.image_size, module, entry, cfg.force)
-    module.inpainter.unet.check_input_size(*size)
+    opened = open_checkpoint(cfg.ckpt_path, cfg.device, cfg.vit_weights)
+    module, entry = opened.module, opened.run
+    size = opened.input_size(cfg.image_size, "image_size", cfg.force)
     detector = Detector(module, size)
     chosen = {key: value for key, value in (cfg.get("calibration") or {}).items() if value is not None}
     with settings_of("calibration"):

@@ -21,44 +21,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fader_lightning.configs import CONFIG_DIR
 from fader_lightning.data.source import describe, missing_paths, read_record
-from fader_lightning.data.transforms import as_hw
 from fader_lightning.errors import ConfigError, settings_of
 from fader_lightning.jobs.run_dir import prepare_run_dir, record_config, run_lock
 from fader_lightning.jobs.stages import build, job_provenance, record, test_stage, test_trainer
 from fader_lightning.models.base_module import AnomalyModule
-from fader_lightning.models.loading import load_module
+from fader_lightning.models.loading import OpenedCheckpoint, open_checkpoint
 from fader_lightning.utils.background import background_writes
 from fader_lightning.utils.threads import apply_threads, plan_for_job
 from fader_lightning.utils.wandb_setup import finish_wandb, log_config
 
 log = logging.getLogger(__name__)
-
-
-def input_size(value: Any, module: AnomalyModule) -> tuple[int, int]:
-    """The test image size: the checkpoint's, which ``data.image_size`` may only repeat.
-
-    Args:
-        value: ``data.image_size`` (``null``, an int or ``[height, width]``).
-        module: The loaded checkpoint.
-
-    Returns:
-        Height and width.
-
-    Raises:
-        ConfigError: When ``data.image_size`` differs from the checkpoint's, or neither states a size.
-    """
-    given = as_hw(value) if value is not None else None
-    trained = module.trained_size
-    if trained is not None and given is not None and given != trained:
-        raise ConfigError(
-            f"data.image_size={list(given)} differs from the {list(trained)} the checkpoint was trained at: its "
-            "metrics would be meaningless; drop data.image_size (the checkpoint's size is used)"
-        )
-    if trained is None and given is None:
-        raise ConfigError(
-            "the checkpoint does not state its image size (it predates stored sizes); set data.image_size"
-        )
-    return trained or given
 
 
 def data_overrides() -> list[Override]:
@@ -108,7 +80,7 @@ def checkpoint_data(cfg: DictConfig, module: AnomalyModule) -> None:
     log.info("testing on the data the checkpoint was trained on: %s", describe(group, chosen))
 
 
-def apply_checkpoint(cfg: DictConfig, module: AnomalyModule) -> None:
+def apply_checkpoint(cfg: DictConfig, opened: OpenedCheckpoint) -> None:
     """Fill the config with what the checkpoint decides, then apply the scoring and speed settings.
 
     The checkpoint decides the data (see :func:`checkpoint_data`), the input size, the resize method and the masking
@@ -116,13 +88,14 @@ def apply_checkpoint(cfg: DictConfig, module: AnomalyModule) -> None:
 
     Args:
         cfg: The eval config (changed in place).
-        module: The loaded checkpoint.
+        opened: The loaded checkpoint.
 
     Raises:
-        ConfigError: When ``data.image_size`` differs from the checkpoint's.
+        ConfigError: When ``data.image_size`` differs from the checkpoint's without ``force=true``.
     """
+    module = opened.module
     checkpoint_data(cfg, module)
-    height, width = input_size(cfg.data.image_size, module)
+    height, width = opened.input_size(cfg.data.image_size, "data.image_size", bool(cfg.get("force", False)))
     settings = module.stage1_hparams
     with open_dict(cfg):
         cfg.data.image_size = [height, width] if height != width else height
@@ -159,8 +132,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("fader-eval needs ckpt_path=<run>/checkpoints/<ear|fader>/last.ckpt")
     apply_threads(plan_for_job(cfg))
     output_dir = Path(cfg.paths.output_dir)
-    module = load_module(cfg.ckpt_path, "cpu", cfg.get("vit_weights"))
-    apply_checkpoint(cfg, module)
+    opened = open_checkpoint(cfg.ckpt_path, "cpu", cfg.get("vit_weights"))
+    apply_checkpoint(cfg, opened)
+    module = opened.module
     stage = module.stage
     with run_lock(output_dir), background_writes():  # the lock is held until the overlays are written
         prepare_run_dir(

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
 from fader_lightning.data.source import RECORD_KEY
+from fader_lightning.data.transforms import checkpoint_size
 from fader_lightning.errors import ConfigError, TrainingError, settings_of
 from fader_lightning.metrics import AnomalyScoreStore
 from fader_lightning.metrics.diagnostics import TestDiagnostics
@@ -226,15 +227,16 @@ class AnomalyModule(L.LightningModule):
         return (int(size[0]), int(size[1])) if size is not None else None
 
     def data_image_size(
-        self, ear: EARModel, num_scales: int, trained: tuple[int, int] | None = None, force_key: str | None = None
+        self, ear: EARModel, num_scales: int, trained: tuple[int, int] | None = None, force: bool = False
     ) -> tuple[int, int] | None:
         """The datamodule's image size, once checked against the trained one, the U-Net stride and MSGMS scales.
 
         Args:
             ear: The (trainable or frozen) EAR model.
             num_scales: Largest number of MSGMS scales the stage uses.
-            trained: The size ``ear`` was trained at; another data size is an error. ``None``: not checked.
-            force_key: Config key that would allow another size, named in the error.
+            trained: The size ``ear`` was trained at; another data size is an error unless forced. ``None``: not
+                checked.
+            force: Accept another data size (``force=true`` of a ``stage=fader`` job).
 
         Returns:
             ``(height, width)``, or ``None`` without a datamodule that states its size.
@@ -245,13 +247,7 @@ class AnomalyModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "image_size"):
             return None
-        height, width = datamodule.image_size
-        if trained is not None and tuple(trained) != (height, width):
-            force = f", or set {force_key}=true to train at this size anyway" if force_key else ""
-            raise ConfigError(
-                f"{self.stage}: the stage-1 model was trained at image_size={list(trained)} but data.image_size="
-                f"{[height, width]}; use data.image_size={list(trained)}{force}"
-            )
+        height, width = checkpoint_size(datamodule.image_size, trained, "data.image_size", force)
         ear.unet.check_input_size(height, width)
         check_minimum_size(height, width, ear.unet.stride, num_scales)
         return height, width

@@ -2,8 +2,9 @@
 
 Above the stage modules (it builds them); the file format below them is :mod:`fader_lightning.models.checkpoint_file`.
 
-* :func:`load_module` loads a checkpoint of either stage for inference (``fader-eval``, ``fader-predict``,
-  ``fader-export``, the Python API); the module class of each stage is :data:`STAGE_MODULES`.
+* :func:`open_checkpoint` is the one recipe of every command that runs a checkpoint (``fader-eval``,
+  ``fader-predict``, ``fader-export``, the Python API): the module (:func:`load_module`, either stage; the module class
+  of each stage is :data:`STAGE_MODULES`), the ``metrics.json`` entry of its run, and its input size.
 * :func:`load_stage1` loads and checks a stage-1 checkpoint for stage 2, a resume and the stage-1 store;
   :meth:`EARModule.from_settings <fader_lightning.models.ear.module.EARModule.from_settings>` rebuilds the frozen
   stage-1 model a FADeR checkpoint holds.
@@ -13,19 +14,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fader_lightning.data.transforms import checkpoint_size
 from fader_lightning.errors import CheckpointError, ConfigError
 from fader_lightning.keys import EAR, FADER
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.checkpoint_file import STAGE_KEY, VIT_KEYS, read_checkpoint, stage1_overrides, weights_only
 from fader_lightning.models.ear.module import EARModule
 from fader_lightning.models.fader.module import FADeRModule
-from fader_lightning.run_layout import stage_checkpoint
+from fader_lightning.run_layout import run_entry, stage_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +179,61 @@ def load_stage1(
         return EARModule.load_from_checkpoint(path, map_location="cpu", weights_only=weights_only(), **overrides)
     except RuntimeError as err:
         raise CheckpointError(f"{path} does not fit its own U-Net settings {hparams['unet']}: {err}") from err
+
+
+@dataclass(frozen=True)
+class OpenedCheckpoint:
+    """A checkpoint loaded for inference, with what its training run recorded.
+
+    Attributes:
+        module: The stage module, in eval mode.
+        path: The checkpoint file.
+        run: The ``metrics.json`` entry of the run that wrote it (empty for a copy outside its run folder).
+    """
+
+    module: AnomalyModule
+    path: Path
+    run: Mapping[str, Any] = field(default_factory=dict)
+
+    def input_size(
+        self, given: int | Sequence[int] | None = None, key: str = "image_size", force: bool = False
+    ) -> tuple[int, int]:
+        """The size the model runs at (:func:`~fader_lightning.data.transforms.checkpoint_size`), checked to fit it.
+
+        Args:
+            given: The size the job asks for (``key``), or ``None`` for the checkpoint's.
+            key: The option that gave it, for messages.
+            force: Accept a size that differs from the checkpoint's (``force=true``).
+
+        Returns:
+            Height and width.
+
+        Raises:
+            ConfigError: When the size differs from the checkpoint's without ``force``, nothing states it, or the
+                U-Net cannot take it.
+        """
+        stored = self.run.get("config", {}).get("data", {}).get("image_size")
+        size = checkpoint_size(given, self.module.trained_size, key, force, stored)
+        self.module.inpainter.unet.check_input_size(*size)
+        return size
+
+
+def open_checkpoint(
+    path: str | os.PathLike[str], device: str = "cpu", vit_weights: str | None = None
+) -> OpenedCheckpoint:
+    """Load a checkpoint of either stage for inference, with its run's ``metrics.json`` entry.
+
+    Args:
+        path: Checkpoint file (``<run>/checkpoints/<stage>/last.ckpt``, or a copy anywhere).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        vit_weights: ViT state dict for a model with attention masking.
+
+    Returns:
+        The module and its run's record; :meth:`OpenedCheckpoint.input_size` gives its input size.
+
+    Raises:
+        CheckpointError: When the file is missing, unreadable, of neither stage or does not fit its settings.
+        ConfigError: When ``device`` is unknown or unavailable.
+    """
+    module = load_module(path, device, vit_weights)
+    return OpenedCheckpoint(module, Path(path), run_entry(path, module.stage))

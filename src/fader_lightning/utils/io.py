@@ -101,7 +101,7 @@ def check_apart(
     Args:
         key: The argument that named the output (``output``).
         output: The file or folder the command writes.
-        inputs: The command's inputs by argument (``ckpt``, ``input``, ...; ``None`` for one not given): files, or
+        inputs: The command's inputs by argument (``ckpt_path``, ``input``, ...; ``None`` for one not given): files, or
             folders that count with everything in them.
         folder: ``output`` is a folder: it must neither hold an input nor lie inside an input folder.
         writes: Other files the command writes beside ``output`` (an export's weights and side-car).

@@ -264,8 +264,8 @@ class FADeRModule(AnomalyModule):
     def setup(self, stage: str) -> None:
         """Check, before anything runs, that the data's image size fits the frozen model and is the one it knows."""
         stage1_size = self.stage1_hparams.get("image_size")
-        trained = None if self.hparams.get("force_image_size") or stage1_size is None else tuple(stage1_size)
-        size = self.data_image_size(self.ear, self.ear.scorer.num_scales, trained, "force")
+        trained = tuple(stage1_size) if stage1_size is not None else None
+        size = self.data_image_size(self.ear, self.ear.scorer.num_scales, trained, self.hparams.force_image_size)
         if size is not None:
             with settings_of("fader"):
                 check_patch_grid(*size, self.fader.patch_size)
