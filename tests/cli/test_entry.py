@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +40,7 @@ def test_help_is_the_module_docstring_and_the_config(capsys: pytest.CaptureFixtu
     assert run_command(entry.export, ["-h"]) == 0
     usage, keys = capsys.readouterr().out.split("\n\nKeys and defaults (conf/export.yaml; ??? = required):\n\n")
     assert usage.strip() == EXPORT_DOC.strip()
-    assert "ckpt: ???\noutput: ???\nformat: onnx\nmasks: auto\n" in keys and "opset: 17" in keys
+    assert "ckpt_path: ???\noutput: ???\nformat: onnx\nmasks: auto\n" in keys and "opset: 17" in keys
 
 
 def test_other_arguments_run_the_command(capsys: pytest.CaptureFixture) -> None:
@@ -52,3 +53,16 @@ def test_check_data_runs_its_command(monkeypatch: pytest.MonkeyPatch, tmp_path, 
                                       "--category", "bottle"])  # fmt: skip
     assert entry.check_data() == 1  # the real check ran on an empty root and said why
     assert "FAILED" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["fader-predict", "fader-export", "fader-eval"])
+def test_the_renamed_checkpoint_key_is_named_with_its_new_name(name: str) -> None:
+    """``ckpt=`` (before every command used ``ckpt_path``) gets one line with the key to use, before any work."""
+    script = Path(sys.executable).with_name(name)  # the console script installed beside this interpreter
+    proc = subprocess.run([script, "ckpt=run/last.ckpt", "input=x", "output=y"], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"{name}: ckpt= is now ckpt_path= (the key of every command that reads a checkpoint); "
+        "use ckpt_path=run/last.ckpt"
+    )

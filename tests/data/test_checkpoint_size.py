@@ -23,4 +23,3 @@ def test_the_checkpoint_decides_then_its_run_then_the_command_line() -> None:
     for bad in (0, [32, 0], [1, 2, 3], "big", True):
         with pytest.raises(ConfigError, match=r"image_size=.* is invalid; use a positive int N or a \[height, width\]"):
             checkpoint_size(bad, (64, 64), "image_size", True)
-

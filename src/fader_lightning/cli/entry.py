@@ -15,6 +15,24 @@ import sys
 from pathlib import Path
 
 HELP_FLAGS: tuple[str, ...] = ("-h", "--help", "--hydra-help")
+RENAMED_KEYS: dict[str, str] = {"ckpt": "ckpt_path"}
+"""Keys a command line may still use from before every command named them alike (until 2027-06-01), and their names."""
+
+
+def renamed_key(argv: list[str]) -> str | None:
+    """The message for an argument that uses a renamed key (``ckpt=...``), else ``None``.
+
+    Args:
+        argv: Arguments after the program name.
+
+    Returns:
+        One line naming the key and its name now.
+    """
+    for arg in argv:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if "=" in arg and key in RENAMED_KEYS:
+            return f"{key}= is now {RENAMED_KEYS[key]}= (the key of every command that reads a checkpoint); use {RENAMED_KEYS[key]}={arg.split('=', 1)[1]}"
+    return None
 
 
 def wants_help(argv: list[str]) -> bool:
@@ -75,6 +93,10 @@ def export() -> None:
 
 
 def _hydra_command(module: str, config_name: str, usage: bool = False) -> None:
+    renamed = renamed_key(sys.argv[1:])
+    if renamed:
+        sys.stderr.write(f"{Path(sys.argv[0]).name}: {renamed}\n")
+        raise SystemExit(2)
     if usage and any(arg in ("-h", "--help") for arg in sys.argv[1:]):
         _usage_and_defaults(module, config_name)
         return
