@@ -30,8 +30,12 @@ GROUPS = [
 ]
 
 
+SHARED_ONLY = {"data": "base"}
+"""Options that hold the settings the group's configs share, not a choice of their own."""
+
+
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml") if p.stem != SHARED_ONLY.get(group))
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
@@ -222,14 +226,28 @@ def test_an_evaluation_folder_is_named_after_the_checkpoints_run(tmp_path: Path)
     assert checkpoint_name(str(tmp_path / "model.ckpt")) == "model" and checkpoint_name(None) == "checkpoint"
 
 
-def test_the_commands_calibration_keys_are_the_settings() -> None:
-    """eval.yaml and predict.yaml replace conf/calibration/default.yaml's keys one by one: the same keys, all null."""
+@pytest.mark.parametrize(
+    ("command", "node", "source", "path"),
+    [("eval", "scoring", "model/ear", "scoring"), ("eval", "speed", "model/ear", "speed"),
+     ("eval", "calibration", "calibration/default", None), ("predict", "calibration", "calibration/default", None)],
+)  # fmt: skip
+def test_the_commands_replace_training_settings_key_by_key(command: str, node: str, source: str, path: str) -> None:
+    """fader-eval and fader-predict replace training's settings one by one: the same keys, all null (keep)."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        composed = compose(config_name=command, overrides=["ckpt_path=x.ckpt"])[node]
+    training = OmegaConf.load(Path(CONFIG_DIR) / f"{source}.yaml")
+    training = training[path] if path else training
+    assert list(composed) == [key for key in training if key != "defaults"]
+    assert all(value is None for value in composed.values()), (command, node)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # so every one of them may be given
+        given = compose(config_name=command, overrides=["ckpt_path=x.ckpt", *(f"{node}.{key}=1" for key in composed)])
+    assert all(value == 1 for value in given[node].values())
+
+
+def test_the_shipped_calibration_is_valid() -> None:
     settings = literal_settings("calibration/default")
     assert set(settings) == set(Calibration.__dataclass_fields__)
-    Calibration.of(settings)  # the shipped default is valid
-    for command in ("eval", "predict"):
-        node = OmegaConf.load(Path(CONFIG_DIR) / f"{command}.yaml").calibration
-        assert set(node) == set(settings) and all(value is None for value in node.values()), command
+    Calibration.of(settings)
 
 
 @pytest.mark.parametrize(

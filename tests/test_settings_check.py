@@ -25,6 +25,7 @@ from fader_lightning.jobs.train import train
         ("calibration.target_fpr=0", r"calibration\.target_fpr=0 is invalid"),
         ("calibration.method=median", r"calibration\.method='median' is unknown; use one of max, quantile"),
         ("calibration.margin=-1", r"calibration\.margin=-1 is invalid"),
+        ("data=base", r"^data=base holds the settings every data config shares, not a dataset; use data=mvtec"),
     ],
 )
 def test_a_wrong_setting_is_named_before_any_work(tmp_path: Path, override: str, message: str) -> None:

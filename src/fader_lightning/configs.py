@@ -13,8 +13,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fader_lightning.errors import FaderError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 """str: The folder of ``train.yaml``, ``eval.yaml`` and the config groups."""
@@ -104,6 +109,33 @@ OmegaConf.register_new_resolver("fader_resumed_run", resumed_run, replace=True)
 OmegaConf.register_new_resolver("fader_or", first_set, replace=True)
 
 
+def config_file(name: str) -> DictConfig:
+    """A config file of ``conf/`` with the same-group configs its ``defaults`` list names merged in, uncomposed.
+
+    What Hydra makes of the file inside a job, before interpolations resolve: ``config_file("data/mvtec")`` holds
+    ``conf/data/base.yaml``'s keys and then its own. Entries that choose a sub-group (``- scheduler: null``) fill
+    their own node when a job is composed and are left out here.
+
+    Args:
+        name: The file under ``conf/`` without ``.yaml``, e.g. ``data/mvtec``.
+
+    Returns:
+        The merged node, without its ``defaults`` list.
+
+    """
+    path = Path(CONFIG_DIR) / f"{name}.yaml"
+    node = OmegaConf.load(path)
+    defaults = node.pop("defaults", ["_self_"]) if isinstance(node, DictConfig) else ["_self_"]
+    merged = OmegaConf.create()
+    group = str(Path(name).parent)
+    for entry in defaults if "_self_" in defaults else [*defaults, "_self_"]:
+        if entry == "_self_":
+            merged.merge_with(node)
+        elif isinstance(entry, str):
+            merged.merge_with(config_file(f"{group}/{entry}"))
+    return merged
+
+
 def literal_settings(name: str, exclude: Iterable[str] = ()) -> dict[str, Any]:
     """The values a config file states itself, for code that builds an object without composing a job.
 
@@ -118,7 +150,7 @@ def literal_settings(name: str, exclude: Iterable[str] = ()) -> dict[str, Any]:
     Returns:
         ``{key: value}`` as plain Python values.
     """
-    node = OmegaConf.load(Path(CONFIG_DIR) / f"{name}.yaml")
+    node = config_file(name)
     skipped = set(exclude) | {"defaults"}
     kept = {}
     for key in node:
@@ -131,3 +163,53 @@ def literal_settings(name: str, exclude: Iterable[str] = ()) -> dict[str, Any]:
             continue
         kept[str(key)] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
     return kept
+
+
+def build(spec: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets project errors through unwrapped, so users see their message.
+
+    Args:
+        spec: Config node with a ``_target_``.
+        **kwargs: Extra arguments.
+
+    Returns:
+        The object.
+
+    Raises:
+        FaderError: The project error raised by the target's constructor.
+    """
+    try:
+        return instantiate(spec, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, FaderError):
+            raise err.__cause__ from None
+        raise
+
+
+KEEP_NODES: dict[str, tuple[str, str | None]] = {
+    "scoring": ("model/ear", "scoring"),
+    "speed": ("model/ear", "speed"),
+    "calibration": ("calibration/default", None),
+}
+"""The ``keep`` config group: for each option, the file and node whose keys it repeats (``None``: the whole file)."""
+
+
+def keep_node(name: str) -> dict[str, None]:
+    """A node with the keys of a training setting, each ``null``: what ``fader-eval`` and ``fader-predict`` may replace.
+
+    ``null`` keeps the checkpoint's value. The keys are read from the training config (:data:`KEEP_NODES`), so the
+    commands that re-score a checkpoint accept exactly the keys training has, never a copy that drifts.
+
+    Args:
+        name: An option of :data:`KEEP_NODES` (``scoring``, ``speed``, ``calibration``).
+
+    Returns:
+        ``{key: None}`` for every key of that node.
+    """
+    file, node = KEEP_NODES[name]
+    settings = config_file(file)
+    return dict.fromkeys(str(key) for key in (settings[node] if node else settings) if key != "defaults")
+
+
+for _name in KEEP_NODES:
+    ConfigStore.instance().store(group="keep", name=_name, node=keep_node(_name))

@@ -169,3 +169,27 @@ def test_batches_are_pinned_for_a_cuda_trainer_only(synthetic_mvtec: Path, monke
     assert [id(t) for t in pinned] == [id(batch.image), id(batch.mask), id(batch.label)]
     assert torch.equal(copy.image, batch.image) and copy.image is not batch.image
     assert (copy.path, copy.defect_type, copy.category) == (batch.path, batch.defect_type, batch.category)
+
+
+def test_from_config_gives_a_python_user_the_values_of_a_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line builds a datamodule with every value fader-train would give it; keys and names are checked."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from fader_lightning.configs import CONFIG_DIR
+    from fader_lightning.data import MVTecADDataModule, from_config
+
+    monkeypatch.chdir(tmp_path)
+    datamodule = from_config("mvtec", root=str(tmp_path / "mvtec_ad"), category="grid")
+    assert isinstance(datamodule, MVTecADDataModule)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        job = OmegaConf.to_container(compose(config_name="train", overrides=["data=mvtec"]).data, resolve=True)
+    assert datamodule.category == "grid" and datamodule.root == tmp_path / "mvtec_ad"
+    assert datamodule.image_size == (job["image_size"],) * 2 and datamodule.mask_suffix == job["mask_suffix"]
+    assert datamodule.val_policy == job["val_policy"] and datamodule.train_batch_size == job["train_batch_size"]
+    with pytest.raises(ConfigError, match=r"^catgory is not a key of conf/data/mvtec.yaml; use one of: .*category"):
+        from_config("mvtec", catgory="grid")
+    with pytest.raises(ConfigError, match=r"data=base holds the settings every data config shares, not a dataset"):
+        from_config("base")
+    with pytest.raises(ConfigError, match=r"data=mvtek is not a config of conf/data/"):
+        from_config("mvtek")

@@ -29,9 +29,11 @@ def renamed_key(argv: list[str]) -> str | None:
         One line naming the key and its name now.
     """
     for arg in argv:
-        key = arg.split("=", 1)[0].lstrip("+~")
-        if "=" in arg and key in RENAMED_KEYS:
-            return f"{key}= is now {RENAMED_KEYS[key]}= (the key of every command that reads a checkpoint); use {RENAMED_KEYS[key]}={arg.split('=', 1)[1]}"
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if value and key in RENAMED_KEYS:
+            new = RENAMED_KEYS[key]
+            return f"{key}= is now {new}= (the key of every command that reads a checkpoint); use {new}={value}"
     return None
 
 

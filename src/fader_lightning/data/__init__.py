@@ -1,5 +1,6 @@
 """Datasets and LightningDataModules: MVTec AD, VisA, plain folders and generated sets."""
 
+from fader_lightning.data.configured import from_config
 from fader_lightning.data.datamodule import VAL_POLICIES, AnomalyDataModule
 from fader_lightning.data.dataset import AnomalyDataset, Batch, collate_batch
 from fader_lightning.data.folder import FolderDataModule
@@ -19,6 +20,7 @@ __all__ = [
     "Sample",
     "VisADataModule",
     "collate_batch",
+    "from_config",
     "make_mvtec_samples",
     "make_visa_samples",
     "read_visa_split",

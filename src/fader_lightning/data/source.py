@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fader_lightning.configs import CONFIG_DIR
+from fader_lightning.configs import CONFIG_DIR, config_file
 from fader_lightning.errors import CheckpointError
 
 RECORD_KEY = "data_source"
@@ -37,8 +37,9 @@ def packaged_groups() -> dict[str, tuple[str, frozenset[str]]]:
     """The packaged data configs: ``{_target_: (group name, its keys)}``."""
     groups = {}
     for path in sorted(Path(CONFIG_DIR, "data").glob("*.yaml")):
-        node = OmegaConf.load(path)
-        groups[str(node["_target_"])] = (path.stem, frozenset(str(key) for key in node if key != "_target_"))
+        node = config_file(f"data/{path.stem}")
+        if "_target_" in node:  # base.yaml holds the shared keys only
+            groups[str(node["_target_"])] = (path.stem, frozenset(str(key) for key in node if key != "_target_"))
     return groups
 
 

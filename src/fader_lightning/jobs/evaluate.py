@@ -19,11 +19,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fader_lightning.configs import CONFIG_DIR
+from fader_lightning.configs import build, config_file
+from fader_lightning.data.configured import check_dataset
 from fader_lightning.data.source import describe, missing_paths, read_record
 from fader_lightning.errors import ConfigError, settings_of
 from fader_lightning.jobs.run_dir import prepare_run_dir, record_config, run_lock
-from fader_lightning.jobs.stages import build, job_provenance, record, test_stage, test_trainer
+from fader_lightning.jobs.stages import job_provenance, record, test_stage, test_trainer
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.loading import OpenedCheckpoint, open_checkpoint
 from fader_lightning.utils.background import background_writes
@@ -64,7 +65,7 @@ def checkpoint_data(cfg: DictConfig, module: AnomalyModule) -> None:
             "data: data=<mvtec|visa|folder|synthetic> data.root=... data.category=..."
         )
     group, values = read_record(module.data_source, cfg.ckpt_path)
-    node = OmegaConf.load(Path(CONFIG_DIR) / "data" / f"{group}.yaml")
+    node = config_file(f"data/{group}")
     node.merge_with({**values, "image_size": None, "interpolation": None})  # the model's input is the checkpoint's
     with open_dict(cfg):
         cfg.data = node
@@ -142,6 +143,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
         record_config(cfg, output_dir)
         L.seed_everything(cfg.seed, workers=True)
+        check_dataset(cfg.data)
         datamodule = build(cfg.data)
         trainer = test_trainer(cfg, stage, output_dir)
         log_config(trainer.loggers, cfg, f"eval-{stage}")

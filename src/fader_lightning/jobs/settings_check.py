@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fader_lightning.data.configured import check_dataset
 from fader_lightning.data.transforms import as_hw
 from fader_lightning.errors import ConfigError, settings_of
 from fader_lightning.keys import FADER, JOB_STAGES
@@ -70,6 +71,7 @@ def check_training_job(cfg: DictConfig) -> None:
     """
     if not _integer(cfg.seed) or not 0 <= cfg.seed <= MAX_SEED:
         raise ConfigError(f"seed={cfg.seed!r} must be an integer from 0 to {MAX_SEED}")
+    check_dataset(cfg.data)
     counts = dict(COUNTS)
     if FADER in JOB_STAGES.get(cfg.stage, ()):
         counts["fader.trainer.max_epochs"] = 1

@@ -14,17 +14,16 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fader_lightning.configs import build
 from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.data.source import data_record
 from fader_lightning.data.transforms import as_hw
-from fader_lightning.errors import ConfigError, FaderError
+from fader_lightning.errors import ConfigError
 from fader_lightning.jobs import stage1_store
 from fader_lightning.jobs.stage1_store import stage1_key
 from fader_lightning.keys import EAR, FADER, JOB_STAGES, STAGE_ORDER
@@ -40,27 +39,6 @@ from fader_lightning.utils.threads import plan_for_job
 from fader_lightning.utils.wandb_setup import finish_wandb, log_config
 
 log = logging.getLogger(__name__)
-
-
-def build(spec: DictConfig, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets project errors through unwrapped, so users see their message.
-
-    Args:
-        spec: Config node with a ``_target_``.
-        **kwargs: Extra arguments.
-
-    Returns:
-        The object.
-
-    Raises:
-        FaderError: The project error raised by the target's constructor.
-    """
-    try:
-        return instantiate(spec, **kwargs)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, FaderError):
-            raise err.__cause__ from None
-        raise
 
 
 def build_callbacks(cfg: DictConfig, stage: str, output_dir: Path) -> list[L.Callback]:
