@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from fader_lightning.errors import ConfigError
 from fader_lightning.masking import (
@@ -11,7 +10,7 @@ from fader_lightning.masking import (
     SpectralResidualSaliencyMask,
     available_methods,
     build_mask_generator,
-    register,
+    masking_methods,
 )
 
 
@@ -51,23 +50,40 @@ def test_unknown_setting_is_a_config_error_naming_it():
         build_mask_generator("checkerboard", cell_sizze=4)
 
 
-def test_duplicate_registration_is_refused():
-    with pytest.raises(ValueError, match=r"already registered"):
+def _entry_points(monkeypatch: pytest.MonkeyPatch, group: str, **targets: str) -> None:
+    """Installed packages that declare ``targets`` (``name="module:attr"``) under an entry-point group."""
+    from importlib.metadata import EntryPoint
 
-        @register("none")
-        class Other(NoMask):
-            pass
+    import fader_lightning.utils.plugins as plugins
 
-    assert MASKING_METHODS["none"] is NoMask
-
-
-def test_config_key_changes_with_settings_and_is_stable():
-    assert CheckerboardMask(8).config_key() == CheckerboardMask(8).config_key()
-    assert CheckerboardMask(8).config_key() != CheckerboardMask(16).config_key()
-    assert CheckerboardMask(8).config_key() != CheckerboardMask(8, phase=1).config_key()
-    assert NoMask().config_key() != CheckerboardMask().config_key()
+    points = [EntryPoint(name, value, group) for name, value in targets.items()]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [p for p in points if p.group == group])
+    masking_methods.cache_clear()
 
 
-def test_generators_reject_bad_image_layout():
-    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
-        NoMask()(torch.zeros(2, 1, 8, 8))
+class StripeMask(NoMask):
+    """A package's masking method (a NoMask under another name)."""
+
+    name = "stripes"
+
+
+class Misnamed(NoMask):
+    name = "other"
+
+
+def test_installed_packages_add_methods_and_clashes_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    _entry_points(monkeypatch, "fader_lightning.masking", stripes=f"{__name__}:StripeMask")
+    try:
+        assert available_methods() == ["attention", "checkerboard", "none", "random_multi", "saliency", "stripes"]
+        assert type(build_mask_generator("stripes")) is StripeMask and "stripes" not in MASKING_METHODS
+        for targets, message in (
+            ({"none": f"{__name__}:StripeMask"}, r"declares the masking method 'none' .* a name that is taken"),
+            ({"x": f"{__name__}:Misnamed"}, r"the masking method 'x' states name='other'; make the two equal"),
+            ({"y": f"{__name__}:test_build_passes_settings"}, r"'y' .* is <function .*, not a MaskGenerator subclass"),
+            ({"z": "no_such_package.masks:Z"}, r"the masking method 'z' of .* cannot be imported: ModuleNotFoundError"),
+        ):
+            _entry_points(monkeypatch, "fader_lightning.masking", **targets)
+            with pytest.raises(ConfigError, match=message):
+                available_methods()
+    finally:
+        masking_methods.cache_clear()

@@ -109,3 +109,28 @@ def test_every_target_of_the_table_gives_its_patch_targets(ear: EARModel) -> Non
     torch.testing.assert_close(got["mse"], gt_patch_targets(images, recon, 8, "mse"))
     assert not torch.equal(got["mse"], errors) and float(got["synthetic"].abs().max()) == 0.0
     assert all(value.shape == (2, 1, 4, 4) for value in got.values())
+
+
+def test_installed_targets_join_the_table_and_clashes_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    import fader_lightning.utils.plugins as plugins
+    from fader_lightning.errors import ConfigError
+    from fader_lightning.models.fader.targets import fader_targets
+
+    def installed(**targets: str) -> None:
+        points = [EntryPoint(name, value, plugins.TARGETS_GROUP) for name, value in targets.items()]
+        monkeypatch.setattr(plugins, "entry_points", lambda group: [p for p in points if p.group == group])
+        fader_targets.cache_clear()
+
+    try:
+        installed(doubled="operator:mul")
+        assert list(fader_targets()) == [*TARGETS, "doubled"]
+        installed(mse="operator:mul")
+        with pytest.raises(ConfigError, match=r"declares the FADeR target 'mse' .* a name that is taken"):
+            fader_targets()
+        installed(constant="math:pi")
+        with pytest.raises(ConfigError, match=r"the FADeR target 'constant' .* is 3\.14.*, not a function"):
+            fader_targets()
+    finally:
+        fader_targets.cache_clear()

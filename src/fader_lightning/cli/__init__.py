@@ -9,11 +9,10 @@ command                module                                      config
 ``fader-export``       :mod:`fader_lightning.cli.export`           ``conf/export.yaml``
 ``fader-aggregate``    :mod:`fader_lightning.cli.aggregate`        arguments
 ``fader-check-data``   :mod:`fader_lightning.cli.check_data`       arguments
-``make bench``         :mod:`fader_lightning.cli.bench`            arguments
-``make bench-peers``   :mod:`fader_lightning.cli.bench_peers`      arguments
-``make bench-speed``   :mod:`fader_lightning.cli.bench_speed`      arguments
 =====================  ==========================================  ====================
 
-The Hydra apps share :func:`~fader_lightning.cli.job.run_job`; :mod:`fader_lightning.cli.entry` answers ``--help``
-without importing torch.
+The jobs they run live below this package (:mod:`fader_lightning.jobs`, :mod:`fader_lightning.deploy`,
+:mod:`fader_lightning.aggregate`). The Hydra apps share :func:`~fader_lightning.cli.job.run_job`;
+:mod:`fader_lightning.cli.entry` answers ``--help`` without importing torch. The benchmarks are not commands of the
+package: they live in the repository's ``benchmarks/`` folder.
 """

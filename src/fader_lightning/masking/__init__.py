@@ -1,6 +1,7 @@
 """Mask generators (attention, saliency, checkerboard, random_multi, none), the fill of masked pixels and the cache.
 
-Importing this package registers every method; build one with :func:`build_mask_generator`.
+:data:`MASKING_METHODS` lists the built-in methods, :func:`masking_methods` adds those of installed packages; build
+one by name with :func:`build_mask_generator`.
 """
 
 from fader_lightning.masking.attention import AttentionMask
@@ -14,7 +15,7 @@ from fader_lightning.masking.registry import (
     MASKING_METHODS,
     available_methods,
     build_mask_generator,
-    register,
+    masking_methods,
     single_mask_problem,
 )
 from fader_lightning.masking.saliency import SpectralResidualSaliencyMask
@@ -32,8 +33,8 @@ __all__ = [
     "SpectralResidualSaliencyMask",
     "available_methods",
     "build_mask_generator",
+    "masking_methods",
     "mosaic",
     "obfuscate",
-    "register",
     "single_mask_problem",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import timm
 import torch
@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from fader_lightning.errors import CheckpointError, ConfigError
 from fader_lightning.masking.base import MaskGenerator, check_images, positive_int, to_mask, unit_fraction
-from fader_lightning.masking.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,6 @@ def top_mass_tokens(attention: Tensor, theta: float) -> Tensor:
     return keep.scatter_(-1, order, mass_before < theta)
 
 
-@register("attention")
 class AttentionMask(MaskGenerator):
     """Mask the image regions a self-supervised ViT attends to (EAR's suspected-defect mask).
 
@@ -80,6 +78,8 @@ class AttentionMask(MaskGenerator):
         ConfigError: If a setting is invalid or the model is not a supported ViT.
         CheckpointError: If the weights file is missing or does not fit, or the pretrained weights cannot be fetched.
     """
+
+    name: ClassVar[str] = "attention"
 
     deterministic = True
     partitions = False

@@ -25,7 +25,7 @@ class MaskGenerator(nn.Module, ABC):
     """Base class of every masking method.
 
     Attributes:
-        name: Registry name of the method (set by :func:`fader_lightning.masking.registry.register`).
+        name: The method's name (``masking.name``), stated by each subclass; its key in the masking table.
         deterministic: ``True`` when the mask depends only on the image, so it can be cached.
         partitions: ``True`` when the passes come in groups of :attr:`group_size` masks that partition the
             image (every pixel is masked in exactly one pass of each group).

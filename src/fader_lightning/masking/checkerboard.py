@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from fader_lightning.errors import ConfigError
 from fader_lightning.masking.base import MaskGenerator, check_images, positive_int, to_mask, upsample_cells
-from fader_lightning.masking.registry import register
 
 
-@register("checkerboard")
 class CheckerboardMask(MaskGenerator):
     """Checkerboard of ``cell_size`` x ``cell_size`` cells, one pass.
 
@@ -27,6 +25,8 @@ class CheckerboardMask(MaskGenerator):
     Raises:
         ConfigError: If ``cell_size`` is not a positive integer or ``phase`` is not 0 or 1.
     """
+
+    name: ClassVar[str] = "checkerboard"
 
     deterministic = True
     partitions = False

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from fader_lightning.masking.base import MaskGenerator, check_images
-from fader_lightning.masking.registry import register
 
 
-@register("none")
 class NoMask(MaskGenerator):
     """All-zero mask with a single pass."""
+
+    name: ClassVar[str] = "none"
 
     deterministic = True
     partitions = False

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from fader_lightning.errors import ConfigError
 from fader_lightning.masking.base import MaskGenerator, check_images, positive_int, to_mask, upsample_cells
-from fader_lightning.masking.registry import register
 
 
-@register("random_multi")
 class RandomMultiMask(MaskGenerator):
     """Random disjoint cell masks at several scales (Zavrtanik et al., RIAD, 2021).
 
@@ -35,6 +33,8 @@ class RandomMultiMask(MaskGenerator):
     Raises:
         ConfigError: If ``cell_sizes`` is empty or holds non-positive values, or ``n`` < 2.
     """
+
+    name: ClassVar[str] = "random_multi"
 
     deterministic = False
     partitions = True

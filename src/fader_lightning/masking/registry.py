@@ -1,73 +1,83 @@
-"""Name -> class registry of the masking methods and the factory used by the configs."""
+"""The table of masking methods by name, and the factory the configs use.
+
+:data:`MASKING_METHODS` is the one place a built-in method is listed; installed packages add theirs through the
+``fader_lightning.masking`` entry points (:mod:`fader_lightning.utils.plugins`). A name that is in neither is refused
+when the generator is built.
+"""
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from functools import cache
+from typing import Any
 
 from fader_lightning.errors import ConfigError
+from fader_lightning.masking.attention import AttentionMask
 from fader_lightning.masking.base import MaskGenerator
+from fader_lightning.masking.checkerboard import CheckerboardMask
+from fader_lightning.masking.identity import NoMask
+from fader_lightning.masking.random_multi import RandomMultiMask
+from fader_lightning.masking.saliency import SpectralResidualSaliencyMask
+from fader_lightning.utils.plugins import MASKING_GROUP, with_plugins
 
 log = logging.getLogger(__name__)
 
-MASKING_METHODS: dict[str, type[MaskGenerator]] = {}
-"""dict[str, type[MaskGenerator]]: Every registered masking method by name."""
+MASKING_METHODS: dict[str, type[MaskGenerator]] = {
+    cls.name: cls for cls in (AttentionMask, CheckerboardMask, NoMask, RandomMultiMask, SpectralResidualSaliencyMask)
+}
+"""The built-in masking methods by name (``masking.name`` in the configs; each class states its ``name``)."""
 
-_G = TypeVar("_G", bound=type[MaskGenerator])
 
-
-def register(name: str) -> Callable[[_G], _G]:
-    """Class decorator that registers a masking method under ``name`` and sets its ``name`` attribute.
-
-    Args:
-        name: Registry name (the value of ``masking.name`` in the config).
+@cache
+def masking_methods() -> dict[str, type[MaskGenerator]]:
+    """Every masking method by name: the built-in ones, then those of installed packages (entry points).
 
     Returns:
-        The decorator, which returns the class unchanged apart from ``name``.
+        The table.
 
     Raises:
-        ValueError: If another class is already registered under ``name``.
+        ConfigError: When a package's method is not a :class:`MaskGenerator` subclass, or its name is taken.
     """
-
-    def decorator(cls: _G) -> _G:
-        existing = MASKING_METHODS.get(name)
-        if existing is not None and existing is not cls:
-            raise ValueError(f"masking method {name!r} is already registered by {existing.__qualname__}")
-        cls.name = name
-        MASKING_METHODS[name] = cls
-        return cls
-
-    return decorator
+    table = with_plugins(MASKING_METHODS, MASKING_GROUP, "masking method")
+    for name, cls in table.items():
+        if not (inspect.isclass(cls) and issubclass(cls, MaskGenerator)):
+            raise ConfigError(
+                f"the masking method {name!r} ({MASKING_GROUP} entry points) is {cls!r}, not a MaskGenerator subclass"
+            )
+        stated = getattr(cls, "name", None)
+        if stated != name:
+            raise ConfigError(f"the masking method {name!r} states name={stated!r}; make the two equal")
+    return table
 
 
 def available_methods() -> list[str]:
-    """Return the registered masking method names, sorted.
+    """Return the masking method names, sorted.
 
     Returns:
         Method names.
     """
-    return sorted(MASKING_METHODS)
+    return sorted(masking_methods())
 
 
 def single_mask_problem(name: str) -> str | None:
     """Why FADeR cannot run on a masking method: it needs one deterministic mask per image.
 
     Args:
-        name: A registered method name.
+        name: A masking method name.
 
     Returns:
         The reason, naming the method and the ones that qualify; ``None`` when FADeR can run on it.
     """
-    if not MASKING_METHODS[name].partitions:
+    methods = masking_methods()
+    if not methods[name].partitions:
         return None
-    single = ", ".join(method for method in available_methods() if not MASKING_METHODS[method].partitions)
+    single = ", ".join(method for method in available_methods() if not methods[method].partitions)
     return f"FADeR needs a single deterministic mask; masking={name} makes several passes (use one of: {single})"
 
 
 def build_mask_generator(name: str, **kwargs: Any) -> MaskGenerator:
-    """Construct a registered masking method.
+    """Construct a masking method by name.
 
     Args:
         name: Method name, one of :func:`available_methods`.
@@ -79,7 +89,7 @@ def build_mask_generator(name: str, **kwargs: Any) -> MaskGenerator:
     Raises:
         ConfigError: If the name is unknown or a keyword is not a setting of that method.
     """
-    cls = MASKING_METHODS.get(name)
+    cls = masking_methods().get(name)
     if cls is None:
         raise ConfigError(f"name={name!r} is not a masking method; known: {', '.join(available_methods())}")
     accepted = [param for param in inspect.signature(cls.__init__).parameters if param != "self"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +23,10 @@ from fader_lightning.masking.base import (
     unit_fraction,
     upsample_cells,
 )
-from fader_lightning.masking.registry import register
 
 _LUMA = (0.299, 0.587, 0.114)
 
 
-@register("saliency")
 class SpectralResidualSaliencyMask(MaskGenerator):
     """Mask the most salient cells of each image, saliency being the spectral residual of the grayscale image.
 
@@ -48,6 +46,8 @@ class SpectralResidualSaliencyMask(MaskGenerator):
     Raises:
         ConfigError: If a setting is out of range.
     """
+
+    name: ClassVar[str] = "saliency"
 
     deterministic = True
     partitions = False

@@ -33,8 +33,8 @@ from fader_lightning.models.fader.model import (
     ranking_loss,
 )
 from fader_lightning.models.fader.targets import (
-    TARGETS,
     check_synthetic,
+    fader_targets,
     synthetic_defects,
     synthetic_targets,
 )
@@ -178,8 +178,8 @@ class FADeRModule(AnomalyModule):
         interpolation: str | None = None,
         data_source: Mapping[str, Any] | None = None,
     ) -> None:
-        if target not in TARGETS:
-            raise ConfigError(f"fader.target={target!r} is unknown; use one of {', '.join(TARGETS)}")
+        if target not in fader_targets():
+            raise ConfigError(f"fader.target={target!r} is unknown; use one of {', '.join(fader_targets())}")
         if margin < 0:
             raise ConfigError(f"fader.margin={margin} must be >= 0")
         calibration, synthetic = plain(calibration), plain(synthetic)
@@ -304,7 +304,7 @@ class FADeRModule(AnomalyModule):
         errors = gt_patch_targets(images, recon, size)
         hidden = patch_mask_fraction(masks, size)
         target = self.hparams.target
-        targets = TARGETS[target](self.ear, images, masks, recon, size, errors) if training_rows else errors
+        targets = fader_targets()[target](self.ear, images, masks, recon, size, errors) if training_rows else errors
         rows = [
             PatchRows.stored(features[j : j + 1], targets[j : j + 1], errors[j : j + 1], hidden[j : j + 1])
             for j in range(len(images))

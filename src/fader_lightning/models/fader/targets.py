@@ -16,6 +16,7 @@ All functions are pure torch and run without gradients.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cache
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,6 +26,7 @@ from torch import Tensor
 from fader_lightning.errors import ConfigError
 from fader_lightning.models.fader.model import gt_patch_targets
 from fader_lightning.models.scoring import raw_anomaly_map
+from fader_lightning.utils.plugins import TARGETS_GROUP, with_plugins
 
 if TYPE_CHECKING:
     from fader_lightning.models.ear.model import EARModel
@@ -176,5 +178,28 @@ TARGETS: dict[str, CleanTargets] = {
     # a clean image adds no error: its corrupted copies carry the targets (FADeRModule adds them)
     "synthetic": lambda ear, images, masks, recon, size, errors: torch.zeros_like(errors),
 }
-"""``fader.target``: each target's patch targets of clean training images. A target is added here, with its function,
-or not at all: an unknown name fails when the module is built."""
+"""``fader.target``: each built-in target's patch targets of clean training images. A target is added here, with its
+function, or by an installed package (:func:`fader_targets`), or not at all: an unknown name fails when the module is
+built."""
+
+
+@cache
+def fader_targets() -> dict[str, CleanTargets]:
+    """Every FADeR target by name: the built-in ones, then those of installed packages.
+
+    A package declares ``name = "package.module:function"`` under the ``fader_lightning.fader_targets`` entry points;
+    the function has the signature of :data:`CleanTargets`.
+
+    Returns:
+        The table.
+
+    Raises:
+        ConfigError: When a package's target is not callable, its name is taken, or it cannot be imported.
+    """
+    table = with_plugins(TARGETS, TARGETS_GROUP, "FADeR target")
+    for name, function in table.items():
+        if not callable(function):
+            raise ConfigError(
+                f"the FADeR target {name!r} ({TARGETS_GROUP} entry points) is {function!r}, not a function"
+            )
+    return table
