@@ -68,7 +68,7 @@ def stage1(masking: dict[str, Any]) -> EARModule:
 
 def costs(image: torch.Tensor, ear: EARModule, fader: FADeRModule) -> dict[str, dict[str, float]]:
     """Parameters and MACs of the U-Net, the FADeR MLP and the ViT mask generator."""
-    unet = ear.model.unet
+    unet = ear.ear.unet
     grid = (SIZE // fader.fader.patch_size,) * 2
     d_in = feature_dim(fader.fader.source, unet.skip_channels, fader.fader.patch_size)
     vit = timm.create_model(VIT, pretrained=False).eval()
@@ -113,7 +113,7 @@ def deployed_ms(
     feeds = {"images": image.numpy()}
     if not description["masking"]["in_graph"]:
         with torch.inference_mode():
-            feeds["masks"] = module.inpainter.masks(image).numpy()
+            feeds["masks"] = module.ear.masks(image).numpy()
     if fmt == "openvino":
         compiled = openvino.Core().compile_model(str(path), "CPU", description["openvino"]["compile_config"])
         return median_ms(lambda: compiled(feeds))
@@ -149,7 +149,7 @@ def latencies(image: torch.Tensor, folder: Path) -> dict[str, float]:
         ):
             generator = build_mask_generator(name, **settings).eval()
             out[f"torch_mask_{name}"] = median_ms(lambda g=generator: g(image))
-        out["torch_unet"] = median_ms(lambda: ear.model.unet(image))
+        out["torch_unet"] = median_ms(lambda: ear.ear.unet(image))
     out["onnx_stage1"] = deployed_ms(ear, image, folder, "ear", masks="input")
     out["onnx_stage1_fader"] = deployed_ms(fader, image, folder, "fader", masks="input")
     out["onnx_stage1_masks_in_graph"] = deployed_ms(ear, image, folder, "ear_in_graph")
@@ -162,10 +162,10 @@ def train_throughput(folder: Path, batch: int = 4) -> dict[str, float]:
     """Images per second of a training step of each stage (stage 2 after its features are cached)."""
     ear = stage1({"name": "saliency"}).train()
     images = torch.rand(batch, 3, SIZE, SIZE)
-    optimizer = torch.optim.Adam(ear.model.unet.parameters(), EAR_CONFIG.optimizer.lr)
+    optimizer = torch.optim.Adam(ear.ear.unet.parameters(), EAR_CONFIG.optimizer.lr)
 
     def stage1_step() -> None:
-        loss = ear.loss_fn(ear.model.reconstruct(images, ear.model.training_masks(images)), images)["loss"]
+        loss = ear.loss_fn(ear.ear.reconstruct(images, ear.ear.training_masks(images)), images)["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

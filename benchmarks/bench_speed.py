@@ -174,7 +174,7 @@ def breakdown(root: Path, category: str, size: int, folder: Path) -> dict[str, f
     first_s = test_seconds(trained, datamodule(root, category, size, checked), [])
     out["test_first_run_img_per_s"] = n / first_s
     module = copy.deepcopy(trained)
-    model = module.model
+    model = module.ear
     with torch.inference_mode():
         start = time.perf_counter()
         masks = [model.masker(batch) for batch in batches]  # every mask computed, as in a first pass

@@ -35,8 +35,8 @@ def test_rerun_into_a_used_folder_is_refused_and_changes_nothing(tmp_path: Path)
     assert first["fader"]["config"]["fader"]["ckpt_path"] is None
     stage2 = FADeRModule.load_from_checkpoint(first["fader"]["checkpoint"])
     stage1 = torch.load(first["ear"]["checkpoint"], weights_only=True)["state_dict"]
-    assert all(torch.equal(stage2.ear.unet.state_dict()[k[len("model.unet."):]], v) for k, v in stage1.items()
-               if k.startswith("model.unet."))  # fmt: skip
+    assert all(torch.equal(stage2.ear.unet.state_dict()[k[len("ear.unet."):]], v) for k, v in stage1.items()
+               if k.startswith("ear.unet."))  # fmt: skip
     assert not list((tmp_path / "out/checkpoints").rglob("*-v1.ckpt"))
 
 

@@ -88,7 +88,7 @@ def test_checkpoint_hparams_never_decide_where_masks_are_written(tmp_path: Path)
     assert stage2.ear.masker.cache_dir == mine
     stage2.ear.masks(torch.rand(2, 3, 32, 32))
     assert any(mine.rglob("*.pt"))
-    assert load_module(ckpt).model.masker.cache_dir is None  # inference keeps masks in memory
+    assert load_module(ckpt).ear.masker.cache_dir is None  # inference keeps masks in memory
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_loading_a_checkpoint_never_downloads(
     for load in (load_module, fader_module):
         with pytest.raises(CheckpointError, match=r"loading a checkpoint never downloads; pass (fader.)?vit_weights"):
             load(str(ckpt))
-    assert load_module(ckpt, vit_weights=str(weights)).model.masker.generator.weights_path == weights
+    assert load_module(ckpt, vit_weights=str(weights)).ear.masker.generator.weights_path == weights
     _rewrite_masking(ckpt, weights_path=str(weights.with_name("moved.pth")))
     with pytest.raises(CheckpointError, match=r"moved.pth, which do not exist here"):
         load_module(ckpt)

@@ -56,7 +56,7 @@ def test_stage1_learns_on_generated_data(tmp_path: Path) -> None:
     overlays = sorted((tmp_path / "out" / "overlays" / "ear").glob("*.png"))
     assert len(overlays) == 4
     ckpt = torch.load(results["checkpoint"], weights_only=False)
-    assert not any(k.startswith("model.masker.") for k in ckpt["state_dict"])
+    assert not any(k.startswith("ear.masker.") for k in ckpt["state_dict"])
     reloaded = EARModule.load_from_checkpoint(results["checkpoint"])
     assert reloaded.hparams.masking["name"] == "saliency"
 

@@ -40,7 +40,7 @@ def test_both_writes_one_entry_per_stage(both_run: tuple[Path, dict]) -> None:
 
 def test_stage1_weights_bit_identical_after_stage2(both_run: tuple[Path, dict]) -> None:
     _tmp, results = both_run
-    stage1 = EARModule.load_from_checkpoint(results["ear"]["checkpoint"]).model.unet.state_dict()
+    stage1 = EARModule.load_from_checkpoint(results["ear"]["checkpoint"]).ear.unet.state_dict()
     stage2 = FADeRModule.load_from_checkpoint(results["fader"]["checkpoint"])
     assert stage2.fader.soft_masker.is_calibrated
     after = stage2.ear.unet.state_dict()

@@ -32,8 +32,8 @@ def test_a_checkpoint_states_its_stage_and_older_ones_are_recognised(tmp_path: P
     module = EARModule(**EAR_SETTINGS, unet={"widths": [8, 16]}, masking=attention, image_size=32)
     checkpoint = saved(module)
     assert checkpoint[STAGE_KEY] == "ear"
-    assert not any(key.startswith("model.masker.") for key in checkpoint["state_dict"])  # the ViT stays out
-    assert any(key.startswith("model.masker.") for key in module.state_dict())
+    assert not any(key.startswith("ear.masker.") for key in checkpoint["state_dict"])  # the ViT stays out
+    assert any(key.startswith("ear.masker.") for key in module.state_dict())
     older = {key: value for key, value in checkpoint.items() if key != STAGE_KEY}
     assert checkpoint_stage(older, "older.ckpt") == "ear"
     with pytest.raises(CheckpointError, match="neither a stage-1"):
@@ -76,5 +76,23 @@ def test_the_writer_outside_a_trainer_writes_what_both_stages_load(tmp_path: Pat
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)  # uncalibrated thresholds are NaN
     fader = fader_module(path)
     assert fader.hparams.stage1_settings["unet"] == {"widths": [8, 16, 32, 64]} and fader.fader.patch_size == 8
-    for name, value in module.model.state_dict().items():
+    for name, value in module.ear.state_dict().items():
         torch.testing.assert_close(fader.ear.state_dict()[name], value, rtol=0, atol=0, equal_nan=True)
+
+
+def test_a_stage1_checkpoint_from_before_the_ear_attribute_still_loads(tmp_path: Path) -> None:
+    """Stage-1 files from when EARModule called its EAR model ``model`` (keys ``model.*``) load as ``ear.*``."""
+    module = EARModule(
+        **EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard"}, image_size=32
+    )
+    checkpoint = read_checkpoint(write_checkpoint(module, tmp_path / "new.ckpt"), "a test file")
+    checkpoint["state_dict"] = {
+        ("model." + key.removeprefix("ear.") if key.startswith("ear.") else key): value
+        for key, value in checkpoint["state_dict"].items()
+    }
+    checkpoint[DIGEST_KEY] = weights_digest(checkpoint)  # as such a file states it
+    assert any(key.startswith("model.unet.") for key in checkpoint["state_dict"])
+    torch.save(checkpoint, tmp_path / "older.ckpt")
+    reloaded = load_module(tmp_path / "older.ckpt")
+    for name, value in module.ear.state_dict().items():
+        torch.testing.assert_close(reloaded.ear.state_dict()[name], value, rtol=0, atol=0, equal_nan=True)

@@ -61,7 +61,7 @@ def test_stage1_uses_dropout_in_training_steps_only() -> None:
     )
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        plain = module.model.reconstruct(images)
-        dropped = module.model.reconstruct(images, skip_transform=module.skip_dropout)
+        plain = module.ear.reconstruct(images)
+        dropped = module.ear.reconstruct(images, skip_transform=module.skip_dropout)
         assert not torch.allclose(plain, dropped)
         assert torch.equal(module.infer(images)["recon"], plain)  # inference never drops

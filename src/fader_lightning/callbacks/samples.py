@@ -99,7 +99,7 @@ class TestSampleCollector(L.Callback):
         masked_input = None
         if hidden is not None:
             with torch.no_grad():
-                masked_input = pl_module.inpainter.obfuscation(image, hidden[i : i + 1, :1])[0].float().cpu()
+                masked_input = pl_module.ear.obfuscation(image, hidden[i : i + 1, :1])[0].float().cpu()
         return {
             "image": image[0].cpu(),
             "mask": batch.mask[i, 0].cpu(),

@@ -177,7 +177,7 @@ class Detector:
 
         A smaller image, resized up to :attr:`image_size`, would be scored as a blur of a few pixels.
         """
-        return minimum_side(self.module.inpainter.unet.stride, self.module.scorer.num_scales)
+        return minimum_side(self.module.ear.unet.stride, self.module.scorer.num_scales)
 
     def preprocess(self, image: ImageLike, name: str | None = None) -> Tensor:
         """Decode and resize one image exactly as training did (see :meth:`prepare`).

@@ -114,7 +114,7 @@ def build_detector(module: AnomalyModule, image_size: tuple[int, int], masks: st
             masks cannot be computed in a graph, or FADeR's patch size is not a multiple of its deepest skip's
             stride (ONNX cannot pool those skips).
     """
-    ear = module.inpainter
+    ear = module.ear
     ear.unet.check_input_size(*image_size)
     ear.unet.set_speed(channels_last=False, bf16=False)  # a plain float32 graph; runtimes pick their own layouts
     generator = mask_generator(ear)

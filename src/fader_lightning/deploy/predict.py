@@ -402,7 +402,7 @@ def write_images(
     """
     scale, threshold = heat_scale(detector), detector.image_threshold
     masks = outputs.get("masks")
-    masked = detector.module.inpainter.obfuscation(images.to(masks.device), masks[:, :1]) if masks is not None else None
+    masked = detector.module.ear.obfuscation(images.to(masks.device), masks[:, :1]) if masks is not None else None
     for index, (name, detection) in enumerate(zip(names, found, strict=True)):
         values = detection.anomaly_map if detection.full_map is None else detection.full_map
         atomic_write_bytes(output / "maps" / f"{name}.png", map_png(values, scale, encoding))

@@ -108,7 +108,7 @@ def apply_checkpoint(cfg: DictConfig, opened: OpenedCheckpoint) -> None:
     calibration = {key: value for key, value in (cfg.get("calibration") or {}).items() if value is not None}
     stored = module.calibration_settings.as_dict()
     module.set_evaluation({**settings.get("scoring", {}), **scoring}, fpr_limit, map_storage, {**stored, **calibration})
-    unet, speed = module.inpainter.unet, cfg.get("speed") or {}
+    unet, speed = module.ear.unet, cfg.get("speed") or {}
     with settings_of("speed"):
         unet.set_speed(
             channels_last=unet.channels_last if speed.get("channels_last") is None else speed.channels_last,

@@ -30,7 +30,7 @@ from fader_lightning.models.checkpoint_file import (
     weights_digest,
 )
 from fader_lightning.models.fit_check import check_minimum_size
-from fader_lightning.models.scoring import AnomalyScorer, MapStatistics
+from fader_lightning.models.scoring import AnomalyScorer, MapStatistics, rebuild_scorer
 
 if TYPE_CHECKING:  # the stage modules build the EAR model; the base only names its type
     from fader_lightning.models.ear.model import EARModel
@@ -96,6 +96,12 @@ def check_enough(settings: Calibration, count: int, datamodule: Any, held_out: b
     raise ConfigError(f"{what} needs {need} held-out normal images, and {have}: {fix}; or {other}")
 
 
+EAR_PREFIX = "ear."
+"""State-dict prefix of the EAR model in both stages' checkpoints."""
+LEGACY_EAR_PREFIX = "model."
+"""Its prefix in stage-1 checkpoints written before both stage modules named it ``ear`` (read until 2027-06-01)."""
+
+
 class AnomalyModule(L.LightningModule):
     """Base of the stage modules.
 
@@ -110,6 +116,8 @@ class AnomalyModule(L.LightningModule):
     """
 
     stage: str = "?"
+    ear: EARModel
+    """The EAR model (masks, obfuscation, U-Net, scorer): trained by stage 1, frozen under FADeR."""
     frozen_prefix: str = "?"
     """State-dict prefix of the frozen mask generator, left out of checkpoints and rebuilt from the settings."""
     LEGACY_HPARAMS: ClassVar[Mapping[str, Any]] = {}
@@ -150,7 +158,8 @@ class AnomalyModule(L.LightningModule):
     ) -> None:
         """Apply a job's evaluation settings to a loaded model (they never change trained weights).
 
-        Other calibration settings than the model's drop its thresholds: they are calibrated again before testing.
+        Other calibration settings than the model's drop its thresholds: they are calibrated again before testing. The
+        EAR model's scorer is rebuilt with ``scoring`` (its statistics and thresholds kept where the settings allow).
 
         Args:
             scoring: Settings of :class:`~fader_lightning.models.scoring.AnomalyScorer`.
@@ -167,6 +176,8 @@ class AnomalyModule(L.LightningModule):
         self.fpr_limit = fpr_limit
         self.store = AnomalyScoreStore(map_dtype=map_storage, fpr_limit=fpr_limit)
         self.hparams.update({"fpr_limit": fpr_limit, "map_storage": map_storage})
+        self.ear.scorer = rebuild_scorer(self.ear.scorer, plain(scoring))
+        self.record_scoring(plain(scoring))
 
     def record_data(self, record: Mapping[str, Any]) -> None:
         """State the data the model is trained on in its hyper-parameters, so in every checkpoint it writes.
@@ -190,15 +201,14 @@ class AnomalyModule(L.LightningModule):
     def stage1_hparams(self) -> dict[str, Any]:
         """The stage-1 hyper-parameters (masking, fill, scoring, ...); under FADeR its frozen model's."""
 
-    @property
     @abstractmethod
-    def inpainter(self) -> EARModel:
-        """The EAR model (masks, obfuscation, U-Net, scorer); frozen under FADeR."""
+    def record_scoring(self, scoring: dict[str, Any]) -> None:
+        """Record scoring settings in the hyper-parameters, where the stage keeps its EAR model's settings."""
 
     @property
     def scorer(self) -> AnomalyScorer:
         """The scorer whose maps this stage reports: its EAR model's (under FADeR, measured on FADeR's maps)."""
-        return self.inpainter.scorer
+        return self.ear.scorer
 
     @abstractmethod
     def infer(self, images: Tensor) -> dict[str, Tensor]:
@@ -476,7 +486,10 @@ class AnomalyModule(L.LightningModule):
         A loaded model also takes its calibration settings from the checkpoint (they are no constructor argument); a
         resumed one keeps its job's.
         """
-        restore_frozen(checkpoint["state_dict"], self.state_dict(), self.frozen_prefix)
+        state = checkpoint["state_dict"]
+        for key in [key for key in state if key.startswith(LEGACY_EAR_PREFIX)]:  # EAR checkpoints before 2026-12
+            state[EAR_PREFIX + key.removeprefix(LEGACY_EAR_PREFIX)] = state.pop(key)
+        restore_frozen(state, self.state_dict(), self.frozen_prefix)
         stored = checkpoint.get("hyper_parameters", {}).get(CALIBRATION_KEY)
         if stored is not None and CALIBRATION_KEY not in self.hparams:
             self.hparams[CALIBRATION_KEY] = dict(stored)

@@ -214,7 +214,7 @@ class OpenedCheckpoint:
         """
         stored = self.run.get("config", {}).get("data", {}).get("image_size")
         size = checkpoint_size(given, self.module.trained_size, key, force, stored)
-        self.module.inpainter.unet.check_input_size(*size)
+        self.module.ear.unet.check_input_size(*size)
         return size
 
 

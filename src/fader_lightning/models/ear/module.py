@@ -19,7 +19,7 @@ from fader_lightning.models.checkpoint_file import VIT_KEYS, stage1_overrides
 from fader_lightning.models.ear.model import EARModel
 from fader_lightning.models.fit_check import available_bytes, check_memory, training_step_bytes
 from fader_lightning.models.losses import InpaintingLoss
-from fader_lightning.models.scoring import AnomalyScorer, rebuild_scorer
+from fader_lightning.models.scoring import AnomalyScorer
 from fader_lightning.models.skip_dropout import PatchSkipDropout
 from fader_lightning.models.unet import UNet
 
@@ -102,7 +102,7 @@ class EARModule(AnomalyModule):
         "speed": {"channels_last": False, "bf16": False},
     }
     """Checkpoints written before these were stored: trained with ``area`` resizing, run in float32 NCHW."""
-    frozen_prefix = "model.masker."
+    frozen_prefix = "ear.masker."
 
     def __init__(
         self,
@@ -136,36 +136,27 @@ class EARModule(AnomalyModule):
              "image_size": list(as_hw(image_size)) if image_size is not None else None,
              "data_source": plain(data_source) or None}
         )  # fmt: skip
-        self.model = build_ear_model(unet, masking, fill, scoring, mask_cache_dir)
+        self.ear = build_ear_model(unet, masking, fill, scoring, mask_cache_dir)
         self._memory_checked: tuple[Any, ...] | None = None  # (size, batch, device) of the last memory check
         with settings_of("model.speed"):
-            self.model.unet.set_speed(**speed)
+            self.ear.unet.set_speed(**speed)
         with settings_of("model.loss"):
             self.loss_fn = InpaintingLoss(**loss)
         with settings_of("model.skip_dropout"):
             self.skip_dropout = PatchSkipDropout(**skip_dropout) if skip_dropout.get("p", 0) > 0 else None
             if self.skip_dropout is not None:
-                self.skip_dropout.check_levels(len(self.model.unet.skip_channels))
+                self.skip_dropout.check_levels(len(self.ear.unet.skip_channels))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
 
-    def set_evaluation(
-        self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str, calibration: Mapping[str, Any]
-    ) -> None:
-        """Apply a job's evaluation settings, the scorer included (see :meth:`AnomalyModule.set_evaluation`)."""
-        super().set_evaluation(scoring, fpr_limit, map_storage, calibration)
-        self.model.scorer = rebuild_scorer(self.model.scorer, plain(scoring))
-        self.hparams["scoring"] = plain(scoring)
+    def record_scoring(self, scoring: dict[str, Any]) -> None:
+        """Record the scoring settings in this model's own hyper-parameters."""
+        self.hparams["scoring"] = scoring
 
     @property
     def stage1_hparams(self) -> dict[str, Any]:
         """This model's own hyper-parameters."""
         return dict(self.hparams)
-
-    @property
-    def inpainter(self) -> EARModel:
-        """The trained EAR model."""
-        return self.model
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -177,8 +168,8 @@ class EARModule(AnomalyModule):
 
     def setup(self, stage: str) -> None:
         """Check, before anything runs, that the data's image size fits the model (and, to train, the memory)."""
-        scales = max(self.loss_fn.msgms_scales, self.model.scorer.num_scales)
-        size = self.data_image_size(self.model, scales, self.trained_size)
+        scales = max(self.loss_fn.msgms_scales, self.ear.scorer.num_scales)
+        size = self.data_image_size(self.ear, scales, self.trained_size)
         if size is not None and stage == "fit":
             trainer = self.trainer
             self.check_training_memory(size, trainer.datamodule.train_batch_size, trainer.strategy.root_device)
@@ -197,35 +188,35 @@ class EARModule(AnomalyModule):
         checked = (tuple(size), batch_size, str(device))
         if checked == self._memory_checked:  # measured once: the probe step draws from the global generator
             return
-        needed = training_step_bytes(self.model.unet, self.loss_fn, *size, batch_size)
+        needed = training_step_bytes(self.ear.unet, self.loss_fn, *size, batch_size)
         check_memory(needed, available_bytes(device), *size, batch_size)
         self._memory_checked = checked
 
     def _losses(self, batch: Batch, masks: Tensor, skip_transform: PatchSkipDropout | None = None) -> dict[str, Tensor]:
-        recon = self.model.reconstruct(batch.image, masks, skip_transform=skip_transform)
+        recon = self.ear.reconstruct(batch.image, masks, skip_transform=skip_transform)
         return self.loss_fn(recon, batch.image)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """One optimisation step on normal images (with patch-wise skip dropout when configured)."""
-        losses = self._losses(batch, self.model.training_masks(batch.image), self.skip_dropout)
+        losses = self._losses(batch, self.ear.training_masks(batch.image), self.skip_dropout)
         self.check_finite(losses["loss"])
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(batch))
         return losses["loss"]
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Reconstruction losses on the validation split (no selection is made on them)."""
-        losses = self._losses(batch, self.model.masks(batch.image))
+        losses = self._losses(batch, self.ear.masks(batch.image))
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch))
 
     def infer(self, images: Tensor) -> dict[str, Tensor]:
         """Masks, reconstruction, anomaly map and score of a batch."""
-        masks = self.model.masks(images)
-        recon, amap, score = self.model.evaluate(images, masks)
+        masks = self.ear.masks(images)
+        recon, amap, score = self.ear.evaluate(images, masks)
         return {"recon": recon, "anomaly_map": amap, "score": score, "masks": masks}
 
     def configure_optimizers(self) -> Any:
         """Adam (or the configured optimizer and schedule) on the U-Net only; the mask generator stays frozen."""
-        return self.optimizers_with_schedule(self.model.unet.parameters())
+        return self.optimizers_with_schedule(self.ear.unet.parameters())
 
     @classmethod
     def from_settings(

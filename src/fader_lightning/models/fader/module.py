@@ -21,7 +21,6 @@ from fader_lightning.metrics.diagnostics import TestDiagnostics
 from fader_lightning.models.base_module import AnomalyModule, Optimizer, Scheduler, plain
 from fader_lightning.models.calibration import CALIBRATION_KEY
 from fader_lightning.models.checkpoint_file import restore_frozen
-from fader_lightning.models.ear.model import EARModel
 from fader_lightning.models.ear.module import EARModule
 from fader_lightning.models.fader.model import (
     FADeRModel,
@@ -38,7 +37,6 @@ from fader_lightning.models.fader.targets import (
     synthetic_defects,
     synthetic_targets,
 )
-from fader_lightning.models.scoring import rebuild_scorer
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +197,7 @@ class FADeRModule(AnomalyModule):
         image_size = list(as_hw(image_size)) if image_size is not None else None
         self.save_hyperparameters(ignore=["stage1", "optimizer", "scheduler"])
         self.hparams["stage1_settings"] = stage1_settings
-        self.ear = stage1.model
+        self.ear = stage1.ear
         problem = single_mask_problem(stage1.hparams.masking["name"])
         if problem:
             raise ConfigError(problem)
@@ -234,24 +232,15 @@ class FADeRModule(AnomalyModule):
         self._pairing = torch.Generator().manual_seed(seed)
         self.diagnostics = TestDiagnostics(patch_size)
 
-    def set_evaluation(
-        self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str, calibration: Mapping[str, Any]
-    ) -> None:
-        """Apply a job's evaluation settings; the frozen model's scorer is replaced and recorded with it."""
-        super().set_evaluation(scoring, fpr_limit, map_storage, calibration)
-        self.ear.scorer = rebuild_scorer(self.ear.scorer, plain(scoring))
-        self.stage1_hparams["scoring"] = plain(scoring)
+    def record_scoring(self, scoring: dict[str, Any]) -> None:
+        """Record the scoring settings with the frozen model's (``stage1_settings``)."""
+        self.stage1_hparams["scoring"] = scoring
         self.hparams["stage1_settings"] = self.stage1_hparams
 
     @property
     def stage1_hparams(self) -> dict[str, Any]:
         """The frozen stage-1 model's hyper-parameters (stored in this checkpoint as ``stage1_settings``)."""
         return self._stage1_hparams
-
-    @property
-    def inpainter(self) -> EARModel:
-        """The frozen stage-1 EAR model."""
-        return self.ear
 
     @property
     def preprocessing(self) -> dict[str, Any]:
