@@ -78,7 +78,7 @@ def test_detector_scores_files_arrays_and_tensors_like_the_module(trained: tuple
     threshold, pixel = module.scorer.image_threshold, module.scorer.pixel_threshold
     assert [d.label for d in found] == [bool(s > threshold) for s in expected["score"]]
     assert np.array_equal(found[0].mask, (expected["anomaly_map"][0, 0] > pixel).numpy())
-    assert all(0.0 <= d.normalized_score <= 1.0 and (d.normalized_score > 0.5) == d.label for d in found)
+    assert all(0.0 <= d.calibrated_score <= 1.0 and (d.calibrated_score > 0.5) == d.label for d in found)
     # the same image as a PIL image, a uint8 array and a (3, H, W) tensor gives the same score
     rgb = read_image(files[0])
     forms = [Image.open(files[0]), rgb, torch.from_numpy(rgb).permute(2, 0, 1).float() / 255]

@@ -5,7 +5,7 @@ Example:
     >>> results = train(["data=mvtec", "data.root=/data/mvtec_ad", "data.category=bottle", "stage=both"])
     >>> detector = Detector.from_checkpoint(results["fader"]["checkpoint"])
     >>> for detection in detector.predict(["a.png", "b.png"]):
-    ...     print(detection.score, detection.normalized_score, detection.label)
+    ...     print(detection.score, detection.calibrated_score, detection.label)
 
 :class:`~fader_lightning.deploy.detector.Detector` lives in :mod:`fader_lightning.deploy.detector`;
 :func:`train` runs the job of ``fader-train`` (:func:`fader_lightning.jobs.train.train`).

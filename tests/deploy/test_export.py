@@ -225,7 +225,7 @@ def test_onnxruntime_alone_scores_images_with_the_masks_in_the_graph(
     sidecar = json.loads(output.with_suffix(".json").read_text())
     assert sidecar["masking"]["in_graph"] is True and "reason" not in sidecar["masking"]
     assert [entry["name"] for entry in sidecar["inputs"]] == ["images"]
-    thresholds = sidecar["thresholds"]  # what a deployment needs to decide and to report normalised scores
+    thresholds = sidecar["thresholds"]  # what a deployment needs to decide and to report calibrated scores
     assert thresholds["image"] == module.scorer.image_threshold
     assert (thresholds["image_low"], thresholds["pixel_low"]) == (module.scorer.normal_lows or (None, None))
     # batch 3, not the traced batch of 1; images with structure (a constant image has a saliency of rounding noise)

@@ -206,7 +206,7 @@ def test_a_checkpoint_moved_out_of_its_run_is_served_at_its_own_size(run: dict[s
     assert Image.open(tmp_path / "forced" / "masks" / f"{image.stem}.png").size == (32, 32)
 
 
-def test_outputs_mirror_the_input_folders_and_scores_are_also_normalised(run: dict[str, Path], tmp_path: Path) -> None:
+def test_outputs_mirror_the_input_folders_and_scores_are_also_calibrated(run: dict[str, Path], tmp_path: Path) -> None:
     test_root = run["normals"].parents[1] / "test"  # good/, and one folder per defect type: stems repeat across them
     out = tmp_path / "mirrored"
     result = predict(command_cfg("predict", ckpt_path=run["fader"], input=test_root, output=out))
@@ -216,13 +216,13 @@ def test_outputs_mirror_the_input_folders_and_scores_are_also_normalised(run: di
         relative = path.relative_to(test_root).with_suffix(".png").as_posix()
         assert row["map"] == f"maps/{relative}" and (out / row["map"]).is_file()
         assert row["overlay"] == f"overlays/{relative}" and (out / row["overlay"]).is_file()
-    # the normalised score: 0.5 at the checkpoint's threshold, from its calibration, recomputed here
+    # the calibrated score: 0.5 at the checkpoint's threshold, from its calibration, recomputed here
     calibration = load_results(run["run_dir"])["fader"]["calibration"]
     low, threshold = calibration["image_min"], calibration["image_threshold"]
     for row in result.rows:
         x = 4 * (row["score"] - threshold) / (threshold - low)
-        assert row["normalized_score"] == pytest.approx(0.5 + 0.5 * x / (1 + abs(x)), abs=1e-5)
-        assert (row["normalized_score"] > 0.5) == bool(row["label"])
+        assert row["calibrated_score"] == pytest.approx(0.5 + 0.5 * x / (1 + abs(x)), abs=1e-5)
+        assert (row["calibrated_score"] > 0.5) == bool(row["label"])
 
 
 def test_an_output_that_overlaps_an_input_is_refused(
@@ -280,6 +280,11 @@ def test_a_prediction_replaces_the_earlier_one_whole_or_not_at_all(
     predict(command_cfg("predict", ckpt_path=run["ear"], input=single, output=out, threshold=0.5))
     assert sorted(listing(out)) == ["maps/good_000.png", "masks/good_000.png", "overlays/good_000.png", "scores.csv"]
     assert [row["path"] for row in read_scores(out / "scores.csv")] == [str(single)]
+    # an earlier version's output (its score column was normalized_score) is replaced the same way
+    table = (out / "scores.csv").read_text()
+    (out / "scores.csv").write_text(table.replace("calibrated_score", "normalized_score", 1))
+    predict(command_cfg("predict", ckpt_path=run["ear"], input=single, output=out, threshold=0.5))
+    assert (out / "scores.csv").read_text().startswith("path,status,score,calibrated_score,label")
 
 
 def test_maps_or_overlays_of_another_tool_are_never_replaced(run: dict[str, Path], tmp_path: Path) -> None:

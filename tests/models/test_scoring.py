@@ -12,8 +12,8 @@ from fader_lightning.models.scoring import (
     MapStatistics,
     anomaly_map,
     box_filter,
+    calibrated_scale,
     image_score,
-    normalized,
     raw_anomaly_map,
     rebuild_scorer,
     scaled_kernel_size,
@@ -233,12 +233,12 @@ def test_normalised_scores_put_the_threshold_at_one_half() -> None:
     # independent arithmetic: x = 4 (s - 3) / (3 - 1), n = 0.5 + 0.5 x / (1 + |x|)
     xs = [4 * (s - 3) / 2 for s in scores.tolist()]
     expected = torch.tensor([0.5 + 0.5 * x / (1 + abs(x)) for x in xs])
-    result = normalized(scores, scorer.normal_lows[0], scorer.image_threshold).float()
+    result = calibrated_scale(scores, scorer.normal_lows[0], scorer.image_threshold).float()
     torch.testing.assert_close(result, expected)
     assert result[1] == pytest.approx(0.1) and result[3] == 0.5 and result[5] == pytest.approx(0.9)
     assert torch.equal(result > 0.5, scores > 3.0)
     assert bool((result.diff() > 0).all()) and bool((result < 1).all())  # the order kept, nothing clipped
-    maps = normalized(torch.tensor([2.0, 5.0, 8.0]), scorer.normal_lows[1], scorer.pixel_threshold)  # range 3
+    maps = calibrated_scale(torch.tensor([2.0, 5.0, 8.0]), scorer.normal_lows[1], scorer.pixel_threshold)  # range 3
     torch.testing.assert_close(maps.float(), torch.tensor([0.1, 0.5, 0.9]))
     older = AnomalyScorer()
     older.load_state_dict({**scorer.state_dict(), "thresholds": torch.tensor([3.0, 5.0])})

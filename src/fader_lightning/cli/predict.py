@@ -20,7 +20,7 @@ that size unless ``force=true`` (checkpoints that predate stored sizes fall back
   model's), enlarged bilinearly from the model's map. ``map_encoding=heat``: JET colours on a fixed scale: blue is the
   lowest map value of the normal calibration images, green the pixel threshold, red as far above it as the normal
   values spread below it (checkpoints without stored calibration: 0 (blue) to the image threshold (red));
-  ``gray8``/``gray16``: the normalised map (``normalized_score``'s formula, 0.5 at the pixel threshold) as 8- or
+  ``gray8``/``gray16``: the calibrated map (``calibrated_score``'s formula, 0.5 at the pixel threshold) as 8- or
   16-bit grayscale, for programs;
 * ``masks/<sub-folders>/<stem>.png``: the binary mask at the same size, 255 where the map is above the pixel
   threshold;
@@ -28,8 +28,8 @@ that size unless ``force=true`` (checkpoints that predate stored sizes fall back
   sees) | reconstruction | the heat map blended over the image | the region above the pixel threshold (red, over a
   white halo) | the map's colour bar [| FADeR's soft mask in its own colours (viridis: dark is attenuated) | its
   bar], over a caption with the score, the threshold and the decision;
-* ``scores.csv``: ``path,status,score,normalized_score,label,map,mask,overlay,height,width,reason``, one row per
-  input file: ``status`` ok with ``label`` 1 (anomalous) when ``score > threshold``, else 0, ``normalized_score``
+* ``scores.csv``: ``path,status,score,calibrated_score,label,map,mask,overlay,height,width,reason``, one row per
+  input file: ``status`` ok with ``label`` 1 (anomalous) when ``score > threshold``, else 0, ``calibrated_score``
   the score on (0, 1) with the threshold at 0.5 (empty for checkpoints without calibration lows), ``map``, ``mask``
   and ``overlay`` the written files relative to ``output`` and ``height``/``width`` the size of the map and mask; or
   ``status`` skipped with the ``reason`` (an unreadable file, or an image with a side below the smallest the model

@@ -26,7 +26,7 @@ from fader_lightning.errors import ConfigError, DataError
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.fit_check import minimum_side
 from fader_lightning.models.loading import open_checkpoint
-from fader_lightning.models.scoring import normalized
+from fader_lightning.models.scoring import calibrated_scale
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Detection:
 
     Attributes:
         score: Image anomaly score (higher is more anomalous), on the model's own scale.
-        normalized_score: The score on ``(0, 1)`` with the threshold at 0.5, in the order of the scores (see
+        calibrated_score: The score on ``(0, 1)`` with the threshold at 0.5, in the order of the scores (see
             :func:`~fader_lightning.models.scoring.normalized`); ``None`` when the checkpoint has no calibration lows.
         label: ``True`` (anomalous) when the score is above the image threshold; ``None`` without a threshold.
         anomaly_map: ``(h, w)`` float32 map at the model's input size.
@@ -52,7 +52,7 @@ class Detection:
     """
 
     score: float
-    normalized_score: float | None
+    calibrated_score: float | None
     label: bool | None
     anomaly_map: np.ndarray
     mask: np.ndarray | None
@@ -250,11 +250,11 @@ class Detector:
         scores = outputs["score"].float().cpu()
         maps = outputs["anomaly_map"][:, 0].float().cpu()
         calibrated = self.lows is not None and self.image_threshold is not None
-        norm = normalized(scores, self.lows[0], self.image_threshold) if calibrated else None
+        norm = calibrated_scale(scores, self.lows[0], self.image_threshold) if calibrated else None
         return [
             Detection(
                 score=float(scores[i]),
-                normalized_score=float(norm[i]) if norm is not None else None,
+                calibrated_score=float(norm[i]) if norm is not None else None,
                 label=bool(scores[i] > self.image_threshold) if self.image_threshold is not None else None,
                 anomaly_map=maps[i].numpy(),
                 mask=(maps[i] > self.pixel_threshold).numpy() if self.pixel_threshold is not None else None,

@@ -30,7 +30,7 @@ from fader_lightning.masking import MaskGenerator
 from fader_lightning.models import EARModel, FADeRModel, FADeRModule
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.loading import open_checkpoint
-from fader_lightning.models.scoring import NORMALIZED_FORMULA, AnomalyScorer, scaled_kernel_size
+from fader_lightning.models.scoring import CALIBRATED_FORMULA, AnomalyScorer, scaled_kernel_size
 from fader_lightning.utils.io import atomic_write_bytes, atomic_write_json, check_apart, staged, writable_folder
 
 log = logging.getLogger(__name__)
@@ -192,13 +192,13 @@ def describe_scoring(scorer: AnomalyScorer, height: int) -> dict[str, dict[str, 
             "std_floor": scorer.std_floor,
         },
         # calibrated on normal images when training ended: label = score > image (null: not calibrated); the lows
-        # are their smallest score and map value, for scores normalised so that the threshold is 0.5
+        # are their smallest score and map value, for scores on the calibrated scale (the threshold at 0.5)
         "thresholds": {
             "image": scorer.image_threshold,
             "pixel": scorer.pixel_threshold,
             "image_low": lows[0] if lows else None,
             "pixel_low": lows[1] if lows else None,
-            "normalized": NORMALIZED_FORMULA,
+            "calibrated_scale": CALIBRATED_FORMULA,
         },
     }
 

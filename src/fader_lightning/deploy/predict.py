@@ -31,7 +31,7 @@ from fader_lightning.errors import ConfigError, DataError, settings_of
 from fader_lightning.keys import IMAGE_THRESHOLD_ORACLE
 from fader_lightning.models.calibration import AUTO, Calibration
 from fader_lightning.models.loading import open_checkpoint
-from fader_lightning.models.scoring import normalized
+from fader_lightning.models.scoring import calibrated_scale
 from fader_lightning.utils.background import background_writes, submit
 from fader_lightning.utils.io import atomic_write_bytes, atomic_write_text, check_apart, staged, writable_folder
 from fader_lightning.visualize import MapScale, encode_png, heatmap, overlay_panel
@@ -41,18 +41,22 @@ log = logging.getLogger(__name__)
 PROGRESS_MIN_IMAGES = 20
 """A progress bar is shown above this many images (and always when stderr is a terminal)."""
 COLUMNS: tuple[str, ...] = (
-    "path", "status", "score", "normalized_score", "label", "map", "mask", "overlay", "height", "width", "reason"
+    "path", "status", "score", "calibrated_score", "label", "map", "mask", "overlay", "height", "width", "reason"
 )  # fmt: skip
 """Columns of ``scores.csv``."""
-EARLIER_COLUMNS = ("path", "status", "score", "normalized_score", "label", "map", "overlay", "reason")
-"""The columns of the ``scores.csv`` of earlier versions, whose outputs a prediction may replace too."""
+EARLIER_COLUMNS = (
+    ("path", "status", "score", "normalized_score", "label", "map", "overlay", "reason"),
+    ("path", "status", "score", "normalized_score", "label", "map", "mask", "overlay", "height", "width", "reason"),
+)
+"""The columns of the ``scores.csv`` of earlier versions, whose outputs a prediction may replace too (before
+``calibrated_score`` was named so)."""
 SCORES_FILE = "scores.csv"
 OUTPUTS: tuple[str, ...] = ("maps", "masks", "overlays", SCORES_FILE)
 """What a prediction writes in ``output``: replaced together, never mixed with an earlier prediction's."""
 OUTPUT_SIZES = ("input", "model")
 """``output_size``: maps and masks at each input image's own size, or at the model's input size."""
 MAP_ENCODINGS = {"heat": np.uint8, "gray8": np.uint8, "gray16": np.uint16}
-"""``map_encoding``: JET colours for people, or the normalised map (0.5 at the threshold) in 8 or 16 bits."""
+"""``map_encoding``: JET colours for people, or the calibrated map (0.5 at the threshold) in 8 or 16 bits."""
 
 
 @dataclass
@@ -198,7 +202,7 @@ def check_earlier_prediction(output: Path) -> None:
         ConfigError: Naming what is there and the fix.
     """
     present = [name for name in OUTPUTS if os.path.lexists(output / name)]
-    if present and _header(output / SCORES_FILE) not in (",".join(COLUMNS), ",".join(EARLIER_COLUMNS)):
+    if present and _header(output / SCORES_FILE) not in {",".join(columns) for columns in (COLUMNS, *EARLIER_COLUMNS)}:
         raise ConfigError(
             f"output={output} holds {', '.join(present)}, not an earlier result of fader-predict (no scores.csv of "
             "its own): a prediction replaces maps/, masks/, overlays/ and scores.csv whole; choose another output= "
@@ -367,7 +371,7 @@ def map_png(values: np.ndarray, scale: MapScale, encoding: str) -> bytes:
     Args:
         values: ``(H, W)`` map.
         scale: The detector's heat-map scale (:func:`heat_scale`).
-        encoding: ``heat`` (JET colours on the scale), ``gray8`` or ``gray16`` (the normalised map, 0.5 at the
+        encoding: ``heat`` (JET colours on the scale), ``gray8`` or ``gray16`` (the calibrated map, 0.5 at the
             threshold, see :func:`~fader_lightning.models.scoring.normalized`, in 8 or 16 bits).
 
     Returns:
@@ -375,7 +379,7 @@ def map_png(values: np.ndarray, scale: MapScale, encoding: str) -> bytes:
     """
     if encoding == "heat":
         return encode_png(heatmap(values, scale.low, scale.high))
-    unit = normalized(torch.from_numpy(values), scale.low, scale.threshold).numpy()
+    unit = calibrated_scale(torch.from_numpy(values), scale.low, scale.threshold).numpy()
     depth = MAP_ENCODINGS[encoding]
     return encode_png((unit * np.iinfo(depth).max).round().astype(depth))
 
@@ -433,7 +437,7 @@ def scored_row(path: Path, found: Detection, name: str) -> dict[str, Any]:
     """
     height, width = (found.full_map if found.full_map is not None else found.anomaly_map).shape
     return {"path": str(path), "status": "ok", "score": found.score, "label": int(found.label),
-            "normalized_score": found.normalized_score if found.normalized_score is not None else "",
+            "calibrated_score": found.calibrated_score if found.calibrated_score is not None else "",
             "map": f"maps/{name}.png", "mask": f"masks/{name}.png", "overlay": f"overlays/{name}.png",
             "height": height, "width": width}  # fmt: skip
 

@@ -350,7 +350,7 @@ class AnomalyScorer(nn.Module):
         Args:
             image: Image-score threshold (the largest score of the calibration images).
             pixel: Anomaly-map threshold (their largest map value).
-            image_low: Their smallest score, which :func:`normalized` maps to 0.1.
+            image_low: Their smallest score, which :func:`calibrated_scale` maps to 0.1.
             pixel_low: Their smallest map value.
         """
         values = [image, pixel, image_low, pixel_low]
@@ -439,20 +439,20 @@ SCALE_SETTINGS: tuple[str, ...] = ("normalize", "std_floor", "pooling", "topk_fr
 """tuple[str, ...]: The other settings that change the scale of maps and scores, and so invalidate thresholds."""
 
 
-NORMALIZED_GAIN = 4.0
-"""How far from 0.5 the calibration range reaches on the normalised scale: their lowest score maps to 0.1."""
-NORMALIZED_FORMULA = "0.5 + 0.5 * x / (1 + abs(x)), x = 4 * (value - threshold) / (threshold - low)"
-""":func:`normalized` as the export side-car states it."""
+CALIBRATED_GAIN = 4.0
+"""How far from 0.5 the calibration range reaches on the calibrated scale: their lowest score maps to 0.1."""
+CALIBRATED_FORMULA = "0.5 + 0.5 * x / (1 + abs(x)), x = 4 * (value - threshold) / (threshold - low)"
+""":func:`calibrated_scale` as the export side-car states it."""
 
 
-def normalized(values: Tensor, low: float, threshold: float) -> Tensor:
+def calibrated_scale(values: Tensor, low: float, threshold: float) -> Tensor:
     """Put scores on a ``(0, 1)`` scale where the threshold is 0.5 and every difference in score is kept.
 
     ``0.5 + 0.5 * x / (1 + |x|)`` with ``x = 4 * (value - threshold) / (threshold - low)``: the threshold maps to
     0.5, the calibration images' lowest score to 0.1, a score as far above the threshold as their range reaches to
     0.9, and ten ranges above to 0.988. The function is strictly increasing and never reaches 0 or 1, so the order of
     scores survives over the whole range (a clipped scale would read 1.0 for most anomalies), and
-    ``normalized > 0.5`` exactly when ``value > threshold``.
+    ``calibrated_scale(value) > 0.5`` exactly when ``value > threshold``.
 
     Args:
         values: Scores or maps.
@@ -460,10 +460,10 @@ def normalized(values: Tensor, low: float, threshold: float) -> Tensor:
         threshold: The threshold.
 
     Returns:
-        The normalised values, float32 (computed in float64, so that far-apart large scores stay apart).
+        The values on the calibrated scale, float32 (computed in float64, so that far-apart large scores stay apart).
     """
     spread = max(threshold - low, 1e-12)
-    x = NORMALIZED_GAIN * (values.double() - threshold) / spread
+    x = CALIBRATED_GAIN * (values.double() - threshold) / spread
     return (0.5 + 0.5 * x / (1.0 + x.abs())).float()
 
 
