@@ -134,3 +134,12 @@ def test_installed_targets_join_the_table_and_clashes_are_refused(monkeypatch: p
             fader_targets()
     finally:
         fader_targets.cache_clear()
+
+
+def test_an_unknown_patch_error_measure_is_refused() -> None:
+    from fader_lightning.errors import ConfigError
+
+    images = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ConfigError, match=r"^measure='mae' is unknown; use one of msgms, mse"):
+        gt_patch_targets(images, images, 8, "mae")
+    assert torch.equal(gt_patch_targets(images, images, 8, "mse"), torch.zeros(1, 1, 4, 4))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -43,6 +43,11 @@ MAPPINGS: tuple[str, ...] = ("calibrated", "literal")
 USES: tuple[str, ...] = ("attenuate", "residual", "both")
 HEADS: tuple[str, ...] = ("attenuate", "residual")
 RESIDUAL_REGIONS: tuple[str, ...] = ("all", "masked")
+PATCH_ERRORS: dict[str, Callable[[Tensor, Tensor, int], Tensor]] = {
+    "msgms": lambda image, recon, num_scales: raw_anomaly_map(image, recon, num_scales=num_scales),
+    "mse": lambda image, recon, num_scales: (image - recon).pow(2).mean(dim=1, keepdim=True),
+}
+"""Pixel error maps ``(B, 1, H, W)`` of :func:`gt_patch_targets` by ``measure`` (``num_scales``: MSGMS only)."""
 QUANTILE_MAX_ELEMENTS: int = 16_000_000
 """Largest tensor :meth:`SoftMask.calibrate` hands to :func:`torch.quantile` (which rejects inputs past 2**24)."""
 
@@ -563,11 +568,8 @@ def gt_patch_targets(
     Returns:
         Targets of shape ``(B, 1, H / P, W / P)``.
     """
-    if measure == "msgms":
-        error = raw_anomaly_map(image, recon, num_scales=num_scales)
-    else:
-        error = (image - recon).pow(2).mean(dim=1, keepdim=True)
-    return F.avg_pool2d(error, patch_size)
+    _check_choice(measure, tuple(PATCH_ERRORS), "measure")
+    return F.avg_pool2d(PATCH_ERRORS[measure](image, recon, num_scales), patch_size)
 
 
 def ranking_loss_pairs(
