@@ -130,7 +130,7 @@ def latencies(image: torch.Tensor, folder: Path) -> dict[str, float]:
     """
     out: dict[str, float] = {}
     ear = stage1({"name": "saliency"})
-    fader = FADeRModule(ear, **FADER_SETTINGS).eval()  # on the same stage-1 model
+    fader = FADeRModule.from_config(ear, **FADER_SETTINGS).eval()  # on the same stage-1 model
     riad = stage1({"name": "random_multi"})
     weights = folder / "vit.pth"
     torch.save(timm.create_model(VIT, pretrained=False).state_dict(), weights)
@@ -172,7 +172,7 @@ def train_throughput(folder: Path, batch: int = 4) -> dict[str, float]:
 
     adam = functools.partial(torch.optim.Adam, lr=FADER_LR)
     # its own stage-1 model: FADeR freezes the one it is given, and stage 1 trains above
-    fader = FADeRModule(stage1({"name": "saliency"}), **FADER_SETTINGS, optimizer=adam).train()
+    fader = FADeRModule.from_config(stage1({"name": "saliency"}), **FADER_SETTINGS, optimizer=adam).train()
     fader_optimizer = fader.configure_optimizers()
     fader._features_and_targets(images)  # first epoch: frozen features and GT targets are cached
 
@@ -324,7 +324,7 @@ def run(out_dir: Path) -> dict[str, Any]:
         gflops = matmul_gflops()
         lat = latencies(image, folder)
         ear = stage1({"name": "saliency"})
-        fader = FADeRModule(ear, **FADER_SETTINGS)
+        fader = FADeRModule.from_config(ear, **FADER_SETTINGS)
         cost = costs(image, ear, fader)
         train = train_throughput(folder)
         root, category = bottle_or_synthetic(folder)

@@ -93,7 +93,7 @@ def fader_module(ckpt: str | Path, **settings: Any) -> FADeRModule:
     ``fader`` node (``expected_unet``, ``mask_cache_dir``, ``vit_weights``, ``allow_download``).
     """
     source = {key: settings.pop(key) for key in STAGE1_SOURCE_KEYS if key in settings}
-    return FADeRModule(load_stage1(ckpt, "fader.ckpt_path", **source), **{**FADER_SETTINGS, **settings})
+    return FADeRModule.from_config(load_stage1(ckpt, "fader.ckpt_path", **source), **{**FADER_SETTINGS, **settings})
 
 
 def compose_train_cfg(

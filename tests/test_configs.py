@@ -8,11 +8,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class, get_method, instantiate
 from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, compose_train_cfg
 from fader_lightning.configs import checkpoint_name, literal_settings
+from fader_lightning.models import FADeRModule
 from fader_lightning.models.calibration import Calibration
 
 GROUPS = [
@@ -45,8 +46,9 @@ def test_every_group_option_composes(tmp_path: Path, group: str, option: str) ->
         overrides.append(f"data.normal_dir={tmp_path}")
     cfg = compose_train_cfg(tmp_path, overrides)
     assert cfg.get(group) is not None or group in ("recipe", "logger", "debug", "experiment")
-    for node in (cfg.data, cfg.model, cfg.fader, cfg.trainer):
+    for node in (cfg.data, cfg.model, cfg.trainer):
         assert get_class(node._target_)
+    assert get_method(cfg.fader._target_) == FADeRModule.from_config  # the flat node, sorted into its groups
     trainer_args = set(inspect.signature(L.Trainer.__init__).parameters)
     assert set(cfg.trainer) - {"_target_"} <= trainer_args
 

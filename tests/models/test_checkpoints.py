@@ -96,3 +96,33 @@ def test_a_stage1_checkpoint_from_before_the_ear_attribute_still_loads(tmp_path:
     reloaded = load_module(tmp_path / "older.ckpt")
     for name, value in module.ear.state_dict().items():
         torch.testing.assert_close(reloaded.ear.state_dict()[name], value, rtol=0, atol=0, equal_nan=True)
+
+
+def test_a_fader_checkpoint_with_flat_settings_still_loads(tmp_path: Path) -> None:
+    """FADeR files from before the settings were grouped (and before use/attenuate_masked existed) load as such."""
+    ear = EARModule(**EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard"}, image_size=32)
+    fader = fader_module(write_checkpoint(ear, tmp_path / "ear.ckpt"), patch_size=4, target="mse")
+    checkpoint = read_checkpoint(write_checkpoint(fader, tmp_path / "fader.ckpt"), "a test file")
+    hparams = checkpoint["hyper_parameters"]
+    flat = {**hparams.pop("network"), **hparams.pop("ranking"), **hparams.pop("inputs")}
+    for key in ("use", "attenuate_masked", "residual_region", "synthetic", "force_image_size", "max_cached_images"):
+        del flat[key]  # settings added later: such a file lacks them
+    hparams.update(flat, ckpt_path="gone/ear.ckpt")
+    checkpoint[DIGEST_KEY] = weights_digest(checkpoint)
+    torch.save(checkpoint, tmp_path / "older.ckpt")
+    loaded = load_module(tmp_path / "older.ckpt")
+    assert loaded.network.patch_size == 4 and loaded.ranking.target == "mse" and loaded.network.use == "attenuate"
+    assert loaded.inputs == fader.inputs and loaded.trained_size == (32, 32)  # the stage-1 model's size
+    assert loaded.hparams.network == loaded.network.as_dict()
+    for key, value in fader.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0, equal_nan=True)
+
+
+def test_stage2_settings_are_grouped_and_a_stray_key_is_named(tmp_path: Path) -> None:
+    ear = EARModule(**EAR_SETTINGS, unet={"widths": [8, 16, 32, 64]}, masking={"name": "checkerboard"})
+    path = write_checkpoint(ear, tmp_path / "ear.ckpt")
+    fader = fader_module(path)
+    assert set(fader.hparams) >= {"network", "ranking", "inputs", "calibration", "stage1_settings"}
+    assert "patch_size" not in fader.hparams and fader.hparams.network["patch_size"] == fader.fader.patch_size
+    with pytest.raises(ConfigError, match=r"^fader\.patch_sizee is not a setting of stage 2"):
+        fader_module(path, patch_sizee=4)

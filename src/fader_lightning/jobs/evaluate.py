@@ -160,7 +160,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "evaluated": True,
             "checkpoint": str(Path(cfg.ckpt_path).resolve()),
             "masking": settings["masking"]["name"],
-            "fader": stage == "fader" and bool(module.hparams.get("enabled", True)),
+            "fader": stage == "fader" and module.network.enabled,
             "fill": settings.get("fill", {}).get("fill", "mosaic"),
             **job_provenance(cfg, output_dir),
             **result,

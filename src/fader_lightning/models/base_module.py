@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
 from fader_lightning.data.dataset import Batch
@@ -56,7 +56,8 @@ def plain(settings: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     if isinstance(settings, DictConfig):
         return OmegaConf.to_container(settings, resolve=True)
-    return dict(settings)
+    return {key: OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
+            for key, value in settings.items()}  # fmt: skip
 
 
 def check_enough(settings: Calibration, count: int, datamodule: Any, held_out: bool, training: bool = False) -> None:
@@ -140,9 +141,20 @@ class AnomalyModule(L.LightningModule):
             weights_only = kwargs.get("weights_only") is not False
             stored = torch.load(checkpoint_path, map_location="cpu", weights_only=weights_only)
             stored = stored.get("hyper_parameters", {}) if isinstance(stored, dict) else {}
-            legacy = {key: value for key, value in cls.LEGACY_HPARAMS.items() if key not in stored}
-            kwargs = {**legacy, **kwargs}
+            kwargs = {**cls.legacy_kwargs(stored), **kwargs}
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+    @classmethod
+    def legacy_kwargs(cls, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """What a checkpoint that predates some hyper-parameters is loaded with: their legacy values.
+
+        Args:
+            stored: The checkpoint's hyper-parameters.
+
+        Returns:
+            Keyword arguments for the module.
+        """
+        return {key: value for key, value in cls.LEGACY_HPARAMS.items() if key not in stored}
 
     def __init__(self, fpr_limit: float, map_storage: str) -> None:
         super().__init__()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -23,7 +24,6 @@ from fader_lightning.models.calibration import CALIBRATION_KEY
 from fader_lightning.models.checkpoint_file import restore_frozen
 from fader_lightning.models.ear.module import EARModule
 from fader_lightning.models.fader.model import (
-    FADeRModel,
     check_calibration,
     check_patch_grid,
     gt_patch_targets,
@@ -31,8 +31,8 @@ from fader_lightning.models.fader.model import (
     patch_mask_fraction,
     ranking_loss,
 )
+from fader_lightning.models.fader.settings import GROUPS, G, Inputs, Network, Ranking, grouped
 from fader_lightning.models.fader.targets import (
-    check_synthetic,
     fader_targets,
     synthetic_defects,
     synthetic_targets,
@@ -101,22 +101,15 @@ class FADeRModule(AnomalyModule):
         stage1: The trained stage-1 module, frozen here (loaded by the job from ``fader.ckpt_path`` with
             :func:`~fader_lightning.models.loading.load_stage1`); ``None`` builds it from ``stage1_settings``, as
             loading a FADeR checkpoint does (its weights are in the checkpoint's state dict).
-        patch_size: Patch side P in pixels.
-        source: MLP input: ``skip_features`` or ``pixels``.
-        hidden: Hidden width of the MLP.
-        activation: ``leaky_relu``, ``relu`` or ``gelu``.
-        levels: Skip levels to attenuate (0 = highest resolution).
-        mapping: ``calibrated`` soft mask, or ``literal`` (τ = 0, T = 1).
-        enabled: ``False`` makes the model identical to stage 1 (ablation).
-        target: What the MLP ranks: ``msgms``, ``mse``, ``synthetic`` or ``complement``
-            (see :mod:`fader_lightning.models.fader.targets`).
-        margin: Ranking-loss margin ξ.
+        network: The FADeR network (:class:`~fader_lightning.models.fader.settings.Network`).
+        ranking: How it is trained (:class:`~fader_lightning.models.fader.settings.Ranking`).
         calibration: ``split`` (``val``: the held-out normals of ``data.val_policy=from_train``; ``train``; ``auto``:
             ``val`` when the data holds normals out, else ``train``) plus the keyword arguments of
             :meth:`~fader_lightning.models.fader.model.SoftMask.calibrate` (``quantile`` may be ``max``).
+        inputs: The input it trains on (:class:`~fader_lightning.models.fader.settings.Inputs`; ``None``: its
+            stage-1 model's).
         optimizer: Partial optimizer; ``None`` for inference only (training refuses).
-        seed: Seed of the random pairing of patches and of the synthetic defects.
-        max_cached_images: Bound of the feature/target cache (augmented data never repeats).
+        scheduler: Optional partial learning-rate scheduler, stepped per epoch (``fader/scheduler=cosine``).
         speed: How the frozen U-Net runs in this job (``model.speed``; ``None``: as the stage-1 model's settings
             say).
         fpr_limit: FPR limit of AUPRO (``None``: the stage-1 model's).
@@ -124,15 +117,6 @@ class FADeRModule(AnomalyModule):
         stage1_settings: Hyper-parameters of the stage-1 model, as a FADeR checkpoint stores them (its state dict
             holds the frozen stage-1 weights, so it loads on its own even after the stage-1 file has moved); ``None``
             takes them from ``stage1``.
-        use: ``attenuate``, ``residual`` or ``both`` (see :class:`~fader_lightning.models.fader.model.FADeRModel`).
-        attenuate_masked: Whether patches hidden by the mask may be attenuated.
-        synthetic: Settings of the ``synthetic`` target: ``copies`` per image, ``kinds``, ``min_side``,
-            ``max_side`` (see :func:`~fader_lightning.models.fader.targets.synthetic_defects`) and ``tie_below``.
-        residual_region: ``all`` or ``masked`` (see :class:`~fader_lightning.models.fader.model.FADeRModel`).
-        scheduler: Optional partial learning-rate scheduler, stepped per epoch (``fader/scheduler=cosine``).
-        image_size: Input size stage 2 trains at (``data.image_size``); saved in the checkpoint.
-        interpolation: Resize method of its training images (``data.interpolation``).
-        force_image_size: Train at ``image_size`` even when the stage-1 model was trained at another size.
         data_source: The data it is trained on, saved in the checkpoint (see :class:`EARModule`).
     """
 
@@ -140,49 +124,61 @@ class FADeRModule(AnomalyModule):
     frozen_prefix = "ear.masker."
     LEGACY_HPARAMS: ClassVar[Mapping[str, Any]] = {
         "use": "attenuate", "attenuate_masked": False, "residual_region": "all", "synthetic": {},
-        "force_image_size": False,
+        "force_image_size": False, "max_cached_images": 20000,
     }  # fmt: skip
     """Checkpoints written before these settings existed attenuate (visible patches only), never download, and were
     not trained on synthetic defects."""
+
+    @classmethod
+    def legacy_kwargs(cls, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """Checkpoints from before the settings were grouped store them flat: their groups, legacy values filled in."""
+        return {} if "network" in stored else grouped({**cls.LEGACY_HPARAMS, **stored})
+
+    @classmethod
+    def from_config(cls, stage1: EARModule, **settings: Any) -> FADeRModule:
+        """Stage 2 from the flat ``fader`` node of ``conf/fader/default.yaml``, its keys sorted into the groups.
+
+        Args:
+            stage1: The trained stage-1 module.
+            **settings: The node's keys (without the job's: ``trainer`` and the stage-1 loading keys).
+
+        Returns:
+            The module.
+
+        Raises:
+            ConfigError: On a key that is no setting of stage 2, or a setting it refuses.
+        """
+        groups = grouped(settings)
+        rest = {key: value for key, value in settings.items() if not any(key in group for group in groups.values())}
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "stage1", *GROUPS}
+        unknown = sorted(set(rest) - accepted)
+        if unknown:
+            raise ConfigError(f"fader.{unknown[0]} is not a setting of stage 2; see conf/fader/default.yaml")
+        return cls(stage1, **groups, **rest)
 
     def __init__(
         self,
         stage1: EARModule | None = None,
         *,
-        patch_size: int,
-        source: str,
-        hidden: int,
-        activation: str,
-        levels: tuple[int, ...] | list[int],
-        mapping: str,
-        enabled: bool,
-        target: str,
-        margin: float,
+        network: Network | Mapping[str, Any],
+        ranking: Ranking | Mapping[str, Any],
         calibration: Mapping[str, Any],
-        seed: int,
-        max_cached_images: int,
-        use: str,
-        attenuate_masked: bool,
-        synthetic: Mapping[str, Any],
-        residual_region: str,
-        force_image_size: bool,
+        inputs: Inputs | Mapping[str, Any] | None = None,
         optimizer: Optimizer | None = None,
         scheduler: Scheduler | None = None,
         speed: Mapping[str, bool] | None = None,
         fpr_limit: float | None = None,
         map_storage: str | None = None,
         stage1_settings: Mapping[str, Any] | None = None,
-        image_size: int | list[int] | None = None,
-        interpolation: str | None = None,
         data_source: Mapping[str, Any] | None = None,
     ) -> None:
-        if target not in fader_targets():
-            raise ConfigError(f"fader.target={target!r} is unknown; use one of {', '.join(fader_targets())}")
-        if margin < 0:
-            raise ConfigError(f"fader.margin={margin} must be >= 0")
-        calibration, synthetic = plain(calibration), plain(synthetic)
+        network_settings = _group(Network, network)
+        ranking_settings = _group(Ranking, ranking)
+        input_settings = _group(Inputs, inputs or {})
+        if input_settings.image_size is not None:
+            input_settings = replace(input_settings, image_size=list(as_hw(input_settings.image_size)))
+        calibration = plain(calibration)
         speed = plain(speed) if speed is not None else None
-        levels = tuple(int(level) for level in levels)
         if stage1 is None and stage1_settings is None:
             raise ConfigError("FADeRModule needs its stage-1 model: stage1=<EARModule> (models.loading.load_stage1)")
         if stage1 is None:  # Lightning's load_from_checkpoint: the frozen weights follow, from the state dict
@@ -194,9 +190,10 @@ class FADeRModule(AnomalyModule):
             fpr_limit=stage1_settings["fpr_limit"] if fpr_limit is None else fpr_limit,
             map_storage=stage1_settings["map_storage"] if map_storage is None else map_storage,
         )
-        image_size = list(as_hw(image_size)) if image_size is not None else None
         self.save_hyperparameters(ignore=["stage1", "optimizer", "scheduler"])
-        self.hparams["stage1_settings"] = stage1_settings
+        self.network, self.ranking, self.inputs = network_settings, ranking_settings, input_settings
+        self.hparams.update({"network": network_settings.as_dict(), "ranking": ranking_settings.as_dict(),
+                             "inputs": input_settings.as_dict(), "stage1_settings": stage1_settings})  # fmt: skip
         self.ear = stage1.ear
         problem = single_mask_problem(stage1.hparams.masking["name"])
         if problem:
@@ -206,11 +203,7 @@ class FADeRModule(AnomalyModule):
                 self.ear.unet.set_speed(**speed)
         self.ear.requires_grad_(False)
         self.ear.eval()
-        with settings_of("fader"):
-            self.fader = FADeRModel(
-                self.ear.unet.skip_channels, patch_size, source, hidden, activation, levels, mapping, enabled,
-                use=use, attenuate_masked=attenuate_masked, residual_region=residual_region,
-            )  # fmt: skip
+        self.fader = network_settings.build(self.ear.unet.skip_channels)
         self._stage1_hparams = dict(stage1_settings)
         self.calibration_split = calibration.pop("split", "auto")
         if self.calibration_split not in CALIBRATION_SPLITS:
@@ -221,16 +214,12 @@ class FADeRModule(AnomalyModule):
         with settings_of("fader.calibration"):
             check_calibration(**calibration)
         self.soft_mask_settings = calibration  # keyword arguments of SoftMask.calibrate
-        if target == "synthetic":
-            with settings_of("fader.synthetic"):
-                check_synthetic(synthetic["kinds"], synthetic["min_side"], synthetic["max_side"])
-        self.synthetic = synthetic
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self._cache: dict[str, PatchRows] = {}
         self._calibration_cache: dict[str, PatchRows] = {}
-        self._pairing = torch.Generator().manual_seed(seed)
-        self.diagnostics = TestDiagnostics(patch_size)
+        self._pairing = torch.Generator().manual_seed(ranking_settings.seed)
+        self.diagnostics = TestDiagnostics(network_settings.patch_size)
 
     def record_scoring(self, scoring: dict[str, Any]) -> None:
         """Record the scoring settings with the frozen model's (``stage1_settings``)."""
@@ -245,7 +234,7 @@ class FADeRModule(AnomalyModule):
     @property
     def preprocessing(self) -> dict[str, Any]:
         """Stage 2's own ``image_size`` and ``interpolation``, else its stage-1 model's."""
-        own = {"image_size": self.hparams.get("image_size"), "interpolation": self.hparams.get("interpolation")}
+        own = {"image_size": self.inputs.image_size, "interpolation": self.inputs.interpolation}
         stage1 = {"image_size": self.stage1_hparams.get("image_size"),
                   "interpolation": self.stage1_hparams["interpolation"]}  # fmt: skip
         return {key: own[key] if own[key] is not None else stage1[key] for key in own}
@@ -254,7 +243,7 @@ class FADeRModule(AnomalyModule):
         """Check, before anything runs, that the data's image size fits the frozen model and is the one it knows."""
         stage1_size = self.stage1_hparams.get("image_size")
         trained = tuple(stage1_size) if stage1_size is not None else None
-        size = self.data_image_size(self.ear, self.ear.scorer.num_scales, trained, self.hparams.force_image_size)
+        size = self.data_image_size(self.ear, self.ear.scorer.num_scales, trained, self.inputs.force_image_size)
         if size is not None:
             with settings_of("fader"):
                 check_patch_grid(*size, self.fader.patch_size)
@@ -278,7 +267,7 @@ class FADeRModule(AnomalyModule):
             fresh = self._compute_rows(images[missing], [keys[i] for i in missing], training_rows)
             for i, row in zip(missing, fresh, strict=True):
                 rows[keys[i]] = row
-                if len(cache) < self.hparams.max_cached_images:
+                if len(cache) < self.ranking.max_cached_images:
                     cache[keys[i]] = row
         return [rows[key] for key in keys]
 
@@ -292,7 +281,7 @@ class FADeRModule(AnomalyModule):
         features = patch_features(skips, obfuscated, size, self.fader.source)
         errors = gt_patch_targets(images, recon, size)
         hidden = patch_mask_fraction(masks, size)
-        target = self.hparams.target
+        target = self.ranking.target
         targets = fader_targets()[target](self.ear, images, masks, recon, size, errors) if training_rows else errors
         rows = [
             PatchRows.stored(features[j : j + 1], targets[j : j + 1], errors[j : j + 1], hidden[j : j + 1])
@@ -305,9 +294,9 @@ class FADeRModule(AnomalyModule):
 
     def _synthetic_rows(self, image: Tensor, mask: Tensor, clean_row: PatchRows, key: str) -> PatchRows:
         """``copies`` corrupted versions of one image, seeded by the run seed and the image content."""
-        settings = self.synthetic
+        settings = self.ranking.synthetic
         copies = int(settings["copies"])
-        generator = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + int(key[:12], 16))
+        generator = torch.Generator().manual_seed(self.ranking.seed * 1_000_003 + int(key[:12], 16))
         clean = image.unsqueeze(0).expand(copies, -1, -1, -1)
         corrupted, _ = synthetic_defects(
             clean, generator, settings["kinds"], settings["min_side"], settings["max_side"]
@@ -335,7 +324,7 @@ class FADeRModule(AnomalyModule):
         features, targets = self._features_and_targets(batch.image)
         pred = self.fader.predictor(features)
         loss = sum(
-            ranking_loss(pred[:, k : k + 1], targets[:, k : k + 1], self.hparams.margin, self._pairing)
+            ranking_loss(pred[:, k : k + 1], targets[:, k : k + 1], self.ranking.margin, self._pairing)
             for k in range(pred.shape[1])
         )
         loss = self.check_finite(loss)
@@ -402,3 +391,8 @@ class FADeRModule(AnomalyModule):
         """Restore the frozen masker's weights; checkpoints older than the residual use get its (unused) zero line."""
         super().on_load_checkpoint(checkpoint)
         restore_frozen(checkpoint["state_dict"], self.state_dict(), "fader.residual_fit")
+
+
+def _group(cls: type[G], value: G | Mapping[str, Any]) -> G:
+    """A settings group from a group, a plain mapping or a config node."""
+    return value if isinstance(value, cls) else cls.of(plain(value))
