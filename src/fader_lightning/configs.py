@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fader_lightning.errors import FaderError
+from fader_lightning.run_layout import CHECKPOINTS, checkpoint_run
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 """str: The folder of ``train.yaml``, ``eval.yaml`` and the config groups."""
@@ -67,8 +68,8 @@ def checkpoint_name(path: str | None) -> str:
     if not path:
         return "checkpoint"
     path = Path(str(path)).resolve()  # through links such as logs/train/runs/latest
-    if len(path.parents) > 3 and path.parent.parent.name == "checkpoints":
-        run = path.parents[2]
+    run = checkpoint_run(path) if len(path.parents) > 3 else None
+    if run is not None:
         job = re.fullmatch(r"\d+_(.+)", run.name)
         name = job[1] if job and (run.parent / "multirun.yaml").is_file() else run.parent.name
         return f"{name}-{path.parent.name}"
@@ -91,7 +92,7 @@ def resumed_run(ckpt_path: str | None) -> str | None:
     if not ckpt_path:
         return None
     real = Path(os.path.expanduser(str(ckpt_path))).resolve()
-    if real.parent.name != "ear" or real.parent.parent.name != "checkpoints":
+    if real.parent.name != "ear" or real.parent.parent.name != CHECKPOINTS:
         return None
     return str(real.parents[2])
 

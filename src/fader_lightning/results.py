@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fader_lightning.errors import ConfigError
+from fader_lightning.run_layout import checkpoint_run
 from fader_lightning.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -91,3 +93,18 @@ def mark_stale(run_dir: str | Path, stages: Sequence[str], reason: str) -> list[
     atomic_write_json(path, results)
     log.warning("%s: marked the %s entry stale: %s", path, ", ".join(marked), reason)
     return marked
+
+
+def run_entry(ckpt: str | os.PathLike[str], stage: str) -> dict[str, Any]:
+    """The ``metrics.json`` entry of the run a checkpoint was written by.
+
+    Args:
+        ckpt: Checkpoint file; only ``<run>/checkpoints/<stage>/<name>.ckpt`` has a run folder.
+        stage: Stage whose entry to return.
+
+    Returns:
+        The entry (``config``, ``metrics``, ...), empty when the checkpoint is not in a run folder or the run has no
+        ``metrics.json``.
+    """
+    run = checkpoint_run(ckpt)
+    return load_results(run).get(stage, {}) if run is not None else {}

@@ -17,7 +17,8 @@ from fader_lightning.models.checkpoint_file import (
     write_checkpoint,
 )
 from fader_lightning.models.loading import checkpoint_stage, load_module
-from fader_lightning.run_layout import run_entry, stage_checkpoint
+from fader_lightning.results import run_entry
+from fader_lightning.run_layout import stage_checkpoint
 
 
 def saved(module: EARModule) -> dict:

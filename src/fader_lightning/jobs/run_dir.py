@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from fader_lightning.errors import ConfigError
 from fader_lightning.keys import STAGE_ORDER
 from fader_lightning.results import METRICS_FILE, load_results
+from fader_lightning.run_layout import CHECKPOINTS
 from fader_lightning.utils.io import (
     REPLACED_PREFIX,
     aside_folder,
@@ -37,7 +38,6 @@ from fader_lightning.utils.latest import link_latest
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".fader-run.lock"
-CHECKPOINTS = "checkpoints"
 RUN_ARTEFACTS = (METRICS_FILE, CHECKPOINTS)
 STAGES = STAGE_ORDER
 """What a run of ours holds: ``metrics.json`` entries and ``checkpoints/`` sub-folders of these stages only."""

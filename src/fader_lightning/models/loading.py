@@ -28,7 +28,8 @@ from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.checkpoint_file import STAGE_KEY, VIT_KEYS, read_checkpoint, stage1_overrides, weights_only
 from fader_lightning.models.ear.module import EARModule
 from fader_lightning.models.fader.module import FADeRModule
-from fader_lightning.run_layout import run_entry, stage_checkpoint
+from fader_lightning.results import run_entry
+from fader_lightning.run_layout import stage_checkpoint
 
 log = logging.getLogger(__name__)
 
