@@ -25,6 +25,9 @@ from fader_lightning.jobs.train import train
         ("calibration.target_fpr=0", r"calibration\.target_fpr=0 is invalid"),
         ("calibration.method=median", r"calibration\.method='median' is unknown; use one of max, quantile"),
         ("calibration.margin=-1", r"calibration\.margin=-1 is invalid"),
+        ("trainer.precision=16-true", r"^trainer\.precision='16-true' is not a precision this project trains with"),
+        ("+fader.trainer.precision=64", r"^fader\.trainer\.precision=64 is not a precision .*use 32-true, bf16-mixed"),
+        ("trainer.precision=16-mixed", r"^trainer\.precision=16-mixed runs float16 on the CPU.*use bf16-mixed"),
         ("data=base", r"^data=base holds the settings every data config shares, not a dataset; use data=mvtec"),
     ],
 )
@@ -33,3 +36,27 @@ def test_a_wrong_setting_is_named_before_any_work(tmp_path: Path, override: str,
     with pytest.raises(ConfigError, match=message):
         train(cfg)
     assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()  # nothing ran, nothing was made
+
+
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "refused"), [(True, False, False), (False, True, False), (False, False, True)]
+)
+def test_bf16_is_refused_only_on_a_cpu_without_bf16_units(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, avx512_bf16: bool, refused: bool
+) -> None:
+    import torch
+
+    from fader_lightning.jobs.settings_check import check_precision, cpu_bf16_units
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert cpu_bf16_units() == ("AMX" if amx else "AVX512-BF16" if avx512_bf16 else None)
+    if refused:
+        with pytest.raises(
+            ConfigError, match=r"^trainer\.precision=bf16-mixed: this CPU has no bfloat16 units .*32-true"
+        ):
+            check_precision("trainer.precision", "bf16-mixed", "cpu")
+    else:
+        check_precision("trainer.precision", "bf16-mixed", "cpu")
+    check_precision("trainer.precision", "32-true", "cpu")  # float32 runs everywhere
+    check_precision("trainer.precision", 32, "cpu")
