@@ -185,10 +185,7 @@ def refresh_weights(trainer: L.Trainer, filepath: str | os.PathLike[str]) -> Non
     """
     if trainer.is_global_zero:
         module = trainer.lightning_module
-        checkpoint = read_checkpoint(filepath, "the checkpoint this run has just written")
-        checkpoint["state_dict"] = module.state_dict()
-        module.on_save_checkpoint(checkpoint)  # what the module leaves out of its checkpoints, left out again
-        atomic_save(filepath, lambda tmp: torch.save(checkpoint, tmp))
+        _store(module, read_checkpoint(filepath, "the checkpoint this run has just written"), filepath)
     trainer.strategy.barrier("refresh_weights")
 
 
@@ -205,11 +202,15 @@ def write_checkpoint(module: LightningModule, path: str | os.PathLike[str]) -> P
     Returns:
         ``path``.
     """
-    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-                  "pytorch-lightning_version": L.__version__}  # fmt: skip
+    _store(module, {"hyper_parameters": dict(module.hparams), "pytorch-lightning_version": L.__version__}, path)
+    return Path(path)
+
+
+def _store(module: LightningModule, checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write ``checkpoint`` with the module's current weights, atomically; what the module leaves out stays out."""
+    checkpoint["state_dict"] = module.state_dict()
     module.on_save_checkpoint(checkpoint)
     atomic_save(path, lambda tmp: torch.save(checkpoint, tmp))
-    return Path(path)
 
 
 def strip_frozen(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:

@@ -103,17 +103,14 @@ def load_module(path: str | os.PathLike[str], device: str = "cpu", vit_weights: 
     hparams = checkpoint.get("hyper_parameters", {})
     try:
         if stage == EAR:
-            module = EARModule.load_from_checkpoint(
-                path,
-                map_location="cpu",
-                weights_only=weights_only(),
-                **stage1_overrides(hparams, path, None, vit_weights),
-            )
-        else:
-            stage1 = EARModule.from_settings(hparams.get("stage1_settings") or {}, path, None, vit_weights)
-            module = FADeRModule.load_from_checkpoint(
-                path, map_location="cpu", weights_only=weights_only(), stage1=stage1
-            )
+            overrides = stage1_overrides(hparams, path, None, vit_weights)
+        else:  # the frozen stage-1 model, rebuilt from the settings it stores (its weights are in the state dict)
+            overrides = {
+                "stage1": EARModule.from_settings(hparams.get("stage1_settings") or {}, path, None, vit_weights)
+            }
+        module = STAGE_MODULES[stage].load_from_checkpoint(
+            path, map_location="cpu", weights_only=weights_only(), **overrides
+        )
     except RuntimeError as err:
         raise CheckpointError(f"{path} does not fit its own {stage} settings: {err}") from err
     log.info("loaded %s checkpoint %s on %s", stage, path, device)

@@ -126,8 +126,8 @@ class FADeRModule(AnomalyModule):
         "use": "attenuate", "attenuate_masked": False, "residual_region": "all", "synthetic": {},
         "force_image_size": False, "max_cached_images": 20000,
     }  # fmt: skip
-    """Checkpoints written before these settings existed attenuate (visible patches only), never download, and were
-    not trained on synthetic defects."""
+    """Checkpoints written before these settings existed attenuate (visible patches only), were not trained on
+    synthetic defects and train at their stage-1 model's size; they store the settings flat (:meth:`legacy_kwargs`)."""
 
     @classmethod
     def legacy_kwargs(cls, stored: Mapping[str, Any]) -> dict[str, Any]:
