@@ -18,7 +18,7 @@ ifndef SWEEP_DIR
 SWEEP_DIR := logs/table_$(DATASET)/sweep-$(shell date +%Y%m%d-%H%M%S)
 endif
 DATA_ROOT_ARG := $(if $(DATA_DIR),data.root=$(abspath $(DATA_DIR)),)
-CATEGORY_ARG := $(if $(CATEGORIES),data.category=$(CATEGORIES),)
+CATEGORY_ARG := $(if $(CATEGORIES),'data.category=$(CATEGORIES)',)
 MASKING_ARG := $(if $(MASKING),masking=$(MASKING),)
 
 help: ## Show this help
@@ -53,7 +53,7 @@ format: install ## Apply ruff fixes and formatting
 demo: install ## The main job on the embedded generated data: the demo table, end to end
 	$(MAKE) --no-print-directory reproduce-table DATASET=demo
 
-reproduce-table: install ## Sweep, then aggregate: DATASET=mvtec|visa|demo [DATA_DIR=..] [CATEGORIES=a,b] [MASKING=x,y]
+reproduce-table: install ## Sweep, then aggregate: DATASET=mvtec|visa|mvtec_ad2|realiad|unified_mvtec|demo [DATA_DIR=..] [CATEGORIES=a,b] [MASKING=x,y]
 	$(PY) -m fader_lightning.cli.train experiment=table_$(DATASET) hydra.sweep.dir=$(SWEEP_DIR) \
 		$(DATA_ROOT_ARG) $(CATEGORY_ARG) $(MASKING_ARG) $(EXTRA)
 	$(PY) -m fader_lightning.cli.aggregate $(SWEEP_DIR) --name $(DATASET) --operating-point

@@ -176,7 +176,7 @@ def test_the_default_is_the_recipe_at_the_trainers_size(overrides, size, widths,
     cfg = _compose(["data=mvtec", *overrides])
     recipe = OmegaConf.load(Path(CONFIG_DIR) / "recipe" / "stage1.yaml")
     assert cfg.stage == "both" and cfg.masking.name == "checkerboard"
-    assert cfg.data.val_policy == recipe.data.val_policy == "from_train"
+    assert cfg.data.val_policy == recipe.data.val_policy == "auto"  # from_train on MVTec AD (no validation split)
     assert cfg.data.train_batch_size == recipe.data.train_batch_size == 8
     assert cfg.model.optimizer.lr == recipe.model.optimizer.lr == 1e-3
     assert cfg.model.scoring.normalize == "zscore" and cfg.model.scoring.std_floor == 1.0

@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fader_lightning.errors import FaderError
 from fader_lightning.run_layout import CHECKPOINTS, checkpoint_run
@@ -97,6 +97,18 @@ def resumed_run(ckpt_path: str | None) -> str | None:
     return str(real.parents[2])
 
 
+def category_name(category: Any) -> str:
+    """``data.category`` in folder, run and W&B names: the category, or ``a+b+c`` for a unified run's list."""
+    if isinstance(category, ListConfig | list | tuple):
+        return "+".join(map(str, category))
+    return str(category)
+
+
+def synthetic_dir(layout: str) -> str:
+    """The folder of ``data=synthetic``'s tree: ``synthetic`` (MVTec AD layout), else ``synthetic_<layout>``."""
+    return "synthetic" if layout == "mvtec" else f"synthetic_{layout}"
+
+
 def first_set(value: Any, default: Any) -> Any:
     """``value`` unless it is ``None``, else ``default`` (``oc.select`` returns a key's ``null`` as it is)."""
     return default if value is None else value
@@ -108,6 +120,8 @@ OmegaConf.register_new_resolver("fader_dataset", dataset_name, replace=True)
 OmegaConf.register_new_resolver("fader_checkpoint", checkpoint_name, replace=True)
 OmegaConf.register_new_resolver("fader_resumed_run", resumed_run, replace=True)
 OmegaConf.register_new_resolver("fader_or", first_set, replace=True)
+OmegaConf.register_new_resolver("fader_category", category_name, replace=True)
+OmegaConf.register_new_resolver("fader_synthetic_dir", synthetic_dir, replace=True)
 
 
 def config_file(name: str) -> DictConfig:

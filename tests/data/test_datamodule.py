@@ -93,15 +93,15 @@ def test_folder_without_masks_and_bad_dirs(synthetic_mvtec: Path, tmp_path: Path
 
 
 def test_generated_tree_is_built_once_and_rebuilt_on_new_settings(tmp_path: Path) -> None:
-    from fader_lightning.data.synthetic import ensure_mvtec_tree
+    from fader_lightning.data.synthetic import ensure_tree
 
     root = tmp_path / "synthetic"
     settings = {"n_train": 2, "n_test_good": 1, "n_test_defect": 1, "size": 32}
-    ensure_mvtec_tree(root, ["synth_object"], **settings)
+    ensure_tree(root, ["synth_object"], **settings)
     stamp = (root / "synth_object/train/good/000.png").stat().st_mtime_ns
-    ensure_mvtec_tree(root, ["synth_object"], **settings)
+    ensure_tree(root, ["synth_object"], **settings)
     assert (root / "synth_object/train/good/000.png").stat().st_mtime_ns == stamp  # reused, not rewritten
-    ensure_mvtec_tree(root, ["synth_object"], **{**settings, "n_train": 3})
+    ensure_tree(root, ["synth_object"], **{**settings, "n_train": 3})
     assert len(list((root / "synth_object/train/good").iterdir())) == 3
     assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]  # no staging folder left behind
 

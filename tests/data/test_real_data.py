@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import datamodule, shared_path
 from fader_lightning.data import read_visa_split
-from fader_lightning.data.synthetic import _rng, _save, normal_image, paint_defect
+from fader_lightning.data.drawing import normal_image, paint_defect, save_image, seeded_rng
 
 pytestmark = pytest.mark.real_data
 
@@ -99,12 +99,12 @@ def populate_from_visa_csv(
         for i, row in enumerate(csv.DictReader(handle)):
             if row["object"] != category:
                 continue
-            rng = _rng(seed, category, i)
+            rng = seeded_rng(seed, category, i)
             image = normal_image("object", size, rng)
             if row["label"] == "anomaly":
                 image, mask = paint_defect(image, "spot", rng)
                 (root / row["mask"]).parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(mask.astype(np.uint8) * np.uint8(3)).save(root / row["mask"])
-            _save(image, root / row["image"])
+            save_image(image, root / row["image"])
             written += 1
     return written

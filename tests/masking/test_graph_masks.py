@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from conftest import shared_path
 from fader_lightning.data.dataset import AnomalyDataset
+from fader_lightning.data.drawing import normal_image, paint_defect, seeded_rng
 from fader_lightning.data.samples import NORMAL, Sample, list_images
-from fader_lightning.data.synthetic import _rng, normal_image, paint_defect
 from fader_lightning.data.transforms import build_transform
 from fader_lightning.masking import (
     AttentionMask,
@@ -45,9 +45,9 @@ def synthetic_images(count: int, size: int) -> torch.Tensor:
     images = []
     for index in range(count):
         kind = ("texture", "object")[index % 2]
-        image = normal_image(kind, size, _rng(7, kind, index))
+        image = normal_image(kind, size, seeded_rng(7, kind, index))
         if index % 4 >= 2:
-            image, _ = paint_defect(image, ("spot", "scratch")[index % 3 % 2], _rng(7, "defect", index))
+            image, _ = paint_defect(image, ("spot", "scratch")[index % 3 % 2], seeded_rng(7, "defect", index))
         images.append(torch.from_numpy(image).permute(2, 0, 1).float())
     return torch.stack(images)
 

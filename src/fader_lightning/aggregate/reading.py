@@ -54,6 +54,13 @@ AXIS_KEYS = frozenset(key for key, _ in AXES.values())
 # override keys (or their first component) that do not change results: launcher, output and data locations, logging
 # a stage-1 checkpoint path (stage=fader) or resume path names a run, like the seed, not an ablation variant
 NON_VARIANT_KEYS = frozenset({"hydra", "paths", "data.root", "logger", "fader.ckpt_path", "ckpt_path"})
+TRAINING_KEY = "training"
+"""The variant key that tells a unified run's rows from one-class runs of the same categories (never a Hydra key)."""
+ONE_CLASS, UNIFIED, UNIFIED_CATEGORY_FREE = "one-class", "unified", "unified-category-free"
+"""Its values: a model per category; one model for every category, calibrated per category or on them all."""
+UNIFIED_METRICS = {UNIFIED: ("metrics", "diagnostics"),
+                   UNIFIED_CATEGORY_FREE: ("metrics_category_free", "diagnostics_category_free")}  # fmt: skip
+"""Where each unified setting's metrics and diagnostics are in an entry's ``per_category.<c>``."""
 
 
 def _read_yaml(path: Path) -> Any:
@@ -194,6 +201,8 @@ def job_spec(job_dir: Path) -> dict[str, Any]:
 def _stage_row(job_dir: Path, stage: str, entry: dict[str, Any] | None, spec: dict[str, Any]) -> Row:
     entry = entry or {}
     known = {**spec, **{key: entry[key] for key in ("category", "masking", "seed") if entry.get(key) is not None}}
+    if isinstance(known["category"], list):  # a unified run's list, spelled as Hydra prints it: [a,b]
+        known["category"] = f"[{','.join(map(str, known['category']))}]"
     if not entry:
         status, error = MISSING, f"no {stage!r} entry in {job_dir / METRICS_FILE}: the job stopped before this stage"
     else:
@@ -216,8 +225,47 @@ def _stage_row(job_dir: Path, stage: str, entry: dict[str, Any] | None, spec: di
     )
 
 
+def _per_category(job_dir: Path, stage: str, entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A unified entry's ``per_category`` results, checked: ``{category: {metrics: {...}, ...}}``."""
+    per_category = entry.get("per_category")
+    fine = isinstance(per_category, dict) and per_category and all(
+        isinstance(name, str) and isinstance(result, dict)
+        and all(isinstance(result.get(key) or {}, dict) for keys in UNIFIED_METRICS.values() for key in keys)
+        for name, result in per_category.items()
+    )  # fmt: skip
+    if not fine:
+        raise DataError(
+            f"{job_dir / METRICS_FILE}: the {stage!r} entry's per_category is not {{category: {{metrics: {{...}}}}}}; "
+            "re-run the job or move it out of the sweep folder"
+        )
+    return per_category
+
+
+def unified_rows(job_dir: Path, row: Row, entry: dict[str, Any]) -> list[Row]:
+    """A unified run's stage as rows per category: one with each category's calibration, one category-free.
+
+    Args:
+        job_dir: The job folder.
+        row: The stage's row as :func:`_stage_row` reads it (its category the job's list).
+        entry: The stage's entry, holding ``per_category``.
+
+    Returns:
+        Two rows per category, told apart by the variant key :data:`TRAINING_KEY`.
+    """
+    rows = []
+    for category, result in _per_category(job_dir, row.stage, entry).items():
+        for setting, (key, diagnostics) in UNIFIED_METRICS.items():
+            found = (result.get(diagnostics) or {}).items()
+            metrics = {**(result.get(key) or {}), **{f"{DIAGNOSTIC_PREFIX}{name}": value for name, value in found}}
+            rows.append(replace(row, category=category, metrics=metrics, job_category=row.category,
+                                overrides=(*row.overrides, f"{TRAINING_KEY}={setting}")))  # fmt: skip
+    return rows
+
+
 def read_job(job_dir: Path) -> list[Row]:
     """One row per stage the job recorded or was asked to run (``stage=``), missing stages included.
+
+    A unified run's stage (one model for several categories) gives rows per category (:func:`unified_rows`).
 
     Args:
         job_dir: Folder holding ``metrics.json`` and/or ``.hydra/``.
@@ -229,7 +277,20 @@ def read_job(job_dir: Path) -> list[Row]:
     results = _read_results(job_dir)
     default = () if results else JOB_STAGES[DEFAULT_STAGE]
     expected = JOB_STAGES.get(str(spec["stage"]), default) if spec["stage"] is not None else default
-    return [_stage_row(job_dir, stage, results.get(stage), spec) for stage in dict.fromkeys([*expected, *results])]
+    rows = []
+    for stage in dict.fromkeys([*expected, *results]):
+        row = _stage_row(job_dir, stage, results.get(stage), spec)
+        unified = row.status == OK and "per_category" in results[stage]
+        rows += unified_rows(job_dir, row, results[stage]) if unified else [row]
+    return rows
+
+
+def mark_one_class(rows: Sequence[Row]) -> list[Row]:
+    """Where unified runs are collected with one-class runs, mark the one-class rows as such (:data:`TRAINING_KEY`)."""
+    if not any(row.job_category is not None for row in rows):
+        return list(rows)
+    marker = f"{TRAINING_KEY}={ONE_CLASS}"
+    return [row if row.job_category is not None else replace(row, overrides=(*row.overrides, marker)) for row in rows]
 
 
 def find_job_dirs(root: Path) -> list[Path]:
@@ -347,7 +408,7 @@ def missing_jobs(multirun_file: Path, rows: Sequence[Row], grid: Sequence[dict[s
     grid = sweep_grid(multirun_file) if grid is None else grid
     keys = swept_keys(grid)
     seen = {
-        _grid_key(row.category, row.masking, row.stage, row.seed, _settings(row.overrides), keys)
+        _grid_key(row.job_category or row.category, row.masking, row.stage, row.seed, _settings(row.overrides), keys)
         for row in rows
         if Path(row.run_dir).is_relative_to(sweep_dir)
     }
@@ -395,7 +456,7 @@ def collect(sweep_dirs: Sequence[Path]) -> list[Row]:
             f"holding {METRICS_FILE} or .hydra/overrides.yaml; pass a sweep folder of fader-train -m "
             "(logs/train/multiruns/<date>) or a run folder"
         )
-    rows = [row for job_dir in job_dirs for row in read_job(job_dir)]
+    rows = mark_one_class([row for job_dir in job_dirs for row in read_job(job_dir)])
     sweep_files = sorted({path.resolve() for root in roots for path in root.rglob("multirun.yaml")})
     grids = {path: sweep_grid(path) for path in sweep_files}
     # constant overrides a multirun.yaml lacks or spells differently must not split its missing jobs off as a variant

@@ -91,6 +91,8 @@ class Row:
         error: Why the stage failed or is missing.
         variant: The job's values of the keys that vary across the collection, e.g. ``fader.patch_size=4``;
             ``""`` when nothing varies (see :func:`fader_lightning.aggregate.reading.assign_variants`).
+        job_category: ``data.category`` as the job was asked it, where the row's category is one of several
+            (a unified run's rows); ``None`` where they are the same.
     """
 
     category: str
@@ -104,6 +106,7 @@ class Row:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
     variant: str = NO_VARIANT
+    job_category: str | None = None
 
     def value(self, metric: str) -> float | None:
         """The metric's finite value when the stage succeeded, else ``None``."""

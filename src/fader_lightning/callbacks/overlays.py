@@ -46,7 +46,7 @@ class OverlayWriter(TestSampleCollector):
         scale = map_scale(pl_module, [sample["amap"] for sample in self.picked])
         threshold = pl_module.scorer.image_threshold
         captions = [self.captions(sample, scale, threshold) for sample in self.picked]
-        folder = self.output_dir / "overlays" / getattr(pl_module, "stage", "test")
+        folder = self.output_dir / "overlays" / getattr(pl_module, "stage", "test") / (pl_module.test_label or "")
         submit(write_overlays, folder, self.picked, captions, scale, self.selection)
         self.picked = []
 

@@ -83,8 +83,8 @@ class TestSampleCollector(L.Callback):
         self._active = False
 
     def active(self, trainer: L.Trainer) -> bool:
-        """Whether to collect during this test pass."""
-        return True
+        """Whether to collect during this test pass (not where the module says the pass is not to be shown)."""
+        return bool(getattr(getattr(trainer, "lightning_module", None), "collect_samples", True))
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Choose which sample indices to keep."""

@@ -71,9 +71,9 @@ class WandbSampleTable(TestSampleCollector):
         self._logger: WandbLogger | None = None
 
     def active(self, trainer: L.Trainer) -> bool:
-        """Collect only when a W&B logger is attached."""
+        """Collect only when a W&B logger is attached (and the pass is to be shown)."""
         self._logger = next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
-        return self._logger is not None
+        return self._logger is not None and super().active(trainer)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Log the table once the module has computed its metrics (the threshold among them)."""
@@ -100,7 +100,8 @@ class WandbSampleTable(TestSampleCollector):
             ]
             for sample in self.picked
         ]  # fmt: skip
-        key = f"test/samples_{stage}"
+        label = getattr(pl_module, "test_label", None)
+        key = f"test/{label}/samples_{stage}" if label else f"test/samples_{stage}"
         self._logger.log_table(key=key, columns=COLUMNS, data=rows)
         log.info("logged %d test samples to W&B as %s", len(rows), key)
         self.picked = []

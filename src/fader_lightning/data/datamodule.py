@@ -5,12 +5,17 @@ Validation policy (``val_policy``):
 * ``none`` (default): no validation loop. Nothing is selected on test labels; the final epoch is used.
 * ``from_train``: hold out ``val_ratio`` of the normal training images (seeded). Validation then
   measures reconstruction loss on unseen normals only; it never sees a defect or a test file.
+* ``official``: the normal images the dataset itself holds out (MVTec AD 2's and MVTec 3D-AD's
+  ``validation/good``), for datasets that have them; they play the part of ``from_train``'s held-out normals.
+* ``auto`` (the recipe's): ``official`` where the dataset holds normals out itself, else ``from_train``; resolved at
+  setup, when :attr:`AnomalyDataModule.val_policy` takes the policy it resolved to.
 * ``same_as_test``: validate on the test split. This leaks test labels into anything selected on
   validation, so it logs a warning; use it only to watch curves, as anomalib does by default.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from abc import abstractmethod
@@ -25,6 +30,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler
 
+from fader_lightning.data.categories import display_name, parse_categories
 from fader_lightning.data.dataset import AnomalyDataset, collate_batch
 from fader_lightning.data.image_cache import ResizedImageCache
 from fader_lightning.data.samples import Sample, split_counts, validate_samples
@@ -33,7 +39,9 @@ from fader_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-VAL_POLICIES = ("none", "from_train", "same_as_test")
+VAL_POLICIES = ("none", "from_train", "official", "auto", "same_as_test")
+HELD_OUT_POLICIES = ("from_train", "official")
+"""The policies whose validation images are normal images never trained on: they calibrate the thresholds."""
 
 
 def split_train_val(train: Sequence[Sample], val_ratio: float, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -104,10 +112,15 @@ class EpochSeededSampler(Sampler[int]):
 
 
 class AnomalyDataModule(L.LightningDataModule):
-    """Shared logic of every dataset: subclasses only build the sample table.
+    """Shared logic of every dataset: subclasses only build the sample table of one category.
+
+    One category trains a one-class model. Several (``data.category=[a,b,c]``, or ``all`` of the dataset's official
+    ones) train one *unified* model on the union of their normal images: the training images are shuffled together,
+    each category holds out its own share of normals (``from_train``), and :meth:`category_view` gives the data of one
+    category, so that the job tests (and calibrates) the unified model per category.
 
     Args:
-        category: Category name (used in logs, tables and W&B tags).
+        category: Category name, a list of them (unified training) or ``all`` (used in logs, tables and W&B tags).
         image_size: Model input size, an int or (height, width).
         train_batch_size: Batch size of the training loader.
         eval_batch_size: Batch size of validation, test and predict loaders.
@@ -125,10 +138,14 @@ class AnomalyDataModule(L.LightningDataModule):
     """
 
     requires_masks: bool = True
+    known_categories: tuple[str, ...] = ()
+    """The dataset's official categories: what ``data.category=all`` means (empty: no official list)."""
+    config_name: str = "?"
+    """The ``conf/data`` config of this datamodule, for messages."""
 
     def __init__(
         self,
-        category: str,
+        category: str | Sequence[str],
         *,
         image_size: int | Sequence[int],
         interpolation: str,
@@ -146,7 +163,8 @@ class AnomalyDataModule(L.LightningDataModule):
         super().__init__()
         if val_policy not in VAL_POLICIES:
             raise ConfigError(f"data.val_policy={val_policy!r} is unknown; use one of {', '.join(VAL_POLICIES)}")
-        self.category = category
+        self.categories = parse_categories(category, self.known_categories, self.config_name)
+        self.category = display_name(self.categories)
         self.image_size = as_hw(image_size)
         self.train_batch_size = train_batch_size
         self.eval_batch_size = eval_batch_size
@@ -165,13 +183,34 @@ class AnomalyDataModule(L.LightningDataModule):
         self.val_samples: list[Sample] = []
         self.test_samples: list[Sample] = []
 
+    @property
+    def unified(self) -> bool:
+        """Whether this data trains one model on several categories."""
+        return len(self.categories) > 1
+
     @abstractmethod
+    def category_samples(self, category: str) -> list[Sample]:
+        """Build the sample table of one category of this dataset.
+
+        Args:
+            category: One of :attr:`categories`.
+
+        Returns:
+            Every train and test sample of the category.
+        """
+
+    def check_categories(self) -> None:
+        """Refuse, before any file is read, categories this data cannot serve (datasets with a root check it)."""
+
     def make_samples(self) -> list[Sample]:
-        """Build the sample table of this dataset and category.
+        """The sample table of every category of :attr:`categories`, one category after the other.
 
         Returns:
             Every train and test sample.
         """
+        if self.unified:
+            self.check_categories()
+        return [sample for category in self.categories for sample in self.category_samples(category)]
 
     def setup(self, stage: str | None = None) -> None:
         """Build the sample table, decode and check every file of it, then apply the validation policy.
@@ -182,16 +221,30 @@ class AnomalyDataModule(L.LightningDataModule):
         if self.train_samples or self.test_samples:
             return
         samples = self.make_samples()
-        validate_samples(
-            samples,
-            check_mask_sizes=self.check_mask_sizes,
-            require_masks=self.requires_masks,
-            cache_file=self.check_cache,
-        )
+        for category in self.categories:  # each category complete on its own: a unified run tests every one
+            validate_samples(
+                [s for s in samples if s.category == category],
+                check_mask_sizes=self.check_mask_sizes,
+                require_masks=self.requires_masks,
+                cache_file=self.check_cache,
+            )
         train = [s for s in samples if s.split == "train"]
+        official = [s for s in samples if s.split == "val"]  # normals the dataset itself holds out
         self.test_samples = [s for s in samples if s.split == "test"]
-        if self.val_policy == "from_train":
-            self.train_samples, self.val_samples = split_train_val(train, self.val_ratio, self.seed)
+        if self.val_policy == "auto":
+            self.val_policy = "official" if official else "from_train"
+        if self.val_policy == "official":
+            if not official:
+                raise ConfigError(
+                    f"data.val_policy=official takes the normal images a dataset holds out itself, and data="
+                    f"{self.config_name} has none; use data.val_policy=from_train"
+                )
+            self.train_samples, self.val_samples = train, official
+        elif self.val_policy == "from_train":  # per category: each calibrates its own thresholds in a unified run
+            for category in self.categories:
+                kept, held = split_train_val([s for s in train if s.category == category], self.val_ratio, self.seed)
+                self.train_samples += kept
+                self.val_samples += held
         else:
             self.train_samples = train
             if self.val_policy == "same_as_test":
@@ -200,6 +253,30 @@ class AnomalyDataModule(L.LightningDataModule):
         log.info("%s splits: %s", self.category, split_counts(samples))
         if self.disk_cache is not None:
             self.fill_image_cache(self.disk_cache, samples)
+
+    def category_view(self, category: str) -> AnomalyDataModule:
+        """The data of one category of a set-up unified datamodule: its training, held-out and test images only.
+
+        The view shares the settings and caches of this datamodule; the job tests and calibrates a unified model on
+        each category's view.
+
+        Args:
+            category: One of :attr:`categories`.
+
+        Returns:
+            A datamodule serving that category.
+
+        Raises:
+            ConfigError: For a category this data does not hold.
+        """
+        if category not in self.categories:
+            raise ConfigError(f"category {category!r} is not one of this run's: {', '.join(self.categories)}")
+        view = copy.copy(self)
+        view.categories, view.category = [category], category
+        view._datasets = {}
+        for split in ("train_samples", "val_samples", "test_samples"):
+            setattr(view, split, [s for s in getattr(self, split) if s.category == category])
+        return view
 
     def fill_image_cache(self, cache: ResizedImageCache, samples: Sequence[Sample]) -> None:
         """Decode and resize, on the job's threads, every file the image cache lacks.
@@ -265,9 +342,14 @@ class AnomalyDataModule(L.LightningDataModule):
         return self._loader("val") if self.val_samples else []
 
     @property
+    def holds_out_normals(self) -> bool:
+        """Whether normal images were held out of training (``from_train``, ``official``): they calibrate thresholds."""
+        return self.val_policy in HELD_OUT_POLICIES and bool(self.val_samples)
+
+    @property
     def normal_samples(self) -> list[Sample]:
-        """Every normal image of the training split: the training images and the normals ``from_train`` holds out."""
-        return self.train_samples + (self.val_samples if self.val_policy == "from_train" else [])
+        """Every normal image of the training split: the training images and the held-out normals."""
+        return self.train_samples + (self.val_samples if self.val_policy in HELD_OUT_POLICIES else [])
 
     def normal_dataloader(self) -> DataLoader:
         """Loader over :attr:`normal_samples`, unaugmented and in order, to calibrate scores on (never test images)."""

@@ -43,6 +43,11 @@ class FolderDataModule(AnomalyDataModule):
         split_seed: int,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(category, str):
+            raise ConfigError(
+                f"data.category={list(category)}: data=folder reads one folder of normal images, one category; "
+                "give it a name (data.category=NAME), or unify categories of a dataset with a root (data=mvtec ...)"
+            )
         super().__init__(category=category, **kwargs)
         if not 0.0 <= normal_test_ratio < 1.0:
             raise ConfigError(f"data.normal_test_ratio={normal_test_ratio} must lie in [0, 1)")
@@ -54,8 +59,10 @@ class FolderDataModule(AnomalyDataModule):
         self.split_seed = split_seed
         self.requires_masks = self.mask_dir is not None
 
-    def make_samples(self) -> list[Sample]:
-        """Build the sample table from the folders."""
+    config_name = "folder"
+
+    def category_samples(self, category: str) -> list[Sample]:
+        """Build the sample table from the folders (``category`` is the name the run gives them)."""
         for key, directory in (("normal_dir", self.normal_dir), ("abnormal_dir", self.abnormal_dir)):
             if directory is not None and not directory.is_dir():
                 raise DataError(f"data.{key}={directory} does not exist; point it at a folder of images")
@@ -66,8 +73,7 @@ class FolderDataModule(AnomalyDataModule):
         n_test = round(len(normals) * self.normal_test_ratio)
         test_idx = set(order[:n_test])
         samples = [
-            Sample(p, "test" if i in test_idx else "train", NORMAL, GOOD, None, self.category)
-            for i, p in enumerate(normals)
+            Sample(p, "test" if i in test_idx else "train", NORMAL, GOOD, None, category) for i, p in enumerate(normals)
         ]
         samples.sort(key=lambda s: s.split != "train")
         for path in list_images(self.abnormal_dir) if self.abnormal_dir else []:
@@ -78,5 +84,5 @@ class FolderDataModule(AnomalyDataModule):
                     f"(looked for {path.stem}{self.mask_suffix}.*); "
                     "add it, fix data.mask_suffix, or drop data.mask_dir to skip pixel metrics"
                 )
-            samples.append(Sample(path, "test", ANOMALOUS, "abnormal", mask, self.category))
+            samples.append(Sample(path, "test", ANOMALOUS, "abnormal", mask, category))
         return samples

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fader_lightning.data.categories import check_present
 from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.data.samples import ANOMALOUS, GOOD, NORMAL, Sample, find_mask, list_images
 from fader_lightning.errors import DataError
@@ -80,6 +82,36 @@ def resolve_category_dir(root: Path, category: str, known: tuple[str, ...], step
     )
 
 
+def normal_splits(
+    category: str, folders: dict[str, Path], read: Callable[[Path], list[Path]], dataset: str, steps: str
+) -> list[Sample]:
+    """The normal images of the folders a dataset keeps its training and validation normals in, each required.
+
+    Args:
+        category: The category.
+        folders: ``{split: folder}``, e.g. ``{"train": <c>/train/good, "val": <c>/validation/good}``.
+        read: Lists the images of a folder (e.g. its ``rgb/`` sub-folder).
+        dataset: The dataset's name, for the message.
+        steps: Its manual install steps.
+
+    Returns:
+        The samples, split by split.
+
+    Raises:
+        DataError: When a folder holds no images.
+    """
+    samples = []
+    for split, folder in folders.items():
+        images = read(folder)
+        if not images:
+            raise DataError(
+                f"{folder} holds no images; {dataset} categories have {folder.relative_to(folder.parents[1])} (the "
+                f"validation normals calibrate the thresholds): re-extract the category's archive.\n{steps}"
+            )
+        samples += [Sample(path, split, NORMAL, GOOD, None, category) for path in images]
+    return samples
+
+
 def make_mvtec_samples(root: Path, category: str, mask_suffix: str = "_mask") -> list[Sample]:
     """Build the sample table of one MVTec AD (or MVTec-like) category.
 
@@ -120,21 +152,42 @@ def make_mvtec_samples(root: Path, category: str, mask_suffix: str = "_mask") ->
     return samples
 
 
-class MVTecADDataModule(AnomalyDataModule):
+class RootedDataModule(AnomalyDataModule):
+    """A dataset read from a root folder that holds one folder per category.
+
+    Args:
+        root: Dataset root.
+        category: Category name, a list of them, or ``all``.
+        **kwargs: Passed to :class:`~fader_lightning.data.datamodule.AnomalyDataModule`.
+    """
+
+    def __init__(self, root: str | Path, category: str | Sequence[str], **kwargs: Any) -> None:
+        super().__init__(category=category, **kwargs)
+        self.root = Path(root)
+
+    def check_categories(self) -> None:
+        """Refuse the listed categories that have no folder under the root, all of them in one message."""
+        check_present(self.categories, self.root, self.known_categories)
+
+
+class MVTecADDataModule(RootedDataModule):
     """MVTec AD, official layout.
 
     Args:
         root: Dataset root holding one folder per category.
-        category: Category folder name (one of :data:`MVTEC_CATEGORIES`, or any MVTec-style folder).
+        category: Category folder name (one of :data:`MVTEC_CATEGORIES`, or any MVTec-style folder), a list of them
+            (one unified model) or ``all``.
         mask_suffix: Mask name suffix; ``""`` for masks named ``<stem>.png``.
         **kwargs: Passed to :class:`~fader_lightning.data.datamodule.AnomalyDataModule`.
     """
 
-    def __init__(self, root: str | Path, category: str, *, mask_suffix: str, **kwargs: Any) -> None:
-        super().__init__(category=category, **kwargs)
-        self.root = Path(root)
+    known_categories = MVTEC_CATEGORIES
+    config_name = "mvtec"
+
+    def __init__(self, root: str | Path, category: str | Sequence[str], *, mask_suffix: str, **kwargs: Any) -> None:
+        super().__init__(root, category, **kwargs)
         self.mask_suffix = mask_suffix
 
-    def make_samples(self) -> list[Sample]:
-        """Build the sample table from the folder layout."""
-        return make_mvtec_samples(self.root, self.category, self.mask_suffix)
+    def category_samples(self, category: str) -> list[Sample]:
+        """Build one category's sample table from the folder layout."""
+        return make_mvtec_samples(self.root, category, self.mask_suffix)

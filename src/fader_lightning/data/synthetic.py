@@ -6,8 +6,9 @@ Two kinds of category are generated:
 * ``object``: a shaded disc on a flat background, with a little jitter in position and size.
 
 Defects (``spot``, ``scratch``) are painted on top with exact masks. Trees come in the MVTec AD
-layout (masks 0/255, ``<stem>_mask.png``) or the raw VisA layout (masks with small label values,
-not 0/255, plus ``split_csv/1cls.csv``). The same seed always writes the same files.
+layout (masks 0/255, ``<stem>_mask.png``), the raw VisA layout (masks with small label values,
+not 0/255, plus ``split_csv/1cls.csv``), or the layouts of MVTec AD 2, MVTec 3D-AD and Real-IAD
+(:mod:`~fader_lightning.data.standins`). The same seed always writes the same files.
 """
 
 from __future__ import annotations
@@ -18,99 +19,27 @@ import json
 import logging
 import os
 import shutil
-import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from fader_lightning.data.mvtec import MVTecADDataModule
+from fader_lightning.data.drawing import DEFECT_TYPES, category_kind, normal_image, paint_defect, save_image, seeded_rng
+from fader_lightning.data.mvtec import RootedDataModule, make_mvtec_samples
+from fader_lightning.data.mvtec3d import make_mvtec3d_samples
+from fader_lightning.data.mvtec_ad2 import make_mvtec_ad2_samples
+from fader_lightning.data.realiad import SPLIT_PREFIX, VIEWS, make_realiad_samples
 from fader_lightning.data.samples import Sample
+from fader_lightning.data.standins import make_mvtec3d_tree, make_mvtec_ad2_tree, make_realiad_tree
+from fader_lightning.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CATEGORIES: tuple[str, ...] = ("synth_texture", "synth_object")
 MASK_SUFFIX = "_mask"
 """The generated MVTec-layout trees name a mask ``<stem>_mask.png``."""
-DEFECT_TYPES: tuple[str, ...] = ("spot", "scratch")
-
-
-def _rng(seed: int, *keys: str | int) -> np.random.Generator:
-    return np.random.default_rng([seed, *(zlib.crc32(str(k).encode()) for k in keys)])
-
-
-def normal_image(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw one normal image.
-
-    Args:
-        kind: ``texture`` or ``object``.
-        size: Side length in pixels.
-        rng: Random generator.
-
-    Returns:
-        RGB float image in [0, 1], shape (size, size, 3).
-    """
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
-    if kind == "texture":
-        period = 8.0 + rng.uniform(-0.3, 0.3)
-        phase = rng.uniform(0, 2 * np.pi, size=2)
-        weave = 0.5 + 0.25 * np.sin(2 * np.pi * period * xx + phase[0]) * np.sin(2 * np.pi * period * yy + phase[1])
-        base = np.stack([weave * 0.9 + 0.05, weave * 0.75 + 0.1, weave * 0.5 + 0.2], axis=-1)
-    else:
-        cy, cx = 0.5 + rng.uniform(-0.03, 0.03, size=2)
-        radius = 0.32 + rng.uniform(-0.01, 0.01)
-        dist = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
-        inside = np.clip((radius - dist) * size / 2.0, 0.0, 1.0)
-        shade = 0.55 + 0.35 * (1.0 - dist / radius).clip(0, 1)
-        disc = np.stack([shade * 0.85, shade * 0.6, shade * 0.3], axis=-1)
-        background = np.array([0.15, 0.18, 0.22])
-        base = inside[..., None] * disc + (1.0 - inside[..., None]) * background
-    return np.clip(base + rng.normal(0.0, 0.015, size=base.shape), 0.0, 1.0)
-
-
-def paint_defect(image: np.ndarray, defect: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Paint one defect onto a copy of an image.
-
-    Args:
-        image: RGB float image in [0, 1].
-        defect: ``spot`` (a coloured ellipse) or ``scratch`` (a thick bright line).
-        rng: Random generator.
-
-    Returns:
-        The defective image and its boolean mask.
-    """
-    size = image.shape[0]
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    cy, cx = rng.uniform(0.3, 0.7, size=2) * size
-    if defect == "spot":
-        ry, rx = rng.uniform(0.05, 0.1, size=2) * size
-        mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
-        colour = rng.uniform(0.0, 1.0, size=3)
-    else:
-        angle = rng.uniform(0, np.pi)
-        length = rng.uniform(0.2, 0.35) * size
-        along = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
-        across = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
-        mask = (np.abs(along) <= length / 2) & (np.abs(across) <= max(1.5, size / 64))
-        colour = np.array([0.95, 0.95, 0.9])
-    out = image.copy()
-    out[mask] = colour
-    return out, mask
-
-
-def _save(array: np.ndarray, path: Path, grayscale: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-    image = Image.fromarray(pixels)
-    if grayscale:
-        image = image.convert("L")
-    image.save(path, quality=95) if path.suffix.upper() == ".JPG" else image.save(path)
-
-
-def _kind(category: str) -> str:
-    return "texture" if "texture" in category else "object"
 
 
 def make_mvtec_tree(
@@ -141,45 +70,54 @@ def make_mvtec_tree(
     """
     root = Path(root)
     for category in categories:
-        kind, cat_dir = _kind(category), root / category
+        kind, cat_dir = category_kind(category), root / category
         for i in range(n_train):
-            _save(
-                normal_image(kind, size, _rng(seed, category, "train", i)),
+            save_image(
+                normal_image(kind, size, seeded_rng(seed, category, "train", i)),
                 cat_dir / "train/good" / f"{i:03d}.png",
                 grayscale,
             )
         for i in range(n_test_good):
-            _save(
-                normal_image(kind, size, _rng(seed, category, "good", i)),
+            save_image(
+                normal_image(kind, size, seeded_rng(seed, category, "good", i)),
                 cat_dir / "test/good" / f"{i:03d}.png",
                 grayscale,
             )
         for defect in DEFECT_TYPES:
             for i in range(n_test_defect):
-                rng = _rng(seed, category, defect, i)
+                rng = seeded_rng(seed, category, defect, i)
                 image, mask = paint_defect(normal_image(kind, size, rng), defect, rng)
-                _save(image, cat_dir / "test" / defect / f"{i:03d}.png", grayscale)
-                _save(mask.astype(np.float64), cat_dir / "ground_truth" / defect / f"{i:03d}{MASK_SUFFIX}.png")
+                save_image(image, cat_dir / "test" / defect / f"{i:03d}.png", grayscale)
+                save_image(mask.astype(np.float64), cat_dir / "ground_truth" / defect / f"{i:03d}{MASK_SUFFIX}.png")
     log.info("wrote synthetic MVTec-style tree with %s to %s", ", ".join(categories), root)
     return root
 
 
-def ensure_mvtec_tree(root: str | Path, categories: Sequence[str] = DEFAULT_CATEGORIES, **params: int | bool) -> Path:
-    """Generate an MVTec-layout tree unless an identical one is already complete at ``root``.
+def ensure_tree(
+    root: str | Path, categories: Sequence[str] = DEFAULT_CATEGORIES, layout: str = "mvtec", **params: int | bool
+) -> Path:
+    """Generate a tree in one of :data:`LAYOUTS` unless an identical one is already complete at ``root``.
 
     The tree is built in a temporary sibling folder and renamed into place with a manifest of its
-    settings, so an interrupted run never leaves a half-written tree that looks complete.
+    settings, so an interrupted run never leaves a half-written tree that looks complete. Only a generated tree (one
+    with a manifest) or an empty folder is ever replaced.
 
     Args:
         root: Output root.
         categories: Category names.
-        **params: Keyword settings of :func:`make_mvtec_tree`.
+        layout: One of :data:`LAYOUTS`.
+        **params: ``size``, ``n_train``, ``n_test_good``, ``n_test_defect`` and ``seed`` (see :func:`write_layout`).
 
     Returns:
         The root.
+
+    Raises:
+        DataError: When ``root`` holds files of its own (not a generated tree).
     """
     root = Path(root)
     manifest = {"categories": list(categories), **params}
+    if layout != "mvtec":
+        manifest["layout"] = layout
 
     def complete() -> bool:
         path = root / "MANIFEST.json"
@@ -187,9 +125,15 @@ def ensure_mvtec_tree(root: str | Path, categories: Sequence[str] = DEFAULT_CATE
 
     if complete():
         return root
+    if root.exists() and not (root / "MANIFEST.json").is_file() and any(root.iterdir()):
+        raise DataError(
+            f"data.root={root} holds files that this project did not generate (no MANIFEST.json), and data=synthetic "
+            "replaces its root with a generated tree; point data.root of data=synthetic at a new folder (or leave it "
+            "at its default), or choose the dataset of that folder: data=mvtec|visa|folder"
+        )
     staging = root.with_name(f".{root.name}.tmp-{os.getpid()}")  # parallel jobs never share a staging folder
     shutil.rmtree(staging, ignore_errors=True)
-    make_mvtec_tree(staging, categories, **params)
+    write_layout(layout, staging, categories, **params)
     (staging / "MANIFEST.json").write_text(json.dumps(manifest, indent=2))
     if complete():  # another job finished the same tree meanwhile: keep theirs
         shutil.rmtree(staging)
@@ -231,16 +175,16 @@ def make_visa_tree(
     root = Path(root)
     rows = []
     for category in categories:
-        kind = _kind(category)
+        kind = category_kind(category)
         for i in range(n_normal):
             rel = f"{category}/Data/Images/Normal/{i:04d}.JPG"
-            _save(normal_image(kind, size, _rng(seed, category, "normal", i)), root / rel)
+            save_image(normal_image(kind, size, seeded_rng(seed, category, "normal", i)), root / rel)
             rows.append([category, "train" if i < n_normal - n_test_normal else "test", "normal", rel, ""])
         for i in range(n_anomaly):
-            rng = _rng(seed, category, "anomaly", i)
+            rng = seeded_rng(seed, category, "anomaly", i)
             image, mask = paint_defect(normal_image(kind, size, rng), DEFECT_TYPES[i % 2], rng)
             rel, rel_mask = f"{category}/Data/Images/Anomaly/{i:03d}.JPG", f"{category}/Data/Masks/Anomaly/{i:03d}.png"
-            _save(image, root / rel)
+            save_image(image, root / rel)
             label_value = 1 + i % 3  # raw VisA masks hold small label values, not 255
             (root / rel_mask).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(mask.astype(np.uint8) * np.uint8(label_value)).save(root / rel_mask)
@@ -254,45 +198,95 @@ def make_visa_tree(
     return root
 
 
+def write_layout(
+    layout: str,
+    root: Path,
+    categories: Sequence[str],
+    *,
+    size: int = 128,
+    n_train: int = 40,
+    n_test_good: int = 10,
+    n_test_defect: int = 8,
+    seed: int = 0,
+) -> Path:
+    """Write a generated tree in one of :data:`LAYOUTS` from the settings every layout shares.
+
+    ``n_test_defect`` is per defect type (two of them); Real-IAD's counts are of samples of five views each.
+    """
+    if layout == "mvtec":
+        return make_mvtec_tree(root, categories, size=size, n_train=n_train, n_test_good=n_test_good,
+                               n_test_defect=n_test_defect, seed=seed)  # fmt: skip
+    if layout == "mvtec_ad2":
+        return make_mvtec_ad2_tree(root, categories, size=size, n_train=n_train, n_validation=max(2, n_train // 8),
+                                   n_test_good=n_test_good, n_test_bad=2 * n_test_defect, seed=seed)  # fmt: skip
+    if layout == "mvtec3d":
+        return make_mvtec3d_tree(root, categories, size=size, n_train=n_train, n_validation=max(2, n_train // 8),
+                                 n_test_good=n_test_good, n_test_defect=n_test_defect, seed=seed)  # fmt: skip
+    views = len(VIEWS)
+    return make_realiad_tree(root, categories, size=size, n_train=max(1, n_train // views),
+                             n_test_good=max(1, n_test_good // views), n_test_bad=max(1, 2 * n_test_defect // views),
+                             views=views, seed=seed, resolution=STANDIN_RESOLUTION)  # fmt: skip
+
+
+STANDIN_RESOLUTION = "256"
+"""The release folder of the generated Real-IAD stand-in (``realiad_256``)."""
+LAYOUTS: dict[str, Callable[[Path, str], list[Sample]]] = {
+    "mvtec": lambda root, category: make_mvtec_samples(root, category, MASK_SUFFIX),
+    "mvtec_ad2": make_mvtec_ad2_samples,
+    "mvtec3d": make_mvtec3d_samples,
+    "realiad": lambda root, category: make_realiad_samples(root, category, STANDIN_RESOLUTION, SPLIT_PREFIX),
+}
+"""The layouts ``data=synthetic`` generates (``data.layout``), each with the reader of the real dataset's layout."""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m fader_lightning.data.synthetic OUT [--layout mvtec|visa]``.
+    """Command line: ``python -m fader_lightning.data.synthetic OUT [--layout mvtec|visa|mvtec_ad2|mvtec3d|realiad]``.
 
     Args:
         argv: Arguments (defaults to ``sys.argv``).
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
-    parser.add_argument("--layout", choices=("mvtec", "visa"), default="mvtec")
+    parser.add_argument("--layout", choices=(*LAYOUTS, "visa"), default="mvtec")
     parser.add_argument("--categories", nargs="+", default=list(DEFAULT_CATEGORIES))
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    maker = make_mvtec_tree if args.layout == "mvtec" else make_visa_tree
-    maker(args.root, args.categories, size=args.size, seed=args.seed)
+    if args.layout == "visa":
+        make_visa_tree(args.root, args.categories, size=args.size, seed=args.seed)
+    else:
+        write_layout(args.layout, args.root, args.categories, size=args.size, seed=args.seed)
 
 
-class SyntheticDataModule(MVTecADDataModule):
-    """MVTec-layout data module over a generated tree, created on first use.
+class SyntheticDataModule(RootedDataModule):
+    """A generated tree in one of :data:`LAYOUTS`, created on first use and read by that dataset's own reader.
 
     Args:
         root: Where the tree lives (generated there when absent or incomplete).
-        category: One of ``categories``.
+        category: One of ``categories``, a list of them (one unified model) or ``all``.
         categories: Categories to generate.
+        layout: The dataset layout written and read: ``mvtec`` (default), ``mvtec_ad2``, ``mvtec3d`` or ``realiad``.
         size: Side length of the generated images.
         n_train: Normal training images per category.
         n_test_good: Normal test images per category.
         n_test_defect: Test images per defect type and category.
         data_seed: Seed of the generator (kept apart from the training seed).
-        **kwargs: Passed to :class:`~fader_lightning.data.mvtec.MVTecADDataModule`.
+        **kwargs: Passed to :class:`~fader_lightning.data.datamodule.AnomalyDataModule`.
+
+    Raises:
+        ConfigError: For an unknown layout.
     """
+
+    config_name = "synthetic"
 
     def __init__(
         self,
         root: str | Path,
-        category: str,
+        category: str | Sequence[str],
         *,
         categories: Sequence[str],
+        layout: str = "mvtec",
         size: int,
         n_train: int,
         n_test_good: int,
@@ -300,7 +294,11 @@ class SyntheticDataModule(MVTecADDataModule):
         data_seed: int,
         **kwargs: Any,
     ) -> None:
-        super().__init__(root=root, category=category, mask_suffix=MASK_SUFFIX, **kwargs)
+        if layout not in LAYOUTS:
+            raise ConfigError(f"data.layout={layout!r} is not a generated layout; use one of {', '.join(LAYOUTS)}")
+        self.known_categories = tuple(categories)  # data.category=all: every generated one
+        super().__init__(root, category, **kwargs)
+        self.layout = layout
         self.generator_settings = {
             "size": size,
             "n_train": n_train,
@@ -308,16 +306,19 @@ class SyntheticDataModule(MVTecADDataModule):
             "n_test_defect": n_test_defect,
             "seed": data_seed,
         }
-        self.categories = list(categories)
 
     def prepare_data(self) -> None:
         """Generate the tree unless an identical one is complete."""
-        ensure_mvtec_tree(self.root, self.categories, **self.generator_settings)
+        ensure_tree(self.root, self.known_categories, self.layout, **self.generator_settings)
 
     def make_samples(self) -> list[Sample]:
-        """Generate the tree if needed, then read it like MVTec AD."""
+        """Generate the tree if needed, then read it as the real dataset is read."""
         self.prepare_data()
         return super().make_samples()
+
+    def category_samples(self, category: str) -> list[Sample]:
+        """Read one generated category with its layout's reader."""
+        return LAYOUTS[self.layout](self.root, category)
 
 
 if __name__ == "__main__":

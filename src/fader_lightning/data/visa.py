@@ -6,15 +6,15 @@ import csv
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.data.image_io import read_mask
-from fader_lightning.data.mvtec import resolve_category_dir
+from fader_lightning.data.mvtec import RootedDataModule, resolve_category_dir
 from fader_lightning.data.samples import ANOMALOUS, GOOD, NORMAL, Sample
 from fader_lightning.errors import DataError
 
@@ -176,21 +176,25 @@ def materialise_mvtec_layout(samples: list[Sample], out_root: Path) -> Path:
     return final
 
 
-class VisADataModule(AnomalyDataModule):
+class VisADataModule(RootedDataModule):
     """VisA, raw layout, official one-class split.
 
     Args:
         root: VisA root (raw layout).
-        category: Object name.
+        category: Object name, a list of them (one unified model) or ``all``.
         split_csv: Split file; defaults to ``root/split_csv/1cls.csv``.
         **kwargs: Passed to :class:`~fader_lightning.data.datamodule.AnomalyDataModule`.
     """
 
-    def __init__(self, root: str | Path, category: str, split_csv: str | Path | None = None, **kwargs: Any) -> None:
-        super().__init__(category=category, **kwargs)
-        self.root = Path(root)
+    known_categories = VISA_CATEGORIES
+    config_name = "visa"
+
+    def __init__(
+        self, root: str | Path, category: str | Sequence[str], split_csv: str | Path | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(root, category, **kwargs)
         self.split_csv = Path(split_csv) if split_csv else None
 
-    def make_samples(self) -> list[Sample]:
-        """Build the sample table from the split file."""
-        return make_visa_samples(self.root, self.category, self.split_csv)
+    def category_samples(self, category: str) -> list[Sample]:
+        """Build one object's sample table from the split file."""
+        return make_visa_samples(self.root, category, self.split_csv)

@@ -147,6 +147,7 @@ class Detector:
         vit_weights: str | None = None,
         image_threshold: float | None = None,
         pixel_threshold: float | None = None,
+        category: str | None = None,
     ) -> Detector:
         """Load a stage-1 or FADeR checkpoint (told apart automatically) for inference.
 
@@ -156,14 +157,19 @@ class Detector:
             vit_weights: DINO ViT state dict of a model with attention masking (checkpoints do not store it).
             image_threshold: Replaces the checkpoint's image threshold.
             pixel_threshold: Replaces the checkpoint's pixel threshold.
+            category: For a unified model: score as this category, with the statistics and thresholds of its normal
+                images (``None``: those of all its categories together).
 
         Returns:
             The detector.
 
         Raises:
             CheckpointError: When the file is missing or is not a checkpoint of either stage.
+            ConfigError: For a category the model was not trained on.
         """
         opened = open_checkpoint(path, device, vit_weights)
+        if category is not None:
+            opened.module.use_category(category)
         return cls(opened.module, opened.input_size(), image_threshold, pixel_threshold)
 
     @property

@@ -484,7 +484,7 @@ def predict(cfg: DictConfig) -> Prediction:
 
     Args:
         cfg: The ``conf/predict.yaml`` config: ``ckpt_path``, ``input``, ``output``, ``threshold``, ``normal_dir``,
-            ``calibration``, ``image_size``, ``force``, ``batch_size``, ``device`` and ``vit_weights``.
+            ``calibration``, ``category``, ``image_size``, ``force``, ``batch_size``, ``device`` and ``vit_weights``.
 
     Returns:
         The rows of ``scores.csv`` and the threshold.
@@ -504,6 +504,8 @@ def predict(cfg: DictConfig) -> Prediction:
     output = writable_folder(cfg.output, "output")
     opened = open_checkpoint(cfg.ckpt_path, cfg.device, cfg.vit_weights)
     module, entry = opened.module, opened.run
+    if cfg.get("category") is not None:  # a unified model, scoring images of one known category
+        module.use_category(str(cfg.category))
     size = opened.input_size(cfg.image_size, "image_size", cfg.force)
     detector = Detector(module, size)
     chosen = {key: value for key, value in (cfg.get("calibration") or {}).items() if value is not None}

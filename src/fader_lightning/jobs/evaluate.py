@@ -21,10 +21,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fader_lightning.configs import build, config_file
 from fader_lightning.data.configured import check_dataset
+from fader_lightning.data.datamodule import AnomalyDataModule
 from fader_lightning.data.source import describe, missing_paths, read_record
 from fader_lightning.errors import ConfigError, settings_of
 from fader_lightning.jobs.run_dir import prepare_run_dir, record_config, run_lock
-from fader_lightning.jobs.stages import job_provenance, record, test_stage, test_trainer
+from fader_lightning.jobs.stages import job_provenance, record, test_trainer
+from fader_lightning.jobs.testing import test_stage
 from fader_lightning.models.base_module import AnomalyModule
 from fader_lightning.models.loading import OpenedCheckpoint, open_checkpoint
 from fader_lightning.utils.background import background_writes
@@ -116,6 +118,27 @@ def apply_checkpoint(cfg: DictConfig, opened: OpenedCheckpoint) -> None:
         )
 
 
+def category_scoring(module: AnomalyModule, datamodule: AnomalyDataModule) -> str | None:
+    """Score one category of a unified model with that category's own statistics and thresholds, where it has them.
+
+    They apply while the job's scoring and calibration settings are the checkpoint's (its thresholds survived
+    ``set_evaluation``); with other settings the test pass calibrates on the category's own normal images anyway.
+
+    Args:
+        module: The loaded model.
+        datamodule: The data it is tested on.
+
+    Returns:
+        The category whose state the model now scores with, or ``None``.
+    """
+    category = datamodule.category
+    if datamodule.unified or category not in module.category_scoring or module.scorer.image_threshold is None:
+        return None
+    module.use_category(category)
+    log.info("%s: scored with the statistics and thresholds the unified model measured on its normal images", category)
+    return category
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a checkpoint on the configured data and record the result in the run folder's ``metrics.json``.
 
@@ -145,6 +168,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
         check_dataset(cfg.data)
         datamodule = build(cfg.data)
+        scored_as = category_scoring(module, datamodule)
         trainer = test_trainer(cfg, stage, output_dir)
         log_config(trainer.loggers, cfg, f"eval-{stage}")
         try:
@@ -165,5 +189,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             **job_provenance(cfg, output_dir),
             **result,
         }
+        if scored_as:
+            entry["category_scoring"] = scored_as
         record(output_dir, stage, entry)
     return entry

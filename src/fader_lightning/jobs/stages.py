@@ -1,7 +1,7 @@
 """Stage orchestration: build the trainer, loggers and callbacks, fit and test each stage, record the results.
 
 :func:`run_stages` runs the stages of ``cfg.stage`` in a prepared run folder (see :mod:`fader_lightning.cli.train`);
-:func:`test_stage` is the test pass that ``fader-eval`` shares.
+:func:`~fader_lightning.jobs.testing.test_stage` is the test pass that ``fader-eval`` shares.
 """
 
 from __future__ import annotations
@@ -26,10 +26,16 @@ from fader_lightning.data.transforms import as_hw
 from fader_lightning.errors import ConfigError
 from fader_lightning.jobs import stage1_store
 from fader_lightning.jobs.stage1_store import stage1_key
+from fader_lightning.jobs.testing import test_stage
 from fader_lightning.keys import EAR, FADER, JOB_STAGES, STAGE_ORDER
 from fader_lightning.masking import single_mask_problem
-from fader_lightning.models.base_module import AnomalyModule
-from fader_lightning.models.checkpoint_file import check_fits, read_checkpoint, save_atomically, weights_only
+from fader_lightning.models.checkpoint_file import (
+    check_fits,
+    read_checkpoint,
+    refresh_weights,
+    save_atomically,
+    weights_only,
+)
 from fader_lightning.models.loading import STAGE1_SOURCE_KEYS, load_stage1
 from fader_lightning.results import mark_stale, record_stage
 from fader_lightning.run_layout import checkpoint_dir, stage_checkpoint
@@ -175,6 +181,8 @@ def run_stage(
             stage1_store.save(cfg.paths.stage1_store, key, checkpoint)
     if cfg.get("test", True):  # under DDP every rank tests its share; the metrics gather every rank's images
         entry.update(test_stage(trainer, model, datamodule))
+        if model.category_scoring and not stored:  # a unified model's scoring per category, kept in its checkpoint
+            refresh_weights(trainer, entry["checkpoint"])
     entry["calibration"] = model.calibration  # thresholds on normal images, never on test labels
     return entry
 
@@ -192,30 +200,6 @@ def test_trainer(cfg: DictConfig, stage: str, output_dir: Path) -> L.Trainer:
     """
     callbacks = [c for c in build_callbacks(cfg, stage, output_dir) if not isinstance(c, ModelCheckpoint)]
     return build(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks)
-
-
-def test_stage(trainer: L.Trainer, model: AnomalyModule, datamodule: AnomalyDataModule) -> dict[str, Any]:
-    """Run the test split and return what a results entry records of it.
-
-    Args:
-        trainer: The trainer.
-        model: The stage module.
-        datamodule: The data.
-
-    Returns:
-        ``metrics``, ``diagnostics``, ``test_images``, ``test_ms_per_image`` and ``calibration``.
-    """
-    start = time.perf_counter()
-    trainer.test(model, datamodule=datamodule, verbose=False)
-    test_seconds = time.perf_counter() - start
-    images = len(datamodule.test_samples)
-    return {
-        "metrics": model.test_metrics,
-        "diagnostics": model.test_diagnostics,
-        "test_images": images,
-        "test_ms_per_image": round(1000 * test_seconds / max(images, 1), 3),
-        "calibration": model.calibration,
-    }
 
 
 def check_launch(cfg: DictConfig) -> None:
@@ -242,7 +226,9 @@ def job_provenance(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """What every results entry records of its job: data, seed, config, overrides, environment, threads."""
     return {
         "dataset": cfg.data._target_.rsplit(".", 1)[-1],
-        "category": cfg.data.category,
+        "category": OmegaConf.to_container(cfg.data.category)
+        if OmegaConf.is_list(cfg.data.category)
+        else cfg.data.category,
         "seed": cfg.seed,
         "run_dir": str(output_dir),
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],

@@ -22,6 +22,7 @@ from fader_lightning.metrics import AnomalyScoreStore
 from fader_lightning.metrics.diagnostics import TestDiagnostics
 from fader_lightning.models.calibration import CALIBRATION_KEY, Calibration, ratio_for
 from fader_lightning.models.checkpoint_file import (
+    CATEGORY_SCORING_KEY,
     DIGEST_KEY,
     STAGE_KEY,
     refresh_weights,
@@ -82,7 +83,10 @@ def check_enough(settings: Calibration, count: int, datamodule: Any, held_out: b
             f"{what} needs the scores of {need} training images (1 / target_fpr) and the training split has {count}: "
             "raise calibration.target_fpr, or choose calibration.method=auto (max where the data is too small)"
         )
-    if held_out:
+    if held_out and datamodule.val_policy == "official":
+        have = f"the dataset's own validation split (data.val_policy=official) holds {count}"
+        fix = f"data.val_policy=from_train with a data.val_ratio that holds out {need} training images"
+    elif held_out:
         total = len(datamodule.train_samples) + count
         ratio = ratio_for(need, total)
         have = f"data.val_ratio={datamodule.val_ratio} holds out {count} of the {total} normal training images"
@@ -164,6 +168,14 @@ class AnomalyModule(L.LightningModule):
         self.diagnostics = TestDiagnostics()
         self.test_diagnostics: dict[str, float | None] = {}
         self.calibration: dict[str, Any] = {}
+        self.test_label: str | None = None
+        """What a test pass is of, in a run that tests one model several ways (a unified model's category): its
+        metrics are logged under ``test/<label>/`` and its overlays written to ``overlays/<stage>/<label>/``."""
+        self.collect_samples = True
+        """Whether this test pass feeds the overlay and sample callbacks."""
+        self.category_scoring: dict[str, dict[str, Tensor]] = {}
+        """A unified model's scoring state per category (statistics and thresholds of its normals), in checkpoints;
+        the scorer itself holds the category-free state."""
 
     def set_evaluation(
         self, scoring: Mapping[str, Any], fpr_limit: float, map_storage: str, calibration: Mapping[str, Any]
@@ -190,6 +202,21 @@ class AnomalyModule(L.LightningModule):
         self.hparams.update({"fpr_limit": fpr_limit, "map_storage": map_storage})
         self.ear.scorer = rebuild_scorer(self.ear.scorer, plain(scoring))
         self.record_scoring(plain(scoring))
+
+    def use_category(self, category: str) -> None:
+        """Score as the category's own model: its statistics and thresholds, measured on its normal images.
+
+        Args:
+            category: One of the categories of a unified model (:attr:`category_scoring`).
+
+        Raises:
+            ConfigError: For a category the model has no state of.
+        """
+        if category not in self.category_scoring:
+            known = ", ".join(self.category_scoring) or "none: it was trained on one category"
+            raise ConfigError(f"category={category!r} has no scoring state in this model; its categories: {known}")
+        self.scorer.restore(self.category_scoring[category])
+        self.calibration = {}
 
     def record_data(self, record: Mapping[str, Any]) -> None:
         """State the data the model is trained on in its hyper-parameters, so in every checkpoint it writes.
@@ -395,7 +422,7 @@ class AnomalyModule(L.LightningModule):
                 ``data.val_ratio`` gives enough), or ``seen_gap`` has no held-out normals to measure its gap on.
         """
         datamodule = self.calibration_data()
-        held_out = datamodule.val_policy == "from_train" and bool(datamodule.val_samples)
+        held_out = datamodule.holds_out_normals
         count = len(datamodule.val_samples) if held_out else len(datamodule.normal_samples)
         settings = self.calibration_settings.resolved(count if held_out else 0, len(datamodule.train_samples))
         if settings.method == "seen_gap" and not held_out:
@@ -490,6 +517,8 @@ class AnomalyModule(L.LightningModule):
         """
         checkpoint[STAGE_KEY] = self.stage
         checkpoint["state_dict"] = strip_frozen(checkpoint["state_dict"], self.frozen_prefix)
+        if self.category_scoring:
+            checkpoint[CATEGORY_SCORING_KEY] = self.category_scoring
         checkpoint[DIGEST_KEY] = weights_digest(checkpoint)  # read_checkpoint refuses a file damaged since
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -502,6 +531,7 @@ class AnomalyModule(L.LightningModule):
         for key in [key for key in state if key.startswith(LEGACY_EAR_PREFIX)]:  # EAR checkpoints before 2026-12
             state[EAR_PREFIX + key.removeprefix(LEGACY_EAR_PREFIX)] = state.pop(key)
         restore_frozen(state, self.state_dict(), self.frozen_prefix)
+        self.category_scoring = dict(checkpoint.get(CATEGORY_SCORING_KEY) or {})
         stored = checkpoint.get("hyper_parameters", {}).get(CALIBRATION_KEY)
         if stored is not None and CALIBRATION_KEY not in self.hparams:
             self.hparams[CALIBRATION_KEY] = dict(stored)
@@ -539,6 +569,7 @@ class AnomalyModule(L.LightningModule):
         self.test_metrics = {key: float(value) for key, value in computed.items()}
         self.store.reset()
         self.test_diagnostics = self.diagnostics.compute()
-        self.log_dict({f"test/{k}": v for k, v in self.test_metrics.items() if not math.isnan(v)})
+        prefix = f"test/{self.test_label}" if self.test_label else "test"
+        self.log_dict({f"{prefix}/{k}": v for k, v in self.test_metrics.items() if not math.isnan(v)})
         self.log_dict({f"diagnostics/{k}": v for k, v in self.test_diagnostics.items() if v is not None})
         log.info("%s test metrics: %s", self.stage, {k: round(v, 4) for k, v in self.test_metrics.items()})

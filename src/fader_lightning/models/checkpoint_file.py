@@ -39,6 +39,8 @@ STAGE_KEY = "stage"
 """Key of the stage name in a checkpoint dictionary."""
 DIGEST_KEY = "weights_sha256"
 """Key of the digest of a checkpoint's weights and hyper-parameters (:func:`weights_digest`)."""
+CATEGORY_SCORING_KEY = "category_scoring"
+"""Key of a unified model's per-category scoring state (``{category: {map_mean, map_std, thresholds}}``)."""
 VIT_KEYS = "fader.vit_weights (training) or vit_weights= (eval, predict, export)"
 """The options that give attention masking's ViT weights, which checkpoints do not store."""
 
@@ -70,6 +72,10 @@ def weights_digest(checkpoint: Mapping[str, Any]) -> str:
             digest.update(repr(value).encode())
     hparams = checkpoint.get("hyper_parameters", {})
     digest.update(json.dumps(dict(hparams), sort_keys=True, default=str).encode())
+    for category, state in sorted(checkpoint.get(CATEGORY_SCORING_KEY, {}).items()):  # a unified model's, if any
+        for name, value in sorted(state.items()):
+            digest.update(f"{category} {name} {list(value.shape)}".encode())
+            digest.update(value.detach().cpu().float().contiguous().reshape(-1).numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -364,6 +364,19 @@ class AnomalyScorer(nn.Module):
         """Forgets the statistics, so that maps come out unnormalised (to measure new ones)."""
         self.set_statistics(torch.zeros(0), torch.zeros(0))
 
+    def calibrated_state(self) -> dict[str, Tensor]:
+        """A copy of what was measured on normal images (statistics and thresholds), for :meth:`restore`."""
+        return {name: getattr(self, name).clone() for name in ("map_mean", "map_std", "thresholds")}
+
+    def restore(self, state: dict[str, Tensor]) -> None:
+        """Put back what :meth:`calibrated_state` copied.
+
+        Args:
+            state: The copy.
+        """
+        for name, value in state.items():
+            setattr(self, name, value.to(getattr(self, name).device))
+
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """Takes the calibrated buffers' shapes from the checkpoint; checkpoints without them load as uncalibrated.
 

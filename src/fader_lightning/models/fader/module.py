@@ -334,11 +334,11 @@ class FADeRModule(AnomalyModule):
     def _calibration_rows(self) -> PatchRows | None:
         """Clean-image rows of the calibration split (the first row of each cached training image, or val)."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        held_out = getattr(datamodule, "val_policy", None) == "from_train"
+        held_out = bool(getattr(datamodule, "holds_out_normals", False))
         if self.calibration_split == "val" and not held_out:
             raise ConfigError(
-                "fader.calibration.split=val needs held-out normal images: set data.val_policy=from_train "
-                "(or use fader.calibration.split=train)"
+                "fader.calibration.split=val needs held-out normal images: set data.val_policy=from_train or "
+                "official (or use fader.calibration.split=train)"
             )
         if self.calibration_split == "train" or not held_out:
             rows = [row.first() for row in self._cache.values()]
