@@ -64,3 +64,16 @@ def test_all_means_every_generated_category(tmp_path: Path) -> None:
                     n_test_defect=1, size=32)  # fmt: skip
     dm.setup()
     assert dm.categories == CATEGORIES and {s.category for s in dm.test_samples} == set(CATEGORIES)
+
+
+def test_visa_objects_unify_through_the_split_file(synthetic_visa: Path) -> None:
+    dm = datamodule("visa", synthetic_visa, CATEGORIES, image_size=32, val_policy="from_train", val_ratio=0.25)
+    dm.setup()
+    for category in CATEGORIES:
+        alone = datamodule("visa", synthetic_visa, category, image_size=32, val_policy="from_train", val_ratio=0.25)
+        alone.setup()
+        assert dm.category_view(category).test_samples == alone.test_samples
+        assert dm.category_view(category).val_samples == alone.val_samples
+    bad = datamodule("visa", synthetic_visa, ["synth_object", "capsule"], image_size=32)
+    with pytest.raises(ConfigError, match=r"'capsule' \(did you mean 'capsules'\?\)"):
+        bad.setup()

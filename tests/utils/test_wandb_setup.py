@@ -154,3 +154,18 @@ def test_offline_run_is_self_contained_and_logs_the_model(clean_env: Path, monke
     staged = Path(entry.local_path)
     assert staged.is_file() and staged.is_relative_to(wandb_dir)
     assert torch.load(staged, weights_only=True)["hyper_parameters"]["unet"]["widths"] == [8, 16, 32, 64]
+
+
+def test_a_unified_run_logs_each_category_under_its_name(offline_wandb: Path) -> None:
+    cfg = compose_train_cfg(offline_wandb, [*WANDB_RUN, "data.category=[synth_texture,synth_object]"])
+    train(cfg)
+    run = read_run(next((offline_wandb / "out" / "wandb").glob("offline-run-*")))
+    assert run.run.display_name == "synth_texture+synth_object-saliency-s0-j0-ear"
+    assert list(run.run.tags) == ["synth_texture+synth_object", "saliency", "ear"]
+    assert run.config["data"]["category"] == ["synth_texture", "synth_object"]
+    for category in ("synth_texture", "synth_object"):
+        for prefix in (f"test/{category}", f"test/{category}/category_free"):
+            assert 0.0 <= run.summary[f"{prefix}/image_auroc"] <= 1.0
+        assert run.summary[f"test/{category}/samples_ear"]["nrows"] == 8  # that category's test images only
+    assert 0.0 <= run.summary["test/pooled/image_auroc"] <= 1.0
+    assert "test/synth_object/category_free/samples_ear" not in run.summary  # that pass is measured, not shown
