@@ -7,6 +7,7 @@ import pytest
 from conftest import datamodule
 from fader_lightning.data.categories import parse_categories
 from fader_lightning.data.mvtec import MVTEC_CATEGORIES
+from fader_lightning.data.source import describe
 from fader_lightning.errors import ConfigError
 
 CATEGORIES = ["synth_texture", "synth_object"]
@@ -77,3 +78,8 @@ def test_visa_objects_unify_through_the_split_file(synthetic_visa: Path) -> None
     bad = datamodule("visa", synthetic_visa, ["synth_object", "capsule"], image_size=32)
     with pytest.raises(ConfigError, match=r"'capsule' \(did you mean 'capsules'\?\)"):
         bad.setup()
+
+
+def test_a_unified_record_reads_back_as_the_override_that_chose_it() -> None:
+    shown = describe("mvtec", {"root": "/data/mvtec_ad", "category": ["bottle", "grid"]})
+    assert shown == "data=mvtec data.root=/data/mvtec_ad data.category='[bottle,grid]'"

@@ -103,7 +103,11 @@ def read_record(record: Any, path: str | Path) -> tuple[str, dict[str, Any]]:
 
 def describe(group: str, values: Mapping[str, Any]) -> str:
     """The record as the command-line overrides that choose the same data: ``data=mvtec data.root=... ...``."""
-    shown = [f"data.{key}={values[key]}" for key in (*PATH_KEYS, "category") if values.get(key) is not None]
+
+    def override(value: Any) -> str:  # a unified run's categories as they are typed: 'data.category=[a,b]'
+        return f"'[{','.join(map(str, value))}]'" if isinstance(value, list) else str(value)
+
+    shown = [f"data.{key}={override(values[key])}" for key in (*PATH_KEYS, "category") if values.get(key) is not None]
     return " ".join([f"data={group}", *shown])
 
 
