@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fader_lightning.aggregate import aggregate
 from fader_lightning.aggregate.reading import collect
 from fader_lightning.api import Detector
-from fader_lightning.errors import ConfigError, DataError
+from fader_lightning.errors import CheckpointError, ConfigError, DataError
 
 CATEGORIES = ["synth_texture", "synth_object"]
 RUN = ["stage=both", "data.image_size=48", "data.n_train=16", "data.n_test_good=4", "data.n_test_defect=3",
@@ -124,3 +125,14 @@ def test_the_checkpoint_keeps_each_categorys_scoring_for_eval_and_deployment(swe
     assert alone["category_scoring"] == "synth_object" and "per_category" not in alone
     for metric in ("image_auroc", "pixel_auroc", "aupro", "image_fpr_at_threshold", "image_tpr_at_threshold"):
         assert alone["metrics"][metric] == pytest.approx(trained["metrics"][metric], abs=1e-6, nan_ok=True)
+
+
+def test_a_malformed_per_category_scoring_in_a_checkpoint_is_refused(sweep: Path, tmp_path: Path) -> None:
+    job, _ = _unified_entry(sweep)
+    checkpoint = torch.load(job / "checkpoints" / "ear" / "last.ckpt", weights_only=True)
+    assert set(checkpoint["category_scoring"]) == set(CATEGORIES)
+    checkpoint["category_scoring"]["synth_object"] = {"map_mean": [1.0]}
+    damaged = tmp_path / "damaged.ckpt"
+    torch.save(checkpoint, damaged)
+    with pytest.raises(CheckpointError, match=r"category_scoring record that is not \{category: \{map_mean"):
+        Detector.from_checkpoint(damaged, device="cpu", category="synth_object")

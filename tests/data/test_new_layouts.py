@@ -257,3 +257,19 @@ def test_generated_layouts_read_like_the_real_sets(tmp_path: Path) -> None:
         assert item["image"].shape == (3, 32, 32) and float(item["mask"].sum()) > 0
     with pytest.raises(ConfigError, match=r"data\.layout='visa' is not a generated layout"):
         datamodule("synthetic", tmp_path / "x", CATEGORY, layout="visa", image_size=32)
+
+
+def test_realiad_views_filter_refuses_a_name_without_a_view(realiad: Path, tmp_path: Path) -> None:
+    root = Path(shutil.copytree(realiad, tmp_path / "copy"))
+
+    def rename(content: dict) -> None:  # a test image whose name carries no camera view
+        entry = content["test"][0]
+        old = root / "realiad_256" / CATEGORY / entry["image_path"]
+        new = old.with_name(old.name.replace("_C1_", "_"))
+        old.rename(new)
+        entry["image_path"] = str(Path(entry["image_path"]).with_name(new.name))
+
+    _rewrite(root, rename)
+    assert len(make_realiad_samples(root, CATEGORY, "256")) == 50  # without a filter it is read like any other
+    with pytest.raises(DataError, match=r"test\[0\] names .*carries no camera view .*set data\.views=null"):
+        make_realiad_samples(root, CATEGORY, "256", views=[1])

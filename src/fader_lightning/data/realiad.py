@@ -160,7 +160,13 @@ def make_realiad_samples(
     samples, unlabelled, noisy = [], 0, 0
     for split_name in ("train", "test"):
         for index, entry in enumerate(content[split_name]):
-            if views and view_of(entry["image_path"]) not in views:
+            view = view_of(entry["image_path"]) if views else None
+            if views and view is None:  # dropping it would silently change the test set
+                raise DataError(
+                    f"{path}: {split_name}[{index}] names {entry['image_path']}, whose name carries no camera view "
+                    "(_C<1-5>_), and data.views keeps images by it; set data.views=null to keep every image"
+                )
+            if views and view not in views:
                 continue
             image = base / entry["image_path"]
             mask = base / entry["mask_path"] if isinstance(entry.get("mask_path"), str) and entry["mask_path"] else None

@@ -105,6 +105,7 @@ def read_checkpoint(path: str | Path, hint: str) -> dict[str, Any]:
         ) from err
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dictionary; {hint}")
+    check_category_scoring(checkpoint.get(CATEGORY_SCORING_KEY), path, hint)
     stored = checkpoint.get(DIGEST_KEY)
     if stored is not None and stored != weights_digest(checkpoint):
         raise CheckpointError(
@@ -112,6 +113,32 @@ def read_checkpoint(path: str | Path, hint: str) -> dict[str, Any]:
             f"with them ({DIGEST_KEY}); copy it again from its source, or train it again"
         )
     return checkpoint
+
+
+SCORING_STATE = frozenset({"map_mean", "map_std", "thresholds"})
+"""What a unified model keeps per category (:meth:`~fader_lightning.models.scoring.AnomalyScorer.calibrated_state`)."""
+
+
+def check_category_scoring(states: Any, path: str | Path, hint: str) -> None:
+    """Refuse a malformed per-category scoring record of a unified model (read from a file: untrusted).
+
+    It must be ``{category: {map_mean, map_std, thresholds}}`` of float tensors.
+
+    Raises:
+        CheckpointError: Naming the file and the record.
+    """
+    if states is None:
+        return
+    fine = isinstance(states, dict) and all(
+        isinstance(category, str) and isinstance(state, dict) and set(state) == SCORING_STATE
+        and all(isinstance(value, torch.Tensor) and value.is_floating_point() for value in state.values())
+        for category, state in states.items()
+    )  # fmt: skip
+    if not fine:
+        raise CheckpointError(
+            f"{path} holds a {CATEGORY_SCORING_KEY} record that is not {{category: {{map_mean, map_std, thresholds}}}} "
+            f"of float tensors, so its per-category scoring cannot be used; {hint}"
+        )
 
 
 def check_fits(checkpoint: dict[str, Any], module: torch.nn.Module, path: str | Path, key: str) -> None:
